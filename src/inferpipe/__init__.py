@@ -1,0 +1,1 @@
+"""inferpipe: durable execution for AI workloads."""
