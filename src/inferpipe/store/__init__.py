@@ -1,0 +1,46 @@
+"""Persistence. `Store` is the protocol every backend implements."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+from inferpipe.core.errors import ConfigurationError
+from inferpipe.store.base import Store
+
+DEFAULT_DATABASE = "sqlite:///.inferpipe/inferpipe.db"
+"""The embedded default: a SQLite file under ./.inferpipe."""
+
+
+def database_url(url: str | None = None) -> str:
+    """The URL to use: the argument, else INFERPIPE_DATABASE_URL, else the embedded default."""
+    return url or os.environ.get("INFERPIPE_DATABASE_URL") or DEFAULT_DATABASE
+
+
+def store_from_url(url: str | None = None, workspace: str = "default") -> Store:
+    """A store for `sqlite:///path`, a plain file path, or `postgresql://...`."""
+    url = database_url(url)
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            postgres = importlib.import_module("inferpipe.store.postgres")
+        except ImportError as exc:
+            raise ConfigurationError(f"PostgreSQL support is not available: {exc}") from exc
+        store: Store = postgres.PostgresStore(url, workspace)
+        return store
+    if url.startswith("sqlite://"):
+        path = url.removeprefix("sqlite://").removeprefix("/") or ":memory:"
+        if url.startswith("sqlite:////"):
+            path = "/" + path.lstrip("/")
+    elif "://" in url:
+        raise ConfigurationError(
+            f"unsupported database URL {url!r}: use sqlite:/// or postgresql://"
+        )
+    else:
+        path = url
+    from inferpipe.store.sqlite import SQLiteStore  # noqa: PLC0415 - keeps import of base light
+
+    return SQLiteStore(Path(path) if path != ":memory:" else path, workspace)
+
+
+__all__ = ["DEFAULT_DATABASE", "Store", "database_url", "store_from_url"]

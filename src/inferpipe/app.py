@@ -1,0 +1,208 @@
+"""`App`: the facade an application developer uses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from inferpipe.core.durations import Duration, to_ms
+from inferpipe.core.errors import ConfigurationError, RunNotFoundError
+from inferpipe.core.events import Event
+from inferpipe.core.records import LogRecord, Run, StepRecord
+from inferpipe.engine.clock import Clock
+from inferpipe.engine.engine import Engine
+from inferpipe.engine.functions import (
+    Backoff,
+    CancelOn,
+    FunctionDef,
+    Handler,
+    Registry,
+    Timeouts,
+    Trigger,
+    failure_handler,
+)
+from inferpipe.engine.journal import Limits
+from inferpipe.engine.worker import Worker
+from inferpipe.store import Store, store_from_url
+from inferpipe.store.base import Page, RunFilter
+
+
+class App:
+    """An application: its functions, and the engine that runs them.
+
+    Args:
+        id: the application's name.
+        database: `sqlite:///path`, `postgresql://...`, or None for $INFERPIPE_DATABASE_URL,
+            falling back to a SQLite file under ./.inferpipe.
+        workspace: the workspace its events and runs belong to.
+        limits: payload limits (512 KB per event, 4 MB per step output by default).
+
+    Example::
+
+        app = inferpipe.App("support")
+
+        @app.function(id="greet", trigger=inferpipe.on_event("user/signed.up"))
+        async def greet(ctx: inferpipe.Context) -> str:
+            return await ctx.step.run("compose", compose, ctx.event.data["name"])
+    """
+
+    def __init__(
+        self,
+        id: str,
+        *,
+        database: str | None = None,
+        workspace: str = "default",
+        limits: Limits | None = None,
+    ) -> None:
+        self.id = id
+        self.database = database
+        self.workspace = workspace
+        self.limits = limits or Limits()
+        self.registry = Registry()
+        self._engine: Engine | None = None
+
+    def function(
+        self,
+        *,
+        id: str,
+        trigger: Trigger | Sequence[Trigger] | None = None,
+        retries: int = 4,
+        backoff: Backoff | None = None,
+        on_failure: Handler | None = None,
+        cancel_on: CancelOn | Sequence[CancelOn] | None = None,
+        timeouts: Timeouts | None = None,
+        description: str = "",
+    ) -> Callable[[Handler], Handler]:
+        """Register a durable function.
+
+        Args:
+            id: unique within the app.
+            trigger: `on_event(...)`, `on_cron(...)`, a list of them, or None (invoke only).
+            retries: attempts after the first, per step (4 = 5 attempts).
+            backoff: delays between attempts (exponential with jitter by default).
+            on_failure: an async handler run (durably) when a run of this function fails;
+                its `ctx.event.data` holds `run_id`, `function_id`, `error` and `event`.
+            cancel_on: events that cancel a running run.
+            timeouts: start and finish timeouts.
+        """
+
+        def register(handler: Handler) -> Handler:
+            triggers = [] if trigger is None else _as_list(trigger)
+            cancels = [] if cancel_on is None else _as_list(cancel_on)
+            self.add(
+                FunctionDef(
+                    id=id,
+                    handler=handler,
+                    triggers=triggers,
+                    retries=retries,
+                    backoff=backoff or Backoff(),
+                    cancel_on=cancels,
+                    timeouts=timeouts or Timeouts(),
+                    description=description or (handler.__doc__ or "").strip(),
+                )
+            )
+            if on_failure is not None:
+                self.add(failure_handler(id, on_failure))
+            return handler
+
+        return register
+
+    def add(self, fn: FunctionDef) -> None:
+        """Register a prepared function definition."""
+        if self._engine is not None:
+            raise ConfigurationError(f"cannot register {fn.id!r}: the app has already started")
+        self.registry.add(fn)
+
+    # lifecycle ----------------------------------------------------------------------------
+    async def start(self, *, store: Store | None = None, clock: Clock | None = None) -> Engine:
+        """Open the store (applying migrations) and build the engine."""
+        if self._engine is None:
+            store = store or store_from_url(self.database, self.workspace)
+            await store.open()
+            self._engine = Engine(store, self.registry, clock=clock, limits=self.limits)
+        return self._engine
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.store.close()
+            self._engine = None
+
+    async def __aenter__(self) -> App:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise ConfigurationError(
+                "the app is not started: use `async with app:` or `await app.start()`"
+            )
+        return self._engine
+
+    def worker(self, **options: Any) -> Worker:
+        """A worker for this app's functions (see `Worker` for options)."""
+        return Worker(self.engine, **options)
+
+    # operations ---------------------------------------------------------------------------
+    async def send(self, events: Event | list[Event]) -> list[str]:
+        """Send events durably; returns the ids of those accepted (duplicates are dropped)."""
+        return (await self.engine.send(events)).accepted
+
+    async def invoke(self, function_id: str, data: dict[str, Any] | None = None) -> str:
+        """Start a run directly; returns its id."""
+        return await self.engine.invoke(function_id, data)
+
+    async def cancel(self, run_id: str, reason: str = "cancelled by request") -> Run:
+        return await self.engine.cancel(run_id, reason)
+
+    async def rerun(self, run_id: str, *, from_failed_step: bool = False) -> Run:
+        return await self.engine.rerun(run_id, from_failed_step=from_failed_step)
+
+    async def get_run(self, run_id: str) -> Run:
+        run = await self.engine.store.get_run(run_id)
+        if run is None:
+            raise RunNotFoundError(run_id)
+        return run
+
+    async def list_runs(
+        self, flt: RunFilter | None = None, *, limit: int = 50, cursor: str | None = None
+    ) -> Page[Run]:
+        return await self.engine.store.list_runs(flt, limit=limit, cursor=cursor)
+
+    async def steps(self, run_id: str) -> list[StepRecord]:
+        return await self.engine.store.get_steps(run_id)
+
+    async def logs(self, run_id: str) -> list[LogRecord]:
+        return await self.engine.store.get_logs(run_id)
+
+    async def result(self, run_id: str, *, timeout: Duration = 60) -> Run:
+        """Wait until a run finishes (some worker must be running it) and return it."""
+        deadline = asyncio.get_running_loop().time() + to_ms(timeout) / 1000
+        changed = asyncio.Event()
+        unsubscribe = self.engine.subscribe_wakeups(changed.set)
+        try:
+            while True:
+                changed.clear()
+                run = await self.get_run(run_id)
+                if run.status.finished:
+                    return run
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    raise TimeoutError(f"run {run_id} did not finish within {timeout}")
+                # In-process wake-ups make this prompt; the cap covers other processes.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), timeout=min(remaining, 0.25))
+        finally:
+            unsubscribe()
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+__all__ = ["App"]

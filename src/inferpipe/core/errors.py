@@ -1,0 +1,177 @@
+"""Errors raised by inferpipe.
+
+Hierarchy::
+
+    InferpipeError (Exception)            code, retryable
+    ├── ConfigurationError                bad registration or settings
+    │   ├── DuplicateFunctionError
+    │   └── InvalidExpressionError
+    ├── InvalidEventError                 malformed event
+    ├── PayloadTooLargeError
+    ├── OutputNotSerializableError
+    ├── UnknownFunctionError
+    ├── RunNotFoundError
+    ├── StepNestingError                  a step called inside a step
+    ├── NonRetriableError                 raised by user code: do not retry
+    ├── RetryAfterError                   raised by user code: retry after a delay
+    ├── StepError                         a step failed for good; raised into user code
+    └── StoreError                        persistence failed
+        └── MigrationError
+
+    EngineInterrupt (BaseException)       engine control flow, never caught by user code
+    ├── Suspend                           park the run (sleep, wait, retry)
+    ├── RunCancelled                      the run was cancelled
+    └── LeaseLost                         another worker owns the run now
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class InferpipeError(Exception):
+    """Base of every inferpipe error; `code` is stable across HTTP and SSE."""
+
+    code: str = "internal_error"
+    retryable: bool = False
+
+
+class ConfigurationError(InferpipeError):
+    code = "configuration_error"
+
+
+class DuplicateFunctionError(ConfigurationError):
+    code = "duplicate_function"
+
+    def __init__(self, function_id: str) -> None:
+        super().__init__(f"function id {function_id!r} is already registered on this app")
+        self.function_id = function_id
+
+
+class InvalidExpressionError(ConfigurationError):
+    code = "invalid_expression"
+
+    def __init__(self, expression: str, reason: str, *, where: str = "") -> None:
+        place = f" in {where}" if where else ""
+        super().__init__(f"invalid CEL expression{place}: {expression!r}: {reason}")
+        self.expression = expression
+        self.reason = reason
+        self.where = where
+
+
+class InvalidEventError(InferpipeError):
+    code = "invalid_event"
+
+
+class PayloadTooLargeError(InferpipeError):
+    code = "payload_too_large"
+
+    def __init__(self, what: str, size_bytes: int, limit_bytes: int) -> None:
+        super().__init__(f"{what} is {size_bytes} bytes, over the limit of {limit_bytes} bytes")
+        self.what = what
+        self.size_bytes = size_bytes
+        self.limit_bytes = limit_bytes
+
+
+class OutputNotSerializableError(InferpipeError):
+    code = "output_not_serializable"
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"{what} is not JSON-serializable: {reason}")
+        self.what = what
+
+
+class UnknownFunctionError(InferpipeError):
+    code = "unknown_function"
+
+    def __init__(self, function_id: str) -> None:
+        super().__init__(f"no function with id {function_id!r} is registered")
+        self.function_id = function_id
+
+
+class RunNotFoundError(InferpipeError):
+    code = "run_not_found"
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no run with id {run_id!r}")
+        self.run_id = run_id
+
+
+class StepNestingError(InferpipeError):
+    code = "step_nesting"
+
+    def __init__(self, inner: str, outer: str) -> None:
+        super().__init__(
+            f"step {inner!r} was called inside step {outer!r}; steps cannot be nested: "
+            "call them one after another from the function body"
+        )
+
+
+class NonRetriableError(InferpipeError):
+    """Raise from a step to fail it at once, without further attempts."""
+
+    code = "non_retriable"
+
+
+class RetryAfterError(InferpipeError):
+    """Raise from a step to retry it after `delay_s` seconds (counts as an attempt)."""
+
+    code = "retry_after"
+    retryable = True
+
+    def __init__(self, message: str, delay_s: float) -> None:
+        super().__init__(message)
+        self.delay_s = delay_s
+
+
+class StepError(InferpipeError):
+    """A step failed after its last attempt; raised into the function at the step's call."""
+
+    code = "step_failed"
+
+    def __init__(self, step_id: str, error_code: str, message: str, error_type: str = "") -> None:
+        super().__init__(
+            f"step {step_id!r} failed: {error_type + ': ' if error_type else ''}{message}"
+        )
+        self.step_id = step_id
+        self.error_code = error_code
+        self.error_message = message
+        self.error_type = error_type
+
+
+class StoreError(InferpipeError):
+    code = "store_error"
+    retryable = True
+
+
+class MigrationError(StoreError):
+    code = "migration_error"
+    retryable = False
+
+
+class EngineInterrupt(BaseException):
+    """Engine control flow; a BaseException so `except Exception` in user code lets it pass."""
+
+
+class Suspend(EngineInterrupt):
+    """Park the run until `wake_at_ms` (or an event)."""
+
+
+class RunCancelled(EngineInterrupt):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class LeaseLost(EngineInterrupt):
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"lease on run {run_id} was lost to another worker")
+        self.run_id = run_id
+
+
+def error_payload(exc: BaseException) -> dict[str, Any]:
+    """The stored shape of an error: code, type, message."""
+    code = exc.code if isinstance(exc, InferpipeError) else "user_error"
+    if isinstance(exc, StepError):
+        code = exc.error_code
+    return {"code": code, "type": type(exc).__name__, "message": str(exc)}

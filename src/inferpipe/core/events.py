@@ -1,0 +1,92 @@
+"""Events: the things that happen, which trigger functions and resume waiting runs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from inferpipe.core import json
+from inferpipe.core.errors import InvalidEventError
+from inferpipe.core.ids import new_id
+
+MAX_EVENT_NAME_BYTES = 256
+
+FUNCTION_FINISHED = "inferpipe/function.finished"
+"""Sent when any run finalizes; `invoke` waits on it."""
+FUNCTION_FAILED = "inferpipe/function.failed"
+"""Sent when a run fails; `on_failure` handlers are triggered by it."""
+FUNCTION_INVOKED = "inferpipe/function.invoked"
+"""The trigger event of a run started by direct invocation."""
+CRON_TICK = "inferpipe/scheduled.tick"
+"""The trigger event of a run started by a cron schedule."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened.
+
+    Args:
+        name: what happened, e.g. ``"support/ticket.created"``.
+        data: a JSON object describing it.
+        user: optional JSON object about who caused it.
+        id: optional producer-set id; a second event with the same id within 24 h is a
+            duplicate and starts nothing. A ULID is assigned when omitted.
+        ts_ms: when it happened (Unix milliseconds); defaults to when it is sent.
+    """
+
+    name: str
+    data: dict[str, Any] = field(default_factory=dict)
+    user: dict[str, Any] | None = None
+    id: str | None = None
+    ts_ms: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The event as CEL and user code see it."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "data": self.data,
+            "user": self.user or {},
+            "ts": self.ts_ms,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Event:
+        return cls(
+            name=raw["name"],
+            data=raw.get("data") or {},
+            user=raw.get("user") or None,
+            id=raw.get("id"),
+            ts_ms=raw.get("ts"),
+        )
+
+
+def validate_event(event: object, *, limit_bytes: int, now_ms: int | None = None) -> Event:
+    """Check an event and fill in its id and timestamp; raise InvalidEventError naming the field."""
+    if not isinstance(event, Event):
+        raise InvalidEventError(f"expected an inferpipe Event, got {type(event).__name__}")
+    if not isinstance(event.name, str) or not event.name.strip():
+        raise InvalidEventError("event has no name: 'name' must be a non-empty string")
+    if len(event.name.encode()) > MAX_EVENT_NAME_BYTES:
+        raise InvalidEventError(f"event name is longer than {MAX_EVENT_NAME_BYTES} bytes")
+    if not isinstance(event.data, dict):
+        raise InvalidEventError(
+            f"event {event.name!r}: 'data' must be a JSON object, got {type(event.data).__name__}"
+        )
+    if event.user is not None and not isinstance(event.user, dict):
+        raise InvalidEventError(f"event {event.name!r}: 'user' must be a JSON object")
+    if event.id is not None and (not isinstance(event.id, str) or not event.id):
+        raise InvalidEventError(f"event {event.name!r}: 'id' must be a non-empty string")
+    if event.ts_ms is not None and (
+        isinstance(event.ts_ms, bool) or not isinstance(event.ts_ms, int)
+    ):
+        raise InvalidEventError(f"event {event.name!r}: 'ts' must be integer milliseconds")
+    json.dumps(event.as_dict(), what=f"event {event.name!r}", limit_bytes=limit_bytes)
+    return Event(
+        name=event.name,
+        data=event.data,
+        user=event.user,
+        id=event.id or new_id(),
+        ts_ms=event.ts_ms if event.ts_ms is not None else (now_ms or int(time.time() * 1000)),
+    )

@@ -1,0 +1,186 @@
+"""CEL expressions: compile once, evaluate in microseconds, index equality pins.
+
+A wait's expression may refer to the trigger (`event.`) and the candidate (`async.`). When the
+wait is created, `event.<path>` references are replaced by the literal values of the trigger, so
+the stored expression mentions only `async.`. A conjunct of the form `async.<path> == <literal>`
+is a *pin*: the store indexes the wait by (event name, path, value) and looks candidates up
+instead of evaluating every waiting expression.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import cel
+import orjson
+
+from inferpipe.core.errors import InvalidExpressionError
+
+_STRING = r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""
+_TOKEN = re.compile(rf"({_STRING})|(?<![\w.])event((?:\.[A-Za-z_]\w*)+)")
+_PATH = r"async((?:\.[A-Za-z_]\w*)+)"
+_LITERAL = rf"{_STRING}|-?\d+(?:\.\d+)?|true|false"
+_PIN_LEFT = re.compile(rf"^\s*{_PATH}\s*==\s*({_LITERAL})\s*$")
+_PIN_RIGHT = re.compile(rf"^\s*({_LITERAL})\s*==\s*{_PATH}\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """An equality the expression requires: `async.<path> == value` (value as canonical JSON)."""
+
+    path: str
+    value: str
+
+
+@lru_cache(maxsize=4096)
+def compile_expr(expression: str, where: str = "") -> Any:
+    """Compile `expression`; raise InvalidExpressionError naming it and `where` it came from."""
+    if not isinstance(expression, str) or not expression.strip():
+        raise InvalidExpressionError(str(expression), "expression is empty", where=where)
+    try:
+        return cel.compile(expression)
+    except ValueError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else "syntax error"
+        raise InvalidExpressionError(expression, reason, where=where) from exc
+
+
+def check_variables(expression: str, allowed: set[str], where: str = "") -> None:
+    """Raise when `expression` uses a top-level variable not in `allowed`."""
+    program = compile_expr(expression, where)
+    used = set(program.variables())
+    unknown = sorted(used - allowed)
+    if unknown:
+        names = ", ".join(sorted(allowed))
+        raise InvalidExpressionError(
+            expression, f"unknown variable {unknown[0]!r} (available: {names})", where=where
+        )
+
+
+def evaluate(expression: str, variables: dict[str, Any]) -> Any:
+    """Evaluate; a missing field or type mismatch raises ExpressionEvalError."""
+    try:
+        return compile_expr(expression).execute(variables)
+    except InvalidExpressionError:
+        raise
+    except Exception as exc:
+        raise ExpressionEvalError(expression, exc) from exc
+
+
+def matches(expression: str, variables: dict[str, Any]) -> bool:
+    """True only when the expression evaluates to boolean true; errors count as no match."""
+    try:
+        return evaluate(expression, variables) is True
+    except ExpressionEvalError:
+        return False
+
+
+class ExpressionEvalError(Exception):
+    """An expression failed on the given data (missing field, wrong type)."""
+
+    def __init__(self, expression: str, cause: BaseException) -> None:
+        kind = "missing field" if isinstance(cause, KeyError) else type(cause).__name__
+        super().__init__(f"expression {expression!r} failed: {kind} {cause}")
+        self.expression = expression
+
+
+def _lookup(data: Any, path: str) -> Any:
+    for part in path.strip(".").split("."):
+        if not isinstance(data, dict) or part not in data:
+            raise KeyError(part)
+        data = data[part]
+    return data
+
+
+def cel_literal(value: Any) -> str:
+    """A CEL literal equal to a JSON value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return orjson.dumps(value).decode()
+    if isinstance(value, list):
+        return "[" + ", ".join(cel_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = ", ".join(f"{cel_literal(str(k))}: {cel_literal(v)}" for k, v in value.items())
+        return "{" + items + "}"
+    raise TypeError(f"cannot express {type(value).__name__} as a CEL literal")
+
+
+def bind_event(expression: str, event: dict[str, Any]) -> str:
+    """Replace `event.<path>` references (outside strings) with the trigger's literal values.
+
+    A path missing from the trigger becomes `null`, so the expression still compiles and
+    simply does not match.
+    """
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(1):
+            return match.group(1)
+        try:
+            return cel_literal(_lookup(event, match.group(2)))
+        except (KeyError, TypeError):
+            return "null"
+
+    return _TOKEN.sub(substitute, expression)
+
+
+def _split_conjuncts(expression: str) -> list[str]:
+    parts, depth, start, i = [], 0, 0, 0
+    quote: str | None = None
+    while i < len(expression):
+        ch = expression[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif depth == 0 and expression.startswith("&&", i):
+            parts.append(expression[start:i])
+            start = i + 2
+            i += 1
+        elif depth == 0 and expression.startswith("||", i):
+            return [expression]
+        i += 1
+    parts.append(expression[start:])
+    return parts
+
+
+def find_pin(expression: str) -> Pin | None:
+    """The first `async.<path> == <literal>` conjunct of an and-chain, if any."""
+    for part in _split_conjuncts(expression):
+        left = _PIN_LEFT.match(part)
+        right = _PIN_RIGHT.match(part)
+        if left:
+            path, literal = left.group(1), left.group(2)
+        elif right:
+            literal, path = right.group(1), right.group(2)
+        else:
+            continue
+        value = compile_expr(literal).execute({})
+        return Pin(path=path.lstrip("."), value=pin_value(value))
+    return None
+
+
+def pin_value(value: Any) -> str:
+    """Canonical JSON text of a pinned value, so `1` and `1.0` index alike."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def pinned_value_of(event: dict[str, Any], path: str) -> str | None:
+    """The canonical value of `path` in an event, or None when absent."""
+    try:
+        return pin_value(_lookup(event, path))
+    except (KeyError, TypeError):
+        return None

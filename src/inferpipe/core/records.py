@@ -1,0 +1,181 @@
+"""What the store keeps: runs, their journal of steps, waits, logs."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from inferpipe.core.json import JSON
+
+
+class RunStatus(enum.StrEnum):
+    """Where a run is in its life."""
+
+    QUEUED = "queued"  #: ready to be claimed by a worker (or waiting for its ready time)
+    RUNNING = "running"  #: a worker holds its lease and executes it
+    SLEEPING = "sleeping"  #: parked until a time (sleep, or a step's retry backoff)
+    WAITING = "waiting"  #: parked until an event (wait_for_event, invoke) or a timeout
+    COMPLETED = "completed"  #: returned a value
+    FAILED = "failed"  #: raised; can be re-run
+    CANCELLED = "cancelled"  #: cancelled by call, by cancel_on, or by a timeout
+
+    @property
+    def finished(self) -> bool:
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+FINISHED_STATUSES = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class StepKind(enum.StrEnum):
+    RUN = "run"
+    SLEEP = "sleep"
+    WAIT_FOR_EVENT = "wait_for_event"
+    SEND_EVENT = "send_event"
+    INVOKE = "invoke"
+    SCORE = "score"
+    LLM = "llm"
+    EXPERIMENT = "experiment"
+    DEFER = "defer"
+
+
+class StepStatus(enum.StrEnum):
+    COMPLETED = "completed"  #: output recorded; replay returns it
+    FAILED = "failed"  #: attempts exhausted; replay raises StepError
+    RETRYING = "retrying"  #: an attempt failed; the next one is due at `wake_at_ms`
+    SLEEPING = "sleeping"  #: a sleep until `wake_at_ms`
+    WAITING = "waiting"  #: waiting for an event until `wake_at_ms` (None = no timeout)
+
+
+class WaitKind(enum.StrEnum):
+    STEP = "step"  #: resolves a wait_for_event / invoke step
+    CANCEL = "cancel"  #: a cancel_on match cancels the run
+
+
+@dataclass(slots=True)
+class StepRecord:
+    """One entry in a run's journal, keyed by `key` (step id plus occurrence suffix)."""
+
+    run_id: str
+    key: str
+    name: str
+    kind: StepKind
+    status: StepStatus
+    attempt: int = 0
+    input: JSON = None
+    output: JSON = None
+    error: dict[str, Any] | None = None
+    started_at_ms: int | None = None
+    finished_at_ms: int | None = None
+    wake_at_ms: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    seq: int = 0
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.started_at_ms is None or self.finished_at_ms is None:
+            return None
+        return self.finished_at_ms - self.started_at_ms
+
+
+@dataclass(slots=True)
+class Run:
+    """One execution of a function."""
+
+    id: str
+    workspace: str
+    function_id: str
+    status: RunStatus
+    event_ids: list[str]
+    input: JSON
+    created_at_ms: int
+    ready_at_ms: int
+    output: JSON = None
+    error: dict[str, Any] | None = None
+    started_at_ms: int | None = None
+    finished_at_ms: int | None = None
+    parent_run_id: str | None = None
+    rerun_of: str | None = None
+    priority: int = 0
+    attempts: int = 0
+    lease_owner: str | None = None
+    lease_expires_at_ms: int | None = None
+    lease_token: int = 0
+    cancel_requested: str | None = None
+    start_deadline_ms: int | None = None
+    finish_timeout_ms: int | None = None
+    status_reason: str | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A worker's right to write a run; `token` fences out writers with an older claim."""
+
+    run_id: str
+    owner: str
+    token: int
+
+
+@dataclass(slots=True)
+class NewRun:
+    """A run to create, as planned by the engine from an event or an invocation."""
+
+    id: str
+    function_id: str
+    event_ids: list[str]
+    input: JSON
+    ready_at_ms: int
+    priority: int = 0
+    parent_run_id: str | None = None
+    rerun_of: str | None = None
+    start_deadline_ms: int | None = None
+    finish_timeout_ms: int | None = None
+    cancel_waits: list[NewWait] = field(default_factory=list)
+    journal: list[StepRecord] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class NewWait:
+    """A wait to register: the run resumes (or is cancelled) when a matching event arrives."""
+
+    run_id: str
+    kind: WaitKind
+    event_name: str
+    expression: str | None
+    step_key: str | None = None
+    expires_at_ms: int | None = None
+    lookback_ms: int | None = None
+
+
+@dataclass(slots=True)
+class LogRecord:
+    run_id: str
+    seq: int
+    level: str
+    message: str
+    ts_ms: int
+    step_key: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ClaimedRun:
+    """A run a worker now holds, with what it needs to replay it."""
+
+    run: Run
+    lease: Lease
+    journal: dict[str, StepRecord]
+    log_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What committing a batch of events did."""
+
+    accepted: list[str]  #: ids of events stored
+    duplicates: list[str]  #: ids of events dropped as duplicates
+    runs_created: list[str]
+    waits_resolved: list[str]  #: run ids resumed
+    runs_cancelled: list[str]

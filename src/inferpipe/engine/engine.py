@@ -1,0 +1,90 @@
+"""The engine: intake of events and invocations, and the operations on runs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from inferpipe.core.errors import InvalidEventError, RunNotFoundError
+from inferpipe.core.events import Event, validate_event
+from inferpipe.core.ids import new_id
+from inferpipe.core.records import IngestResult, Run
+from inferpipe.engine.clock import Clock, SystemClock
+from inferpipe.engine.executor import Executor
+from inferpipe.engine.functions import Registry
+from inferpipe.engine.journal import Limits
+from inferpipe.store.base import PlannedEvent, Store
+
+
+class Engine:
+    """Ties a store, a function registry and a clock together.
+
+    Events are accepted durably: `send` returns only after the events, the runs they start
+    and the waits they resume are committed in one transaction.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        *,
+        clock: Clock | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.clock: Clock = clock or SystemClock()
+        self.limits = limits or Limits()
+        self._listeners: list[Callable[[], None]] = []
+        self.executor = Executor(
+            store, self.clock, registry, registry.get, self.limits, self._ingested
+        )
+
+    def subscribe_wakeups(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` whenever new work may be ready; returns an unsubscribe function."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _ingested(self, _result: IngestResult | None) -> None:
+        for listener in list(self._listeners):
+            listener()
+
+    async def send(self, events: Event | list[Event]) -> IngestResult:
+        """Validate and durably accept events; start the runs and resume the waits they match."""
+        batch = events if isinstance(events, list) else [events]
+        if not batch:
+            raise InvalidEventError("no events to send")
+        now = self.clock.now_ms()
+        valid = [validate_event(e, limit_bytes=self.limits.event_bytes, now_ms=now) for e in batch]
+        planned = [PlannedEvent(e, self.registry.plan(e, now)) for e in valid]
+        result = await self.store.ingest(planned, now)
+        self._ingested(result)
+        return result
+
+    async def invoke(self, function_id: str, data: dict[str, object] | None = None) -> str:
+        """Start a run of `function_id` directly; returns its run id."""
+        if data is not None and not isinstance(data, dict):
+            raise InvalidEventError("invocation data must be a JSON object")
+        now = self.clock.now_ms()
+        run = self.registry.invocation(function_id, data or {}, now, None)
+        await asyncio.shield(self.store.create_runs([run], now))
+        self._ingested(None)
+        return run.id
+
+    async def cancel(self, run_id: str, reason: str = "cancelled by request") -> Run:
+        """Cancel a run: a step in flight finishes, nothing after it runs."""
+        run = await self.store.request_cancel(run_id, reason, self.clock.now_ms())
+        self._ingested(None)
+        return run
+
+    async def rerun(self, run_id: str, *, from_failed_step: bool = False) -> Run:
+        """Run a finished run again from the start, or keep its completed steps."""
+        old = await self.store.get_run(run_id)
+        if old is None:
+            raise RunNotFoundError(run_id)
+        self.registry.get(old.function_id)
+        run = await self.store.rerun(
+            run_id, new_id(), from_failed_step=from_failed_step, now_ms=self.clock.now_ms()
+        )
+        self._ingested(None)
+        return run

@@ -1,0 +1,181 @@
+"""Execute one claimed run: replay its journal, run new steps inline, then park or finish."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from inferpipe.core import json as jsonc
+from inferpipe.core.errors import InferpipeError, LeaseLost, RunCancelled, Suspend, error_payload
+from inferpipe.core.events import FUNCTION_FAILED, FUNCTION_FINISHED, Event
+from inferpipe.core.records import ClaimedRun, IngestResult, RunStatus, StepStatus
+from inferpipe.engine.clock import Clock
+from inferpipe.engine.context import Context
+from inferpipe.engine.functions import FunctionDef
+from inferpipe.engine.journal import Limits, Planner, RunJournal
+from inferpipe.store.base import Outcome, PlannedEvent, Progress, Store
+
+_log = logging.getLogger("inferpipe.executor")
+
+SETTLE_ROUNDS = 3
+"""Event-loop turns to wait, once every step is parked, for sibling branches to start one."""
+
+
+class Executor:
+    """Runs claimed runs of registered functions against the store."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        planner: Planner,
+        functions: Callable[[str], FunctionDef],
+        limits: Limits,
+        on_ingest: Callable[[IngestResult | None], None],
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.planner = planner
+        self.functions = functions
+        self.limits = limits
+        self.on_ingest = on_ingest
+
+    async def execute(self, claimed: ClaimedRun, *, drain: asyncio.Event | None = None) -> None:
+        """Execute until the run finishes or parks. When `drain` is set, no new step starts and
+        the run is handed back once its steps in flight are recorded. LeaseLost ends it quietly."""
+        journal = RunJournal(
+            claimed, self.store, self.clock, self.planner, self.limits, self.on_ingest
+        )
+        journal.drain = drain
+        try:
+            await self._execute(journal)
+        except LeaseLost:
+            _log.warning("run %s: lease lost; another worker continues it", claimed.run.id)
+
+    async def _execute(self, j: RunJournal) -> None:
+        run = j.run
+        if (
+            run.start_deadline_ms is not None
+            and run.attempts <= 1
+            and j.now_ms() > run.start_deadline_ms
+        ):
+            j.cancel_reason = "start timeout reached before the run started"
+        if j.cancel_reason is not None:
+            await self._finish(j, Outcome(RunStatus.CANCELLED, reason=j.cancel_reason))
+            return
+        fn = self.functions(run.function_id)
+        task: asyncio.Task[Any] = asyncio.ensure_future(fn.handler(Context(j)))
+        if await self._drive(j, task):
+            await self._park(j)
+            return
+        if not task.cancelled() and isinstance(task.exception(), Suspend):
+            await self._hand_back(j)
+            return
+        await self._finish(j, self._outcome(j, task))
+
+    async def _drive(self, j: RunJournal, task: asyncio.Task[Any]) -> bool:
+        """Wait for the function to return, or for every live step to be parked."""
+        while not task.done():
+            j.changed.clear()
+            changed = asyncio.create_task(j.changed.wait())
+            waiters: set[asyncio.Future[Any]] = {task, changed}
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            changed.cancel()
+            if task.done():
+                break
+            if await self._quiescent(j, task):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                return True
+        return False
+
+    async def _hand_back(self, j: RunJournal) -> None:
+        """Draining: let steps in flight record, then release the run to be claimed again."""
+        while j.inflight:
+            j.changed.clear()
+            await j.changed.wait()
+        if j.pending_logs:
+            await j.commit(Progress())
+        await self.store.park(j.lease, RunStatus.QUEUED, j.now_ms(), j.now_ms())
+
+    async def _quiescent(self, j: RunJournal, task: asyncio.Task[Any]) -> bool:
+        if not j.parked or j.inflight:
+            return False
+        for _ in range(SETTLE_ROUNDS):
+            await asyncio.sleep(0)
+            if task.done() or j.inflight:
+                return False
+        return True
+
+    def _outcome(self, j: RunJournal, task: asyncio.Task[Any]) -> Outcome:
+        if task.cancelled():
+            return Outcome(RunStatus.CANCELLED, reason="execution was cancelled")
+        exc = task.exception()
+        if isinstance(exc, LeaseLost):
+            raise exc
+        if isinstance(exc, RunCancelled):
+            return Outcome(RunStatus.CANCELLED, reason=exc.reason)
+        if exc is not None:
+            if not isinstance(exc, InferpipeError):
+                _log.info("run %s failed", j.run.id, exc_info=exc)
+            return Outcome(RunStatus.FAILED, error=error_payload(exc))
+        try:
+            output = jsonc.roundtrip(
+                task.result(), what="function output", limit_bytes=self.limits.run_output_bytes
+            )
+        except InferpipeError as err:
+            return Outcome(RunStatus.FAILED, error=error_payload(err))
+        return Outcome(RunStatus.COMPLETED, output=output)
+
+    async def _park(self, j: RunJournal) -> None:
+        if j.pending_logs:
+            await j.commit(Progress())
+        timed = [w for w in j.parked.values() if w is not None]
+        ready_at = min(timed) if timed else None
+        sleeping = any(
+            j.records.get(k) is not None
+            and j.records[k].status in (StepStatus.SLEEPING, StepStatus.RETRYING)
+            for k in j.parked
+        )
+        status = RunStatus.SLEEPING if sleeping else RunStatus.WAITING
+        await self.store.park(j.lease, status, ready_at, j.now_ms())
+
+    async def _finish(self, j: RunJournal, outcome: Outcome) -> None:
+        if j.pending_logs:
+            await j.commit(Progress())
+        now = j.now_ms()
+        finished = Event(
+            FUNCTION_FINISHED,
+            {
+                "run_id": j.run.id,
+                "function_id": j.run.function_id,
+                "status": outcome.status.value,
+                "output": outcome.output,
+                "error": outcome.error,
+                "reason": outcome.reason,
+            },
+            ts_ms=now,
+            id=f"finished-{j.run.id}",
+        )
+        events = [finished]
+        if outcome.status is RunStatus.FAILED:
+            events.append(
+                Event(
+                    FUNCTION_FAILED,
+                    {
+                        "run_id": j.run.id,
+                        "function_id": j.run.function_id,
+                        "error": outcome.error,
+                        "event": j.run.events[0] if j.run.events else None,
+                    },
+                    ts_ms=now,
+                    id=f"failed-{j.run.id}",
+                )
+            )
+        planned = [PlannedEvent(e, self.planner.plan(e, now)) for e in events]
+        await self.store.finish(j.lease, outcome, planned, now)
+        self.on_ingest(None)

@@ -1,0 +1,138 @@
+"""The state of one execution of a run: its journal, parked steps and pending writes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from inferpipe.core.errors import LeaseLost, RunCancelled, StepNestingError, Suspend
+from inferpipe.core.events import Event
+from inferpipe.core.json import KB, MB
+from inferpipe.core.records import ClaimedRun, IngestResult, LogRecord, NewRun, StepRecord
+from inferpipe.engine.clock import Clock
+from inferpipe.store.base import Progress, ProgressResult, Store
+
+active_step: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "active_step", default=None
+)
+"""The step whose callable is running in this context, to refuse nested steps."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Payload limits, in bytes."""
+
+    event_bytes: int = 512 * KB
+    step_output_bytes: int = 4 * MB
+    run_output_bytes: int = 4 * MB
+
+
+class Planner(Protocol):
+    """Turns events and invocations into runs (the function registry)."""
+
+    def plan(self, event: Event, now_ms: int) -> list[NewRun]: ...
+
+    def invocation(
+        self, function_id: str, data: dict[str, Any], now_ms: int, parent_run_id: str | None
+    ) -> NewRun: ...
+
+    def retries_of(self, function_id: str) -> int: ...
+
+    def backoff_ms(self, function_id: str, attempt: int) -> int: ...
+
+
+class RunJournal:
+    """What one execution knows and writes; steps go through it."""
+
+    def __init__(
+        self,
+        claimed: ClaimedRun,
+        store: Store,
+        clock: Clock,
+        planner: Planner,
+        limits: Limits,
+        on_ingest: Callable[[IngestResult | None], None],
+    ) -> None:
+        self.run = claimed.run
+        self.lease = claimed.lease
+        self.records: dict[str, StepRecord] = claimed.journal
+        self.store = store
+        self.clock = clock
+        self.planner = planner
+        self.limits = limits
+        self.on_ingest = on_ingest
+        self.replayed_logs = claimed.log_count
+        self.log_seq = 0
+        self.pending_logs: list[LogRecord] = []
+        self.parked: dict[str, int | None] = {}
+        self.inflight = 0
+        self.cancel_reason: str | None = claimed.run.cancel_requested
+        self.lease_lost = False
+        self.drain: asyncio.Event | None = None
+        self.changed = asyncio.Event()
+        self._occurrences: dict[str, int] = {}
+        self._next_seq = max((r.seq for r in self.records.values()), default=0) + 1
+
+    def key_for(self, step_id: str) -> str:
+        """The journal key of this call of `step_id`: repeated ids get `:1`, `:2`, ..."""
+        if not isinstance(step_id, str) or not step_id:
+            raise ValueError("a step id must be a non-empty string")
+        outer = active_step.get()
+        if outer is not None:
+            raise StepNestingError(step_id, outer)
+        n = self._occurrences.get(step_id, 0)
+        self._occurrences[step_id] = n + 1
+        return step_id if n == 0 else f"{step_id}:{n}"
+
+    def next_seq(self) -> int:
+        seq = self._next_seq
+        self._next_seq += 1
+        return seq
+
+    def now_ms(self) -> int:
+        return self.clock.now_ms()
+
+    def check_continue(self) -> None:
+        """Before a new step starts: stop if the run was cancelled or ran out of time."""
+        if self.lease_lost:
+            raise LeaseLost(self.run.id)
+        if self.drain is not None and self.drain.is_set():
+            raise Suspend("worker is shutting down")
+        if self.cancel_reason is None and self.run.finish_timeout_ms is not None:
+            started = self.run.started_at_ms or self.now_ms()
+            if self.now_ms() >= started + self.run.finish_timeout_ms:
+                self.cancel_reason = "finish timeout reached"
+        if self.cancel_reason is not None:
+            raise RunCancelled(self.cancel_reason)
+
+    async def commit(self, progress: Progress) -> ProgressResult:
+        progress.logs = self.pending_logs + progress.logs
+        self.pending_logs = []
+        try:
+            result = await self.store.commit(self.lease, progress, self.now_ms())
+        except LeaseLost:
+            self.lease_lost = True
+            raise
+        for step in progress.steps:
+            self.records[step.key] = result.final.get(step.key, step)
+        if result.cancel_requested and self.cancel_reason is None:
+            self.cancel_reason = result.cancel_requested
+        if progress.events or progress.runs or result.ingest:
+            self.on_ingest(result.ingest)
+        return result
+
+    async def park(self, key: str, wake_at_ms: int | None) -> Any:
+        """Hold this step until the run suspends; it resumes on a later replay."""
+        self.parked[key] = wake_at_ms
+        self.changed.set()
+        await asyncio.Future()
+
+    def started(self) -> None:
+        self.inflight += 1
+
+    def finished(self) -> None:
+        self.inflight -= 1
+        self.changed.set()

@@ -1,0 +1,344 @@
+"""The step API: each call is recorded once in the run's journal and replayed from it."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from inferpipe.core import expr
+from inferpipe.core import json as jsonc
+from inferpipe.core.durations import Duration, to_ms
+from inferpipe.core.errors import (
+    InferpipeError,
+    NonRetriableError,
+    OutputNotSerializableError,
+    PayloadTooLargeError,
+    RetryAfterError,
+    StepError,
+    StepNestingError,
+    error_payload,
+)
+from inferpipe.core.events import FUNCTION_FINISHED, Event, validate_event
+from inferpipe.core.records import NewWait, StepKind, StepRecord, StepStatus, WaitKind
+from inferpipe.engine.journal import RunJournal, active_step
+from inferpipe.store.base import PlannedEvent, Progress
+
+T = TypeVar("T")
+
+_NEVER_RETRIED = (
+    NonRetriableError,
+    OutputNotSerializableError,
+    PayloadTooLargeError,
+    StepNestingError,
+)
+"""Errors another attempt cannot fix."""
+
+
+class Steps:
+    """`ctx.step`: durable steps. Every method takes a step id, unique within the function
+    (a repeated id gets an occurrence suffix, so loops work)."""
+
+    def __init__(self, journal: RunJournal, trigger: dict[str, Any]) -> None:
+        self._j = journal
+        self._trigger = trigger
+
+    async def run(self, step_id: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run `fn(*args, **kwargs)` once and record its result; replays return the record.
+
+        A sync `fn` runs in a thread, off the event loop. Failures are retried with backoff
+        (the function's `retries`); after the last attempt a `StepError` is raised here.
+        """
+        j = self._j
+        key = j.key_for(step_id)
+        rec = j.records.get(key)
+        if rec is not None and rec.status is StepStatus.COMPLETED:
+            return rec.output
+        if rec is not None and rec.status is StepStatus.FAILED:
+            raise _step_error(rec)
+        if (
+            rec is not None
+            and rec.status is StepStatus.RETRYING
+            and (rec.wake_at_ms or 0) > j.now_ms()
+        ):
+            return await j.park(key, rec.wake_at_ms)
+        j.check_continue()
+        attempt = rec.attempt + 1 if rec is not None else 0
+        history = list(rec.meta.get("attempts", [])) if rec is not None else []
+        step = StepRecord(
+            j.run.id,
+            key,
+            step_id,
+            StepKind.RUN,
+            StepStatus.COMPLETED,
+            attempt,
+            seq=rec.seq if rec else j.next_seq(),
+            started_at_ms=j.now_ms(),
+            input=_safe_input(args, kwargs),
+        )
+        j.started()
+        try:
+            output = await _call(step_id, fn, args, kwargs)
+            step.output = jsonc.roundtrip(
+                output, what=f"output of step {step_id!r}", limit_bytes=j.limits.step_output_bytes
+            )
+        except Exception as exc:
+            return await self._failed(step, exc, history)
+        finally:
+            j.finished()
+        step.finished_at_ms = j.now_ms()
+        step.meta = {"attempts": history} if history else {}
+        await j.commit(Progress(steps=[step]))
+        return j.records[key].output
+
+    async def _failed(self, step: StepRecord, exc: Exception, history: list[Any]) -> Any:
+        j = self._j
+        now = j.now_ms()
+        history.append({**error_payload(exc), "attempt": step.attempt, "at_ms": now})
+        step.finished_at_ms = now
+        step.error = error_payload(exc)
+        step.meta = {"attempts": history}
+        final = isinstance(exc, _NEVER_RETRIED)
+        if final or step.attempt >= j.planner.retries_of(j.run.function_id):
+            step.status = StepStatus.FAILED
+            await j.commit(Progress(steps=[step]))
+            raise _step_error(j.records[step.key]) from exc
+        delay = (
+            to_ms(exc.delay_s)
+            if isinstance(exc, RetryAfterError)
+            else j.planner.backoff_ms(j.run.function_id, step.attempt)
+        )
+        step.status = StepStatus.RETRYING
+        step.wake_at_ms = now + delay
+        await j.commit(Progress(steps=[step]))
+        return await j.park(step.key, step.wake_at_ms)
+
+    async def sleep(self, step_id: str, duration: Duration) -> None:
+        """Sleep durably: the run is parked (holding no memory) and resumes after `duration`."""
+        key = self._j.key_for(step_id)
+        rec = self._j.records.get(key)
+        wake = rec.wake_at_ms if rec and rec.wake_at_ms else self._j.now_ms() + to_ms(duration)
+        await self._sleep(key, step_id, wake or 0)
+
+    async def sleep_until(self, step_id: str, when: datetime | int) -> None:
+        """Sleep until a datetime (timezone-aware) or a Unix time in milliseconds."""
+        key = self._j.key_for(step_id)
+        wake = int(when.timestamp() * 1000) if isinstance(when, datetime) else int(when)
+        await self._sleep(key, step_id, wake)
+
+    async def _sleep(self, key: str, step_id: str, wake_at_ms: int) -> None:
+        j = self._j
+        rec = j.records.get(key)
+        if rec is not None and rec.status is StepStatus.COMPLETED:
+            return
+        if rec is None:
+            j.check_continue()
+        now = j.now_ms()
+        step = StepRecord(
+            j.run.id,
+            key,
+            step_id,
+            StepKind.SLEEP,
+            StepStatus.SLEEPING,
+            seq=rec.seq if rec else j.next_seq(),
+            started_at_ms=rec.started_at_ms if rec else now,
+            wake_at_ms=wake_at_ms,
+        )
+        if now >= wake_at_ms:
+            step.status = StepStatus.COMPLETED
+            step.finished_at_ms = now
+            await j.commit(Progress(steps=[step]))
+            return
+        if rec is None:
+            await j.commit(Progress(steps=[step]))
+        await j.park(key, wake_at_ms)
+
+    async def wait_for_event(
+        self,
+        step_id: str,
+        *,
+        event: str,
+        timeout: Duration,
+        if_exp: str | None = None,
+        lookback: Duration | None = None,
+    ) -> Event | None:
+        """Wait for an event named `event` for which `if_exp` holds (`event.` is this run's
+        trigger, `async.` the candidate). Returns it, or None after `timeout`. With `lookback`,
+        an event received up to that long before the wait began also matches."""
+        j = self._j
+        key = j.key_for(step_id)
+        rec = j.records.get(key)
+        if rec is None:
+            if if_exp:
+                expr.check_variables(if_exp, {"event", "async"}, where=f"step {step_id!r}")
+            j.check_continue()
+            bound = expr.bind_event(if_exp, self._trigger) if if_exp else None
+            wait = NewWait(
+                j.run.id,
+                WaitKind.STEP,
+                event,
+                bound,
+                key,
+                expires_at_ms=j.now_ms() + to_ms(timeout),
+                lookback_ms=to_ms(lookback) if lookback is not None else None,
+            )
+            rec = await self._open_wait(
+                key,
+                step_id,
+                StepKind.WAIT_FOR_EVENT,
+                wait,
+                {"event": event, "if": bound, "timeout_ms": to_ms(timeout)},
+            )
+        found = await self._await_wait(key, rec)
+        return Event.from_dict(found) if found else None
+
+    async def _open_wait(
+        self,
+        key: str,
+        step_id: str,
+        kind: StepKind,
+        wait: NewWait,
+        info: dict[str, Any],
+        progress: Progress | None = None,
+    ) -> StepRecord:
+        j = self._j
+        step = StepRecord(
+            j.run.id,
+            key,
+            step_id,
+            kind,
+            StepStatus.WAITING,
+            seq=j.next_seq(),
+            started_at_ms=j.now_ms(),
+            wake_at_ms=wait.expires_at_ms,
+            input=info,
+        )
+        progress = progress or Progress()
+        progress.steps.append(step)
+        progress.waits.append(wait)
+        result = await j.commit(progress)
+        if key in result.resolved:
+            step.status = StepStatus.COMPLETED
+            step.output = result.resolved[key]
+        return j.records[key]
+
+    async def _await_wait(self, key: str, rec: StepRecord) -> Any:
+        j = self._j
+        if rec.status is StepStatus.COMPLETED:
+            return rec.output
+        if rec.wake_at_ms is not None and j.now_ms() >= rec.wake_at_ms:
+            rec.status, rec.output, rec.finished_at_ms = StepStatus.COMPLETED, None, j.now_ms()
+            await j.commit(Progress(steps=[rec]))
+            return j.records[key].output
+        return await j.park(key, rec.wake_at_ms)
+
+    async def send_event(self, step_id: str, events: Event | list[Event]) -> list[str]:
+        """Send events once (not again on replay); returns their ids."""
+        j = self._j
+        key = j.key_for(step_id)
+        rec = j.records.get(key)
+        if rec is not None and rec.status is StepStatus.COMPLETED:
+            return list(rec.output)
+        j.check_continue()
+        now = j.now_ms()
+        batch = [
+            validate_event(e, limit_bytes=j.limits.event_bytes, now_ms=now)
+            for e in (events if isinstance(events, list) else [events])
+        ]
+        planned = [PlannedEvent(e, j.planner.plan(e, now)) for e in batch]
+        ids = [e.id for e in batch if e.id]
+        step = StepRecord(
+            j.run.id,
+            key,
+            step_id,
+            StepKind.SEND_EVENT,
+            StepStatus.COMPLETED,
+            seq=j.next_seq(),
+            started_at_ms=now,
+            finished_at_ms=now,
+            input=[e.as_dict() for e in batch],
+            output=ids,
+        )
+        await j.commit(Progress(steps=[step], events=planned))
+        return list(j.records[key].output)
+
+    async def invoke(
+        self,
+        step_id: str,
+        function_id: str,
+        data: dict[str, Any] | None = None,
+        *,
+        timeout: Duration | None = None,
+    ) -> Any:
+        """Start `function_id` as a child run and wait for its result; its failure raises
+        `StepError` here."""
+        j = self._j
+        key = j.key_for(step_id)
+        rec = j.records.get(key)
+        if rec is None:
+            j.check_continue()
+            now = j.now_ms()
+            child = j.planner.invocation(function_id, data or {}, now, j.run.id)
+            wait = NewWait(
+                j.run.id,
+                WaitKind.STEP,
+                FUNCTION_FINISHED,
+                f"async.data.run_id == {expr.cel_literal(child.id)}",
+                key,
+                expires_at_ms=now + to_ms(timeout) if timeout is not None else None,
+            )
+            rec = await self._open_wait(
+                key,
+                step_id,
+                StepKind.INVOKE,
+                wait,
+                {"function_id": function_id, "run_id": child.id, "data": data},
+                Progress(runs=[child]),
+            )
+        finished = await self._await_wait(key, rec)
+        if finished is None:
+            raise StepError(step_id, "invoke_timeout", f"{function_id} did not finish in time")
+        result = finished["data"]
+        if result.get("status") != "completed":
+            err = result.get("error") or {}
+            raise StepError(
+                step_id,
+                err.get("code", "invoke_failed"),
+                f"invoked {function_id} {result.get('status')}: {err.get('message', '')}",
+                err.get("type", ""),
+            )
+        return result.get("output")
+
+
+def _step_error(rec: StepRecord) -> StepError:
+    err = rec.error or {}
+    return StepError(
+        rec.name, err.get("code", "step_failed"), err.get("message", ""), err.get("type", "")
+    )
+
+
+def _safe_input(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if not args and not kwargs:
+        return None
+    try:
+        return jsonc.roundtrip({"args": list(args), "kwargs": kwargs})
+    except InferpipeError:
+        return {"repr": repr((args, kwargs))[:1000]}
+
+
+async def _call(
+    step_id: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    token = active_step.set(step_id)
+    try:
+        if inspect.iscoroutinefunction(fn):
+            return await fn(*args, **kwargs)
+        result = await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
+        if inspect.isawaitable(result):
+            return await result
+        return result
+    finally:
+        active_step.reset(token)

@@ -1,0 +1,165 @@
+"""Workers claim ready runs under a lease, keep the lease alive, and execute them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+
+from inferpipe.core.ids import new_id
+from inferpipe.core.records import ClaimedRun, Lease
+from inferpipe.engine.cron import CronSchedule
+from inferpipe.engine.engine import Engine
+
+_log = logging.getLogger("inferpipe.worker")
+
+DEFAULT_LEASE_MS = 10_000
+"""A run whose worker stopped heartbeating is taken over after this long."""
+
+FALLBACK_POLL_MS = 250
+"""Safety net for work made ready by another process; in-process work wakes the worker at once."""
+
+
+class Worker:
+    """Executes the runs of an engine's functions.
+
+    Args:
+        engine: the engine whose functions this worker runs.
+        concurrency: runs executed at once.
+        lease_ms: how long a claim lasts without a heartbeat.
+        poll_ms: the fallback poll for work made ready by other processes.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        concurrency: int = 100,
+        lease_ms: int = DEFAULT_LEASE_MS,
+        poll_ms: int = FALLBACK_POLL_MS,
+        worker_id: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.concurrency = concurrency
+        self.lease_ms = lease_ms
+        self.poll_ms = poll_ms
+        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._drain = asyncio.Event()
+        self._active: dict[str, tuple[Lease, asyncio.Task[None]]] = {}
+        self._unsubscribe = engine.subscribe_wakeups(self._wake.set)
+        self.cron = CronSchedule(engine.registry, engine.clock.now_ms())
+
+    @property
+    def active_runs(self) -> int:
+        return len(self._active)
+
+    async def run(self) -> None:
+        """Claim and execute work until `notify_shutdown`; then drain."""
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            while not self._stopping.is_set():
+                self._wake.clear()
+                await self._fire_cron()
+                claimed = await self._claim_into_slots()
+                if claimed and len(self._active) < self.concurrency:
+                    continue
+                await self._sleep()
+        finally:
+            await self.drain()
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            self._unsubscribe()
+
+    def notify_shutdown(self) -> None:
+        """Stop claiming; runs in flight finish their current step and are handed back."""
+        self._stopping.set()
+        self._drain.set()
+        self._wake.set()
+
+    async def drain(self) -> None:
+        """Wait for every run this worker holds to park, finish or be handed back."""
+        tasks = [task for _, task in self._active.values()]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def run_until_idle(self) -> int:
+        """Burst mode: execute ready work until none is left now; returns runs executed."""
+        total = 0
+        while True:
+            await self._fire_cron()
+            claimed = await self.engine.store.claim(
+                self.id,
+                self.engine.registry.ids,
+                self.concurrency,
+                self.engine.clock.now_ms(),
+                self.lease_ms,
+            )
+            if not claimed:
+                return total
+            total += len(claimed)
+            await asyncio.gather(*(self.engine.executor.execute(c) for c in claimed))
+
+    async def _fire_cron(self) -> None:
+        due = self.cron.due(self.engine.clock.now_ms())
+        if due:
+            await self.engine.send(due)
+
+    async def _claim_into_slots(self) -> int:
+        free = self.concurrency - len(self._active)
+        if free <= 0:
+            return 0
+        claimed = await self.engine.store.claim(
+            self.id, self.engine.registry.ids, free, self.engine.clock.now_ms(), self.lease_ms
+        )
+        for item in claimed:
+            self._start(item)
+        return len(claimed)
+
+    def _start(self, claimed: ClaimedRun) -> None:
+        run_id = claimed.run.id
+        task = asyncio.create_task(self.engine.executor.execute(claimed, drain=self._drain))
+        self._active[run_id] = (claimed.lease, task)
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._active.pop(run_id, None)
+            self._wake.set()
+            if not task.cancelled() and task.exception() is not None:
+                _log.error("run %s: executor crashed", run_id, exc_info=task.exception())
+
+        task.add_done_callback(done)
+
+    async def _sleep(self) -> None:
+        clock = self.engine.clock
+        times = [clock.now_ms() + self.poll_ms]
+        nxt = await self.engine.store.next_ready_at(self.engine.registry.ids)
+        if nxt is not None:
+            times.append(nxt)
+        tick = self.cron.next_tick_ms()
+        if tick is not None:
+            times.append(tick)
+        await clock.sleep_until(min(times), self._wake)
+
+    async def _heartbeat(self) -> None:
+        interval_s = self.lease_ms / 3000
+        while True:
+            await asyncio.sleep(interval_s)
+            leases = [lease for lease, _ in self._active.values()]
+            if not leases:
+                continue
+            try:
+                lost = await self.engine.store.renew_leases(
+                    leases, self.engine.clock.now_ms() + self.lease_ms
+                )
+            except Exception:
+                _log.exception("heartbeat failed; retrying")
+                continue
+            for run_id in lost:
+                entry = self._active.get(run_id)
+                if entry is not None:
+                    _log.warning("run %s: lease lost, stopping local execution", run_id)
+                    entry[1].cancel()

@@ -1,0 +1,171 @@
+"""The `Store` protocol: the only door to persistence.
+
+Every implementation passes `tests/store/test_conformance.py`. A store instance is bound to one
+workspace; `for_workspace` returns a view on another, sharing connections. Times are passed in
+by the caller (`now_ms`), never read from a clock here, so a virtual clock drives a whole test.
+
+Writes that change a run take the run's `Lease`; a write whose lease token is no longer the
+run's raises `LeaseLost`, so a worker that stalled past its lease cannot corrupt the journal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from inferpipe.core.events import Event
+from inferpipe.core.json import JSON
+from inferpipe.core.records import (
+    ClaimedRun,
+    IngestResult,
+    Lease,
+    LogRecord,
+    NewRun,
+    NewWait,
+    Run,
+    RunStatus,
+    StepRecord,
+)
+
+DEDUPE_WINDOW_MS = 24 * 3600 * 1000
+"""A producer-set event id is deduplicated for this long."""
+
+
+@dataclass(slots=True)
+class PlannedEvent:
+    """An event to store with the runs it starts (planned by the engine from triggers)."""
+
+    event: Event
+    runs: list[NewRun] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Progress:
+    """What one step of a run adds to the store, written atomically."""
+
+    steps: list[StepRecord] = field(default_factory=list)
+    logs: list[LogRecord] = field(default_factory=list)
+    waits: list[NewWait] = field(default_factory=list)
+    events: list[PlannedEvent] = field(default_factory=list)
+    runs: list[NewRun] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressResult:
+    cancel_requested: str | None  #: why the run should stop, when it should
+    resolved: dict[str, JSON]  #: step key -> event, for waits satisfied at once by lookback
+    ingest: IngestResult | None = None
+    final: dict[str, StepRecord] = field(default_factory=dict)
+    """Steps already final in the journal, whose write was ignored: the stored record wins."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a run ended."""
+
+    status: RunStatus
+    output: JSON = None
+    error: dict[str, Any] | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    function_id: str | None = None
+    status: RunStatus | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
+    event_id: str | None = None
+    parent_run_id: str | None = None
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+class Store(Protocol):
+    """Persistence for events, runs, journals, waits and logs, scoped to one workspace."""
+
+    workspace: str
+
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+
+    async def close(self) -> None: ...
+
+    def for_workspace(self, workspace: str) -> Store:
+        """A view of the same database scoped to `workspace`."""
+
+    # events -------------------------------------------------------------------------------
+    async def ingest(self, events: list[PlannedEvent], now_ms: int) -> IngestResult:
+        """Store events (dropping duplicates), create their runs, resume matching waits and
+        request cancellation of matching runs, all in one transaction."""
+
+    async def get_event(self, event_id: str) -> dict[str, Any] | None: ...
+
+    async def list_events(
+        self,
+        *,
+        name: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[dict[str, Any]]: ...
+
+    # runs ---------------------------------------------------------------------------------
+    async def create_runs(self, runs: list[NewRun], now_ms: int) -> None: ...
+
+    async def get_run(self, run_id: str) -> Run | None: ...
+
+    async def list_runs(
+        self, flt: RunFilter | None = None, *, limit: int = 50, cursor: str | None = None
+    ) -> Page[Run]:
+        """Runs newest first."""
+
+    async def get_steps(self, run_id: str) -> list[StepRecord]: ...
+
+    async def get_logs(self, run_id: str) -> list[LogRecord]: ...
+
+    async def request_cancel(self, run_id: str, reason: str, now_ms: int) -> Run:
+        """Mark a run to stop; a worker finalizes it (a step in flight finishes first)."""
+
+    async def rerun(
+        self, run_id: str, new_run_id: str, *, from_failed_step: bool, now_ms: int
+    ) -> Run:
+        """A new run of the same function and input; from the failed step keeps the journal's
+        completed steps."""
+
+    # work ---------------------------------------------------------------------------------
+    async def claim(
+        self, owner: str, function_ids: list[str], limit: int, now_ms: int, lease_ms: int
+    ) -> list[ClaimedRun]:
+        """Take up to `limit` ready runs (highest priority, then oldest ready) under a lease;
+        runs whose lease expired are taken over."""
+
+    async def next_ready_at(self, function_ids: list[str]) -> int | None:
+        """When the next claimable run becomes ready (or a lease expires), if ever."""
+
+    async def renew_leases(self, leases: list[Lease], until_ms: int) -> list[str]:
+        """Extend leases; returns the run ids whose lease was lost."""
+
+    async def commit(self, lease: Lease, progress: Progress, now_ms: int) -> ProgressResult:
+        """Append to a run's journal (and what goes with it) under its lease."""
+
+    async def park(
+        self, lease: Lease, status: RunStatus, ready_at_ms: int | None, now_ms: int
+    ) -> None:
+        """Release the run until `ready_at_ms` (None: until an event) and drop the lease."""
+
+    async def finish(
+        self, lease: Lease, outcome: Outcome, events: list[PlannedEvent], now_ms: int
+    ) -> None:
+        """Finalize the run, drop its waits, and ingest the events its end produces."""
+
+    async def purge(self, older_than_ms: int) -> int:
+        """Delete finished runs (with journals and logs) and events older than a time."""

@@ -1,0 +1,16 @@
+"""Numbered SQL migrations per dialect: `<dialect>/NNNN_name.sql`, applied in order once."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+
+def migration_files(dialect: str) -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every migration of `dialect`, in order."""
+    folder = resources.files(__package__) / dialect
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text()))
+    return sorted(found)

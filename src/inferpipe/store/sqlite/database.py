@@ -1,0 +1,177 @@
+"""One SQLite connection on its own thread, with group commit.
+
+Write jobs that arrive while a commit is in progress are batched into the next transaction,
+each inside its own savepoint so one failing job does not undo the others. A job's future
+resolves only after COMMIT returns, and with `synchronous=FULL` in WAL mode that means the
+write is on disk: "a step reported done is on disk".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from inferpipe.core.errors import StoreError
+
+T = TypeVar("T")
+
+MAX_BATCH = 512
+"""Jobs per transaction; bounds how long one commit holds the write lock."""
+
+BUSY_TIMEOUT_MS = 10_000
+"""How long to wait for another process's write lock before failing."""
+
+
+@dataclass(slots=True)
+class _Job:
+    fn: Callable[[sqlite3.Connection], Any]
+    write: bool
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+class Database:
+    """Runs callables against one connection on a dedicated thread."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    def start(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def main() -> None:
+            try:
+                self._conn = self._connect()
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            self._serve()
+
+        self._thread = threading.Thread(target=main, name="inferpipe-sqlite", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            raise StoreError(f"cannot open SQLite database {self.path}: {failure[0]}") from failure[
+                0
+            ]
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._submit(fn, write=False)
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in a transaction; returns once committed."""
+        return await self._submit(fn, write=True)
+
+    async def _submit(self, fn: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
+        if self._thread is None:
+            raise StoreError("the store is not open: call `await store.open()` first")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put(_Job(fn, write, loop, future))
+        return await future
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _serve(self) -> None:
+        assert self._conn is not None
+        conn = self._conn
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                break
+            batch = [job]
+            stop = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    nxt = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            for read in (j for j in batch if not j.write):
+                _settle(read, *_call(read.fn, conn))
+            writes = [j for j in batch if j.write]
+            if writes:
+                self._commit(conn, writes)
+            if stop:
+                break
+        conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
+        results: list[tuple[Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in jobs:
+                conn.execute("SAVEPOINT job")
+                result, error = _call(job.fn, conn)
+                conn.execute("ROLLBACK TO job" if error else "RELEASE job")
+                if error:
+                    conn.execute("RELEASE job")
+                results.append((result, error))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            failure = StoreError(f"SQLite commit failed: {exc}")
+            failure.__cause__ = exc
+            for job in jobs:
+                _settle(job, None, failure)
+            return
+        for job, (result, error) in zip(jobs, results, strict=True):
+            _settle(job, result, error)
+
+
+def _call(
+    fn: Callable[[sqlite3.Connection], Any], conn: sqlite3.Connection
+) -> tuple[Any, BaseException | None]:
+    try:
+        return fn(conn), None
+    except sqlite3.Error as exc:
+        failure = StoreError(f"SQLite error: {exc}")
+        failure.__cause__ = exc
+        return None, failure
+    except BaseException as exc:
+        return None, exc
+
+
+def _settle(job: _Job, result: Any, error: BaseException | None) -> None:
+    def resolve() -> None:
+        if job.future.done():
+            return
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(result)
+
+    # RuntimeError: the caller's loop is closed; nobody is waiting.
+    with contextlib.suppress(RuntimeError):
+        job.loop.call_soon_threadsafe(resolve)

@@ -1,0 +1,203 @@
+"""Event intake inside a transaction: store, create runs, resume waits, request cancels."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from inferpipe.core import expr
+from inferpipe.core.records import (
+    FINISHED_STATUSES,
+    IngestResult,
+    NewRun,
+    NewWait,
+    StepStatus,
+    WaitKind,
+)
+from inferpipe.store.base import DEDUPE_WINDOW_MS, PlannedEvent
+from inferpipe.store.sqlite.rows import STEP_COLUMNS, enc, enc_opt, step_params
+
+_FINISHED = tuple(s.value for s in FINISHED_STATUSES)
+
+
+def ingest(
+    conn: sqlite3.Connection, ws: str, planned: list[PlannedEvent], now_ms: int
+) -> IngestResult:
+    accepted: list[str] = []
+    duplicates: list[str] = []
+    created: list[str] = []
+    resolved: list[str] = []
+    cancelled: list[str] = []
+    for item in planned:
+        event = item.event
+        assert event.id is not None and event.ts_ms is not None
+        if _is_duplicate(conn, ws, event.id, now_ms):
+            duplicates.append(event.id)
+            continue
+        body = event.as_dict()
+        conn.execute(
+            "INSERT INTO events (workspace, id, name, body, ts_ms, received_at_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (ws, event.id, event.name, enc(body), event.ts_ms, now_ms),
+        )
+        accepted.append(event.id)
+        insert_runs(conn, ws, item.runs, now_ms)
+        created.extend(r.id for r in item.runs)
+        for run_id, kind in match_waits(conn, ws, body, now_ms):
+            (resolved if kind is WaitKind.STEP else cancelled).append(run_id)
+    return IngestResult(accepted, duplicates, created, resolved, cancelled)
+
+
+def _is_duplicate(conn: sqlite3.Connection, ws: str, event_id: str, now_ms: int) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM events WHERE workspace = ? AND id = ? AND received_at_ms > ? LIMIT 1",
+        (ws, event_id, now_ms - DEDUPE_WINDOW_MS),
+    ).fetchone()
+    return row is not None
+
+
+def insert_runs(conn: sqlite3.Connection, ws: str, runs: list[NewRun], now_ms: int) -> None:
+    for run in runs:
+        conn.execute(
+            "INSERT INTO runs (id, workspace, function_id, status, event_ids, input, created_at_ms,"
+            " ready_at_ms, parent_run_id, rerun_of, priority, start_deadline_ms, finish_timeout_ms)"
+            " VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run.id,
+                ws,
+                run.function_id,
+                enc(run.event_ids),
+                enc(run.input),
+                now_ms,
+                run.ready_at_ms,
+                run.parent_run_id,
+                run.rerun_of,
+                run.priority,
+                run.start_deadline_ms,
+                run.finish_timeout_ms,
+            ),
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO run_triggers (event_id, run_id) VALUES (?, ?)",
+            [(eid, run.id) for eid in run.event_ids],
+        )
+        for wait in run.cancel_waits:
+            insert_wait(conn, ws, wait, now_ms)
+        if run.journal:
+            conn.executemany(
+                f"INSERT INTO steps ({STEP_COLUMNS}) VALUES ({', '.join('?' * 14)})",
+                [step_params(s) for s in run.journal],
+            )
+
+
+def insert_wait(conn: sqlite3.Connection, ws: str, wait: NewWait, now_ms: int) -> None:
+    pin = expr.find_pin(wait.expression) if wait.expression else None
+    conn.execute(
+        "INSERT INTO waits (workspace, run_id, kind, event_name, expression, pin_path, pin_value,"
+        " step_key, expires_at_ms, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            ws,
+            wait.run_id,
+            wait.kind.value,
+            wait.event_name,
+            wait.expression,
+            pin.path if pin else None,
+            pin.value if pin else None,
+            wait.step_key,
+            wait.expires_at_ms,
+            now_ms,
+        ),
+    )
+    if pin:
+        conn.execute(
+            "INSERT OR IGNORE INTO wait_pins (workspace, event_name, pin_path) VALUES (?, ?, ?)",
+            (ws, wait.event_name, pin.path),
+        )
+
+
+def _candidates(
+    conn: sqlite3.Connection, ws: str, event: dict[str, Any], now_ms: int
+) -> list[tuple[Any, ...]]:
+    name = event["name"]
+    cols = "id, run_id, kind, expression, step_key"
+    live = "(expires_at_ms IS NULL OR expires_at_ms > ?)"
+    rows = conn.execute(
+        f"SELECT {cols} FROM waits WHERE workspace = ? AND event_name = ? AND pin_path IS NULL"
+        f" AND {live}",
+        (ws, name, now_ms),
+    ).fetchall()
+    paths = conn.execute(
+        "SELECT pin_path FROM wait_pins WHERE workspace = ? AND event_name = ?", (ws, name)
+    ).fetchall()
+    for (path,) in paths:
+        value = expr.pinned_value_of(event, path)
+        if value is None:
+            continue
+        rows += conn.execute(
+            f"SELECT {cols} FROM waits WHERE workspace = ? AND event_name = ? AND pin_path = ?"
+            f" AND pin_value = ? AND {live}",
+            (ws, name, path, value, now_ms),
+        ).fetchall()
+    rows.sort(key=lambda r: int(r[0]))
+    return rows
+
+
+def match_waits(
+    conn: sqlite3.Connection, ws: str, event: dict[str, Any], now_ms: int
+) -> list[tuple[str, WaitKind]]:
+    """Resolve the waits this event satisfies; returns (run id, wait kind) for each."""
+    hits: list[tuple[str, WaitKind]] = []
+    variables = {"async": event}
+    for wait_id, run_id, kind, expression, step_key in _candidates(conn, ws, event, now_ms):
+        if expression and not expr.matches(expression, variables):
+            continue
+        if WaitKind(kind) is WaitKind.STEP:
+            resolve_step_wait(conn, run_id, step_key, event, now_ms)
+            conn.execute("DELETE FROM waits WHERE id = ?", (wait_id,))
+            hits.append((run_id, WaitKind.STEP))
+        else:
+            reason = f"cancelled by event {event['name']} ({event['id']})"
+            if request_cancel(conn, run_id, reason, now_ms):
+                hits.append((run_id, WaitKind.CANCEL))
+    return hits
+
+
+def resolve_step_wait(
+    conn: sqlite3.Connection, run_id: str, step_key: str, event: dict[str, Any] | None, now_ms: int
+) -> None:
+    conn.execute(
+        "UPDATE steps SET status = ?, output = ?, finished_at_ms = ? "
+        "WHERE run_id = ? AND key = ? AND status = ?",
+        (
+            StepStatus.COMPLETED.value,
+            enc_opt(event),
+            now_ms,
+            run_id,
+            step_key,
+            StepStatus.WAITING.value,
+        ),
+    )
+    wake_run(conn, run_id, now_ms)
+
+
+def wake_run(conn: sqlite3.Connection, run_id: str, now_ms: int) -> None:
+    """Make a parked run ready now; a running one resumes as soon as it parks."""
+    conn.execute(
+        "UPDATE runs SET ready_at_ms = ?, status = 'queued' "
+        "WHERE id = ? AND status IN ('waiting', 'sleeping', 'queued')",
+        (now_ms, run_id),
+    )
+    conn.execute("UPDATE runs SET wake_pending = 1 WHERE id = ? AND status = 'running'", (run_id,))
+
+
+def request_cancel(conn: sqlite3.Connection, run_id: str, reason: str, now_ms: int) -> bool:
+    cur = conn.execute(
+        f"UPDATE runs SET cancel_requested = COALESCE(cancel_requested, ?) "
+        f"WHERE id = ? AND status NOT IN ({', '.join('?' * len(_FINISHED))})",
+        (reason, run_id, *_FINISHED),
+    )
+    if cur.rowcount == 0:
+        return False
+    conn.execute("DELETE FROM waits WHERE run_id = ? AND kind = ?", (run_id, WaitKind.CANCEL.value))
+    wake_run(conn, run_id, now_ms)
+    return True

@@ -1,0 +1,254 @@
+"""Claiming, journaling, parking and finishing runs under a fenced lease."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from inferpipe.core import expr
+from inferpipe.core.errors import LeaseLost
+from inferpipe.core.records import (
+    ClaimedRun,
+    Lease,
+    NewWait,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+)
+from inferpipe.store.base import Outcome, PlannedEvent, Progress, ProgressResult
+from inferpipe.store.sqlite import intake
+from inferpipe.store.sqlite.rows import (
+    RUN_COLUMNS,
+    STEP_COLUMNS,
+    dec,
+    enc,
+    enc_opt,
+    run_from_row,
+    step_from_row,
+    step_params,
+)
+
+_PARKED = "('queued', 'sleeping', 'waiting')"
+
+
+def claim(
+    conn: sqlite3.Connection,
+    ws: str,
+    owner: str,
+    function_ids: list[str],
+    limit: int,
+    now_ms: int,
+    lease_ms: int,
+) -> list[ClaimedRun]:
+    fns = ", ".join("?" * len(function_ids))
+    ready = conn.execute(
+        f"SELECT id FROM runs WHERE workspace = ? AND status IN {_PARKED} AND ready_at_ms <= ?"
+        f" AND function_id IN ({fns}) ORDER BY priority DESC, ready_at_ms LIMIT ?",
+        (ws, now_ms, *function_ids, limit),
+    ).fetchall()
+    stale = conn.execute(
+        f"SELECT id FROM runs WHERE status = 'running' AND lease_expires_at_ms < ? AND workspace = ?"
+        f" AND function_id IN ({fns}) LIMIT ?",
+        (now_ms, ws, *function_ids, limit),
+    ).fetchall()
+    ids = [r[0] for r in ready + stale][:limit]
+    return [_take(conn, run_id, owner, now_ms, lease_ms) for run_id in ids]
+
+
+def _take(
+    conn: sqlite3.Connection, run_id: str, owner: str, now_ms: int, lease_ms: int
+) -> ClaimedRun:
+    conn.execute(
+        "UPDATE runs SET status = 'running', lease_owner = ?, lease_expires_at_ms = ?,"
+        " lease_token = lease_token + 1, wake_pending = 0, attempts = attempts + 1,"
+        " started_at_ms = COALESCE(started_at_ms, ?) WHERE id = ?",
+        (owner, now_ms + lease_ms, now_ms, run_id),
+    )
+    run = run_from_row(
+        conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+    )
+    steps = conn.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ?", (run_id,)).fetchall()
+    journal = {row[1]: step_from_row(row) for row in steps}
+    (log_count,) = conn.execute("SELECT COUNT(*) FROM logs WHERE run_id = ?", (run_id,)).fetchone()
+    return ClaimedRun(run, Lease(run_id, owner, run.lease_token), journal, log_count)
+
+
+def next_ready_at(conn: sqlite3.Connection, ws: str, function_ids: list[str]) -> int | None:
+    fns = ", ".join("?" * len(function_ids))
+    (ready,) = conn.execute(
+        f"SELECT MIN(ready_at_ms) FROM runs WHERE workspace = ? AND status IN {_PARKED}"
+        f" AND function_id IN ({fns})",
+        (ws, *function_ids),
+    ).fetchone()
+    (lease,) = conn.execute(
+        f"SELECT MIN(lease_expires_at_ms) FROM runs WHERE status = 'running' AND workspace = ?"
+        f" AND function_id IN ({fns})",
+        (ws, *function_ids),
+    ).fetchone()
+    times = [t for t in (ready, lease) if t is not None]
+    return min(times) if times else None
+
+
+def renew(conn: sqlite3.Connection, leases: list[Lease], until_ms: int) -> list[str]:
+    lost = []
+    for lease in leases:
+        cur = conn.execute(
+            "UPDATE runs SET lease_expires_at_ms = ? WHERE id = ? AND lease_token = ?"
+            " AND lease_owner = ? AND status = 'running'",
+            (until_ms, lease.run_id, lease.token, lease.owner),
+        )
+        if cur.rowcount == 0:
+            lost.append(lease.run_id)
+    return lost
+
+
+def fence(conn: sqlite3.Connection, lease: Lease) -> tuple[str | None, int]:
+    """Check the lease is still ours; returns (cancel reason, wake_pending)."""
+    row = conn.execute(
+        "SELECT lease_token, lease_owner, status, cancel_requested, wake_pending FROM runs"
+        " WHERE id = ?",
+        (lease.run_id,),
+    ).fetchone()
+    if row is None or row[0] != lease.token or row[1] != lease.owner or row[2] != "running":
+        raise LeaseLost(lease.run_id)
+    return row[3], row[4]
+
+
+def commit(
+    conn: sqlite3.Connection, ws: str, lease: Lease, progress: Progress, now_ms: int
+) -> ProgressResult:
+    cancel, _ = fence(conn, lease)
+    final = _final_steps(conn, lease.run_id, [s.key for s in progress.steps])
+    _upsert_steps(conn, [s for s in progress.steps if s.key not in final])
+    conn.executemany(
+        "INSERT OR IGNORE INTO logs (run_id, seq, level, message, ts_ms, step_key, meta)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (lg.run_id, lg.seq, lg.level, lg.message, lg.ts_ms, lg.step_key, enc(lg.meta))
+            for lg in progress.logs
+        ],
+    )
+    intake.insert_runs(conn, ws, progress.runs, now_ms)
+    resolved: dict[str, Any] = {}
+    for wait in progress.waits:
+        found = _lookback(conn, ws, wait, now_ms)
+        if found is not None:
+            assert wait.step_key is not None
+            intake.resolve_step_wait(conn, wait.run_id, wait.step_key, found, now_ms)
+            resolved[wait.step_key] = found
+        else:
+            intake.insert_wait(conn, ws, wait, now_ms)
+    result = intake.ingest(conn, ws, progress.events, now_ms) if progress.events else None
+    return ProgressResult(cancel_requested=cancel, resolved=resolved, ingest=result, final=final)
+
+
+def _final_steps(conn: sqlite3.Connection, run_id: str, keys: list[str]) -> dict[str, StepRecord]:
+    if not keys:
+        return {}
+    rows = conn.execute(
+        f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? AND key IN ({', '.join('?' * len(keys))})"
+        " AND status IN ('completed', 'failed')",
+        (run_id, *keys),
+    ).fetchall()
+    return {row[1]: step_from_row(row) for row in rows}
+
+
+def _upsert_steps(conn: sqlite3.Connection, steps: list[StepRecord]) -> None:
+    # A completed or failed step is final: exactly-once recording even if a stale replay
+    # tries to write it again.
+    conn.executemany(
+        f"INSERT INTO steps ({STEP_COLUMNS}) VALUES ({', '.join('?' * 14)})"
+        " ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status,"
+        " attempt = excluded.attempt, output = excluded.output, error = excluded.error,"
+        " started_at_ms = COALESCE(steps.started_at_ms, excluded.started_at_ms),"
+        " finished_at_ms = excluded.finished_at_ms, wake_at_ms = excluded.wake_at_ms,"
+        " meta = excluded.meta WHERE steps.status NOT IN ('completed', 'failed')",
+        [step_params(s) for s in steps],
+    )
+
+
+def _lookback(conn: sqlite3.Connection, ws: str, wait: NewWait, now_ms: int) -> Any:
+    if not wait.lookback_ms:
+        return None
+    rows = conn.execute(
+        "SELECT body FROM events WHERE workspace = ? AND name = ? AND received_at_ms >= ?"
+        " ORDER BY seq",
+        (ws, wait.event_name, now_ms - wait.lookback_ms),
+    ).fetchall()
+    for (body,) in rows:
+        event = dec(body)
+        if not wait.expression or expr.matches(wait.expression, {"async": event}):
+            return event
+    return None
+
+
+def park(
+    conn: sqlite3.Connection, lease: Lease, status: RunStatus, ready_at_ms: int | None, now_ms: int
+) -> None:
+    cancel, wake_pending = fence(conn, lease)
+    if wake_pending or cancel:
+        ready_at_ms, status = now_ms, RunStatus.QUEUED
+    deadline = conn.execute(
+        "SELECT started_at_ms + finish_timeout_ms FROM runs WHERE id = ?", (lease.run_id,)
+    ).fetchone()[0]
+    if deadline is not None:
+        ready_at_ms = deadline if ready_at_ms is None else min(ready_at_ms, deadline)
+    conn.execute(
+        "UPDATE runs SET status = ?, ready_at_ms = ?, lease_owner = NULL,"
+        " lease_expires_at_ms = NULL, wake_pending = 0 WHERE id = ?",
+        (status.value, ready_at_ms, lease.run_id),
+    )
+
+
+def finish(
+    conn: sqlite3.Connection,
+    ws: str,
+    lease: Lease,
+    outcome: Outcome,
+    events: list[PlannedEvent],
+    now_ms: int,
+) -> None:
+    fence(conn, lease)
+    conn.execute(
+        "UPDATE runs SET status = ?, output = ?, error = ?, finished_at_ms = ?, ready_at_ms = NULL,"
+        " lease_owner = NULL, lease_expires_at_ms = NULL, status_reason = ? WHERE id = ?",
+        (
+            outcome.status.value,
+            enc_opt(outcome.output),
+            enc_opt(outcome.error),
+            now_ms,
+            outcome.reason,
+            lease.run_id,
+        ),
+    )
+    conn.execute("DELETE FROM waits WHERE run_id = ?", (lease.run_id,))
+    intake.ingest(conn, ws, events, now_ms)
+
+
+def rerun(
+    conn: sqlite3.Connection,
+    ws: str,
+    run_id: str,
+    new_run_id: str,
+    from_failed_step: bool,
+    now_ms: int,
+) -> None:
+    conn.execute(
+        "INSERT INTO runs (id, workspace, function_id, status, event_ids, input, created_at_ms,"
+        " ready_at_ms, parent_run_id, rerun_of, priority, start_deadline_ms, finish_timeout_ms)"
+        " SELECT ?, workspace, function_id, 'queued', event_ids, input, ?, ?, parent_run_id, id,"
+        " priority, NULL, finish_timeout_ms FROM runs WHERE id = ? AND workspace = ?",
+        (new_run_id, now_ms, now_ms, run_id, ws),
+    )
+    conn.execute(
+        "INSERT INTO run_triggers (event_id, run_id) SELECT event_id, ? FROM run_triggers"
+        " WHERE run_id = ?",
+        (new_run_id, run_id),
+    )
+    if from_failed_step:
+        cols = STEP_COLUMNS.replace("run_id, ", "")
+        conn.execute(
+            f"INSERT INTO steps (run_id, {cols}) SELECT ?, {cols} FROM steps"
+            " WHERE run_id = ? AND status = ?",
+            (new_run_id, run_id, StepStatus.COMPLETED.value),
+        )
