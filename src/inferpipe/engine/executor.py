@@ -63,6 +63,8 @@ class Executor:
             and j.now_ms() > run.start_deadline_ms
         ):
             j.cancel_reason = "start timeout reached before the run started"
+        with contextlib.suppress(RunCancelled, Suspend):
+            j.check_continue()  # a cancel or an expired finish timeout ends the run here
         if j.cancel_reason is not None:
             await self._finish(j, Outcome(RunStatus.CANCELLED, reason=j.cancel_reason))
             return

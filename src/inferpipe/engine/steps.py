@@ -79,6 +79,7 @@ class Steps:
             started_at_ms=j.now_ms(),
             input=_safe_input(args, kwargs),
         )
+        failure: Exception | None = None
         j.started()
         try:
             output = await _call(step_id, fn, args, kwargs)
@@ -86,9 +87,11 @@ class Steps:
                 output, what=f"output of step {step_id!r}", limit_bytes=j.limits.step_output_bytes
             )
         except Exception as exc:
-            return await self._failed(step, exc, history)
+            failure = exc
         finally:
             j.finished()
+        if failure is not None:
+            return await self._failed(step, failure, history)
         step.finished_at_ms = j.now_ms()
         step.meta = {"attempts": history} if history else {}
         await j.commit(Progress(steps=[step]))
