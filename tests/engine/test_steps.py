@@ -293,7 +293,7 @@ async def test_non_serializable_output_fails_the_step_clearly() -> None:
 
     @app.function(id="bad-output", retries=3)
     async def bad_output(ctx: ip.Context) -> None:
-        await ctx.step.run("obj", lambda: object())
+        await ctx.step.run("obj", object)
 
     async with Harness(app) as h:
         run_id = await h.invoke("bad-output")
