@@ -1,0 +1,5 @@
+import sys
+
+from inferpipe.cli import main
+
+sys.exit(main())

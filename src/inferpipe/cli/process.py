@@ -1,0 +1,31 @@
+"""Long-running commands: `dev` and `worker`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+from rich.console import Console
+
+from inferpipe.app import App
+from inferpipe.engine.worker import Worker
+
+console = Console(stderr=True)
+
+
+async def run_worker(app: App, *, concurrency: int, lease_ms: int, banner: str) -> None:
+    """Run a worker until SIGINT/SIGTERM, then drain: steps in flight finish, leases go back."""
+    await app.start()
+    worker = Worker(app.engine, concurrency=concurrency, lease_ms=lease_ms)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, worker.notify_shutdown)
+    functions = ", ".join(app.registry.ids) or "(none)"
+    console.print(f"[bold]{banner}[/] worker [cyan]{worker.id}[/] · functions: {functions}")
+    try:
+        await worker.run()
+    finally:
+        console.print(f"worker {worker.id} stopped; leases released")
+        await app.close()
