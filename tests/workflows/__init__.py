@@ -1,0 +1,1 @@
+"""Tests of workflow graphs: spec, validation, compilation, scheduling, templates, policy."""
