@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime
 
 import orjson
@@ -17,7 +18,8 @@ from inferpipe.core.records import Run, RunStatus, StepRecord
 from inferpipe.store import Store
 from inferpipe.store.base import RunFilter
 
-console = Console()
+# Piped output is not cut to 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 STATUS_STYLE = {
     RunStatus.QUEUED: ("○", "white"),
@@ -52,8 +54,9 @@ async def list_runs(store: Store, function_id: str | None, status: str | None, l
     flt = RunFilter(function_id=function_id, status=RunStatus(status) if status else None)
     page = await store.list_runs(flt, limit=limit)
     table = Table(title=f"runs ({len(page.items)}{'+' if page.next_cursor else ''})")
-    for col in ("status", "run id", "function", "created", "took", "attempts", "reason"):
-        table.add_column(col)
+    for col in ("status", "run id", "function", "created", "took", "tries"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("reason", overflow="fold")
     for run in page.items:
         table.add_row(
             status_text(run.status),

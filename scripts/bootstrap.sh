@@ -1,0 +1,9 @@
+# Sourced by scripts/demo and scripts/test: a virtualenv in .venv with inferpipe installed.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    echo "creating .venv with $("$PYTHON" --version)"
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$1]"
