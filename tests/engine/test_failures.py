@@ -330,3 +330,40 @@ def test_registration_errors_name_the_culprit() -> None:
 
     with pytest.raises(ip.ConfigurationError, match="async def"):
         app.function(id="sync")(sync_handler)  # type: ignore[arg-type]
+
+
+async def test_errors_carrying_retry_hints_are_honoured() -> None:
+    app = ip.App("t")
+    count = {"n": 0}
+
+    class Throttled(Exception):
+        retry_after_s = 30.0
+
+    class Rejected(Exception):
+        retryable = False
+
+    @app.function(id="hinted", backoff=ip.Backoff(base_s=1, jitter=0))
+    async def hinted(ctx: ip.Context) -> str:
+        def call() -> str:
+            count["n"] += 1
+            if count["n"] == 1:
+                raise Throttled("429")
+            return "ok"
+
+        return str(await ctx.step.run("call", call))
+
+    @app.function(id="rejected")
+    async def rejected(ctx: ip.Context) -> None:
+        def call() -> None:
+            count["n"] += 100
+            raise Rejected("400")
+
+        await ctx.step.run("call", call)
+
+    async with Harness(app) as h:
+        start = h.now_ms
+        run = await h.settle(await h.invoke("hinted"))
+        assert run is not None and run.output == "ok" and run.finished_at_ms == start + 30_000
+        failed = await h.settle(await h.invoke("rejected"))
+        assert failed is not None and failed.status is ip.RunStatus.FAILED
+        assert count["n"] == 102

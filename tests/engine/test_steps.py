@@ -332,3 +332,27 @@ async def test_invalid_wait_expression_fails_the_run_with_its_text(bad: str) -> 
         run = await h.settle(await h.invoke("w"))
         assert run is not None and run.status is ip.RunStatus.FAILED
         assert run.error is not None and run.error["code"] == "invalid_expression"
+
+
+async def test_feature_steps_record_kind_input_and_meta() -> None:
+    app = make_app()
+
+    @app.function(id="model")
+    async def model(ctx: ip.Context) -> object:
+        return await ctx.step.run(
+            "call-model",
+            lambda prompt: {"text": prompt.upper(), "tokens": 7},
+            "hi",
+            _kind=ip.StepKind.LLM,
+            _input={"prompt": "hi", "api_key": "sk-secret"},
+            _meta=lambda out: {"usage": {"output_tokens": out["tokens"]}},
+        )
+
+    async with Harness(app) as h:
+        run_id = await h.invoke("model")
+        run = await h.settle(run_id)
+        assert run is not None and run.output == {"text": "HI", "tokens": 7}
+        (step,) = await h.steps(run_id)
+        assert step.kind is ip.StepKind.LLM
+        assert step.meta == {"usage": {"output_tokens": 7}}
+        assert step.input["prompt"] == "hi" and "sk-secret" not in str(step.input)

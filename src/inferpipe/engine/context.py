@@ -7,6 +7,7 @@ from typing import Any
 
 from inferpipe.core.events import Event
 from inferpipe.core.records import LogRecord, StepStatus
+from inferpipe.core.redaction import redact
 from inferpipe.engine.journal import RunJournal, active_step
 from inferpipe.engine.steps import Steps
 
@@ -38,6 +39,7 @@ class RunLogger:
         j.log_seq += 1
         if seq < j.replayed_logs:
             return
+        meta = redact(meta, j.limits.redact_keys)
         record = LogRecord(j.run.id, seq, level, str(message), j.now_ms(), active_step.get(), meta)
         j.pending_logs.append(record)
         _log.log(logging.getLevelName(level.upper()), "[%s] %s", j.run.id, message)

@@ -9,6 +9,7 @@ from inferpipe.core.errors import InvalidEventError, RunNotFoundError
 from inferpipe.core.events import Event, validate_event
 from inferpipe.core.ids import new_id
 from inferpipe.core.records import IngestResult, Run
+from inferpipe.core.redaction import redact, redact_event
 from inferpipe.engine.clock import Clock, SystemClock
 from inferpipe.engine.executor import Executor
 from inferpipe.engine.functions import Registry
@@ -55,7 +56,13 @@ class Engine:
         if not batch:
             raise InvalidEventError("no events to send")
         now = self.clock.now_ms()
-        valid = [validate_event(e, limit_bytes=self.limits.event_bytes, now_ms=now) for e in batch]
+        valid = [
+            redact_event(
+                validate_event(e, limit_bytes=self.limits.event_bytes, now_ms=now),
+                self.limits.redact_keys,
+            )
+            for e in batch
+        ]
         planned = [PlannedEvent(e, self.registry.plan(e, now)) for e in valid]
         result = await self.store.ingest(planned, now)
         self._ingested(result)
@@ -66,7 +73,8 @@ class Engine:
         if data is not None and not isinstance(data, dict):
             raise InvalidEventError("invocation data must be a JSON object")
         now = self.clock.now_ms()
-        run = self.registry.invocation(function_id, data or {}, now, None)
+        data = redact(data or {}, self.limits.redact_keys)
+        run = self.registry.invocation(function_id, data, now, None)
         await asyncio.shield(self.store.create_runs([run], now))
         self._ingested(None)
         return run.id

@@ -12,6 +12,7 @@ from inferpipe.core import json as jsonc
 from inferpipe.core.errors import InferpipeError, LeaseLost, RunCancelled, Suspend, error_payload
 from inferpipe.core.events import FUNCTION_FAILED, FUNCTION_FINISHED, Event
 from inferpipe.core.records import ClaimedRun, IngestResult, RunStatus, StepStatus
+from inferpipe.core.redaction import redact
 from inferpipe.engine.clock import Clock
 from inferpipe.engine.context import Context
 from inferpipe.engine.functions import FunctionDef
@@ -131,7 +132,7 @@ class Executor:
             )
         except InferpipeError as err:
             return Outcome(RunStatus.FAILED, error=error_payload(err))
-        return Outcome(RunStatus.COMPLETED, output=output)
+        return Outcome(RunStatus.COMPLETED, output=redact(output, self.limits.redact_keys))
 
     async def _park(self, j: RunJournal) -> None:
         if j.pending_logs:

@@ -12,6 +12,7 @@ from inferpipe.core.errors import LeaseLost, RunCancelled, StepNestingError, Sus
 from inferpipe.core.events import Event
 from inferpipe.core.json import KB, MB
 from inferpipe.core.records import ClaimedRun, IngestResult, LogRecord, NewRun, StepRecord
+from inferpipe.core.redaction import DEFAULT_REDACTED_KEYS
 from inferpipe.engine.clock import Clock
 from inferpipe.store.base import Progress, ProgressResult, Store
 
@@ -23,11 +24,14 @@ active_step: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Payload limits, in bytes."""
+    """Payload limits, in bytes, and the keys whose values are redacted before storing."""
 
     event_bytes: int = 512 * KB
     step_output_bytes: int = 4 * MB
     run_output_bytes: int = 4 * MB
+    redact_keys: tuple[str, ...] = DEFAULT_REDACTED_KEYS
+    """Matched case-insensitively at any depth of step inputs and outputs, run inputs (events,
+    invocation data) and outputs, and log metadata (see `inferpipe.core.redaction`)."""
 
 
 class Planner(Protocol):
@@ -135,4 +139,5 @@ class RunJournal:
 
     def finished(self) -> None:
         self.inflight -= 1
-        self.changed.set()
+        if self.parked:  # only a parked run can become quiescent
+            self.changed.set()

@@ -24,10 +24,14 @@ from inferpipe.core.errors import (
 )
 from inferpipe.core.events import FUNCTION_FINISHED, Event, validate_event
 from inferpipe.core.records import NewWait, StepKind, StepRecord, StepStatus, WaitKind
+from inferpipe.core.redaction import redact, redact_event
 from inferpipe.engine.journal import RunJournal, active_step
 from inferpipe.store.base import PlannedEvent, Progress
 
 T = TypeVar("T")
+
+_ARGS: Any = object()
+"""Sentinel: record the step's arguments as its input."""
 
 _NEVER_RETRIED = (
     NonRetriableError,
@@ -46,11 +50,26 @@ class Steps:
         self._j = journal
         self._trigger = trigger
 
-    async def run(self, step_id: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def run(
+        self,
+        step_id: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        _kind: StepKind = StepKind.RUN,
+        _input: Any = _ARGS,
+        _meta: Callable[[Any], dict[str, Any]] | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Run `fn(*args, **kwargs)` once and record its result; replays return the record.
 
         A sync `fn` runs in a thread, off the event loop. Failures are retried with backoff
         (the function's `retries`); after the last attempt a `StepError` is raised here.
+        An exception with a `retry_after_s` attribute sets the delay before the next attempt;
+        one with `retryable = False` is not retried.
+
+        Features built on steps (model calls, graph nodes) pass `_kind` (recorded step kind),
+        `_input` (what to record as the input instead of the arguments) and `_meta` (computes
+        metadata such as tokens and cost from the output, recorded with the step).
         """
         j = self._j
         key = j.key_for(step_id)
@@ -72,20 +91,28 @@ class Steps:
             j.run.id,
             key,
             step_id,
-            StepKind.RUN,
+            _kind,
             StepStatus.COMPLETED,
             attempt,
             seq=rec.seq if rec else j.next_seq(),
             started_at_ms=j.now_ms(),
-            input=_safe_input(args, kwargs),
+            input=redact(
+                _safe_input(args, kwargs) if _input is _ARGS else jsonc.roundtrip(_input),
+                j.limits.redact_keys,
+            ),
         )
+        extra: dict[str, Any] = {}
         failure: Exception | None = None
         j.started()
         try:
             output = await _call(step_id, fn, args, kwargs)
+            if _meta is not None:
+                extra = redact(jsonc.roundtrip(_meta(output)), j.limits.redact_keys)
             step.output = jsonc.roundtrip(
                 output, what=f"output of step {step_id!r}", limit_bytes=j.limits.step_output_bytes
             )
+            # Redacted before it is stored *and* returned, so a replay sees the same value.
+            step.output = redact(step.output, j.limits.redact_keys)
         except Exception as exc:
             failure = exc
         finally:
@@ -93,7 +120,7 @@ class Steps:
         if failure is not None:
             return await self._failed(step, failure, history)
         step.finished_at_ms = j.now_ms()
-        step.meta = {"attempts": history} if history else {}
+        step.meta = {**extra, "attempts": history} if history else extra
         await j.commit(Progress(steps=[step]))
         return j.records[key].output
 
@@ -104,16 +131,16 @@ class Steps:
         step.finished_at_ms = now
         step.error = error_payload(exc)
         step.meta = {"attempts": history}
-        final = isinstance(exc, _NEVER_RETRIED)
+        final = isinstance(exc, _NEVER_RETRIED) or getattr(exc, "retryable", None) is False
         if final or step.attempt >= j.planner.retries_of(j.run.function_id):
             step.status = StepStatus.FAILED
             await j.commit(Progress(steps=[step]))
             raise _step_error(j.records[step.key]) from exc
-        delay = (
-            to_ms(exc.delay_s)
-            if isinstance(exc, RetryAfterError)
-            else j.planner.backoff_ms(j.run.function_id, step.attempt)
-        )
+        delay = j.planner.backoff_ms(j.run.function_id, step.attempt)
+        if isinstance(exc, RetryAfterError):
+            delay = to_ms(exc.delay_s)
+        elif isinstance(getattr(exc, "retry_after_s", None), int | float):
+            delay = max(delay, to_ms(exc.retry_after_s))  # type: ignore[attr-defined]
         step.status = StepStatus.RETRYING
         step.wake_at_ms = now + delay
         await j.commit(Progress(steps=[step]))
@@ -248,7 +275,10 @@ class Steps:
         j.check_continue()
         now = j.now_ms()
         batch = [
-            validate_event(e, limit_bytes=j.limits.event_bytes, now_ms=now)
+            redact_event(
+                validate_event(e, limit_bytes=j.limits.event_bytes, now_ms=now),
+                j.limits.redact_keys,
+            )
             for e in (events if isinstance(events, list) else [events])
         ]
         planned = [PlannedEvent(e, j.planner.plan(e, now)) for e in batch]
@@ -284,7 +314,8 @@ class Steps:
         if rec is None:
             j.check_continue()
             now = j.now_ms()
-            child = j.planner.invocation(function_id, data or {}, now, j.run.id)
+            data = redact(data or {}, j.limits.redact_keys)
+            child = j.planner.invocation(function_id, data, now, j.run.id)
             wait = NewWait(
                 j.run.id,
                 WaitKind.STEP,

@@ -128,16 +128,20 @@ class Database:
 
     def _commit(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
         results: list[tuple[Any, BaseException | None]] = []
+        # A lone job needs no savepoint: if it fails, the whole transaction is its own.
+        isolate = len(jobs) > 1
         try:
             conn.execute("BEGIN IMMEDIATE")
             for job in jobs:
-                conn.execute("SAVEPOINT job")
+                if isolate:
+                    conn.execute("SAVEPOINT job")
                 result, error = _call(job.fn, conn)
-                conn.execute("ROLLBACK TO job" if error else "RELEASE job")
-                if error:
+                if isolate and error:
+                    conn.execute("ROLLBACK TO job")
+                if isolate:
                     conn.execute("RELEASE job")
                 results.append((result, error))
-            conn.execute("COMMIT")
+            conn.execute("ROLLBACK" if not isolate and results[0][1] else "COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

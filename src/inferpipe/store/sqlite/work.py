@@ -118,8 +118,7 @@ def commit(
     conn: sqlite3.Connection, ws: str, lease: Lease, progress: Progress, now_ms: int
 ) -> ProgressResult:
     cancel, _ = fence(conn, lease)
-    final = _final_steps(conn, lease.run_id, [s.key for s in progress.steps])
-    _upsert_steps(conn, [s for s in progress.steps if s.key not in final])
+    final = _upsert_steps(conn, progress.steps)
     conn.executemany(
         "INSERT OR IGNORE INTO logs (run_id, seq, level, message, ts_ms, step_key, meta)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -142,29 +141,27 @@ def commit(
     return ProgressResult(cancel_requested=cancel, resolved=resolved, ingest=result, final=final)
 
 
-def _final_steps(conn: sqlite3.Connection, run_id: str, keys: list[str]) -> dict[str, StepRecord]:
-    if not keys:
-        return {}
-    rows = conn.execute(
-        f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? AND key IN ({', '.join('?' * len(keys))})"
-        " AND status IN ('completed', 'failed')",
-        (run_id, *keys),
-    ).fetchall()
-    return {row[1]: step_from_row(row) for row in rows}
-
-
-def _upsert_steps(conn: sqlite3.Connection, steps: list[StepRecord]) -> None:
-    # A completed or failed step is final: exactly-once recording even if a stale replay
-    # tries to write it again.
-    conn.executemany(
-        f"INSERT INTO steps ({STEP_COLUMNS}) VALUES ({', '.join('?' * 14)})"
-        " ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status,"
-        " attempt = excluded.attempt, output = excluded.output, error = excluded.error,"
-        " started_at_ms = COALESCE(steps.started_at_ms, excluded.started_at_ms),"
-        " finished_at_ms = excluded.finished_at_ms, wake_at_ms = excluded.wake_at_ms,"
-        " meta = excluded.meta WHERE steps.status NOT IN ('completed', 'failed')",
-        [step_params(s) for s in steps],
-    )
+def _upsert_steps(conn: sqlite3.Connection, steps: list[StepRecord]) -> dict[str, StepRecord]:
+    """Write steps; a completed or failed step is final and never overwritten (exactly-once
+    recording even when a stale replay writes it again). Returns the final records that won."""
+    final: dict[str, StepRecord] = {}
+    for step in steps:
+        cur = conn.execute(
+            f"INSERT INTO steps ({STEP_COLUMNS}) VALUES ({', '.join('?' * 14)})"
+            " ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status,"
+            " attempt = excluded.attempt, output = excluded.output, error = excluded.error,"
+            " started_at_ms = COALESCE(steps.started_at_ms, excluded.started_at_ms),"
+            " finished_at_ms = excluded.finished_at_ms, wake_at_ms = excluded.wake_at_ms,"
+            " meta = excluded.meta WHERE steps.status NOT IN ('completed', 'failed')",
+            step_params(step),
+        )
+        if cur.rowcount == 0:
+            row = conn.execute(
+                f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? AND key = ?",
+                (step.run_id, step.key),
+            ).fetchone()
+            final[step.key] = step_from_row(row)
+    return final
 
 
 def _lookback(conn: sqlite3.Connection, ws: str, wait: NewWait, now_ms: int) -> Any:

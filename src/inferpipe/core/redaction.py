@@ -1,0 +1,129 @@
+"""Redaction of secrets from JSON-like data and from text, before anything is stored or logged.
+
+A key is sensitive when its words end with the words of a configured name: with the default
+names, `api_key`, `X-Api-Key`, `openaiApiKey`, `Authorization`, `db_password`, `client_secret` and
+`access_token` are redacted, while `max_tokens`, `input_tokens` and `api_key_env` (a reference to a
+key, not the key) are kept. Matching is case-insensitive and applies at any depth.
+
+The engine applies `redact` to step inputs and outputs, run inputs (trigger events, invocation
+data) and outputs, and log metadata before they are written, so a secret never reaches the store.
+
+Example:
+    redact({"headers": {"Authorization": "Bearer sk-1"}, "max_tokens": 5})
+    # {"headers": {"Authorization": "[REDACTED]"}, "max_tokens": 5}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from typing import Any
+
+from inferpipe.core.events import Event
+
+#: Names of keys whose values are secrets, matched on word endings (see the module docstring).
+DEFAULT_REDACTED_KEYS: tuple[str, ...] = (
+    "api_key",
+    "apikey",
+    "authorization",
+    "cookie",
+    "passwd",
+    "password",
+    "private_key",
+    "secret",
+    "token",
+)
+
+#: What a redacted value becomes.
+REDACTED = "[REDACTED]"
+
+# A secret shorter than this is not scrubbed from free text: it would mangle ordinary words.
+_MIN_SCRUBBED_SECRET_LEN = 6
+
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_WORD_SEPARATORS = re.compile(r"[^A-Za-z0-9]+")
+
+
+def redact(
+    data: Any,
+    keys: Iterable[str] = DEFAULT_REDACTED_KEYS,
+    *,
+    secret_values: Iterable[str] = (),
+    replacement: str = REDACTED,
+) -> Any:
+    """Return `data` with the values of sensitive keys replaced.
+
+    Args:
+        data: JSON-like data: mappings, lists, tuples, strings, numbers, None.
+        keys: Names of sensitive keys (matched case-insensitively on word endings).
+        secret_values: Known secret strings, also scrubbed from inside any string value.
+        replacement: What replaces a redacted value.
+
+    Returns:
+        New containers where something changed; `data` itself is never modified.
+    """
+    patterns = _patterns(tuple(keys))
+    secrets = tuple(secret_values)
+    if not patterns and not secrets:
+        return data
+    return _redact(data, patterns, secrets, replacement)
+
+
+def is_sensitive_key(key: str, keys: Iterable[str] = DEFAULT_REDACTED_KEYS) -> bool:
+    """Whether `key` names a secret according to `keys`."""
+    return _matches(key, _patterns(tuple(keys)))
+
+
+def scrub_text(text: str, secret_values: Iterable[str], replacement: str = REDACTED) -> str:
+    """Replace every occurrence of the known secrets in `text` (error messages, log lines)."""
+    for secret in secret_values:
+        if len(secret) >= _MIN_SCRUBBED_SECRET_LEN:
+            text = text.replace(secret, replacement)
+    return text
+
+
+def _redact(
+    data: Any, patterns: tuple[tuple[str, ...], ...], secrets: tuple[str, ...], replacement: str
+) -> Any:
+    if isinstance(data, Mapping):
+        return {
+            key: (
+                replacement
+                if isinstance(key, str) and _matches(key, patterns)
+                else _redact(value, patterns, secrets, replacement)
+            )
+            for key, value in data.items()
+        }
+    if isinstance(data, list | tuple):
+        items = [_redact(item, patterns, secrets, replacement) for item in data]
+        return tuple(items) if isinstance(data, tuple) else items
+    if isinstance(data, str) and secrets:
+        return scrub_text(data, secrets, replacement)
+    return data
+
+
+@lru_cache(maxsize=64)
+def _patterns(keys: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    return tuple(words for words in (_key_words(key) for key in keys) if words)
+
+
+def _matches(key: str, patterns: tuple[tuple[str, ...], ...]) -> bool:
+    words = _key_words(key)
+    return any(words[-len(pattern) :] == pattern for pattern in patterns)
+
+
+@lru_cache(maxsize=4096)
+def _key_words(key: str) -> tuple[str, ...]:
+    spaced = _CAMEL_BOUNDARY.sub(" ", key)
+    return tuple(word.lower() for word in _WORD_SEPARATORS.split(spaced) if word)
+
+
+def redact_event(event: Event, keys: Iterable[str] = DEFAULT_REDACTED_KEYS) -> Event:
+    """The event with its `data` and `user` redacted (its id, name and time unchanged)."""
+    return dataclasses.replace(
+        event,
+        data=redact(event.data, keys),
+        user=None if event.user is None else redact(event.user, keys),
+    )
