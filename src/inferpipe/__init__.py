@@ -4,14 +4,16 @@ Write `async def` functions made of steps; inferpipe records each step once, ret
 fails, parks runs that sleep or wait (for days, holding no memory) and resumes them.
 """
 
-from inferpipe.app import App
+from inferpipe.app import App, create_scorer, sample
 from inferpipe.core.durations import Duration
 from inferpipe.core.errors import (
     ConfigurationError,
     DuplicateFunctionError,
     InferpipeError,
+    InvalidDeferError,
     InvalidEventError,
     InvalidExpressionError,
+    InvalidScoreError,
     NonRetriableError,
     OutputNotSerializableError,
     PayloadTooLargeError,
@@ -23,24 +25,30 @@ from inferpipe.core.errors import (
     UnknownFunctionError,
 )
 from inferpipe.core.events import Event
+from inferpipe.core.experiments import bucket, fixed, weighted
 from inferpipe.core.records import LogRecord, Run, RunStatus, StepKind, StepRecord, StepStatus
+from inferpipe.core.scores import Score, ScoreRecord, ScoreSource
 from inferpipe.engine.context import Context
 from inferpipe.engine.functions import (
+    AttachedScorer,
     Backoff,
     CancelOn,
     CronTrigger,
     EventTrigger,
+    FunctionDef,
     Timeouts,
     on_cron,
     on_event,
 )
 from inferpipe.engine.journal import Limits
 from inferpipe.engine.worker import Worker
+from inferpipe.scoring.experiments import VariantStats
 
 NonRetryableError = NonRetriableError
 
 __all__ = [
     "App",
+    "AttachedScorer",
     "Backoff",
     "CancelOn",
     "ConfigurationError",
@@ -50,9 +58,12 @@ __all__ = [
     "Duration",
     "Event",
     "EventTrigger",
+    "FunctionDef",
     "InferpipeError",
+    "InvalidDeferError",
     "InvalidEventError",
     "InvalidExpressionError",
+    "InvalidScoreError",
     "Limits",
     "LogRecord",
     "NonRetriableError",
@@ -63,6 +74,9 @@ __all__ = [
     "Run",
     "RunNotFoundError",
     "RunStatus",
+    "Score",
+    "ScoreRecord",
+    "ScoreSource",
     "StepError",
     "StepKind",
     "StepNestingError",
@@ -71,7 +85,13 @@ __all__ = [
     "StoreError",
     "Timeouts",
     "UnknownFunctionError",
+    "VariantStats",
     "Worker",
+    "bucket",
+    "create_scorer",
+    "fixed",
     "on_cron",
     "on_event",
+    "sample",
+    "weighted",
 ]

@@ -7,13 +7,19 @@ import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pydantic import BaseModel
+
 from inferpipe.core.durations import Duration, to_ms
 from inferpipe.core.errors import ConfigurationError, RunNotFoundError
 from inferpipe.core.events import Event
+from inferpipe.core.ids import new_id
 from inferpipe.core.records import LogRecord, Run, StepRecord
+from inferpipe.core.redaction import redact
+from inferpipe.core.scores import ScoreRecord, ScoreSource, validate_score
 from inferpipe.engine.clock import Clock
 from inferpipe.engine.engine import Engine
 from inferpipe.engine.functions import (
+    AttachedScorer,
     Backoff,
     CancelOn,
     FunctionDef,
@@ -25,8 +31,9 @@ from inferpipe.engine.functions import (
 )
 from inferpipe.engine.journal import Limits
 from inferpipe.engine.worker import Worker
+from inferpipe.scoring.experiments import VariantStats, compare
 from inferpipe.store import Store, store_from_url
-from inferpipe.store.base import Page, RunFilter
+from inferpipe.store.base import Page, RunFilter, ScoreFilter
 
 
 class App:
@@ -74,7 +81,9 @@ class App:
         cancel_on: CancelOn | Sequence[CancelOn] | None = None,
         timeouts: Timeouts | None = None,
         description: str = "",
-    ) -> Callable[[Handler], Handler]:
+        input: type[BaseModel] | None = None,
+        scorers: Sequence[FunctionDef | AttachedScorer] = (),
+    ) -> Callable[[Handler], FunctionDef]:
         """Register a durable function.
 
         Args:
@@ -86,26 +95,55 @@ class App:
                 its `ctx.event.data` holds `run_id`, `function_id`, `error` and `event`.
             cancel_on: events that cancel a running run.
             timeouts: start and finish timeouts.
+            input: a pydantic model validating the input (`ctx.input`) of deferred runs.
+            scorers: scorers run after each finished run, each as its own durable run, with
+                the run's input and output; `sample(scorer, rate)` scores a share of runs.
+
+        Returns:
+            The registered `FunctionDef` (pass it to `ctx.defer` or `scorers=`).
         """
 
-        def register(handler: Handler) -> Handler:
+        def register(handler: Handler) -> FunctionDef:
             triggers = [] if trigger is None else _as_list(trigger)
             cancels = [] if cancel_on is None else _as_list(cancel_on)
-            self.add(
-                FunctionDef(
-                    id=id,
-                    handler=handler,
-                    triggers=triggers,
-                    retries=retries,
-                    backoff=backoff or Backoff(),
-                    cancel_on=cancels,
-                    timeouts=timeouts or Timeouts(),
-                    description=description or (handler.__doc__ or "").strip(),
-                )
+            fn = FunctionDef(
+                id=id,
+                handler=handler,
+                triggers=triggers,
+                retries=retries,
+                backoff=backoff or Backoff(),
+                cancel_on=cancels,
+                timeouts=timeouts or Timeouts(),
+                description=description or (handler.__doc__ or "").strip(),
+                input_model=input,
+                scorers=[s if isinstance(s, AttachedScorer) else sample(s) for s in scorers],
             )
+            self.add(fn)
             if on_failure is not None:
                 self.add(failure_handler(id, on_failure))
-            return handler
+            return fn
+
+        return register
+
+    def scorer(
+        self, *, id: str, input: type[BaseModel] | None = None, retries: int = 4
+    ) -> Callable[[Handler], FunctionDef]:
+        """Register a scorer: a durable function returning a `Score` (or None) that is stored
+        on the run it judges. It has the whole step API (it may wait days for feedback).
+
+        Example::
+
+            @app.scorer(id="feedback", input=Feedback)
+            async def feedback(ctx: inferpipe.Context) -> inferpipe.Score:
+                ev = await ctx.step.wait_for_event("fb", event="app/feedback", timeout="7d",
+                                                   if_exp=f"async.data.id == '{ctx.input.id}'")
+                return inferpipe.Score("helpful", ev.data["helpful"] if ev else 0.5)
+        """
+
+        def register(handler: Handler) -> FunctionDef:
+            fn = create_scorer(id, handler, input=input, retries=retries)
+            self.add(fn)
+            return fn
 
         return register
 
@@ -180,6 +218,45 @@ class App:
     async def logs(self, run_id: str) -> list[LogRecord]:
         return await self.engine.store.get_logs(run_id)
 
+    async def score(
+        self,
+        run_id: str,
+        name: str,
+        value: float | bool,
+        *,
+        reason: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        score_id: str | None = None,
+    ) -> ScoreRecord:
+        """Attach feedback to a run, before or after it completes; the same `score_id` again
+        updates the score instead of adding one."""
+        number = validate_score(name, value)
+        now = self.engine.clock.now_ms()
+        record = ScoreRecord(
+            id=score_id or new_id(),
+            run_id=run_id,
+            name=name,
+            value=number,
+            source=ScoreSource.FEEDBACK,
+            created_at_ms=now,
+            reason=reason,
+            metadata=redact(metadata or {}, self.limits.redact_keys),
+        )
+        return await self.engine.store.put_score(record, now)
+
+    async def scores(self, flt: ScoreFilter | None = None, **by: Any) -> list[ScoreRecord]:
+        """Scores by run_id, function_id, scorer_id, name, experiment, since_ms, until_ms."""
+        return await self.engine.store.list_scores(flt or ScoreFilter(**by))
+
+    async def experiment_results(
+        self, experiment_id: str, *, baseline: str | None = None
+    ) -> list[VariantStats]:
+        """Per variant and score name: count, mean, stdev, 95% CI, significance vs baseline."""
+        found = await self.engine.store.list_scores(
+            ScoreFilter(experiment=experiment_id), limit=1_000_000
+        )
+        return compare(experiment_id, found, baseline)
+
     async def result(self, run_id: str, *, timeout: Duration = 60) -> Run:
         """Wait until a run finishes (some worker must be running it) and return it."""
         deadline = asyncio.get_running_loop().time() + to_ms(timeout) / 1000
@@ -201,8 +278,27 @@ class App:
             unsubscribe()
 
 
+def create_scorer(
+    id: str, handler: Handler, *, input: type[BaseModel] | None = None, retries: int = 4
+) -> FunctionDef:
+    """A scorer definition, to register with `app.add` (what `@app.scorer` does)."""
+    return FunctionDef(
+        id=id,
+        handler=handler,
+        retries=retries,
+        input_model=input,
+        is_scorer=True,
+        description=(handler.__doc__ or "").strip(),
+    )
+
+
+def sample(scorer: FunctionDef | str, rate: float = 1.0) -> AttachedScorer:
+    """Attach `scorer` to a function for a share `rate` of its runs (decided by run id)."""
+    return AttachedScorer(scorer if isinstance(scorer, str) else scorer.id, rate)
+
+
 def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
-__all__ = ["App"]
+__all__ = ["App", "create_scorer", "sample"]

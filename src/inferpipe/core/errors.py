@@ -12,6 +12,8 @@ Hierarchy::
     ├── UnknownFunctionError
     ├── RunNotFoundError
     ├── StepNestingError                  a step called inside a step
+    ├── InvalidScoreError                 a bad score name or value
+    ├── InvalidDeferError                 bad data, duplicate id or too many deferrals
     ├── NonRetriableError                 raised by user code: do not retry
     ├── RetryAfterError                   raised by user code: retry after a delay
     ├── StepError                         a step failed for good; raised into user code
@@ -105,6 +107,14 @@ class StepNestingError(InferpipeError):
             f"step {inner!r} was called inside step {outer!r}; steps cannot be nested: "
             "call them one after another from the function body"
         )
+
+
+class InvalidScoreError(InferpipeError):
+    code = "invalid_score"
+
+
+class InvalidDeferError(InferpipeError):
+    code = "invalid_defer"
 
 
 class NonRetriableError(InferpipeError):

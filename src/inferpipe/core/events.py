@@ -18,6 +18,8 @@ FUNCTION_FAILED = "inferpipe/function.failed"
 """Sent when a run fails; `on_failure` handlers are triggered by it."""
 FUNCTION_INVOKED = "inferpipe/function.invoked"
 """The trigger event of a run started by direct invocation."""
+DEFERRED = "inferpipe/deferred"
+"""The trigger event of a deferred run (`ctx.defer`) or an attached scorer's run."""
 CRON_TICK = "inferpipe/scheduled.tick"
 """The trigger event of a run started by a cron schedule."""
 

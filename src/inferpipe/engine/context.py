@@ -5,13 +5,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from inferpipe.core.events import Event
-from inferpipe.core.records import LogRecord, StepStatus
+from pydantic import BaseModel, ValidationError
+
+from inferpipe.core import json as jsonc
+from inferpipe.core.errors import InvalidDeferError
+from inferpipe.core.events import DEFERRED, Event
+from inferpipe.core.records import LogRecord, StepKind, StepRecord, StepStatus
 from inferpipe.core.redaction import redact
 from inferpipe.engine.journal import RunJournal, active_step
 from inferpipe.engine.steps import Steps
 
 _log = logging.getLogger("inferpipe.run")
+
+MAX_DEFERRALS = 20
+"""Deferred runs one run may start."""
 
 
 class RunLogger:
@@ -63,3 +70,56 @@ class Context:
     @property
     def parent_run_id(self) -> str | None:
         return self._journal.run.parent_run_id
+
+    @property
+    def parent(self) -> dict[str, Any] | None:
+        """For a deferred run or a scorer: the run it judges (run_id, function_id, status,
+        output, error)."""
+        parent = self.event.data.get("parent") if self.event.name == DEFERRED else None
+        return parent if isinstance(parent, dict) else None
+
+    @property
+    def input(self) -> Any:
+        """The run's input: validated by the function's input model when it has one."""
+        data = self.event.data.get("input") if self.event.name == DEFERRED else self.event.data
+        model = self._journal.planner.input_model_of(self.function_id)
+        return model.model_validate(data) if model is not None else data
+
+    def defer(self, defer_id: str, target: Any, data: dict[str, Any] | BaseModel) -> None:
+        """Run `target` (a scorer or function, or its id) with `data` once this run finalizes,
+        whatever its outcome. `data` is validated now against the target's input model. The
+        deferred run sees this run as `ctx.parent`, and a scorer's score attaches to it. At
+        most 20 deferrals per run, with ids unique within it."""
+        j = self._journal
+        key = f"defer:{defer_id}"
+        if key in j.records:
+            return  # recorded on an earlier execution
+        if any(s.key == key for s in j.pending_steps):
+            raise InvalidDeferError(f"defer id {defer_id!r} is already used in this run")
+        count = sum(1 for r in [*j.records.values(), *j.pending_steps] if r.kind is StepKind.DEFER)
+        if count >= MAX_DEFERRALS:
+            raise InvalidDeferError(f"a run may defer at most {MAX_DEFERRALS} runs")
+        function_id = target if isinstance(target, str) else getattr(target, "id", None)
+        if not isinstance(function_id, str):
+            raise InvalidDeferError("defer target must be a registered function or its id")
+        model = j.planner.input_model_of(function_id)
+        try:
+            payload = model.model_validate(data).model_dump(mode="json") if model else data
+        except ValidationError as exc:
+            raise InvalidDeferError(
+                f"data for {function_id!r} (defer {defer_id!r}): {exc}"
+            ) from exc
+        now = j.now_ms()
+        j.pending_steps.append(
+            StepRecord(
+                j.run.id,
+                key,
+                defer_id,
+                StepKind.DEFER,
+                StepStatus.COMPLETED,
+                seq=j.next_seq(),
+                started_at_ms=now,
+                finished_at_ms=now,
+                input={"function_id": function_id, "data": jsonc.roundtrip(payload)},
+            )
+        )

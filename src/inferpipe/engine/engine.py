@@ -37,9 +37,7 @@ class Engine:
         self.clock: Clock = clock or SystemClock()
         self.limits = limits or Limits()
         self._listeners: list[Callable[[], None]] = []
-        self.executor = Executor(
-            store, self.clock, registry, registry.get, self.limits, self._ingested
-        )
+        self.executor = Executor(store, self.clock, registry, self.limits, self._ingested)
 
     def subscribe_wakeups(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call `listener` whenever new work may be ready; returns an unsubscribe function."""

@@ -10,14 +10,14 @@ from typing import Any
 
 from inferpipe.core import json as jsonc
 from inferpipe.core.errors import InferpipeError, LeaseLost, RunCancelled, Suspend, error_payload
-from inferpipe.core.events import FUNCTION_FAILED, FUNCTION_FINISHED, Event
 from inferpipe.core.records import ClaimedRun, IngestResult, RunStatus, StepStatus
 from inferpipe.core.redaction import redact
+from inferpipe.engine import finalize
 from inferpipe.engine.clock import Clock
 from inferpipe.engine.context import Context
-from inferpipe.engine.functions import FunctionDef
+from inferpipe.engine.functions import FunctionDef, Registry
 from inferpipe.engine.journal import Limits, Planner, RunJournal
-from inferpipe.store.base import Outcome, PlannedEvent, Progress, Store
+from inferpipe.store.base import Outcome, Progress, Store
 
 _log = logging.getLogger("inferpipe.executor")
 
@@ -32,15 +32,15 @@ class Executor:
         self,
         store: Store,
         clock: Clock,
-        planner: Planner,
-        functions: Callable[[str], FunctionDef],
+        registry: Registry,
         limits: Limits,
         on_ingest: Callable[[IngestResult | None], None],
     ) -> None:
         self.store = store
         self.clock = clock
-        self.planner = planner
-        self.functions = functions
+        self.registry = registry
+        self.planner: Planner = registry
+        self.functions: Callable[[str], FunctionDef] = registry.get
         self.limits = limits
         self.on_ingest = on_ingest
 
@@ -101,7 +101,7 @@ class Executor:
         while j.inflight:
             j.changed.clear()
             await j.changed.wait()
-        if j.pending_logs:
+        if j.pending_logs or j.pending_steps:
             await j.commit(Progress())
         await self.store.park(j.lease, RunStatus.QUEUED, j.now_ms(), j.now_ms())
 
@@ -135,7 +135,7 @@ class Executor:
         return Outcome(RunStatus.COMPLETED, output=redact(output, self.limits.redact_keys))
 
     async def _park(self, j: RunJournal) -> None:
-        if j.pending_logs:
+        if j.pending_logs or j.pending_steps:
             await j.commit(Progress())
         timed = [w for w in j.parked.values() if w is not None]
         ready_at = min(timed) if timed else None
@@ -148,37 +148,11 @@ class Executor:
         await self.store.park(j.lease, status, ready_at, j.now_ms())
 
     async def _finish(self, j: RunJournal, outcome: Outcome) -> None:
-        if j.pending_logs:
+        if j.pending_logs or j.pending_steps:
             await j.commit(Progress())
         now = j.now_ms()
-        finished = Event(
-            FUNCTION_FINISHED,
-            {
-                "run_id": j.run.id,
-                "function_id": j.run.function_id,
-                "status": outcome.status.value,
-                "output": outcome.output,
-                "error": outcome.error,
-                "reason": outcome.reason,
-            },
-            ts_ms=now,
-            id=f"finished-{j.run.id}",
-        )
-        events = [finished]
-        if outcome.status is RunStatus.FAILED:
-            events.append(
-                Event(
-                    FUNCTION_FAILED,
-                    {
-                        "run_id": j.run.id,
-                        "function_id": j.run.function_id,
-                        "error": outcome.error,
-                        "event": j.run.events[0] if j.run.events else None,
-                    },
-                    ts_ms=now,
-                    id=f"failed-{j.run.id}",
-                )
-            )
-        planned = [PlannedEvent(e, self.planner.plan(e, now)) for e in events]
+        fn = self.functions(j.run.function_id)
+        outcome = finalize.scorer_outcome(fn, j.run, outcome, now)
+        planned = finalize.plan_finish(self.registry, fn, j.run, j.records, outcome, now)
         await self.store.finish(j.lease, outcome, planned, now)
         self.on_ingest(None)

@@ -7,21 +7,21 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from croniter import croniter
+from pydantic import BaseModel
 
 from inferpipe.core import expr
 from inferpipe.core.durations import Duration, to_ms
 from inferpipe.core.errors import ConfigurationError, DuplicateFunctionError, UnknownFunctionError
-from inferpipe.core.events import CRON_TICK, FUNCTION_FAILED, FUNCTION_INVOKED, Event
+from inferpipe.core.events import CRON_TICK, DEFERRED, FUNCTION_FAILED, FUNCTION_INVOKED, Event
+from inferpipe.core.experiments import unit_hash
 from inferpipe.core.ids import new_id
 from inferpipe.core.records import NewRun, NewWait, WaitKind
+from inferpipe.engine.context import Context
 
-if TYPE_CHECKING:
-    from inferpipe.engine.context import Context
-
-Handler = Callable[["Context"], Awaitable[Any]]
+Handler = Callable[[Context], Awaitable[Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +90,18 @@ class Timeouts:
     finish: Duration | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class AttachedScorer:
+    """A scorer run after each finished run of a function, for a sampled share of runs."""
+
+    scorer_id: str
+    rate: float = 1.0
+
+    def samples(self, run_id: str) -> bool:
+        """Deterministic per run: a retried or replayed run decides the same way."""
+        return unit_hash("sample", self.scorer_id, run_id) < self.rate
+
+
 @dataclass(slots=True)
 class FunctionDef:
     """A registered durable function."""
@@ -102,6 +114,11 @@ class FunctionDef:
     cancel_on: list[CancelOn] = field(default_factory=list)
     timeouts: Timeouts = field(default_factory=Timeouts)
     description: str = ""
+    input_model: type[BaseModel] | None = None
+    """Validates `data` at `defer()` and is `ctx.input` in the run."""
+    scorers: list[AttachedScorer] = field(default_factory=list)
+    is_scorer: bool = False
+    """A scorer's returned `Score` is stored on the run that started it (its parent)."""
 
     @property
     def event_triggers(self) -> list[EventTrigger]:
@@ -121,6 +138,19 @@ def validate_function(fn: FunctionDef) -> None:
         raise ConfigurationError(f"{where}: the handler must be an `async def` function")
     if isinstance(fn.retries, bool) or not isinstance(fn.retries, int) or fn.retries < 0:
         raise ConfigurationError(f"{where}: retries must be an integer >= 0, got {fn.retries!r}")
+    _validate_triggers(fn, where)
+    for cancel in fn.cancel_on:
+        if cancel.if_exp:
+            expr.check_variables(cancel.if_exp, {"event", "async"}, where=f"{where} cancel_on")
+        _duration(where, "cancel_on timeout", cancel.timeout)
+    for attached in fn.scorers:
+        if not 0.0 <= attached.rate <= 1.0:
+            raise ConfigurationError(f"{where}: scorer sampling rate must be within 0..1")
+    _duration(where, "start timeout", fn.timeouts.start)
+    _duration(where, "finish timeout", fn.timeouts.finish)
+
+
+def _validate_triggers(fn: FunctionDef, where: str) -> None:
     for trig in fn.event_triggers:
         if not trig.event:
             raise ConfigurationError(f"{where}: an event trigger needs an event name")
@@ -129,12 +159,6 @@ def validate_function(fn: FunctionDef) -> None:
     for cron in fn.cron_triggers:
         if not croniter.is_valid(cron.cron):
             raise ConfigurationError(f"{where}: invalid cron schedule {cron.cron!r}")
-    for cancel in fn.cancel_on:
-        if cancel.if_exp:
-            expr.check_variables(cancel.if_exp, {"event", "async"}, where=f"{where} cancel_on")
-        _duration(where, "cancel_on timeout", cancel.timeout)
-    _duration(where, "start timeout", fn.timeouts.start)
-    _duration(where, "finish timeout", fn.timeouts.finish)
 
 
 def _duration(where: str, what: str, value: Duration | None) -> int | None:
@@ -232,6 +256,17 @@ class Registry:
         fn = self.get(function_id)
         event = Event(FUNCTION_INVOKED, data, id=new_id(), ts_ms=now_ms)
         return self.new_run(fn, [event.as_dict()], now_ms, parent_run_id=parent_run_id)
+
+    def deferred(
+        self, function_id: str, data: dict[str, Any], parent: dict[str, Any], now_ms: int
+    ) -> NewRun:
+        """A run started when its parent finalizes, seeing `data` as input and the parent."""
+        fn = self.get(function_id)
+        event = Event(DEFERRED, {"input": data, "parent": parent}, id=new_id(), ts_ms=now_ms)
+        return self.new_run(fn, [event.as_dict()], now_ms, parent_run_id=parent["run_id"])
+
+    def input_model_of(self, function_id: str) -> type[BaseModel] | None:
+        return self.get(function_id).input_model
 
     def retries_of(self, function_id: str) -> int:
         return self.get(function_id).retries

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pydantic import BaseModel
+
 from inferpipe.core.errors import LeaseLost, RunCancelled, StepNestingError, Suspend
 from inferpipe.core.events import Event
 from inferpipe.core.json import KB, MB
@@ -43,6 +45,12 @@ class Planner(Protocol):
         self, function_id: str, data: dict[str, Any], now_ms: int, parent_run_id: str | None
     ) -> NewRun: ...
 
+    def deferred(
+        self, function_id: str, data: dict[str, Any], parent: dict[str, Any], now_ms: int
+    ) -> NewRun: ...
+
+    def input_model_of(self, function_id: str) -> type[BaseModel] | None: ...
+
     def retries_of(self, function_id: str) -> int: ...
 
     def backoff_ms(self, function_id: str, attempt: int) -> int: ...
@@ -71,6 +79,7 @@ class RunJournal:
         self.replayed_logs = claimed.log_count
         self.log_seq = 0
         self.pending_logs: list[LogRecord] = []
+        self.pending_steps: list[StepRecord] = []  #: recorded without a write of their own
         self.parked: dict[str, int | None] = {}
         self.inflight = 0
         self.cancel_reason: str | None = claimed.run.cancel_requested
@@ -114,7 +123,8 @@ class RunJournal:
 
     async def commit(self, progress: Progress) -> ProgressResult:
         progress.logs = self.pending_logs + progress.logs
-        self.pending_logs = []
+        progress.steps = self.pending_steps + progress.steps
+        self.pending_logs, self.pending_steps = [], []
         try:
             result = await self.store.commit(self.lease, progress, self.now_ms())
         except LeaseLost:

@@ -7,7 +7,9 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable
 
+from inferpipe.core.errors import StoreError
 from inferpipe.core.ids import new_id
 from inferpipe.core.records import ClaimedRun, Lease
 from inferpipe.engine.cron import CronSchedule
@@ -21,6 +23,12 @@ DEFAULT_LEASE_MS = 10_000
 FALLBACK_POLL_MS = 250
 """Safety net for work made ready by another process; in-process work wakes the worker at once."""
 
+LISTEN_POLL_MS = 1000
+"""The safety-net poll when the store pushes wake-ups across processes (LISTEN/NOTIFY)."""
+
+STORE_RETRY_MAX_S = 5.0
+"""Longest pause between attempts while the store fails (the database is down or restarting)."""
+
 
 class Worker:
     """Executes the runs of an engine's functions.
@@ -29,7 +37,8 @@ class Worker:
         engine: the engine whose functions this worker runs.
         concurrency: runs executed at once.
         lease_ms: how long a claim lasts without a heartbeat.
-        poll_ms: the fallback poll for work made ready by other processes.
+        poll_ms: the fallback poll for work made ready by other processes (default: 250 ms, or
+            1 s when the store has `listen`, which wakes the worker across processes).
     """
 
     def __init__(
@@ -38,13 +47,14 @@ class Worker:
         *,
         concurrency: int = 100,
         lease_ms: int = DEFAULT_LEASE_MS,
-        poll_ms: int = FALLBACK_POLL_MS,
+        poll_ms: int | None = None,
         worker_id: str | None = None,
     ) -> None:
         self.engine = engine
         self.concurrency = concurrency
         self.lease_ms = lease_ms
-        self.poll_ms = poll_ms
+        self.poll_ms = FALLBACK_POLL_MS if poll_ms is None else poll_ms
+        self._poll_given = poll_ms is not None
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -59,21 +69,45 @@ class Worker:
 
     async def run(self) -> None:
         """Claim and execute work until `notify_shutdown`; then drain."""
+        unlisten = await self._listen()
         heartbeat = asyncio.create_task(self._heartbeat())
+        failures = 0
         try:
             while not self._stopping.is_set():
                 self._wake.clear()
-                await self._fire_cron()
-                claimed = await self._claim_into_slots()
-                if claimed and len(self._active) < self.concurrency:
-                    continue
-                await self._sleep()
+                try:
+                    await self._fire_cron()
+                    claimed = await self._claim_into_slots()
+                    if claimed and len(self._active) < self.concurrency:
+                        continue
+                    await self._sleep()
+                    failures = 0
+                except StoreError as exc:
+                    # The database is unreachable or restarting: keep the runs in flight, and
+                    # try again with backoff; the store reconnects by itself.
+                    failures += 1
+                    delay_s = min(STORE_RETRY_MAX_S, 0.1 * 2**failures)
+                    _log.warning("store unavailable (%s); retrying in %.1f s", exc, delay_s)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), timeout=delay_s)
         finally:
             await self.drain()
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             self._unsubscribe()
+            if unlisten is not None:
+                await unlisten()
+
+    async def _listen(self) -> Callable[[], Awaitable[None]] | None:
+        """Subscribe to the store's cross-process wake-ups, when it has them."""
+        listen = getattr(self.engine.store, "listen", None)
+        if listen is None:
+            return None
+        unlisten: Callable[[], Awaitable[None]] = await listen(self._wake.set)
+        if not self._poll_given:
+            self.poll_ms = LISTEN_POLL_MS
+        return unlisten
 
     def notify_shutdown(self) -> None:
         """Stop claiming; runs in flight finish their current step and are handed back."""
@@ -136,9 +170,12 @@ class Worker:
     async def _sleep(self) -> None:
         clock = self.engine.clock
         times = [clock.now_ms() + self.poll_ms]
-        nxt = await self.engine.store.next_ready_at(self.engine.registry.ids)
-        if nxt is not None:
-            times.append(nxt)
+        # With every slot busy, ready work must wait for a slot (a finishing run wakes us),
+        # not for its ready time, which may be now: that would spin.
+        if len(self._active) < self.concurrency:
+            nxt = await self.engine.store.next_ready_at(self.engine.registry.ids)
+            if nxt is not None:
+                times.append(nxt)
         tick = self.cron.next_tick_ms()
         if tick is not None:
             times.append(tick)

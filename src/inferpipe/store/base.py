@@ -26,6 +26,7 @@ from inferpipe.core.records import (
     RunStatus,
     StepRecord,
 )
+from inferpipe.core.scores import ScoreRecord
 
 DEDUPE_WINDOW_MS = 24 * 3600 * 1000
 """A producer-set event id is deduplicated for this long."""
@@ -48,6 +49,7 @@ class Progress:
     waits: list[NewWait] = field(default_factory=list)
     events: list[PlannedEvent] = field(default_factory=list)
     runs: list[NewRun] = field(default_factory=list)
+    scores: list[ScoreRecord] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,8 @@ class Outcome:
     output: JSON = None
     error: dict[str, Any] | None = None
     reason: str | None = None
+    scores: list[ScoreRecord] = field(default_factory=list)
+    """Scores written with the finish (a scorer run's result, attached to the run it judges)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,17 @@ class RunFilter:
 
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreFilter:
+    run_id: str | None = None
+    function_id: str | None = None
+    scorer_id: str | None = None
+    name: str | None = None
+    experiment: str | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +181,13 @@ class Store(Protocol):
         self, lease: Lease, outcome: Outcome, events: list[PlannedEvent], now_ms: int
     ) -> None:
         """Finalize the run, drop its waits, and ingest the events its end produces."""
+
+    # scores -------------------------------------------------------------------------------
+    async def put_score(self, score: ScoreRecord, now_ms: int) -> ScoreRecord:
+        """Attach a score to a run (RunNotFoundError if unknown); same id = update."""
+
+    async def list_scores(self, flt: ScoreFilter, *, limit: int = 1000) -> list[ScoreRecord]:
+        """Scores oldest first, by run, function, scorer, name, experiment or time."""
 
     async def purge(self, older_than_ms: int) -> int:
         """Delete finished runs (with journals and logs) and events older than a time."""

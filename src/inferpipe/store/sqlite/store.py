@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from inferpipe.core.errors import MigrationError, RunNotFoundError
+from inferpipe.core.errors import InvalidScoreError, MigrationError, RunNotFoundError
 from inferpipe.core.records import (
     ClaimedRun,
     IngestResult,
@@ -18,9 +18,18 @@ from inferpipe.core.records import (
     RunStatus,
     StepRecord,
 )
-from inferpipe.store.base import Outcome, Page, PlannedEvent, Progress, ProgressResult, RunFilter
+from inferpipe.core.scores import ScoreRecord
+from inferpipe.store.base import (
+    Outcome,
+    Page,
+    PlannedEvent,
+    Progress,
+    ProgressResult,
+    RunFilter,
+    ScoreFilter,
+)
 from inferpipe.store.migrations import migration_files
-from inferpipe.store.sqlite import intake, work
+from inferpipe.store.sqlite import intake, scores, work
 from inferpipe.store.sqlite.database import Database
 from inferpipe.store.sqlite.rows import (
     RUN_COLUMNS,
@@ -225,6 +234,18 @@ class SQLiteStore:
             lambda c: work.finish(c, self.workspace, lease, outcome, events, now_ms)
         )
 
+    # scores -------------------------------------------------------------------------------
+    async def put_score(self, score: ScoreRecord, now_ms: int) -> ScoreRecord:
+        await self._must_get(score.run_id)
+        await self._db.write(lambda c: scores.put(c, self.workspace, [score], now_ms))
+        stored = await self._db.read(lambda c: scores.get(c, self.workspace, score.id))
+        if stored is None:  # the id belongs to another workspace's score
+            raise InvalidScoreError(f"score id {score.id!r} is already used")
+        return stored
+
+    async def list_scores(self, flt: ScoreFilter, *, limit: int = 1000) -> list[ScoreRecord]:
+        return await self._db.read(lambda c: scores.query(c, self.workspace, flt, limit))
+
     async def purge(self, older_than_ms: int) -> int:
         return await self._db.write(lambda c: _purge(c, self.workspace, older_than_ms))
 
@@ -239,9 +260,12 @@ def _current_version(conn: sqlite3.Connection) -> int:
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
-    current = _current_version(conn)
+    _current_version(conn)
+    applied = {v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
+    # Each migration applies once, even one numbered below the newest applied (features add
+    # their own numbered files).
     for version, name, sql in migration_files("sqlite"):
-        if version <= current:
+        if version in applied:
             continue
         try:
             for statement in sql.split(";"):
@@ -258,7 +282,12 @@ def _migrate(conn: sqlite3.Connection) -> None:
 def _purge(conn: sqlite3.Connection, ws: str, older_than_ms: int) -> int:
     old = "SELECT id FROM runs WHERE workspace = ? AND finished_at_ms < ?"
     params = (ws, older_than_ms)
-    for table, column in (("steps", "run_id"), ("logs", "run_id"), ("run_triggers", "run_id")):
+    for table, column in (
+        ("steps", "run_id"),
+        ("logs", "run_id"),
+        ("run_triggers", "run_id"),
+        ("scores", "run_id"),
+    ):
         conn.execute(f"DELETE FROM {table} WHERE {column} IN ({old})", params)
     removed = conn.execute(
         "DELETE FROM runs WHERE workspace = ? AND finished_at_ms < ?", params

@@ -16,7 +16,7 @@ from inferpipe.core.records import (
     StepStatus,
 )
 from inferpipe.store.base import Outcome, PlannedEvent, Progress, ProgressResult
-from inferpipe.store.sqlite import intake
+from inferpipe.store.sqlite import intake, scores
 from inferpipe.store.sqlite.rows import (
     RUN_COLUMNS,
     STEP_COLUMNS,
@@ -138,6 +138,7 @@ def commit(
         else:
             intake.insert_wait(conn, ws, wait, now_ms)
     result = intake.ingest(conn, ws, progress.events, now_ms) if progress.events else None
+    scores.put(conn, ws, progress.scores, now_ms)
     return ProgressResult(cancel_requested=cancel, resolved=resolved, ingest=result, final=final)
 
 
@@ -219,6 +220,7 @@ def finish(
         ),
     )
     conn.execute("DELETE FROM waits WHERE run_id = ?", (lease.run_id,))
+    scores.put(conn, ws, outcome.scores, now_ms)
     intake.ingest(conn, ws, events, now_ms)
 
 

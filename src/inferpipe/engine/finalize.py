@@ -1,0 +1,117 @@
+"""What a run's end produces: lifecycle events, deferred runs, and a scorer's score."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inferpipe.core.errors import InvalidScoreError, error_payload
+from inferpipe.core.events import FUNCTION_FAILED, FUNCTION_FINISHED, Event
+from inferpipe.core.records import NewRun, Run, RunStatus, StepKind, StepRecord
+from inferpipe.core.scores import ScoreRecord, ScoreSource, score_from_output, validate_score
+from inferpipe.engine.functions import FunctionDef, Registry
+from inferpipe.store.base import Outcome, PlannedEvent
+
+
+def lifecycle_events(run: Run, outcome: Outcome, now_ms: int) -> list[Event]:
+    """`inferpipe/function.finished` always; `inferpipe/function.failed` on failure."""
+    finished = Event(
+        FUNCTION_FINISHED,
+        {
+            "run_id": run.id,
+            "function_id": run.function_id,
+            "status": outcome.status.value,
+            "output": outcome.output,
+            "error": outcome.error,
+            "reason": outcome.reason,
+        },
+        ts_ms=now_ms,
+        id=f"finished-{run.id}",
+    )
+    if outcome.status is not RunStatus.FAILED:
+        return [finished]
+    failed = Event(
+        FUNCTION_FAILED,
+        {
+            "run_id": run.id,
+            "function_id": run.function_id,
+            "error": outcome.error,
+            "event": run.events[0] if run.events else None,
+        },
+        ts_ms=now_ms,
+        id=f"failed-{run.id}",
+    )
+    return [finished, failed]
+
+
+def plan_finish(
+    registry: Registry,
+    fn: FunctionDef,
+    run: Run,
+    journal: dict[str, StepRecord],
+    outcome: Outcome,
+    now_ms: int,
+) -> list[PlannedEvent]:
+    """The events a finish ingests, with the runs they start: triggered functions, deferred
+    runs and sampled scorers (those ride on the `function.finished` event)."""
+    events = lifecycle_events(run, outcome, now_ms)
+    planned = [PlannedEvent(e, registry.plan(e, now_ms)) for e in events]
+    planned[0].runs.extend(_deferred(registry, fn, run, journal, outcome, now_ms))
+    return planned
+
+
+def _parent(run: Run, outcome: Outcome) -> dict[str, Any]:
+    return {
+        "run_id": run.id,
+        "function_id": run.function_id,
+        "status": outcome.status.value,
+        "output": outcome.output,
+        "error": outcome.error,
+    }
+
+
+def _deferred(
+    registry: Registry,
+    fn: FunctionDef,
+    run: Run,
+    journal: dict[str, StepRecord],
+    outcome: Outcome,
+    now_ms: int,
+) -> list[NewRun]:
+    parent = _parent(run, outcome)
+    runs = [
+        registry.deferred(rec.input["function_id"], rec.input["data"], parent, now_ms)
+        for rec in sorted(journal.values(), key=lambda r: r.seq)
+        if rec.kind is StepKind.DEFER
+    ]
+    trigger = run.events[0]["data"] if run.events else {}
+    for attached in fn.scorers:
+        if attached.samples(run.id):
+            data = {"input": trigger, "output": outcome.output}
+            runs.append(registry.deferred(attached.scorer_id, data, parent, now_ms))
+    return runs
+
+
+def scorer_outcome(fn: FunctionDef, run: Run, outcome: Outcome, now_ms: int) -> Outcome:
+    """A scorer's completed outcome, with its returned Score attached to the judged run."""
+    if not fn.is_scorer or outcome.status is not RunStatus.COMPLETED or not run.parent_run_id:
+        return outcome
+    score = score_from_output(outcome.output)
+    if score is None:
+        return outcome
+    try:
+        value = validate_score(score.name, score.value)
+    except InvalidScoreError as exc:
+        return Outcome(RunStatus.FAILED, error=error_payload(exc))
+    record = ScoreRecord(
+        id=f"{run.id}/score",
+        run_id=run.parent_run_id,
+        name=score.name,
+        value=value,
+        source=ScoreSource.SCORER,
+        created_at_ms=now_ms,
+        reason=score.reason,
+        metadata=score.metadata or {},
+        scorer_id=fn.id,
+        scorer_run_id=run.id,
+    )
+    return Outcome(outcome.status, outcome.output, outcome.error, outcome.reason, [record])
