@@ -8,12 +8,16 @@ Run it with `inferpipe dev examples/support/app.py`, then send tickets:
         --data '{"ticket_id": "tk_1"}'
 
 It uses every kind of step: run (with a flaky dependency that is retried), invoke (a child
-function), send_event, sleep, and wait_for_event (the customer's reply, up to two days).
+function), send_event, sleep, and wait_for_event (the customer's reply, up to two days); it
+scores itself inline and defers a durable scorer that waits a week for the customer's feedback:
+
+    inferpipe send support/feedback.received --app examples/support/app.py \
+        --data '{"ticket_id": "tk_1", "helpful": true}'
 """
 
 from __future__ import annotations
 
-import random
+from pydantic import BaseModel
 
 import inferpipe as ip
 
@@ -28,11 +32,33 @@ def classify(content: str) -> str:
     return next((cat for key, cat in CATEGORIES.items() if key in words), "general")
 
 
+_crm_calls: dict[str, int] = {}
+
+
 def lookup_customer(customer: str) -> dict[str, str]:
-    """A flaky CRM: fails about half the time, so the step is retried with backoff."""
-    if random.random() < 0.5:
+    """A flaky CRM: the first call for each customer times out, so the step is retried."""
+    _crm_calls[customer] = _crm_calls.get(customer, 0) + 1
+    if _crm_calls[customer] == 1:
         raise ConnectionError("CRM timed out")
     return {"customer": customer, "plan": "pro" if len(customer) % 2 else "free"}
+
+
+class FeedbackInput(BaseModel):
+    ticket_id: str
+
+
+@app.scorer(id="feedback-scorer", input=FeedbackInput)
+async def feedback_scorer(ctx: ip.Context) -> ip.Score:
+    """Helpful -> 1, not helpful -> 0, no feedback within 7 days -> 0.5."""
+    fb = await ctx.step.wait_for_event(
+        "wait-for-feedback",
+        event="support/feedback.received",
+        timeout="7d",
+        if_exp=f"async.data.ticket_id == {ctx.input.ticket_id!r}",
+    )
+    if fb is None:
+        return ip.Score("user-feedback", 0.5, reason="no feedback within 7 days")
+    return ip.Score("user-feedback", 1.0 if fb.data.get("helpful") else 0.0)
 
 
 @app.function(id="draft-reply", retries=2)
@@ -59,6 +85,8 @@ async def handle_ticket(ctx: ip.Context) -> dict[str, object]:
     ticket = ctx.event.data
     category = await ctx.step.run("classify", classify, ticket["content"])
     ctx.logger.info("classified", ticket_id=ticket["ticket_id"], category=category)
+    await ctx.step.score("classified", category != "general")
+    ctx.defer("score-feedback", feedback_scorer, {"ticket_id": ticket["ticket_id"]})
     customer = await ctx.step.run("lookup-customer", lookup_customer, ticket["customer"])
     reply = await ctx.step.invoke(
         "draft-reply", "draft-reply", {"customer": ticket["customer"], "category": category}

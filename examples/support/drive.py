@@ -37,6 +37,10 @@ async def main() -> None:
         print("customer resolved tk_1; tk_2 and tk_3 wait up to two days (or until closed)")
         await app.send(ip.Event("support/ticket.closed", {"ticket_id": "tk_3"}))
         print("tk_3 closed: its run is cancelled")
+        await app.send(
+            ip.Event("support/feedback.received", {"ticket_id": "tk_1", "helpful": True})
+        )
+        print("feedback on tk_1: helpful (scored 1.0 on its run by the deferred feedback scorer)")
 
 
 if __name__ == "__main__":
