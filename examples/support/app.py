@@ -55,6 +55,7 @@ async def feedback_scorer(ctx: ip.Context) -> ip.Score:
         event="support/feedback.received",
         timeout="7d",
         if_exp=f"async.data.ticket_id == {ctx.input.ticket_id!r}",
+        lookback="1d",  # feedback may come before the ticket's run has finished
     )
     if fb is None:
         return ip.Score("user-feedback", 0.5, reason="no feedback within 7 days")
