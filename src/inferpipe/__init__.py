@@ -43,6 +43,7 @@ from inferpipe.engine.functions import (
 from inferpipe.engine.journal import Limits
 from inferpipe.engine.worker import Worker
 from inferpipe.scoring.experiments import VariantStats
+from inferpipe.streams.pubsub import StreamEvent
 
 NonRetryableError = NonRetriableError
 
@@ -83,6 +84,7 @@ __all__ = [
     "StepRecord",
     "StepStatus",
     "StoreError",
+    "StreamEvent",
     "Timeouts",
     "UnknownFunctionError",
     "VariantStats",

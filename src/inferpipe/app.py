@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -30,10 +31,13 @@ from inferpipe.engine.functions import (
     failure_handler,
 )
 from inferpipe.engine.journal import Limits
+from inferpipe.engine.streaming import run_topic
 from inferpipe.engine.worker import Worker
 from inferpipe.scoring.experiments import VariantStats, compare
 from inferpipe.store import Store, store_from_url
 from inferpipe.store.base import Page, RunFilter, ScoreFilter
+from inferpipe.streams.memory import MemoryPubSub
+from inferpipe.streams.pubsub import PubSub, StreamEvent
 
 
 class App:
@@ -45,6 +49,8 @@ class App:
             falling back to a SQLite file under ./.inferpipe.
         workspace: the workspace its events and runs belong to.
         limits: payload limits (512 KB per event, 4 MB per step output by default).
+        streams: where run streams go: a `PubSub`, a `redis://` URL, or None for
+            $INFERPIPE_STREAMS_URL, falling back to in-process memory.
 
     Example::
 
@@ -62,12 +68,14 @@ class App:
         database: str | None = None,
         workspace: str = "default",
         limits: Limits | None = None,
+        streams: PubSub | str | None = None,
     ) -> None:
         self.id = id
         self.database = database
         self.workspace = workspace
         self.limits = limits or Limits()
         self.registry = Registry()
+        self.streams = streams
         self._engine: Engine | None = None
 
     def function(
@@ -159,12 +167,17 @@ class App:
         if self._engine is None:
             store = store or store_from_url(self.database, self.workspace)
             await store.open()
-            self._engine = Engine(store, self.registry, clock=clock, limits=self.limits)
+            pubsub = pubsub_from(self.streams)
+            self._engine = Engine(
+                store, self.registry, clock=clock, limits=self.limits, pubsub=pubsub
+            )
         return self._engine
 
     async def close(self) -> None:
         if self._engine is not None:
             await self._engine.store.close()
+            if self._engine.pubsub is not None:
+                await self._engine.pubsub.close()
             self._engine = None
 
     async def __aenter__(self) -> App:
@@ -217,6 +230,20 @@ class App:
 
     async def logs(self, run_id: str) -> list[LogRecord]:
         return await self.engine.store.get_logs(run_id)
+
+    async def stream(self, run_id: str, after: int | None = None) -> AsyncIterator[StreamEvent]:
+        """The run's stream: lifecycle and user events after index `after`, then live ones,
+        each exactly once, ending with the run's final event."""
+        await self.get_run(run_id)
+        pubsub = self.engine.pubsub
+        if pubsub is None:
+            raise ConfigurationError("run streams are disabled for this app")
+        subscription = await pubsub.subscribe_with_replay(run_topic(run_id), after)
+        async with subscription:
+            async for event in subscription:
+                yield event
+                if event.final:
+                    return
 
     async def score(
         self,
@@ -295,6 +322,21 @@ def create_scorer(
 def sample(scorer: FunctionDef | str, rate: float = 1.0) -> AttachedScorer:
     """Attach `scorer` to a function for a share `rate` of its runs (decided by run id)."""
     return AttachedScorer(scorer if isinstance(scorer, str) else scorer.id, rate)
+
+
+def pubsub_from(streams: PubSub | str | None) -> PubSub:
+    """The run-stream backend for an `App(streams=...)` setting."""
+    if streams is None:
+        streams = os.environ.get("INFERPIPE_STREAMS_URL") or "memory://"
+    if not isinstance(streams, str):
+        return streams
+    if streams.startswith(("redis://", "rediss://", "unix://")):
+        from inferpipe.streams.redis import RedisPubSub  # noqa: PLC0415 - optional backend
+
+        return RedisPubSub.from_url(streams)
+    if streams == "memory://":
+        return MemoryPubSub()
+    raise ConfigurationError(f"unsupported streams URL {streams!r}: use memory:// or redis://")
 
 
 def _as_list(value: Any) -> list[Any]:

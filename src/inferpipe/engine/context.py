@@ -14,6 +14,8 @@ from inferpipe.core.records import LogRecord, StepKind, StepRecord, StepStatus
 from inferpipe.core.redaction import redact
 from inferpipe.engine.journal import RunJournal, active_step
 from inferpipe.engine.steps import Steps
+from inferpipe.engine.streaming import RunStream
+from inferpipe.streams.pubsub import PubSub
 
 _log = logging.getLogger("inferpipe.run")
 
@@ -25,7 +27,7 @@ class RunLogger:
     """`ctx.logger`: lines are stored with the run once; a replay does not store or print
     them again."""
 
-    def __init__(self, journal: RunJournal) -> None:
+    def __init__(self, journal: RunJournal, pubsub: PubSub | None = None) -> None:
         self._j = journal
 
     def debug(self, message: str, **meta: Any) -> None:
@@ -55,7 +57,7 @@ class RunLogger:
 class Context:
     """The run's view of itself: its trigger event(s), ids, logger and step API."""
 
-    def __init__(self, journal: RunJournal) -> None:
+    def __init__(self, journal: RunJournal, pubsub: PubSub | None = None) -> None:
         run = journal.run
         self._journal = journal
         self.run_id: str = run.id
@@ -64,6 +66,7 @@ class Context:
         self.event: Event = self.events[0] if self.events else Event("inferpipe/none")
         self.step = Steps(journal, run.events[0] if run.events else {})
         self.logger = RunLogger(journal)
+        self.stream = RunStream(journal, pubsub)
         retrying = [r.attempt for r in journal.records.values() if r.status is StepStatus.RETRYING]
         self.attempt: int = max(retrying, default=-1) + 1
 
@@ -92,6 +95,7 @@ class Context:
         most 20 deferrals per run, with ids unique within it."""
         j = self._journal
         key = f"defer:{defer_id}"
+        j.visit(key)
         if key in j.records:
             return  # recorded on an earlier execution
         if any(s.key == key for s in j.pending_steps):

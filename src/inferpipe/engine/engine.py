@@ -15,6 +15,7 @@ from inferpipe.engine.executor import Executor
 from inferpipe.engine.functions import Registry
 from inferpipe.engine.journal import Limits
 from inferpipe.store.base import PlannedEvent, Store
+from inferpipe.streams.pubsub import PubSub
 
 
 class Engine:
@@ -31,13 +32,15 @@ class Engine:
         *,
         clock: Clock | None = None,
         limits: Limits | None = None,
+        pubsub: PubSub | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.clock: Clock = clock or SystemClock()
         self.limits = limits or Limits()
+        self.pubsub = pubsub
         self._listeners: list[Callable[[], None]] = []
-        self.executor = Executor(store, self.clock, registry, self.limits, self._ingested)
+        self.executor = Executor(store, self.clock, registry, self.limits, self._ingested, pubsub)
 
     def subscribe_wakeups(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call `listener` whenever new work may be ready; returns an unsubscribe function."""

@@ -10,14 +10,22 @@ from typing import Any
 
 from inferpipe.core import json as jsonc
 from inferpipe.core.errors import InferpipeError, LeaseLost, RunCancelled, Suspend, error_payload
-from inferpipe.core.records import ClaimedRun, IngestResult, RunStatus, StepStatus
+from inferpipe.core.records import (
+    ClaimedRun,
+    IngestResult,
+    RunStatus,
+    StepKind,
+    StepRecord,
+    StepStatus,
+)
 from inferpipe.core.redaction import redact
-from inferpipe.engine import finalize
+from inferpipe.engine import finalize, streaming
 from inferpipe.engine.clock import Clock
 from inferpipe.engine.context import Context
 from inferpipe.engine.functions import FunctionDef, Registry
 from inferpipe.engine.journal import Limits, Planner, RunJournal
 from inferpipe.store.base import Outcome, Progress, Store
+from inferpipe.streams.pubsub import PubSub
 
 _log = logging.getLogger("inferpipe.executor")
 
@@ -35,7 +43,9 @@ class Executor:
         registry: Registry,
         limits: Limits,
         on_ingest: Callable[[IngestResult | None], None],
+        pubsub: PubSub | None = None,
     ) -> None:
+        self.pubsub = pubsub
         self.store = store
         self.clock = clock
         self.registry = registry
@@ -51,6 +61,7 @@ class Executor:
             claimed, self.store, self.clock, self.planner, self.limits, self.on_ingest
         )
         journal.drain = drain
+        journal.on_recorded = self._published
         try:
             await self._execute(journal)
         except LeaseLost:
@@ -70,7 +81,11 @@ class Executor:
             await self._finish(j, Outcome(RunStatus.CANCELLED, reason=j.cancel_reason))
             return
         fn = self.functions(run.function_id)
-        task: asyncio.Task[Any] = asyncio.ensure_future(fn.handler(Context(j)))
+        kind = "started" if run.attempts <= 1 else "resumed"
+        await streaming.publish(
+            self.pubsub, run.id, streaming.run_event(run, kind, attempt=run.attempts)
+        )
+        task: asyncio.Task[Any] = asyncio.ensure_future(fn.handler(Context(j, self.pubsub)))
         if await self._drive(j, task):
             await self._park(j)
             return
@@ -146,6 +161,9 @@ class Executor:
         )
         status = RunStatus.SLEEPING if sleeping else RunStatus.WAITING
         await self.store.park(j.lease, status, ready_at, j.now_ms())
+        await streaming.publish(
+            self.pubsub, j.run.id, streaming.run_event(j.run, status.value, ready_at_ms=ready_at)
+        )
 
     async def _finish(self, j: RunJournal, outcome: Outcome) -> None:
         if j.pending_logs or j.pending_steps:
@@ -156,3 +174,17 @@ class Executor:
         planned = finalize.plan_finish(self.registry, fn, j.run, j.records, outcome, now)
         await self.store.finish(j.lease, outcome, planned, now)
         self.on_ingest(None)
+        event = streaming.run_event(
+            j.run,
+            "finished",
+            status=outcome.status.value,
+            output=outcome.output,
+            error=outcome.error,
+            reason=outcome.reason,
+        )
+        await streaming.publish(self.pubsub, j.run.id, event, final=True)
+
+    async def _published(self, steps: list[StepRecord]) -> None:
+        for step in steps:
+            if step.kind not in (StepKind.DEFER,):
+                await streaming.publish(self.pubsub, step.run_id, streaming.step_event(step))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -84,6 +84,8 @@ class RunJournal:
         self.inflight = 0
         self.cancel_reason: str | None = claimed.run.cancel_requested
         self.lease_lost = False
+        self._unvisited = set(self.records)
+        self.on_recorded: Callable[[list[StepRecord]], Awaitable[None]] | None = None
         self.drain: asyncio.Event | None = None
         self.changed = asyncio.Event()
         self._occurrences: dict[str, int] = {}
@@ -98,7 +100,17 @@ class RunJournal:
             raise StepNestingError(step_id, outer)
         n = self._occurrences.get(step_id, 0)
         self._occurrences[step_id] = n + 1
-        return step_id if n == 0 else f"{step_id}:{n}"
+        key = step_id if n == 0 else f"{step_id}:{n}"
+        self.visit(key)
+        return key
+
+    def visit(self, key: str) -> None:
+        self._unvisited.discard(key)
+
+    @property
+    def replaying(self) -> bool:
+        """True until the function has passed every step its journal already holds."""
+        return bool(self._unvisited)
 
     def next_seq(self) -> int:
         seq = self._next_seq
@@ -132,6 +144,8 @@ class RunJournal:
             raise
         for step in progress.steps:
             self.records[step.key] = result.final.get(step.key, step)
+        if self.on_recorded is not None and progress.steps:
+            await self.on_recorded([self.records[s.key] for s in progress.steps])
         if result.cancel_requested and self.cancel_reason is None:
             self.cancel_reason = result.cancel_requested
         if progress.events or progress.runs or result.ingest:
