@@ -86,3 +86,35 @@ async def wait_for_status(app: ip.App, run_id: str) -> None:
     while not await finished():
         assert asyncio.get_running_loop().time() < deadline, "run did not finish after recovery"
         await asyncio.sleep(0.1)
+
+
+async def test_sigterm_finishes_the_step_in_flight_and_hands_the_run_back(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'term.db'}"
+    log, hold = tmp_path / "steps.log", tmp_path / "hold"
+    env = {
+        **os.environ,
+        "INFERPIPE_DATABASE_URL": db,
+        "CRASH_LOG": str(log),
+        "CRASH_HOLD": str(hold),
+    }
+    hold.touch()
+    app = ip.App("observer", database=db)
+    async with app:
+        worker = start_worker(env)
+        run_id = await _invoke(db)
+        await wait_for(lambda: log.exists() and "slow" in log.read_text().split())
+        worker.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        assert worker.poll() is None, "the worker must wait for its step in flight"
+        hold.unlink()
+        assert worker.wait(timeout=20) == 0
+        run = await app.engine.store.get_run(run_id)
+        assert run is not None and run.status is ip.RunStatus.QUEUED and run.lease_owner is None
+        assert [s.key for s in await app.engine.store.get_steps(run_id)] == ["a", "b", "slow"]
+        second = start_worker(env)
+        try:
+            await wait_for_status(app, run_id)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(timeout=20)
+        assert log.read_text().split() == ["a", "b", "slow", "c", "d"]
