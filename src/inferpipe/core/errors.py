@@ -182,6 +182,9 @@ class LeaseLost(EngineInterrupt):
 def error_payload(exc: BaseException) -> dict[str, Any]:
     """The stored shape of an error: code, type, message."""
     code = exc.code if isinstance(exc, InferpipeError) else "user_error"
+    own_code = getattr(exc, "code", None)
+    if not isinstance(exc, InferpipeError) and isinstance(own_code, str):
+        code = own_code  # e.g. provider errors that carry their own stable code
     if isinstance(exc, StepError):
         code = exc.error_code
     return {"code": code, "type": type(exc).__name__, "message": str(exc)}

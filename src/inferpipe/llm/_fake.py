@@ -22,6 +22,8 @@ _TOKEN = re.compile(r"\s*\S+|\s+$")
 DEFAULT_BEHAVIOURS = {
     "echo": "repeats the last user message",
     "summarize": "replies with the first sentence of the last user message, at most 20 words",
+    "classify": "replies with JSON matching the response format; each enum field takes the "
+    "value the last user message mentions first (else the enum's first value)",
 }
 
 _SUMMARY_WORDS = 20
@@ -162,17 +164,51 @@ def default_reply(request: ChatRequest, *, provider: str = "fake") -> ScriptedRe
             f"models: {sorted(DEFAULT_BEHAVIOURS)}",
             provider=provider,
         )
-    if request.response_format is not None:
-        return ScriptedReply(content=json.dumps(example_value(request.response_format)))
     text = next(
         (m.content for m in reversed(request.messages) if m.role == "user" and m.content), ""
     )
+    if request.model == "classify":
+        return _classify_reply(request, text, provider)
+    if request.response_format is not None:
+        return ScriptedReply(content=json.dumps(example_value(request.response_format)))
     if request.model == "echo":
         return ScriptedReply(content=text)
     first_sentence = re.split(r"(?<=[.!?])\s", text.strip(), maxsplit=1)[0]
     words = first_sentence.split()
     summary = " ".join(words[:_SUMMARY_WORDS]) + (" ..." if len(words) > _SUMMARY_WORDS else "")
     return ScriptedReply(content=summary)
+
+
+def _classify_reply(request: ChatRequest, text: str, provider: str) -> ScriptedReply:
+    """The "classify" behaviour: a deterministic label pick, for offline demos of routing."""
+    if request.response_format is None:
+        raise errors.InvalidRequestError(
+            "fake/classify needs a response format (structured output) listing the labels",
+            provider=provider,
+        )
+    value = example_value(request.response_format)
+    properties = request.response_format.get("properties", {})
+    if isinstance(value, dict):
+        for name, field_schema in properties.items():
+            choice = _first_mentioned(field_schema.get("enum"), text)
+            if name in value and choice is not None:
+                value[name] = choice
+    else:
+        value = _first_mentioned(request.response_format.get("enum"), text) or value
+    return ScriptedReply(content=json.dumps(value))
+
+
+def _first_mentioned(labels: Any, text: str) -> str | None:
+    """The label of `labels` whose first whole-word mention in `text` comes earliest."""
+    if not isinstance(labels, list):
+        return None
+    found = [
+        (match.start(), label)
+        for label in labels
+        if isinstance(label, str)
+        and (match := re.search(rf"\b{re.escape(label)}\b", text, re.IGNORECASE))
+    ]
+    return min(found)[1] if found else None
 
 
 def split_tokens(text: str) -> list[str]:
