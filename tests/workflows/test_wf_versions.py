@@ -48,7 +48,7 @@ def test_diff_renders_one_line_per_change() -> None:
     assert lines[0] == "graph ticket-triage: version 3 -> 4"
     assert "+ node notify (transform)" in lines
     assert "- node reply (llm)" in lines
-    assert "~ node classify: model 'fake/echo' -> 'openai/gpt-4o-mini'" in lines
+    assert "~ node classify: model 'fake/classify' -> 'openai/gpt-4o-mini'" in lines
     assert "~ node escalate: headers.X-Source None -> 'inferpipe'" in lines
     assert "+ edge escalate -> notify" in lines
 

@@ -82,3 +82,33 @@ def random_dags(draw: st.DrawFn) -> dict[str, Any]:
     order = draw(st.permutations(nodes))
     output = {f"o{i}": f"nodes.n{i}.output" for i in range(count)}
     return document(list(order), edges=edges, output=output)
+
+
+@st.composite
+def runnable_dags(draw: st.DrawFn) -> dict[str, Any]:
+    """Like `random_dags`, with branch conditions that evaluate on any data (a skipped node's
+    output is null, so conditions test for null or read the input) and a drawn input `q`."""
+    count = draw(st.integers(min_value=1, max_value=20))
+    nodes: list[dict[str, Any]] = []
+    edges: list[dict[str, str]] = []
+    owned: set[int] = set()
+    for i in range(count):
+        deps = draw(st.sets(st.integers(0, i - 1), max_size=3)) if i else set()
+        by_ref = {d for d in deps if draw(st.booleans())}
+        edges += [edge(f"n{d}", f"n{i}") for d in sorted(deps - by_ref)]
+        refs = [f"nodes.n{d}.output" for d in sorted(by_ref)]
+        free = [j for j in range(i + 1, count) if j not in owned]
+        if free and draw(st.integers(0, 2)) == 0:
+            targets = draw(st.lists(st.sampled_from(free), min_size=1, max_size=3, unique=True))
+            owned |= set(targets)
+            split = draw(st.integers(0, len(targets)))
+            when = f"{refs[0]} != null" if refs else f"size(input.q) > {draw(st.integers(0, 3))}"
+            cases = [{"when": when, "then": [f"n{t}" for t in targets[:split]]}]
+            else_ = [f"n{t}" for t in targets[split:]]
+            nodes.append({"id": f"n{i}", "type": "branch", "cases": cases, "else": else_})
+        else:
+            nodes.append(transform(f"n{i}", "[" + ", ".join([*refs, "input.q"]) + "]"))
+    order = draw(st.permutations(nodes))
+    output = {f"o{i}": f"nodes.n{i}.output" for i in range(count)}
+    document_ = document(list(order), edges=edges, output=output)
+    return {"document": document_, "q": draw(st.text(max_size=5))}

@@ -15,6 +15,7 @@ from inferpipe.core.errors import InferpipeError
 from inferpipe.core.records import RunStatus
 from inferpipe.engine.worker import DEFAULT_LEASE_MS
 from inferpipe.store import DEFAULT_DATABASE, store_from_url
+from inferpipe.workflows.cli import add_workflow_commands
 
 _Command = Callable[[argparse.Namespace], Coroutine[Any, Any, None]]
 
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (lst, show, cancel, rerun):
         _add_database(p)
     runs_p.set_defaults(handler=_runs)
+    add_workflow_commands(sub)
     return parser
 
 

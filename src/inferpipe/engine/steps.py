@@ -211,16 +211,23 @@ class Steps(ScoringSteps):
             step.output = redact(step.output, j.limits.redact_keys)
         except Exception as exc:
             failure = exc
+        # The step stays in flight until its record is committed: otherwise a run whose other
+        # branches are parked looks quiescent during the commit and is suspended too early.
+        try:
+            if failure is not None:
+                retry_at_ms = await self._failed(step, failure, history)
+            else:
+                step.finished_at_ms = j.now_ms()
+                step.meta = {**extra, "attempts": history} if history else extra
+                await j.commit(Progress(steps=[step]))
         finally:
             j.finished()
         if failure is not None:
-            return await self._failed(step, failure, history)
-        step.finished_at_ms = j.now_ms()
-        step.meta = {**extra, "attempts": history} if history else extra
-        await j.commit(Progress(steps=[step]))
+            return await j.park(key, retry_at_ms)
         return j.records[key].output
 
-    async def _failed(self, step: StepRecord, exc: Exception, history: list[Any]) -> Any:
+    async def _failed(self, step: StepRecord, exc: Exception, history: list[Any]) -> int:
+        """Record a failed attempt; raise StepError when final, else return when to retry."""
         j = self._j
         now = j.now_ms()
         history.append({**error_payload(exc), "attempt": step.attempt, "at_ms": now})
@@ -240,7 +247,7 @@ class Steps(ScoringSteps):
         step.status = StepStatus.RETRYING
         step.wake_at_ms = now + delay
         await j.commit(Progress(steps=[step]))
-        return await j.park(step.key, step.wake_at_ms)
+        return step.wake_at_ms
 
     async def sleep(self, step_id: str, duration: Duration) -> None:
         """Sleep durably: the run is parked (holding no memory) and resumes after `duration`."""

@@ -3,21 +3,49 @@
 `spec` holds the graph models and loaders, `validate` the save-time checks, `compile` the
 execution plan, `schedule` a pure reference scheduler over a plan, `templates` the sandboxed
 Jinja2 renderer, `netpolicy` the HTTP destination policy and `versions` the diff of two versions.
+`graphstore` keeps saved versions; `runtime` runs them durably (one generic function,
+`workflow-run`; `nodes` and `execution` are its parts); `cli` is `inferpipe workflows ...`.
 """
 
 from __future__ import annotations
 
+from inferpipe.workflows._http import HttpSettings
 from inferpipe.workflows.compile import ExecutionPlan, PlanNode, compile_graph
 from inferpipe.workflows.errors import (
     GraphInvalidError,
+    GraphNotFoundError,
+    NodeFailedError,
     Problem,
     ProblemCode,
     TemplateError,
     TemplateSecurityError,
     UrlRefusedError,
+    WorkflowError,
+    WorkflowInputError,
+)
+from inferpipe.workflows.graphstore import (
+    GraphStore,
+    GraphVersion,
+    MemoryGraphStore,
+    SaveResult,
+    VersionInfo,
+)
+from inferpipe.workflows.graphstore_sqlite import SQLiteGraphStore
+from inferpipe.workflows.runtime import (
+    RunCost,
+    WorkflowRuntime,
+    register_workflows,
+    run_cost,
 )
 from inferpipe.workflows.schedule import NodeOutcome, PlanCursor
-from inferpipe.workflows.spec import Graph, graph_json_schema, load_graph, load_graph_file
+from inferpipe.workflows.secrets import EnvSecrets, MappingSecrets, SecretProvider
+from inferpipe.workflows.spec import (
+    Graph,
+    GraphTrigger,
+    graph_json_schema,
+    load_graph,
+    load_graph_file,
+)
 from inferpipe.workflows.validate import (
     Limits,
     ModelCatalog,
@@ -29,27 +57,46 @@ from inferpipe.workflows.validate import (
 from inferpipe.workflows.versions import GraphDiff, diff_graphs
 
 __all__ = [
+    "EnvSecrets",
     "ExecutionPlan",
     "Graph",
     "GraphDiff",
     "GraphInvalidError",
+    "GraphNotFoundError",
+    "GraphStore",
+    "GraphTrigger",
+    "GraphVersion",
+    "HttpSettings",
     "Limits",
+    "MappingSecrets",
+    "MemoryGraphStore",
     "ModelCatalog",
+    "NodeFailedError",
     "NodeOutcome",
     "PatternModelCatalog",
     "PlanCursor",
     "PlanNode",
     "Problem",
     "ProblemCode",
+    "RunCost",
+    "SQLiteGraphStore",
+    "SaveResult",
+    "SecretProvider",
     "TemplateError",
     "TemplateSecurityError",
     "UrlRefusedError",
     "ValidationOptions",
+    "VersionInfo",
+    "WorkflowError",
+    "WorkflowInputError",
+    "WorkflowRuntime",
     "check_graph",
     "compile_graph",
     "diff_graphs",
     "graph_json_schema",
     "load_graph",
     "load_graph_file",
+    "register_workflows",
+    "run_cost",
     "validate_graph",
 ]

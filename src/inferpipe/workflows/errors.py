@@ -7,7 +7,12 @@ Hierarchy (all under `inferpipe.core.errors.InferpipeError`)::
     ├── TemplateError                 a template failed to parse or render
     │   └── TemplateSecurityError     a template tried to reach outside its sandbox
     ├── UrlRefusedError               an HTTP node's URL is not allowed by the network policy
-    └── PlanIntegrityError            a stored plan's content hash does not match its content
+    ├── PlanIntegrityError            a stored plan's content hash does not match its content
+    ├── GraphNotFoundError            no saved graph (or version) with that id
+    ├── WorkflowInputError            a run's input does not match the graph's input schema
+    ├── NodeFailedError               a node failed after its retries; the run fails naming it
+    ├── ExpressionFailedError         a CEL expression failed on the run's data
+    └── UnknownTaskError              a task node names an unregistered function
 """
 
 from __future__ import annotations
@@ -130,3 +135,64 @@ class PlanIntegrityError(WorkflowError):
     """A stored execution plan does not hash to the content hash it carries."""
 
     code = "plan_integrity"
+
+
+class GraphNotFoundError(WorkflowError):
+    """No saved graph with this id, or no such version (or content hash) of it."""
+
+    code = "graph_not_found"
+
+    def __init__(self, graph_id: str, version: int | None = None, content_hash: str = "") -> None:
+        what = f"graph {graph_id!r}"
+        if version is not None:
+            what += f" version {version}"
+        if content_hash:
+            what += f" with content hash {content_hash[:12]}"
+        super().__init__(f"{what} is not saved")
+        self.graph_id = graph_id
+        self.version = version
+
+
+class WorkflowInputError(WorkflowError):
+    """The input of a run does not match the graph's input schema; `problems` lists why."""
+
+    code = "workflow_input_invalid"
+
+    def __init__(self, graph_id: str, problems: Iterable[str]) -> None:
+        self.problems = tuple(problems)
+        listed = "; ".join(self.problems)
+        super().__init__(f"input of graph {graph_id!r} is invalid: {listed}")
+        self.graph_id = graph_id
+
+
+class NodeFailedError(WorkflowError):
+    """A node failed after its retries, so the run failed; `node_id` and `step_name` say which.
+
+    Re-running the run from its failed step resumes at this node; nodes that completed are not
+    run (or paid for) again.
+    """
+
+    code = "node_failed"
+
+    def __init__(self, node_id: str, step_name: str, reason: str) -> None:
+        super().__init__(f"node {node_id!r} ({step_name}) failed: {reason}")
+        self.node_id = node_id
+        self.step_name = step_name
+        self.reason = reason
+
+
+class ExpressionFailedError(WorkflowError):
+    """A CEL expression failed on the run's data (missing field, wrong type, not a list)."""
+
+    code = "expression_failed"
+
+
+class UnknownTaskError(WorkflowError):
+    """A task node names a Python function this runtime has not registered."""
+
+    code = "unknown_task"
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        listed = ", ".join(sorted(known)) or "none"
+        super().__init__(f"no task named {name!r} is registered (registered: {listed})")
+        self.name = name

@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from inferpipe.core import durations
 from inferpipe.workflows.errors import GraphInvalidError, Problem, ProblemCode
@@ -192,6 +200,30 @@ class Edge(_Spec):
     target: NodeId
 
 
+class GraphTrigger(_Spec):
+    """What starts a run of the graph besides a call: an event, or a cron schedule (UTC).
+
+    An event's data is the graph's input; a cron tick runs the graph with `input`.
+    """
+
+    event: str | None = Field(default=None, min_length=1, description="Event name.")
+    match: str | None = Field(
+        default=None, description="CEL over `event` (the incoming event); runs only when true."
+    )
+    cron: str | None = Field(default=None, description="Cron schedule, e.g. '*/15 * * * *'.")
+    input: dict[str, Any] = Field(
+        default_factory=dict, description="The graph input of a cron-triggered run."
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> GraphTrigger:
+        if (self.event is None) == (self.cron is None):
+            raise ValueError("a trigger names either an event or a cron schedule")
+        if self.match is not None and self.event is None:
+            raise ValueError("match applies to event triggers only")
+        return self
+
+
 class Graph(_Spec):
     """A workflow graph as saved by a user or a visual builder."""
 
@@ -206,6 +238,9 @@ class Graph(_Spec):
     edges: list[Edge] = Field(default_factory=list)
     output: dict[str, str] = Field(
         default_factory=dict, description="Output field -> CEL expression over input and nodes."
+    )
+    trigger: GraphTrigger | None = Field(
+        default=None, description="An event or cron schedule that starts runs of the graph."
     )
 
 

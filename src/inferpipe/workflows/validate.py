@@ -16,6 +16,10 @@ from fnmatch import fnmatchcase
 from typing import Protocol
 from urllib.parse import parse_qsl, urlsplit
 
+from croniter import croniter
+
+from inferpipe.core import expr
+from inferpipe.core.errors import InvalidExpressionError
 from inferpipe.workflows import _dag, _refs, netpolicy, spec
 from inferpipe.workflows._index import GraphIndex, index_graph
 from inferpipe.workflows.errors import GraphInvalidError, Problem, ProblemCode
@@ -94,6 +98,7 @@ def validate_index(index: GraphIndex, options: ValidationOptions) -> list[Proble
         _models_and_tasks(index, options),
         _http(index),
         _outputs(index),
+        _trigger(index),
         _limits(index, options.limits),
     )
     return [problem for check in checks for problem in check]
@@ -362,6 +367,25 @@ def _outputs(index: GraphIndex) -> Iterator[Problem]:
         for ref in sorted(item.refs.nodes - index.nodes.keys()):
             message = f"output {key!r} refers to nodes.{ref}, which is not a node of this graph"
             yield Problem(code=ProblemCode.OUTPUT_MAPPING, message=message, path=path)
+
+
+def _trigger(index: GraphIndex) -> Iterator[Problem]:
+    trigger = index.graph.trigger
+    if trigger is None:
+        return
+    if trigger.cron is not None and not croniter.is_valid(trigger.cron):
+        message = f"invalid cron schedule {trigger.cron!r} (five fields, e.g. '*/15 * * * *')"
+        yield Problem(code=ProblemCode.SCHEMA, message=message, path="/trigger/cron")
+    if trigger.match is not None:
+        try:
+            expr.check_variables(trigger.match, {"event"})
+        except InvalidExpressionError as exc:
+            reason = exc.reason.split("ERROR: ", 1)[-1]
+            yield Problem(
+                code=ProblemCode.INVALID_EXPRESSION,
+                message=f"trigger match: {reason}",
+                path="/trigger/match",
+            )
 
 
 def _limits(index: GraphIndex, limits: Limits) -> Iterator[Problem]:

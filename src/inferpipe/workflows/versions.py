@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from inferpipe.workflows import spec
 
-_GRAPH_FIELDS = ("name", "description", "input_schema", "output")
+_GRAPH_FIELDS = ("name", "description", "input_schema", "output", "trigger")
 _MAX_SHOWN_CHARS = 60
 
 
@@ -54,7 +54,7 @@ class GraphDiff(_Frozen):
     added_edges: tuple[tuple[str, str], ...] = ()
     removed_edges: tuple[tuple[str, str], ...] = ()
     graph_fields: tuple[FieldChange, ...] = ()
-    """Changes to the graph's own fields (name, description, input schema, output mapping)."""
+    """Changes to the graph's own fields (name, description, input schema, output, trigger)."""
     node_types: dict[str, str] = {}
     """Type of every added or removed node, for display."""
 

@@ -1,0 +1,157 @@
+"""`GraphStore` in the SQLite store's file (tables of migration 0003_workflows.sql)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from inferpipe.store.sqlite import SQLiteStore
+from inferpipe.workflows.graphstore import GraphStore, StoredVersion, VersionInfo
+from inferpipe.workflows.validate import ValidationOptions
+
+_INFO = (
+    "v.graph_id, v.version, v.name, v.content_hash, v.document_hash, v.created_at_ms,"
+    " h.version IS NOT NULL"
+)
+_FROM = (
+    "FROM workflow_versions v LEFT JOIN workflow_heads h ON h.workspace = v.workspace"
+    " AND h.graph_id = v.graph_id AND h.version = v.version"
+)
+
+
+class SQLiteGraphStore(GraphStore):
+    """Graph versions beside the runs, through the open store's connection thread (so saves
+    take part in its group commits and need no second connection).
+
+    Args:
+        store: an open `SQLiteStore`; its workspace scopes the versions.
+        options: what saved graphs are validated against.
+    """
+
+    def __init__(
+        self,
+        store: SQLiteStore,
+        *,
+        options: ValidationOptions | None = None,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
+        super().__init__(options=options, clock=clock)
+        self._db = store._db  # shared on purpose: one writer thread per SQLite file
+        self.workspace = store.workspace
+
+    async def _append(self, row: StoredVersion) -> tuple[StoredVersion, bool]:
+        return await self._db.write(lambda conn: self._append_in(conn, row))
+
+    def _append_in(
+        self, conn: sqlite3.Connection, row: StoredVersion
+    ) -> tuple[StoredVersion, bool]:
+        ws, info = self.workspace, row.info
+        current = _one(
+            conn,
+            "WHERE v.workspace = ? AND v.graph_id = ? AND h.version IS NOT NULL",
+            ws,
+            info.graph_id,
+        )
+        if current is not None and current.info.document_hash == info.document_hash:
+            return current, False
+        (latest,) = conn.execute(
+            "SELECT COALESCE(MAX(version), 0) FROM workflow_versions"
+            " WHERE workspace = ? AND graph_id = ?",
+            (ws, info.graph_id),
+        ).fetchone()
+        version = int(latest) + 1
+        conn.execute(
+            "INSERT INTO workflow_versions (workspace, graph_id, version, name, content_hash,"
+            " document_hash, graph, plan, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                ws,
+                info.graph_id,
+                version,
+                info.name,
+                info.content_hash,
+                info.document_hash,
+                row.graph_json,
+                row.plan_json,
+                info.created_at_ms,
+            ),
+        )
+        _point(conn, ws, info.graph_id, version, info.created_at_ms)
+        stored = _one(
+            conn,
+            "WHERE v.workspace = ? AND v.graph_id = ? AND v.version = ?",
+            ws,
+            info.graph_id,
+            version,
+        )
+        assert stored is not None  # inserted just above, in this transaction
+        return stored, True
+
+    async def _fetch(
+        self, graph_id: str, version: int | None, content_hash: str | None
+    ) -> StoredVersion | None:
+        where = "WHERE v.workspace = ? AND v.graph_id = ?"
+        params: list[Any] = [self.workspace, graph_id]
+        if version is not None:
+            where += " AND v.version = ?"
+            params.append(version)
+        elif content_hash is not None:
+            where += " AND v.content_hash = ? ORDER BY v.version DESC LIMIT 1"
+            params.append(content_hash)
+        else:
+            where += " AND h.version IS NOT NULL"
+        return await self._db.read(lambda conn: _one(conn, where, *params))
+
+    async def _infos(self, graph_id: str) -> list[VersionInfo]:
+        sql = f"SELECT {_INFO} {_FROM} WHERE v.workspace = ? AND v.graph_id = ? ORDER BY v.version"
+        rows = await self._db.read(
+            lambda conn: conn.execute(sql, (self.workspace, graph_id)).fetchall()
+        )
+        return [_info(row) for row in rows]
+
+    async def _heads(self) -> list[VersionInfo]:
+        sql = f"SELECT {_INFO} {_FROM} WHERE v.workspace = ? AND h.version IS NOT NULL ORDER BY v.graph_id"
+        rows = await self._db.read(lambda conn: conn.execute(sql, (self.workspace,)).fetchall())
+        return [_info(row) for row in rows]
+
+    async def _set_current(self, graph_id: str, version: int, now_ms: int) -> bool:
+        def move(conn: sqlite3.Connection) -> bool:
+            found = conn.execute(
+                "SELECT 1 FROM workflow_versions WHERE workspace = ? AND graph_id = ?"
+                " AND version = ?",
+                (self.workspace, graph_id, version),
+            ).fetchone()
+            if found is None:
+                return False
+            _point(conn, self.workspace, graph_id, version, now_ms)
+            return True
+
+        return await self._db.write(move)
+
+
+def _point(conn: sqlite3.Connection, ws: str, graph_id: str, version: int, now_ms: int) -> None:
+    conn.execute(
+        "INSERT INTO workflow_heads (workspace, graph_id, version, updated_at_ms)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT (workspace, graph_id)"
+        " DO UPDATE SET version = excluded.version, updated_at_ms = excluded.updated_at_ms",
+        (ws, graph_id, version, now_ms),
+    )
+
+
+def _one(conn: sqlite3.Connection, where: str, *params: Any) -> StoredVersion | None:
+    row = conn.execute(f"SELECT {_INFO}, v.graph, v.plan {_FROM} {where}", params).fetchone()
+    if row is None:
+        return None
+    return StoredVersion(_info(row), str(row[7]), str(row[8]))
+
+
+def _info(row: tuple[Any, ...]) -> VersionInfo:
+    return VersionInfo(
+        graph_id=str(row[0]),
+        version=int(row[1]),
+        name=str(row[2]),
+        content_hash=str(row[3]),
+        document_hash=str(row[4]),
+        created_at_ms=int(row[5]),
+        current=bool(row[6]),
+    )

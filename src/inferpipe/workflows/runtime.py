@@ -1,0 +1,378 @@
+"""Running saved graphs durably: one generic function, `workflow-run`, interprets any plan.
+
+A run's input names the graph (`graph_id`, and optionally `version` or `content_hash`; the
+current version otherwise) and carries the graph's `input`. The version is resolved in the
+run's first step, so a replay, a recovery or a re-run uses the version the run started with,
+whatever was saved since. Graphs that declare a trigger (an event or a cron schedule) get a
+function of their own, `workflow:<graph id>`, which runs the current version.
+
+Example::
+
+    app = inferpipe.App("support")
+    runtime = WorkflowRuntime(app)                  # versions in the app's SQLite database
+
+    @runtime.task("lookup-customer")
+    async def lookup_customer(email: str) -> dict: ...
+
+    async with app:
+        await runtime.save(load_graph_file("ticket_triage.json"))
+        run_id = await runtime.run("ticket-triage", {"ticket_id": "t1", ...})
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import jsonschema.validators
+
+from inferpipe.core.errors import ConfigurationError
+from inferpipe.core.records import StepRecord
+from inferpipe.engine.context import Context
+from inferpipe.engine.engine import Engine
+from inferpipe.engine.functions import Backoff, FunctionDef, Trigger, on_cron, on_event
+from inferpipe.llm.providers import ProviderRegistry
+from inferpipe.store.sqlite import SQLiteStore
+from inferpipe.workflows import spec
+from inferpipe.workflows._http import HttpSettings
+from inferpipe.workflows.compile import ExecutionPlan
+from inferpipe.workflows.errors import PlanIntegrityError, WorkflowInputError
+from inferpipe.workflows.execution import GraphExecution
+from inferpipe.workflows.graphstore import GraphStore, SaveResult
+from inferpipe.workflows.graphstore_sqlite import SQLiteGraphStore
+from inferpipe.workflows.nodes import NodeRunner, NodeServices, TaskFunction
+from inferpipe.workflows.secrets import EnvSecrets, SecretProvider
+from inferpipe.workflows.validate import Limits, PatternModelCatalog, ValidationOptions
+
+WORKFLOW_FUNCTION_ID = "workflow-run"
+"""The generic function that runs any saved graph."""
+TRIGGER_FUNCTION_PREFIX = "workflow:"
+"""Functions of graphs with their own trigger are `workflow:<graph id>`."""
+RESOLVE_STEP = "resolve-graph"
+"""The first step of every run: which version (and plan content) the run executes."""
+PLAN_CACHE_SIZE = 256
+"""Compiled plans kept parsed in memory (versions are immutable: no invalidation needed)."""
+
+F = TypeVar("F", bound=TaskFunction)
+
+
+class AppHost(Protocol):
+    """What the runtime needs of an application (`inferpipe.App` provides it)."""
+
+    def add(self, fn: FunctionDef) -> None: ...
+
+    @property
+    def engine(self) -> Engine: ...
+
+    async def invoke(self, function_id: str, data: dict[str, Any] | None = None) -> str: ...
+
+
+_RUNTIMES: weakref.WeakKeyDictionary[Any, WorkflowRuntime] = weakref.WeakKeyDictionary()
+
+
+class WorkflowRuntime:
+    """Registers `workflow-run` on `app` and runs graphs for it.
+
+    Args:
+        app: the application whose engine runs the graphs.
+        graphs: where versions are saved; by default the app's SQLite database (tables of
+            migration 0003), opened with the app.
+        providers: model providers for `llm` nodes (by default "fake", and "openai").
+        secrets: where `secrets.<NAME>` of `http` nodes come from (environment variables).
+        http: the network access of `http` nodes (transport, resolver, response size).
+        retries: attempts after the first, per node step (the function's retries).
+        backoff: delays between a node's attempts.
+        limits: size limits graphs are validated against when saved.
+    """
+
+    def __init__(
+        self,
+        app: AppHost,
+        graphs: GraphStore | None = None,
+        *,
+        providers: ProviderRegistry | None = None,
+        secrets: SecretProvider | None = None,
+        http: HttpSettings | None = None,
+        retries: int = 3,
+        backoff: Backoff | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.app = app
+        self.providers = providers or ProviderRegistry.with_defaults()
+        self.retries = retries
+        self.backoff = backoff or Backoff()
+        self.limits = limits or Limits()
+        self.tasks: dict[str, TaskFunction] = {}
+        self._graphs = graphs
+        self._default_graphs: tuple[SQLiteStore, SQLiteGraphStore] | None = None
+        self._services = NodeServices(
+            self.providers, secrets or EnvSecrets(), http or HttpSettings(), self.tasks
+        )
+        self._plans: OrderedDict[tuple[str, int, str], ExecutionPlan] = OrderedDict()
+        app.add(self._function(WORKFLOW_FUNCTION_ID, self._on_invoke, [], "Runs a saved graph."))
+        _RUNTIMES[app] = self
+
+    # registration -------------------------------------------------------------------------
+    def task(self, name: str | None = None) -> Callable[[F], F]:
+        """Register a Python function that `task` nodes call by `name` (default: its name).
+
+        It receives the node's `args` as keyword arguments and returns JSON; it may be sync
+        (run in a thread) or async.
+        """
+
+        def register(fn: F) -> F:
+            task_name = name or fn.__name__
+            if task_name in self.tasks:
+                raise ConfigurationError(f"a task named {task_name!r} is already registered")
+            self.tasks[task_name] = fn
+            return fn
+
+        return register
+
+    def add_trigger(self, graph_id: str, trigger: spec.GraphTrigger) -> str:
+        """Register `workflow:<graph_id>`, started by `trigger`; returns the function id.
+
+        Each trigger runs the graph's current version at the time the run starts. Call before
+        the app starts (functions are fixed once it runs).
+        """
+        engine_trigger: Trigger
+        if trigger.cron is not None:
+            engine_trigger = on_cron(trigger.cron)
+        else:
+            assert trigger.event is not None  # GraphTrigger has exactly one of the two
+            engine_trigger = on_event(trigger.event, trigger.match)
+        cron_input = dict(trigger.input)
+
+        async def handler(ctx: Context) -> Any:
+            data = cron_input if trigger.cron is not None else ctx.event.data
+            return await self.execute(ctx, graph_id, data)
+
+        function_id = TRIGGER_FUNCTION_PREFIX + graph_id
+        description = f"Runs graph {graph_id!r} on its trigger."
+        self.app.add(self._function(function_id, handler, [engine_trigger], description))
+        return function_id
+
+    def add_graph_trigger(self, graph: spec.Graph) -> str | None:
+        """Register the trigger `graph` declares, if any; returns the function id."""
+        return self.add_trigger(graph.id, graph.trigger) if graph.trigger else None
+
+    def load_saved_triggers(self, database: str | Path) -> list[str]:
+        """Register the triggers of the current versions saved in a SQLite database (call at
+        import time, before the app starts); returns the function ids registered."""
+        path = str(database).removeprefix("sqlite:///").removeprefix("sqlite://")
+        if "://" in path:
+            raise ConfigurationError("load_saved_triggers reads SQLite databases only")
+        if not Path(path).exists():
+            return []
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            try:
+                rows = conn.execute(
+                    "SELECT v.graph FROM workflow_versions v JOIN workflow_heads h"
+                    " ON h.workspace = v.workspace AND h.graph_id = v.graph_id"
+                    " AND h.version = v.version ORDER BY v.graph_id"
+                ).fetchall()
+            except sqlite3.OperationalError:  # the workflow tables do not exist yet
+                return []
+        graphs = (spec.Graph.model_validate_json(row[0]) for row in rows)
+        return [fid for graph in graphs if (fid := self.add_graph_trigger(graph)) is not None]
+
+    def _function(
+        self,
+        function_id: str,
+        handler: Callable[[Context], Any],
+        triggers: list[Trigger],
+        description: str,
+    ) -> FunctionDef:
+        return FunctionDef(
+            id=function_id,
+            handler=handler,
+            triggers=triggers,
+            retries=self.retries,
+            backoff=self.backoff,
+            description=description,
+        )
+
+    # graphs -------------------------------------------------------------------------------
+    @property
+    def graphs(self) -> GraphStore:
+        """The graph store (the app's SQLite database unless one was given)."""
+        if self._graphs is not None:
+            return self._graphs
+        store = self.app.engine.store
+        if not isinstance(store, SQLiteStore):
+            raise ConfigurationError(
+                "pass a GraphStore to WorkflowRuntime: graph versions are kept in the "
+                f"app's database only for SQLite, not for {type(store).__name__}"
+            )
+        # Per open store: an app started again (tests, the CLI) gets a store of its own.
+        if self._default_graphs is None or self._default_graphs[0] is not store:
+            self._default_graphs = (
+                store,
+                SQLiteGraphStore(store, options=self.validation_options()),
+            )
+        return self._default_graphs[1]
+
+    def validation_options(self) -> ValidationOptions:
+        """Validation against this runtime's providers, registered tasks and limits."""
+        patterns = tuple(f"{name}/*" for name in self.providers.names())
+        return ValidationOptions(
+            models=PatternModelCatalog(patterns), limits=self.limits, tasks=tuple(self.tasks)
+        )
+
+    async def save(self, graph: spec.Graph | Mapping[str, Any]) -> SaveResult:
+        """Validate (against this runtime's models and tasks), compile and save a graph."""
+        return await self.graphs.save(graph, options=self.validation_options())
+
+    # runs ---------------------------------------------------------------------------------
+    async def run(
+        self,
+        graph_id: str,
+        input_data: Mapping[str, Any] | None = None,
+        *,
+        version: int | None = None,
+    ) -> str:
+        """Start a run of a saved graph (its current version unless `version`); returns the
+        run id. The version is fixed now, and the input checked against the input schema.
+
+        Raises:
+            GraphNotFoundError: no such graph or version.
+            WorkflowInputError: the input does not match the graph's input schema.
+        """
+        saved = await self.graphs.get(graph_id, version)
+        data = dict(input_data or {})
+        check_input(saved.plan, data)
+        request = {
+            "graph_id": graph_id,
+            "version": saved.info.version,
+            "content_hash": saved.info.content_hash,
+            "input": data,
+        }
+        return await self.app.invoke(WORKFLOW_FUNCTION_ID, request)
+
+    async def _on_invoke(self, ctx: Context) -> Any:
+        data = ctx.event.data
+        return await self.execute(
+            ctx,
+            str(data.get("graph_id", "")),
+            data.get("input") or {},
+            version=data.get("version"),
+            content_hash=data.get("content_hash"),
+        )
+
+    async def execute(
+        self,
+        ctx: Context,
+        graph_id: str,
+        input_data: Any,
+        *,
+        version: int | None = None,
+        content_hash: str | None = None,
+    ) -> dict[str, Any]:
+        """Run a graph inside a durable function: resolve its version once, then every node.
+
+        The version is `version`, else the newest with `content_hash`, else the current one.
+        """
+
+        async def resolve() -> dict[str, Any]:
+            saved = await self.graphs.get(graph_id, version, content_hash=content_hash)
+            self._remember(saved.plan)
+            info = saved.info
+            return {
+                "graph_id": graph_id,
+                "version": info.version,
+                "content_hash": info.content_hash,
+            }
+
+        ref = await ctx.step.run(RESOLVE_STEP, resolve, _input={"graph_id": graph_id})
+        plan = await self._plan(ref)
+        check_input(plan, input_data)
+        outputs: dict[str, Any] = {}  # written by the execution, read by the nodes
+        runner = NodeRunner(ctx, plan, self._services, input_data, outputs)
+        return await GraphExecution(plan, runner, input_data, outputs).run()
+
+    async def _plan(self, ref: Mapping[str, Any]) -> ExecutionPlan:
+        """The plan a run resolved, by the graph id, version and content hash it recorded."""
+        key = (str(ref["graph_id"]), int(ref["version"]), str(ref.get("content_hash", "")))
+        plan = self._plans.get(key)
+        if plan is not None:
+            self._plans.move_to_end(key)
+            return plan
+        plan = (await self.graphs.get(key[0], key[1])).plan
+        if key[2] and plan.content_hash != key[2]:
+            raise PlanIntegrityError(
+                f"version {key[1]} of graph {key[0]!r} is not the one this run started with "
+                f"(content hash {plan.content_hash[:12]}, recorded {key[2][:12]})"
+            )
+        self._remember(plan)
+        return plan
+
+    def _remember(self, plan: ExecutionPlan) -> None:
+        assert plan.graph_version is not None  # plans from a store carry their version
+        # Keyed by content too: two databases may each have a version 1 of a graph.
+        self._plans[(plan.graph_id, plan.graph_version, plan.content_hash)] = plan
+        if len(self._plans) > PLAN_CACHE_SIZE:
+            self._plans.popitem(last=False)
+
+
+def register_workflows(
+    app: AppHost, graphs: GraphStore | None = None, **options: Any
+) -> WorkflowRuntime:
+    """Register `workflow-run` on `app`; see `WorkflowRuntime` for the options."""
+    return WorkflowRuntime(app, graphs, **options)
+
+
+def runtime_of(app: object) -> WorkflowRuntime | None:
+    """The workflow runtime registered on `app`, if any (the CLI uses the app's tasks)."""
+    return _RUNTIMES.get(app)
+
+
+def check_input(plan: ExecutionPlan, input_data: Any) -> None:
+    """Raise WorkflowInputError listing every way `input_data` breaks the input schema."""
+    validator_class = jsonschema.validators.validator_for(plan.input_schema)
+    problems = [
+        f"{'/'.join(str(p) for p in error.absolute_path) or '(input)'}: {error.message}"
+        for error in validator_class(plan.input_schema).iter_errors(input_data)
+    ]
+    if problems:
+        raise WorkflowInputError(plan.graph_id, problems)
+
+
+@dataclass(frozen=True, slots=True)
+class RunCost:
+    """Tokens and cost of a run, summed over its model-call steps."""
+
+    llm_steps: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    """None when a step's cost is unknown (never a silent zero)."""
+    unpriced_steps: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+def run_cost(steps: Iterable[StepRecord]) -> RunCost:
+    """Tokens and cost of a run from its step records (their `usage` and `cost` metadata)."""
+    count = input_tokens = output_tokens = unpriced = 0
+    total = 0.0
+    for step in steps:
+        usage, cost = step.meta.get("usage"), step.meta.get("cost")
+        if usage is None and cost is None:
+            continue
+        count += 1
+        if isinstance(usage, dict):
+            input_tokens += int(usage.get("input_tokens", 0))
+            output_tokens += int(usage.get("output_tokens", 0))
+        amount = cost.get("amount_usd") if isinstance(cost, dict) else None
+        if amount is None:
+            unpriced += 1
+        else:
+            total += float(amount)
+    return RunCost(count, input_tokens, output_tokens, None if unpriced else total, unpriced)
