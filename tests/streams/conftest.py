@@ -111,10 +111,3 @@ async def backend(backend_spec: BackendSpec) -> AsyncIterator[BackendSpec]:
 async def pubsub(backend: BackendSpec) -> PubSub:
     """A pubsub with default retention on the parametrized backend."""
     return await backend.make()
-
-
-@pytest.fixture(autouse=True)
-def _debug_gc() -> Iterator[None]:
-    yield
-    import gc
-    gc.collect()

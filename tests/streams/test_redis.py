@@ -7,6 +7,7 @@ import itertools
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from redis.asyncio import Redis
@@ -162,4 +163,56 @@ async def test_resp3_and_decoded_responses_are_understood(redis_url: str) -> Non
             (2, {"n": 1}, False),
             (3, {"n": 2}, True),
         ]
+        await pubsub.close()
+
+
+class FreezingProxy:
+    """A TCP proxy to Redis that can go silent without closing anything (a dead network path)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.frozen = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers += [writer, up_writer]
+        await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        while data := await source.read(65536):
+            if self.frozen.is_set():
+                return  # swallow everything from now on, keep sockets open
+            sink.write(data)
+            await sink.drain()
+
+    async def close(self) -> None:
+        for writer in self._writers:
+            writer.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+async def test_silent_connection_loss_is_an_error_not_a_hang(redis_url: str) -> None:
+    proxy = FreezingProxy(urlsplit(redis_url).port or 6379)
+    port = await proxy.start()
+    client = Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=None)
+    pubsub = RedisPubSub(client, block_ms=50, read_grace_s=0.2, owns_client=True)
+    try:
+        sub = await pubsub.subscribe("t")
+        await pubsub.publish("t", 1)
+        assert indices(await take(sub, 1)) == [1]
+        proxy.frozen.set()
+        with pytest.raises(StreamUnavailableError, match="no reply"):
+            async with asyncio.timeout(WAIT_S):
+                await anext(sub)
+    finally:
+        await proxy.close()
         await pubsub.close()

@@ -1,0 +1,54 @@
+"""Streams: per-topic ordered events that clients can join late and resume exactly.
+
+Public modules (extension points):
+
+- :mod:`inferpipe.streams.pubsub` - the ``PubSub`` protocol, ``StreamEvent``, ``Retention``;
+- :mod:`inferpipe.streams.errors` - the ``StreamError`` hierarchy;
+- :mod:`inferpipe.streams.memory` - ``MemoryPubSub`` (one process) and ``MemoryLivePubSub``;
+- :mod:`inferpipe.streams.caching` - ``CachingPubSub``, the ``StreamCache`` and ``LivePubSub``
+  protocols, ``MemoryStreamCache``;
+- :mod:`inferpipe.streams.redis` - ``RedisPubSub`` and ``RedisStreamCache`` (needs ``redis``;
+  not imported here so the package works without it).
+
+Choosing a backend: one process - ``MemoryPubSub``; several processes - ``RedisPubSub``
+(publishers and subscribers anywhere share indices, history and live delivery).
+"""
+
+from __future__ import annotations
+
+from inferpipe.streams.caching import CachingPubSub, MemoryStreamCache, StreamCache
+from inferpipe.streams.errors import (
+    CursorExpiredError,
+    FutureCursorError,
+    StreamError,
+    StreamUnavailableError,
+    SubscriberOverflowError,
+    TopicFinishedError,
+)
+from inferpipe.streams.memory import MemoryLivePubSub, MemoryPubSub
+from inferpipe.streams.pubsub import (
+    PubSub,
+    Retention,
+    StreamEvent,
+    Subscription,
+    parse_cursor,
+)
+
+__all__ = [
+    "CachingPubSub",
+    "CursorExpiredError",
+    "FutureCursorError",
+    "MemoryLivePubSub",
+    "MemoryPubSub",
+    "MemoryStreamCache",
+    "PubSub",
+    "Retention",
+    "StreamCache",
+    "StreamError",
+    "StreamEvent",
+    "StreamUnavailableError",
+    "SubscriberOverflowError",
+    "Subscription",
+    "TopicFinishedError",
+    "parse_cursor",
+]

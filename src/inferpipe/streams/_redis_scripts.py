@@ -33,6 +33,8 @@ local function index_of(id) return tonumber(string.match(id, '^(%d+)')) end
 local function trim_by_age(stream, now, max_age)
   if max_age <= 0 then return end
   local cutoff = now - max_age
+  local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
+  if #first == 0 or tonumber(first[1][2][2]) >= cutoff then return end  -- the common case
   -- Bounded work per call; each publish adds one entry, so trimming keeps up.
   for _ = 1, 16 do
     local batch = redis.call('XRANGE', stream, '-', '+', 'COUNT', 64)
@@ -55,11 +57,12 @@ PUBLISH = (
     _PRELUDE
     + """
 local stream, meta = KEYS[1], KEYS[2]
-if redis.call('HGET', meta, 'final') == '1' then
+local state = redis.call('HMGET', meta, 'final', 'ts')
+if state[1] == '1' then
   return redis.error_reply('TOPIC_FINISHED the topic has a final event')
 end
 local now = now_ms(ARGV[3])
-local last_ts = tonumber(redis.call('HGET', meta, 'ts') or '0')
+local last_ts = tonumber(state[2] or '0')
 if now < last_ts then now = last_ts end
 local index = redis.call('HINCRBY', meta, 'last', 1)
 local id = fmt(index) .. '-0'

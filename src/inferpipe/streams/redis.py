@@ -27,6 +27,7 @@ from typing import Any, Self
 
 from redis import exceptions as redis_errors
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
@@ -58,6 +59,8 @@ __all__ = ["DEFAULT_KEY_PREFIX", "RedisPubSub", "RedisStreamCache", "redis_clien
 DEFAULT_BLOCK_MS = 2000
 #: Connections per client built by :func:`redis_client`.
 DEFAULT_MAX_CONNECTIONS = 256
+#: Seconds a blocking read may overrun ``block_ms`` before the server is deemed unreachable.
+READ_GRACE_S = 5.0
 #: Entries fetched per XREAD.
 XREAD_COUNT = 512
 
@@ -70,8 +73,7 @@ def redis_client(
     - bounded timeouts and a short reconnect budget: a dead server surfaces as
       ``StreamUnavailableError`` within about a second instead of after a long retry loop;
     - a *blocking* pool: a burst of publishes waits for a free connection instead of failing
-      with "too many connections". Each waiting subscriber holds one connection for at most
-      ``block_ms``, so size ``max_connections`` above the number of concurrent subscribers.
+      with "too many connections" (subscribers block on their own connections, not these).
     """
     pool = BlockingConnectionPool.from_url(
         url,
@@ -103,14 +105,28 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _entry_to_event(topic: str, entry_id: Any, fields: Mapping[Any, Any]) -> StreamEvent:
-    fields = {_text(key): value for key, value in fields.items()}
+# Field names in the order the publish script writes them, as bytes or decoded text.
+_LAYOUTS = {(b"t", b"f", b"d"), ("t", "f", "d")}
+
+
+def _entry_to_event(topic: str, entry_id: Any, fields: Any) -> StreamEvent:
+    """Build an event from a stream entry (flat ``[t, ts, f, final, d, data]`` or a mapping)."""
+    if (
+        isinstance(fields, list | tuple)
+        and len(fields) == 6
+        and (fields[0], fields[2], fields[4]) in _LAYOUTS
+    ):
+        ts_ms, final, data = fields[1], fields[3], fields[5]  # fast path: replaying thousands
+    else:
+        named = fields if isinstance(fields, Mapping) else _flat_fields(fields)
+        by_name = {_text(key): value for key, value in named.items()}
+        ts_ms, final, data = by_name["t"], by_name["f"], by_name["d"]
     return StreamEvent(
         topic=topic,
         index=int(_text(entry_id).partition("-")[0]),
-        data=_codec.decode_data(fields["d"]),
-        ts_ms=int(_text(fields["t"])),
-        final=_text(fields["f"]) == "1",
+        data=_codec.decode_data(data),
+        ts_ms=int(ts_ms),
+        final=final in (b"1", "1"),
     )
 
 
@@ -195,7 +211,7 @@ class RedisStreamCache:
             raise FutureCursorError(topic, after or 0, last)
         if status == "expired":
             raise CursorExpiredError(topic, after or 0, oldest)
-        events = [_entry_to_event(topic, eid, _flat_fields(flat)) for eid, flat in reply[4]]
+        events = [_entry_to_event(topic, eid, flat) for eid, flat in reply[4]]
         return HistoryPage(events, last, bool(reply[3]))
 
     async def clear(self, topic: str) -> None:
@@ -213,55 +229,42 @@ class RedisStreamCache:
         return "" if self._clock_ms is None else str(self._clock_ms())
 
 
-class _Readers:
-    """The blocking reads of one ``RedisPubSub``: open feeds and reads left to finish alone.
+class _XReadFeed:
+    """Live feed of one subscriber: ``XREAD BLOCK`` from its position, on its own connection.
 
-    redis-py may swallow the cancellation of an in-flight command (redis/redis-py#2028,
-    #2579), so a closed feed never cancels its ``XREAD``: it abandons it, and the read ends
-    by itself within ``block_ms``. ``close()`` waits for those, so nothing outlives the pubsub.
+    The blocking read runs on a dedicated connection (outside the pool, so waiting subscribers
+    never starve publishers) whose Redis client id is known, so ``close()`` can end a pending
+    read at once with ``CLIENT UNBLOCK`` rather than by cancelling it - redis-py may swallow
+    or mishandle such a cancellation (redis/redis-py#2028, #2579).
     """
 
-    def __init__(self) -> None:
-        # Weak: a subscription dropped without close() is forgotten once collected.
-        self.feeds: weakref.WeakSet[_XReadFeed] = weakref.WeakSet()
-        self._abandoned: set[asyncio.Future[Any]] = set()
-
-    def abandon(self, read: asyncio.Future[Any]) -> None:
-        self._abandoned.add(read)
-        read.add_done_callback(self._forget)
-
-    def _forget(self, read: asyncio.Future[Any]) -> None:
-        self._abandoned.discard(read)
-        if not read.cancelled():
-            read.exception()  # retrieved: an error after abandonment concerns nobody
-
-    async def close(self, timeout_s: float) -> None:
-        for feed in list(self.feeds):
-            await feed.close()
-        if self._abandoned:
-            await asyncio.wait(set(self._abandoned), timeout=timeout_s)
-
-
-class _XReadFeed:
-    """Live feed of one subscriber: ``XREAD BLOCK`` from its position, interruptible by close."""
-
     def __init__(
-        self, cache: RedisStreamCache, topic: str, block_ms: int, readers: _Readers
+        self,
+        cache: RedisStreamCache,
+        topic: str,
+        block_ms: int,
+        read_grace_s: float,
+        feeds: weakref.WeakSet[_XReadFeed],
     ) -> None:
         self._cache = cache
-        self._readers = readers
-        readers.feeds.add(self)
+        self._read_grace_s = read_grace_s
         self._topic = topic
         self._stream_key = cache.keys(topic)[0]
         self._block_ms = block_ms
-        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._feeds = feeds
+        feeds.add(self)
+        self._connection: AbstractConnection | None = None
+        self._client_id: int | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closed = False
 
     async def receive(self, after: int) -> list[StreamEvent]:
-        while not self._closed.done():
+        while not self._closed:
             entries = await self._xread(after)
             if entries:
                 return [_entry_to_event(self._topic, eid, fields) for eid, fields in entries]
-            if self._closed.done():
+            if self._closed:
                 break
             # Nothing new for a whole block: make sure the topic was not cleared away and
             # restarted below our cursor, which XREAD alone would never notice.
@@ -270,39 +273,80 @@ class _XReadFeed:
                 raise FutureCursorError(self._topic, after, head.last_index)
         return []
 
-    async def _xread(self, after: int) -> list[tuple[Any, Mapping[Any, Any]]]:
-        read = asyncio.ensure_future(
-            self._cache.client.xread(
-                {self._stream_key: f"{after}-0"}, count=XREAD_COUNT, block=self._block_ms
-            )
-        )
-        waiters: set[asyncio.Future[Any]] = {read, self._closed}
+    async def _xread(self, after: int) -> list[tuple[Any, Any]]:
+        self._idle.clear()
         try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            connection = await self._connect()
+            if self._closed:
+                return []
+            # Our own deadline too: a client built without a socket timeout must not let a
+            # silently dropped connection (no RST) hang the subscriber.
+            with _redis_errors(self._topic):
+                async with asyncio.timeout(self._block_ms / 1000 + self._read_grace_s):
+                    await connection.send_command(
+                        "XREAD", "COUNT", XREAD_COUNT, "BLOCK", self._block_ms,
+                        "STREAMS", self._stream_key, f"{after}-0",
+                    )  # fmt: skip
+                    reply = await connection.read_response()
+        except TimeoutError as exc:
+            await self._disconnect()
+            if self._closed:
+                return []
+            raise StreamUnavailableError("redis", "no reply to a blocking read in time") from exc
+        except asyncio.CancelledError:
+            await self._disconnect()  # the connection's state is unknown now
+            raise
+        except Exception:
+            await self._disconnect()
+            if self._closed:
+                return []  # closing broke the read: not an error
+            raise
         finally:
-            if not read.done():  # closed, or the consumer itself was cancelled
-                self._readers.abandon(read)
-        if not read.done():
-            return []
-        with _redis_errors(self._topic):
-            reply = read.result()
-        if not reply:
-            return []
-        streams = reply.values() if isinstance(reply, dict) else [item[1] for item in reply]
-        return [(eid, fields) for entries in streams for eid, fields in _flatten(entries)]
+            self._idle.set()
+        if self._closed:
+            await self._disconnect()
+        return _raw_entries(reply)
+
+    async def _connect(self) -> AbstractConnection:
+        if self._connection is None:
+            pool = self._cache.client.connection_pool
+            connection = pool.connection_class(**pool.connection_kwargs)
+            with _redis_errors(self._topic):
+                await connection.connect()  # type: ignore[no-untyped-call]  # untyped in redis-py
+                await connection.send_command("CLIENT", "ID")
+                self._client_id = int(await connection.read_response())
+            self._connection = connection
+        return self._connection
+
+    async def _disconnect(self) -> None:
+        connection, self._connection, self._client_id = self._connection, None, None
+        if connection is not None:
+            await connection.disconnect()
 
     async def close(self) -> None:
-        if not self._closed.done():
-            self._closed.set_result(None)
-        self._readers.feeds.discard(self)
+        if self._closed:
+            return
+        self._closed = True
+        self._feeds.discard(self)
+        deadline_s = asyncio.get_running_loop().time() + self._block_ms / 1000 + 1
+        while not self._idle.is_set() and asyncio.get_running_loop().time() < deadline_s:
+            if self._client_id is not None:
+                with contextlib.suppress(redis_errors.RedisError):
+                    await self._cache.client.client_unblock(self._client_id)
+            # Retry briefly: the read may not have reached the server when we unblocked.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await self._idle.wait()
+        if self._idle.is_set():
+            await self._disconnect()
 
 
-def _flatten(entries: Any) -> Iterator[tuple[Any, Mapping[Any, Any]]]:
-    # RESP3 replies wrap each stream's entry list in one more list; RESP2 entries are tuples.
-    if entries and isinstance(entries[0], list):
-        entries = entries[0]
-    for eid, fields in entries:
-        yield eid, fields if isinstance(fields, Mapping) else _flat_fields(fields)
+def _raw_entries(reply: Any) -> list[tuple[Any, Any]]:
+    """Parse a raw XREAD reply: RESP2 ``[[key, entries]]`` or RESP3 ``{key: entries}``."""
+    if not reply:
+        return []
+    streams = reply.values() if isinstance(reply, dict) else [item[1] for item in reply]
+    return [(eid, fields) for entries in streams for eid, fields in entries]
 
 
 class RedisPubSub:
@@ -314,10 +358,13 @@ class RedisPubSub:
         key_prefix: Prefix of every key written.
         clock_ms: Timestamp source; ``None`` (default) uses the Redis server clock.
         block_ms: Longest single blocking read; capped below the client's socket timeout.
+        read_grace_s: How long a blocking read may overrun ``block_ms`` before the subscriber
+            gets ``StreamUnavailableError`` (a connection that died without a word).
         page_size: Events per history read while replaying.
         max_payload_bytes: Largest accepted encoded event data.
 
-    Each waiting subscriber holds one pooled connection while it blocks.
+    Each subscription that waits for live events opens one dedicated connection (outside the
+    client's pool), closed with the subscription: always close subscriptions (``async with``).
     """
 
     def __init__(
@@ -328,6 +375,7 @@ class RedisPubSub:
         key_prefix: str = DEFAULT_KEY_PREFIX,
         clock_ms: ClockMs | None = None,
         block_ms: int = DEFAULT_BLOCK_MS,
+        read_grace_s: float = READ_GRACE_S,
         page_size: int = DEFAULT_PAGE_SIZE,
         max_payload_bytes: int = _codec.DEFAULT_MAX_PAYLOAD_BYTES,
         owns_client: bool = False,
@@ -345,8 +393,9 @@ class RedisPubSub:
             # A block longer than the socket timeout would turn every quiet period into an error.
             block_ms = min(block_ms, max(1, int(socket_timeout_s * 500)))
         self._block_ms = block_ms
+        self._read_grace_s = read_grace_s
         self._page_size = page_size
-        self._readers = _Readers()
+        self._feeds: weakref.WeakSet[_XReadFeed] = weakref.WeakSet()
         self._closed = False
 
     @classmethod
@@ -373,7 +422,7 @@ class RedisPubSub:
         """Subscribe to live events (see ``PubSub.subscribe``)."""
         feed = self._open_feed(topic)
         return await CursorSubscription.open_live(
-            topic, feed, self._cache.read, page_size=self._page_size
+            topic, feed, self._read, page_size=self._page_size
         )
 
     async def subscribe_with_replay(self, topic: str, after: int | None = None) -> Subscription:
@@ -381,7 +430,7 @@ class RedisPubSub:
         check_cursor(after)
         feed = self._open_feed(topic)
         return await CursorSubscription.open_replay(
-            topic, feed, self._cache.read, after, page_size=self._page_size
+            topic, feed, self._read, after, page_size=self._page_size
         )
 
     async def get_history(
@@ -399,12 +448,13 @@ class RedisPubSub:
     async def close(self) -> None:
         """End every subscription, then close the client if owned.
 
-        Waits (at most ``block_ms``) for blocking reads of closed subscriptions to return.
+        Pending blocking reads are ended with ``CLIENT UNBLOCK``.
         """
         if self._closed:
             return
         self._closed = True
-        await self._readers.close(timeout_s=self._block_ms / 1000 + 1)
+        for feed in list(self._feeds):
+            await feed.close()
         await self._cache.close()
 
     async def __aenter__(self) -> Self:
@@ -421,7 +471,11 @@ class RedisPubSub:
     def _open_feed(self, topic: str) -> _XReadFeed:
         self._check_open()
         _codec.check_topic(topic)
-        return _XReadFeed(self._cache, topic, self._block_ms, self._readers)
+        return _XReadFeed(self._cache, topic, self._block_ms, self._read_grace_s, self._feeds)
+
+    async def _read(self, topic: str, after: int | None, limit: int | None) -> HistoryPage:
+        self._check_open()
+        return await self._cache.read(topic, after, limit)
 
     def _check_open(self) -> None:
         if self._closed:
