@@ -7,13 +7,12 @@ import functools
 import inspect
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from inferpipe.core import expr
 from inferpipe.core import json as jsonc
 from inferpipe.core.durations import Duration, to_ms
 from inferpipe.core.errors import (
-    ConfigurationError,
     InferpipeError,
     NonRetriableError,
     OutputNotSerializableError,
@@ -24,11 +23,10 @@ from inferpipe.core.errors import (
     error_payload,
 )
 from inferpipe.core.events import FUNCTION_FINISHED, Event, validate_event
-from inferpipe.core.experiments import Selector, Weighted
 from inferpipe.core.records import NewWait, StepKind, StepRecord, StepStatus, WaitKind
 from inferpipe.core.redaction import redact, redact_event
-from inferpipe.core.scores import ScoreRecord, ScoreSource, validate_score
 from inferpipe.engine.journal import RunJournal, active_step
+from inferpipe.engine.score_steps import ScoringSteps
 from inferpipe.store.base import PlannedEvent, Progress
 
 T = TypeVar("T")
@@ -43,99 +41,6 @@ _NEVER_RETRIED = (
     StepNestingError,
 )
 """Errors another attempt cannot fix."""
-
-
-class ScoringSteps:
-    """Scores and experiments, mixed into `Steps`."""
-
-    _j: RunJournal
-
-    async def score(
-        self,
-        name: str,
-        value: float | bool,
-        *,
-        reason: str | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        """Attach a score to this run, once (a replay does not write it again).
-
-        `value` is a finite number or a bool; `name` is non-empty, at most 128 bytes, with no
-        control characters.
-        """
-        j = self._j
-        number = validate_score(name, value)
-        key = j.key_for(f"score:{name}")
-        if key in j.records:
-            return
-        j.check_continue()
-        now = j.now_ms()
-        meta = redact(jsonc.roundtrip(metadata or {}), j.limits.redact_keys)
-        step = StepRecord(
-            j.run.id,
-            key,
-            name,
-            StepKind.SCORE,
-            StepStatus.COMPLETED,
-            seq=j.next_seq(),
-            started_at_ms=now,
-            finished_at_ms=now,
-            input={"reason": reason, "metadata": meta},
-            output=number,
-        )
-        score = ScoreRecord(
-            f"{j.run.id}/{key}",
-            j.run.id,
-            name,
-            number,
-            ScoreSource.INLINE,
-            now,
-            function_id=j.run.function_id,
-            reason=reason,
-            metadata=meta,
-        )
-        await j.commit(Progress(steps=[step], scores=[score]))
-
-    async def experiment(
-        self,
-        experiment_id: str,
-        *,
-        variants: dict[str, Any],
-        select: Selector | None = None,
-    ) -> Any:
-        """Pick a variant deterministically (weighted by run id unless `select` says otherwise),
-        record the choice once, and return the variant's value, or its result when callable
-        (run as step `<experiment_id>-<variant>`). Scores of this run carry the variant."""
-        j = self._j
-        if not variants:
-            raise ConfigurationError(f"experiment {experiment_id!r} has no variants")
-        key = j.key_for(f"experiment:{experiment_id}")
-        rec = j.records.get(key)
-        if rec is None:
-            names = list(variants)
-            chosen = (select or Weighted(dict.fromkeys(names, 1.0))).choose(
-                experiment_id, j.run.id, names
-            )
-            now = j.now_ms()
-            rec = StepRecord(
-                j.run.id,
-                key,
-                experiment_id,
-                StepKind.EXPERIMENT,
-                StepStatus.COMPLETED,
-                seq=j.next_seq(),
-                started_at_ms=now,
-                finished_at_ms=now,
-                input={"variants": names},
-                output={"experiment": experiment_id, "variant": chosen},
-            )
-            await j.commit(Progress(steps=[rec]))
-            rec = j.records[key]
-        variant = rec.output["variant"]
-        value = variants[variant]
-        if callable(value):
-            return await cast("Steps", self).run(f"{experiment_id}-{variant}", value)
-        return value
 
 
 class Steps(ScoringSteps):
@@ -225,6 +130,9 @@ class Steps(ScoringSteps):
         if failure is not None:
             return await j.park(key, retry_at_ms)
         return j.records[key].output
+
+    async def _run_variant(self, step_id: str, fn: Any) -> Any:
+        return await self.run(step_id, fn)
 
     async def _failed(self, step: StepRecord, exc: Exception, history: list[Any]) -> int:
         """Record a failed attempt; raise StepError when final, else return when to retry."""
