@@ -223,12 +223,16 @@ def start_postgres(
             check=False,
         )
         if started.returncode == 0:
-            return f"postgresql://postgres@127.0.0.1:{port}/postgres", *_pg_controls(pg_ctl, data)
+            return f"postgresql://postgres@127.0.0.1:{port}/postgres", *_pg_controls(
+                pg_ctl, data, log
+            )
     tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
     raise ServerStartError(f"PostgreSQL did not start in {data}; last log:\n{tail}")
 
 
-def _pg_controls(pg_ctl: str, data: Path) -> tuple[Callable[[], None], Callable[[], None]]:
+def _pg_controls(
+    pg_ctl: str, data: Path, log: Path
+) -> tuple[Callable[[], None], Callable[[], None]]:
     stopped = False
 
     def stop() -> None:
@@ -244,11 +248,13 @@ def _pg_controls(pg_ctl: str, data: Path) -> tuple[Callable[[], None], Callable[
         shutil.rmtree(data.parent, ignore_errors=True)
 
     def restart() -> None:
+        # -l: the new server must not inherit our pipes, or reading them would never end.
+        args = [pg_ctl, "restart", "-D", str(data), "-l", str(log), "-m", "immediate", "-w"]
         result = subprocess.run(
-            _as_server_user(
-                [pg_ctl, "restart", "-D", str(data), "-m", "immediate", "-w", "-t", "60"]
-            ),
-            capture_output=True,
+            _as_server_user([*args, "-t", "60"]),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             text=True,
             check=False,
         )

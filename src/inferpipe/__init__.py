@@ -4,6 +4,7 @@ Write `async def` functions made of steps; inferpipe records each step once, ret
 fails, parks runs that sleep or wait (for days, holding no memory) and resumes them.
 """
 
+from inferpipe.agents import Agent, ApprovalRequired, tool
 from inferpipe.app import App, create_scorer, sample
 from inferpipe.core.durations import Duration
 from inferpipe.core.errors import (
@@ -29,6 +30,16 @@ from inferpipe.core.experiments import bucket, fixed, weighted
 from inferpipe.core.records import LogRecord, Run, RunStatus, StepKind, StepRecord, StepStatus
 from inferpipe.core.scores import Score, ScoreRecord, ScoreSource
 from inferpipe.engine.context import Context
+from inferpipe.engine.flow import (
+    Batch,
+    Concurrency,
+    Debounce,
+    FlowControl,
+    Priority,
+    RateLimit,
+    Singleton,
+    Throttle,
+)
 from inferpipe.engine.functions import (
     AttachedScorer,
     Backoff,
@@ -48,17 +59,23 @@ from inferpipe.streams.pubsub import StreamEvent
 NonRetryableError = NonRetriableError
 
 __all__ = [
+    "Agent",
     "App",
+    "ApprovalRequired",
     "AttachedScorer",
     "Backoff",
+    "Batch",
     "CancelOn",
+    "Concurrency",
     "ConfigurationError",
     "Context",
     "CronTrigger",
+    "Debounce",
     "DuplicateFunctionError",
     "Duration",
     "Event",
     "EventTrigger",
+    "FlowControl",
     "FunctionDef",
     "InferpipeError",
     "InvalidDeferError",
@@ -71,6 +88,8 @@ __all__ = [
     "NonRetryableError",
     "OutputNotSerializableError",
     "PayloadTooLargeError",
+    "Priority",
+    "RateLimit",
     "RetryAfterError",
     "Run",
     "RunNotFoundError",
@@ -78,6 +97,7 @@ __all__ = [
     "Score",
     "ScoreRecord",
     "ScoreSource",
+    "Singleton",
     "StepError",
     "StepKind",
     "StepNestingError",
@@ -85,6 +105,7 @@ __all__ = [
     "StepStatus",
     "StoreError",
     "StreamEvent",
+    "Throttle",
     "Timeouts",
     "UnknownFunctionError",
     "VariantStats",
@@ -95,5 +116,6 @@ __all__ = [
     "on_cron",
     "on_event",
     "sample",
+    "tool",
     "weighted",
 ]

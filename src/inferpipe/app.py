@@ -19,6 +19,16 @@ from inferpipe.core.redaction import redact
 from inferpipe.core.scores import ScoreRecord, ScoreSource, validate_score
 from inferpipe.engine.clock import Clock
 from inferpipe.engine.engine import Engine
+from inferpipe.engine.flow import (
+    Batch,
+    Concurrency,
+    Debounce,
+    Priority,
+    RateLimit,
+    Singleton,
+    Throttle,
+    flow_control,
+)
 from inferpipe.engine.functions import (
     AttachedScorer,
     Backoff,
@@ -38,6 +48,7 @@ from inferpipe.store import Store, store_from_url
 from inferpipe.store.base import Page, RunFilter, ScoreFilter
 from inferpipe.streams.memory import MemoryPubSub
 from inferpipe.streams.pubsub import PubSub, StreamEvent
+from inferpipe.streams.store import StorePubSub
 
 
 class App:
@@ -49,8 +60,9 @@ class App:
             falling back to a SQLite file under ./.inferpipe.
         workspace: the workspace its events and runs belong to.
         limits: payload limits (512 KB per event, 4 MB per step output by default).
-        streams: where run streams go: a `PubSub`, a `redis://` URL, or None for
-            $INFERPIPE_STREAMS_URL, falling back to in-process memory.
+        streams: where run streams go: a `PubSub`, `"memory://"` (one process), `"store"`
+            (a table in the app's database, shared by every process using it), a `redis://`
+            URL, or None for $INFERPIPE_STREAMS_URL, falling back to memory. See docs/streams.md.
 
     Example::
 
@@ -91,6 +103,14 @@ class App:
         description: str = "",
         input: type[BaseModel] | None = None,
         scorers: Sequence[FunctionDef | AttachedScorer] = (),
+        concurrency: int | Concurrency | Sequence[Concurrency] | None = None,
+        throttle: Throttle | None = None,
+        rate_limit: RateLimit | None = None,
+        debounce: Debounce | None = None,
+        batch: Batch | None = None,
+        priority: Priority | str | None = None,
+        idempotency: str | None = None,
+        singleton: Singleton | None = None,
     ) -> Callable[[Handler], FunctionDef]:
         """Register a durable function.
 
@@ -106,6 +126,17 @@ class App:
             input: a pydantic model validating the input (`ctx.input`) of deferred runs.
             scorers: scorers run after each finished run, each as its own durable run, with
                 the run's input and output; `sample(scorer, rate)` scores a share of runs.
+            concurrency: runs executing at once: an int, or up to two `Concurrency(limit,
+                key=...)` (per function and per key); the rest wait their turn, keys fairly.
+            throttle: `Throttle(limit, period, burst=0, key=None)`: starts over it are delayed.
+            rate_limit: `RateLimit(limit, period, key=None)`: runs over it are skipped.
+            debounce: `Debounce(period, key=None, timeout=None)`: one run per quiet period.
+            batch: `Batch(max_size, timeout, key=None)`: one run for many events (`ctx.events`).
+            priority: a CEL expression (or `Priority`) over `event`: seconds ahead in the queue.
+            idempotency: a CEL key over `event`: one run per key value within 24 h.
+            singleton: `Singleton(key=None, mode="skip"|"cancel")`: one unfinished run per key.
+            (See `inferpipe.engine.flow` for each option's rules; key expressions that fail on
+            an event record the run as skipped with the reason.)
 
         Returns:
             The registered `FunctionDef` (pass it to `ctx.defer` or `scorers=`).
@@ -125,6 +156,16 @@ class App:
                 description=description or (handler.__doc__ or "").strip(),
                 input_model=input,
                 scorers=[s if isinstance(s, AttachedScorer) else sample(s) for s in scorers],
+                flow=flow_control(
+                    concurrency=concurrency,
+                    throttle=throttle,
+                    rate_limit=rate_limit,
+                    debounce=debounce,
+                    batch=batch,
+                    priority=priority,
+                    idempotency=idempotency,
+                    singleton=singleton,
+                ),
             )
             self.add(fn)
             if on_failure is not None:
@@ -167,7 +208,7 @@ class App:
         if self._engine is None:
             store = store or store_from_url(self.database, self.workspace)
             await store.open()
-            pubsub = pubsub_from(self.streams)
+            pubsub = pubsub_from(self.streams, store)
             self._engine = Engine(
                 store, self.registry, clock=clock, limits=self.limits, pubsub=pubsub
             )
@@ -175,9 +216,10 @@ class App:
 
     async def close(self) -> None:
         if self._engine is not None:
-            await self._engine.store.close()
+            # The pubsub first: a store-backed one uses the store's connections.
             if self._engine.pubsub is not None:
                 await self._engine.pubsub.close()
+            await self._engine.store.close()
             self._engine = None
 
     async def __aenter__(self) -> App:
@@ -324,8 +366,9 @@ def sample(scorer: FunctionDef | str, rate: float = 1.0) -> AttachedScorer:
     return AttachedScorer(scorer if isinstance(scorer, str) else scorer.id, rate)
 
 
-def pubsub_from(streams: PubSub | str | None) -> PubSub:
-    """The run-stream backend for an `App(streams=...)` setting."""
+def pubsub_from(streams: PubSub | str | None, store: Store | None = None) -> PubSub:
+    """The run-stream backend for an `App(streams=...)` setting; `store` is the app's open
+    store, which `"store"` puts the streams in."""
     if streams is None:
         streams = os.environ.get("INFERPIPE_STREAMS_URL") or "memory://"
     if not isinstance(streams, str):
@@ -336,7 +379,13 @@ def pubsub_from(streams: PubSub | str | None) -> PubSub:
         return RedisPubSub.from_url(streams)
     if streams == "memory://":
         return MemoryPubSub()
-    raise ConfigurationError(f"unsupported streams URL {streams!r}: use memory:// or redis://")
+    if streams in ("store", "store://"):
+        if store is None:
+            raise ConfigurationError("streams='store' needs the app's store")
+        return StorePubSub.for_store(store)
+    raise ConfigurationError(
+        f"unsupported streams URL {streams!r}: use memory://, store or redis://"
+    )
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -10,13 +10,25 @@ from typing import Any
 
 import pytest
 
+from inferpipe.store.base import Store
+from inferpipe.store.postgres import PostgresStore
+from inferpipe.store.sqlite import SQLiteStore
 from inferpipe.streams.caching import CachingPubSub, MemoryStreamCache
 from inferpipe.streams.memory import MemoryLivePubSub, MemoryPubSub
 from inferpipe.streams.pubsub import PubSub, Retention, wall_clock_ms
 from inferpipe.streams.redis import RedisPubSub, RedisStreamCache
+from inferpipe.streams.store import StorePubSub
 from tests.servers import ServerStartError, start_redis
+from tests.store.conftest import PostgresServer, launch_postgres
 
-BACKENDS = ["memory", "redis", "caching-memory", "caching-redis"]
+BACKENDS = [
+    "memory",
+    "redis",
+    "caching-memory",
+    "caching-redis",
+    "store-sqlite",
+    "store-postgres",
+]
 _prefixes = itertools.count()
 
 
@@ -39,11 +51,19 @@ class BackendSpec:
 
     name: str
     redis_url: str | None = None
+    #: The database of a store backend: a SQLite file or a PostgreSQL URL, shared by the
+    #: session and emptied of streams when a test (or example) makes its first pubsub.
+    database: str | None = None
     made: list[PubSub] = field(default_factory=list)
+    stores: list[Store] = field(default_factory=list)
 
     @property
     def uses_redis(self) -> bool:
         return self.redis_url is not None
+
+    @property
+    def uses_store(self) -> bool:
+        return self.database is not None
 
     async def make(
         self,
@@ -56,7 +76,12 @@ class BackendSpec:
         """A fresh pubsub with its own key space; ``close_all`` closes it."""
         prefix = f"test:{next(_prefixes)}:"
         pubsub: PubSub
-        if self.name == "memory":
+        if self.database is not None:
+            store = await self.open_store(empty=not self.made)
+            pubsub = StorePubSub.for_store(
+                store, retention, clock_ms=clock or wall_clock_ms, max_queue=max_queue, **options
+            )
+        elif self.name == "memory":
             pubsub = MemoryPubSub(retention, clock_ms=clock or wall_clock_ms, max_queue=max_queue)
         elif self.name == "redis":
             assert self.redis_url is not None
@@ -75,9 +100,42 @@ class BackendSpec:
         self.made.append(pubsub)
         return pubsub
 
+    async def open_store(self, *, empty: bool = False) -> Store:
+        """An open store on this backend's database (``empty``: delete every stream first)."""
+        assert self.database is not None
+        store: Store
+        if self.name == "store-sqlite":
+            store = SQLiteStore(self.database)
+        else:
+            store = PostgresStore(self.database)
+        await store.open()
+        self.stores.append(store)
+        if empty:
+            await empty_streams(store)
+        return store
+
     async def close_all(self) -> None:
         while self.made:
             await self.made.pop().close()
+        while self.stores:
+            await self.stores.pop().close()
+
+
+async def empty_streams(store: Store) -> None:
+    """Delete every topic of a store backend (tests share one database per session)."""
+    if isinstance(store, SQLiteStore):
+
+        def delete(c: Any) -> None:
+            c.execute("DELETE FROM stream_events")
+            c.execute("DELETE FROM stream_topics")
+
+        await store._db.write(delete)
+    elif isinstance(store, PostgresStore):
+
+        async def truncate(c: Any) -> None:
+            await c.execute("TRUNCATE stream_events, stream_topics")
+
+        await store._db.transaction(truncate)
 
 
 @pytest.fixture(scope="session")
@@ -92,12 +150,33 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     stop()
 
 
+@pytest.fixture(scope="session")
+def streams_sqlite_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The SQLite file of the store-sqlite backend."""
+    return str(tmp_path_factory.mktemp("streams-sqlite") / "streams.db")
+
+
+@pytest.fixture(scope="session")
+def streams_postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL cluster for the whole session, on a free loopback port."""
+    server, stop = launch_postgres()
+    try:
+        yield server
+    finally:
+        stop()
+
+
 @pytest.fixture(params=BACKENDS)
 def backend_spec(request: pytest.FixtureRequest) -> BackendSpec:
-    """One backend per parametrization; Redis ones start the session server on first use."""
+    """One backend per parametrization; servers start on first use, once per session."""
     name: str = request.param
     url = request.getfixturevalue("redis_url") if "redis" in name else None
-    return BackendSpec(name, url)
+    database = None
+    if name == "store-sqlite":
+        database = request.getfixturevalue("streams_sqlite_path")
+    elif name == "store-postgres":
+        database = request.getfixturevalue("streams_postgres").url
+    return BackendSpec(name, url, database)
 
 
 @pytest.fixture

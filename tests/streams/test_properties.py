@@ -140,7 +140,7 @@ async def run(backend: BackendSpec, ops: list[Op], retention: Retention | None) 
 
 def examples_for(backend: BackendSpec) -> settings:
     return settings(
-        max_examples=40 if backend.uses_redis else 100,
+        max_examples=40 if backend.uses_redis or backend.uses_store else 100,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow],
     )

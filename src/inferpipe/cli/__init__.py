@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from inferpipe.cli import process, runs
+from inferpipe.cli import process, runs, server
 from inferpipe.cli.loading import load_app
 from inferpipe.core.errors import InferpipeError
 from inferpipe.core.records import RunStatus
@@ -49,10 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    dev = sub.add_parser("dev", help="run an app locally: a worker on the embedded SQLite store")
+    dev = sub.add_parser(
+        "dev", help="run an app locally: worker, API and dashboard on the embedded SQLite store"
+    )
     _add_app(dev)
     _add_database(dev)
     dev.add_argument("--concurrency", type=int, default=100, help="runs executed at once")
+    dev.add_argument("--port", type=int, default=server.DEFAULT_PORT, help="API and dashboard port")
+    dev.add_argument("--no-server", action="store_true", help="a worker only, no API")
     dev.set_defaults(handler=_dev)
 
     worker = sub.add_parser("worker", help="run a worker for an app's functions")
@@ -95,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         _add_database(p)
     runs_p.set_defaults(handler=_runs)
     add_workflow_commands(sub)
+    server.add_commands(sub)
+    server.add_database_commands(sub)
+    srv, keys, purge = (sub.choices[name] for name in ("serve", "keys", "purge"))
+    srv.set_defaults(handler=_serve)
+    keys.set_defaults(handler=server.keys)
+    purge.set_defaults(handler=server.purge)
     return parser
 
 
@@ -102,9 +112,19 @@ async def _dev(args: argparse.Namespace) -> None:
     app = load_app(args.app)
     if args.database:
         app.database = args.database
-    await process.run_worker(
-        app, concurrency=args.concurrency, lease_ms=DEFAULT_LEASE_MS, banner="inferpipe dev"
-    )
+    if args.no_server:
+        await process.run_worker(
+            app, concurrency=args.concurrency, lease_ms=DEFAULT_LEASE_MS, banner="inferpipe dev"
+        )
+    else:
+        await server.dev(app, args.port, args.concurrency)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    app = load_app(args.app)
+    if args.database:
+        app.database = args.database
+    await server.serve(app, args)
 
 
 async def _worker(args: argparse.Namespace) -> None:

@@ -29,6 +29,7 @@ STATUS_STYLE = {
     RunStatus.COMPLETED: ("✔", "green"),
     RunStatus.FAILED: ("✘", "red"),
     RunStatus.CANCELLED: ("⊘", "magenta"),
+    RunStatus.SKIPPED: ("↷", "bright_black"),
 }
 
 

@@ -10,7 +10,15 @@ from inferpipe.core.json import JSON
 
 
 class RunStatus(enum.StrEnum):
-    """Where a run is in its life."""
+    """Where a run is in its life.
+
+    A run is `skipped` when flow control decided at intake that it does not run: a rate limit
+    was reached, its idempotency key was used within 24 h, a run of its singleton key had not
+    finished, or a flow key expression failed on its event. `status_reason` says which. It
+    is a distinct status rather than `cancelled` so that dashboards and alerts can tell work
+    that was stopped from work that was never admitted. A `queued` run's `status_reason`
+    says why it waits (a concurrency slot, a throttle, a debounce or a batch window).
+    """
 
     QUEUED = "queued"  #: ready to be claimed by a worker (or waiting for its ready time)
     RUNNING = "running"  #: a worker holds its lease and executes it
@@ -18,14 +26,15 @@ class RunStatus(enum.StrEnum):
     WAITING = "waiting"  #: parked until an event (wait_for_event, invoke) or a timeout
     COMPLETED = "completed"  #: returned a value
     FAILED = "failed"  #: raised; can be re-run
-    CANCELLED = "cancelled"  #: cancelled by call, by cancel_on, or by a timeout
+    CANCELLED = "cancelled"  #: by call, by cancel_on, by a timeout, or replaced (singleton)
+    SKIPPED = "skipped"  #: never ran: flow control skipped it (see below); can be re-run
 
     @property
     def finished(self) -> bool:
-        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+        return self in FINISHED_STATUSES
 
 
-FINISHED_STATUSES = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+FINISHED_STATUSES = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.SKIPPED)
 
 
 class StepKind(enum.StrEnum):
@@ -106,6 +115,8 @@ class Run:
     start_deadline_ms: int | None = None
     finish_timeout_ms: int | None = None
     status_reason: str | None = None
+    """Why a queued run waits (a concurrency slot, a throttle, a debounce or batch window) or
+    why a run ended without completing (cancelled, skipped)."""
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -134,6 +145,50 @@ class NewRun:
     finish_timeout_ms: int | None = None
     cancel_waits: list[NewWait] = field(default_factory=list)
     journal: list[StepRecord] = field(default_factory=list)
+    flow: RunFlow | None = None
+    """Flow control the store applies when it inserts and claims the run."""
+
+
+@dataclass(frozen=True, slots=True)
+class FlowPace:
+    """A throttle or rate limit on one key: `limit` runs per `period_ms`, `burst` more at once
+    (throttle only)."""
+
+    key: str
+    limit: int
+    period_ms: int
+    burst: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FlowBuffer:
+    """A debounce or a batch on one key. A debounce run starts `wait_ms` after the last event
+    (which replaces the earlier ones), at most `max_wait_ms` after the first; a batch run
+    collects up to `max_size` events and starts when full or `wait_ms` after its first event."""
+
+    key: str
+    wait_ms: int
+    max_wait_ms: int | None = None
+    max_size: int = 1
+    batch: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RunFlow:
+    """A run's flow control with its keys already evaluated: planned by the engine from the
+    function's options, enforced by the store (keys are scoped strings, e.g.
+    ``fn:<function id>:<expression>=<value>``)."""
+
+    concurrency: tuple[tuple[str, int], ...] = ()  #: (key, limit) pairs, at most two
+    fair_key: str | None = None  #: runs of one fair key take turns with other keys' runs
+    throttle: FlowPace | None = None  #: starts over the pace are delayed
+    rate_limit: FlowPace | None = None  #: runs over the limit are skipped
+    idempotency_key: str | None = None  #: one run per key within 24 h
+    singleton_key: str | None = None  #: one unfinished run per key
+    singleton_cancels: bool = False  #: a newcomer cancels the unfinished run (else is skipped)
+    buffer: FlowBuffer | None = None  #: debounce or batch
+    skip_reason: str | None = None  #: record the run as skipped at once (a key failed)
+    note: str | None = None  #: a remark kept as the queued run's status reason
 
 
 @dataclass(slots=True)

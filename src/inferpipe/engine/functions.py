@@ -20,6 +20,8 @@ from inferpipe.core.experiments import unit_hash
 from inferpipe.core.ids import new_id
 from inferpipe.core.records import NewRun, NewWait, WaitKind
 from inferpipe.engine.context import Context
+from inferpipe.engine.flow import FlowControl, plan_flow
+from inferpipe.engine.flow_rules import validate_flow
 
 Handler = Callable[[Context], Awaitable[Any]]
 
@@ -119,6 +121,8 @@ class FunctionDef:
     scorers: list[AttachedScorer] = field(default_factory=list)
     is_scorer: bool = False
     """A scorer's returned `Score` is stored on the run that started it (its parent)."""
+    flow: FlowControl = field(default_factory=FlowControl)
+    """Concurrency, throttle, rate limit, debounce, batch, priority, idempotency, singleton."""
 
     @property
     def event_triggers(self) -> list[EventTrigger]:
@@ -148,6 +152,7 @@ def validate_function(fn: FunctionDef) -> None:
             raise ConfigurationError(f"{where}: scorer sampling rate must be within 0..1")
     _duration(where, "start timeout", fn.timeouts.start)
     _duration(where, "finish timeout", fn.timeouts.finish)
+    validate_flow(fn.id, fn.flow)
 
 
 def _validate_triggers(fn: FunctionDef, where: str) -> None:
@@ -212,7 +217,7 @@ class Registry:
         for fn, trig in self._by_event.get(event.name, []):
             if trig.if_exp and not expr.matches(trig.if_exp, {"event": body}):
                 continue
-            runs.append(self.new_run(fn, [body], now_ms))
+            runs.append(self.new_run(fn, [body], now_ms, triggered=True))
         return runs
 
     def new_run(
@@ -223,9 +228,13 @@ class Registry:
         *,
         parent_run_id: str | None = None,
         run_id: str | None = None,
+        triggered: bool = False,
     ) -> NewRun:
+        """A run of `fn` for `events`; `triggered`: started by an event trigger (debounce and
+        batch apply)."""
         run_id = run_id or new_id()
         start_ms = _duration("", "", fn.timeouts.start)
+        run_flow, priority_s = plan_flow(fn.id, fn.flow, events[0], triggered=triggered)
         run = NewRun(
             id=run_id,
             function_id=fn.id,
@@ -235,6 +244,8 @@ class Registry:
             parent_run_id=parent_run_id,
             start_deadline_ms=now_ms + start_ms if start_ms is not None else None,
             finish_timeout_ms=_duration("", "", fn.timeouts.finish),
+            priority=priority_s,
+            flow=run_flow,
         )
         for cancel in fn.cancel_on:
             timeout_ms = _duration("", "", cancel.timeout)

@@ -231,7 +231,12 @@ class Steps(ScoringSteps):
                 step_id,
                 StepKind.WAIT_FOR_EVENT,
                 wait,
-                {"event": event, "if": bound, "timeout_ms": to_ms(timeout)},
+                {
+                    "event": event,
+                    "if": bound,
+                    "timeout_ms": to_ms(timeout),
+                    "lookback_ms": to_ms(lookback) if lookback is not None else None,
+                },
             )
         found = await self._await_wait(key, rec)
         return Event.from_dict(found) if found else None

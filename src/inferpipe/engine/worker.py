@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import socket
@@ -60,6 +61,14 @@ class Worker:
         self._stopping = asyncio.Event()
         self._drain = asyncio.Event()
         self._active: dict[str, tuple[Lease, asyncio.Task[None]]] = {}
+        self._lease_until_ms: dict[str, int] = {}
+        """When each lease held ends, as far as this worker knows (last renewal it was told of)."""
+        self._short_claim_at_ms: int | None = None
+        """When the last claim returned fewer runs than asked: what was ready then and not
+        taken waits for a concurrency slot, which a finishing run frees (and wakes us)."""
+        self._after_ms_supported = (
+            "after_ms" in inspect.signature(engine.store.next_ready_at).parameters
+        )  # a store without flow control has no `after_ms`
         self._unsubscribe = engine.subscribe_wakeups(self._wake.set)
         self.cron = CronSchedule(engine.registry, engine.clock.now_ms())
 
@@ -147,9 +156,11 @@ class Worker:
         free = self.concurrency - len(self._active)
         if free <= 0:
             return 0
+        now = self.engine.clock.now_ms()
         claimed = await self.engine.store.claim(
-            self.id, self.engine.registry.ids, free, self.engine.clock.now_ms(), self.lease_ms
+            self.id, self.engine.registry.ids, free, now, self.lease_ms
         )
+        self._short_claim_at_ms = now if len(claimed) < free else None
         for item in claimed:
             self._start(item)
         return len(claimed)
@@ -158,9 +169,12 @@ class Worker:
         run_id = claimed.run.id
         task = asyncio.create_task(self.engine.executor.execute(claimed, drain=self._drain))
         self._active[run_id] = (claimed.lease, task)
+        until = claimed.run.lease_expires_at_ms
+        self._lease_until_ms[run_id] = until if until is not None else 2**62
 
         def done(_: asyncio.Task[None]) -> None:
             self._active.pop(run_id, None)
+            self._lease_until_ms.pop(run_id, None)
             self._wake.set()
             if not task.cancelled() and task.exception() is not None:
                 _log.error("run %s: executor crashed", run_id, exc_info=task.exception())
@@ -173,13 +187,19 @@ class Worker:
         # With every slot busy, ready work must wait for a slot (a finishing run wakes us),
         # not for its ready time, which may be now: that would spin.
         if len(self._active) < self.concurrency:
-            nxt = await self.engine.store.next_ready_at(self.engine.registry.ids)
+            nxt = await self._next_ready_at()
             if nxt is not None:
                 times.append(nxt)
         tick = self.cron.next_tick_ms()
         if tick is not None:
             times.append(tick)
         await clock.sleep_until(min(times), self._wake)
+
+    async def _next_ready_at(self) -> int | None:
+        ids = self.engine.registry.ids
+        if self._short_claim_at_ms is None or not self._after_ms_supported:
+            return await self.engine.store.next_ready_at(ids)
+        return await self.engine.store.next_ready_at(ids, after_ms=self._short_claim_at_ms)
 
     async def _heartbeat(self) -> None:
         interval_s = self.lease_ms / 3000
@@ -188,15 +208,33 @@ class Worker:
             leases = [lease for lease, _ in self._active.values()]
             if not leases:
                 continue
+            until_ms = self.engine.clock.now_ms() + self.lease_ms
             try:
-                lost = await self.engine.store.renew_leases(
-                    leases, self.engine.clock.now_ms() + self.lease_ms
+                lost = await asyncio.wait_for(
+                    self.engine.store.renew_leases(leases, until_ms), timeout=interval_s
                 )
-            except Exception:
-                _log.exception("heartbeat failed; retrying")
+            except Exception as exc:
+                _log.warning("heartbeat failed (%r); retrying", exc)
+                # Up to two intervals pass before a renewal can succeed again.
+                self._stop_unrenewed(2 * self.lease_ms // 3)
                 continue
+            for lease in leases:
+                if lease.run_id in self._lease_until_ms:
+                    self._lease_until_ms[lease.run_id] = until_ms
             for run_id in lost:
                 entry = self._active.get(run_id)
                 if entry is not None:
                     _log.warning("run %s: lease lost, stopping local execution", run_id)
                     entry[1].cancel()
+
+    def _stop_unrenewed(self, horizon_ms: int) -> None:
+        """The store is unreachable: stop executing runs whose lease may end before it can be
+        renewed, as another worker may take them over then (a stalled worker must not run their
+        next steps; a step in flight is abandoned, as on a crash, and runs again there)."""
+        limit = self.engine.clock.now_ms() + horizon_ms
+        for run_id, until in list(self._lease_until_ms.items()):
+            entry = self._active.get(run_id)
+            if until <= limit and entry is not None:
+                _log.warning("run %s: lease cannot be renewed, stopping local execution", run_id)
+                del self._lease_until_ms[run_id]
+                entry[1].cancel()

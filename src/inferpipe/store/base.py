@@ -31,6 +31,13 @@ from inferpipe.core.scores import ScoreRecord
 DEDUPE_WINDOW_MS = 24 * 3600 * 1000
 """A producer-set event id is deduplicated for this long."""
 
+IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000
+"""A function's idempotency key value starts one run within this long."""
+
+FAIR_STEP_MS = 1
+"""Fair queueing: how far apart, in queue time, consecutive runs of one key are placed. Keys
+with runs queued take turns: each key's n-th run is queued about n steps after the head."""
+
 
 @dataclass(slots=True)
 class PlannedEvent:
@@ -119,7 +126,12 @@ class Store(Protocol):
     # events -------------------------------------------------------------------------------
     async def ingest(self, events: list[PlannedEvent], now_ms: int) -> IngestResult:
         """Store events (dropping duplicates), create their runs, resume matching waits and
-        request cancellation of matching runs, all in one transaction."""
+        request cancellation of matching runs, all in one transaction.
+
+        Runs are admitted by their `NewRun.flow`, in the same transaction (see
+        `create_runs`): `runs_created` lists the runs recorded, skipped ones included; an
+        event folded into a pending debounce or batch run creates none (it is linked to that
+        run, so filtering runs by the event finds it)."""
 
     async def get_event(self, event_id: str) -> dict[str, Any] | None: ...
 
@@ -134,7 +146,24 @@ class Store(Protocol):
     ) -> Page[dict[str, Any]]: ...
 
     # runs ---------------------------------------------------------------------------------
-    async def create_runs(self, runs: list[NewRun], now_ms: int) -> None: ...
+    async def create_runs(self, runs: list[NewRun], now_ms: int) -> None:
+        """Insert runs (and their cancel waits), admitting each by its `flow` (also on the runs
+        that `ingest`, `commit` and `finish` insert), in this order:
+
+        - `skip_reason`, an unexpired `idempotency_key`, a full `rate_limit` window (hits in
+          (now - period, now]), or an unfinished run of a skipping `singleton_key`: the run is
+          recorded with status `skipped` and the reason, and a `function.finished` event
+          (status "skipped") is ingested after the transaction's waits, so an invoker resumes.
+        - otherwise the idempotency key, the rate-limit hit are recorded; a cancelling
+          singleton requests cancellation of the key's unfinished runs.
+        - `buffer`: the event is folded into the key's pending debounce/batch run when one has
+          not started and its window is open (a debounce keeps the last event and moves the
+          start to now + wait, capped at first + max_wait; a batch appends the event and starts
+          now when full). Else the run becomes the pending one, starting at the window's end.
+        - `fair_key`: the run's queue tag is max(key's next tag, min(now, head of the
+          function's unstarted ready runs)); the key's next tag becomes tag + FAIR_STEP_MS.
+        A queued run's `status_reason` says why it waits (a debounce or batch window, or a
+        concurrency key already full when it is inserted)."""
 
     async def get_run(self, run_id: str) -> Run | None: ...
 
@@ -154,17 +183,33 @@ class Store(Protocol):
         self, run_id: str, new_run_id: str, *, from_failed_step: bool, now_ms: int
     ) -> Run:
         """A new run of the same function and input; from the failed step keeps the journal's
-        completed steps."""
+        completed steps. The new run keeps the concurrency keys, singleton key and throttle of
+        the old one (a skipped run can be re-run this way)."""
 
     # work ---------------------------------------------------------------------------------
     async def claim(
         self, owner: str, function_ids: list[str], limit: int, now_ms: int, lease_ms: int
     ) -> list[ClaimedRun]:
-        """Take up to `limit` ready runs (highest priority, then oldest ready) under a lease;
-        runs whose lease expired are taken over."""
+        """Take up to `limit` ready runs under a lease; runs whose lease expired are taken
+        over first. Ready runs are taken in queue order: a run that never started by its fair
+        queue tag (else its ready time), minus `priority` seconds. Inside the claim's
+        transaction, flow control applies:
 
-    async def next_ready_at(self, function_ids: list[str]) -> int | None:
-        """When the next claimable run becomes ready (or a lease expires), if ever."""
+        - concurrency: a run whose key (`flow.concurrency`, or its singleton key with limit 1)
+          already has `limit` running runs in the workspace is left queued, with the reason
+          (runs asked to cancel are exempt: they only finalize);
+        - throttle, on a run's first start: GCRA per key (one start per period/limit, `burst`
+          more back to back); a run over the pace gets a reserved start time as its ready time
+          (and reason) and keeps that reservation.
+        """
+
+    async def next_ready_at(
+        self, function_ids: list[str], *, after_ms: int | None = None
+    ) -> int | None:
+        """When the next claimable run becomes ready (or a lease expires), if ever. With
+        `after_ms`, only ready times after it count: a worker whose claim came back short
+        passes its claim time, as the runs ready by then wait for a concurrency slot (a run
+        finishing wakes it), so it does not spin on them."""
 
     async def renew_leases(self, leases: list[Lease], until_ms: int) -> list[str]:
         """Extend leases; returns the run ids whose lease was lost."""
@@ -190,4 +235,5 @@ class Store(Protocol):
         """Scores oldest first, by run, function, scorer, name, experiment or time."""
 
     async def purge(self, older_than_ms: int) -> int:
-        """Delete finished runs (with journals and logs) and events older than a time."""
+        """Delete finished runs (with journals and logs) and events older than a time, and flow
+        control state that no longer changes a decision."""

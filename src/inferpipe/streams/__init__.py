@@ -8,10 +8,14 @@ Public modules (extension points):
 - :mod:`inferpipe.streams.caching` - ``CachingPubSub``, the ``StreamCache`` and ``LivePubSub``
   protocols, ``MemoryStreamCache``;
 - :mod:`inferpipe.streams.redis` - ``RedisPubSub`` and ``RedisStreamCache`` (needs ``redis``;
-  not imported here so the package works without it).
+  not imported here so the package works without it);
+- :mod:`inferpipe.streams.store` - ``StorePubSub`` and the ``StreamLog`` protocol, with
+  ``SQLiteStreamLog`` (:mod:`~inferpipe.streams.store_sqlite`) and ``PostgresStreamLog``
+  (:mod:`~inferpipe.streams.store_postgres`): streams in the application's own database.
 
-Choosing a backend: one process - ``MemoryPubSub``; several processes - ``RedisPubSub``
-(publishers and subscribers anywhere share indices, history and live delivery).
+Choosing a backend (docs/streams.md): one process - ``MemoryPubSub``; several processes sharing
+a database - ``StorePubSub`` (no extra service; history survives a crashed producer); many
+subscribers or a high event rate - ``RedisPubSub``.
 """
 
 from __future__ import annotations

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass, field
 from typing import Any
 
 from inferpipe.core import expr
+from inferpipe.core.events import FUNCTION_FINISHED, Event
 from inferpipe.core.records import (
     FINISHED_STATUSES,
     IngestResult,
     NewRun,
     NewWait,
+    RunStatus,
     StepStatus,
     WaitKind,
 )
 from inferpipe.store.base import DEDUPE_WINDOW_MS, PlannedEvent
+from inferpipe.store.sqlite import admission
 from inferpipe.store.sqlite.rows import STEP_COLUMNS, enc, enc_opt, step_params
+from inferpipe.store.sqlite.slots import Slots
 
 _FINISHED = tuple(s.value for s in FINISHED_STATUSES)
 
@@ -28,6 +33,9 @@ def ingest(
     created: list[str] = []
     resolved: list[str] = []
     cancelled: list[str] = []
+    skipped: list[tuple[NewRun, str]] = []
+    keyed = any(_holds_slots(r) for item in planned for r in item.runs)
+    slots = Slots(conn, ws) if keyed else None
     for item in planned:
         event = item.event
         assert event.id is not None and event.ts_ms is not None
@@ -41,10 +49,12 @@ def ingest(
             (ws, event.id, event.name, enc(body), event.ts_ms, now_ms),
         )
         accepted.append(event.id)
-        insert_runs(conn, ws, item.runs, now_ms)
-        created.extend(r.id for r in item.runs)
+        inserted = insert_runs(conn, ws, item.runs, now_ms, slots)
+        created.extend(inserted.created)
+        skipped.extend(inserted.skipped)
         for run_id, kind in match_waits(conn, ws, body, now_ms):
             (resolved if kind is WaitKind.STEP else cancelled).append(run_id)
+    announce_skipped(conn, ws, skipped, now_ms)
     return IngestResult(accepted, duplicates, created, resolved, cancelled)
 
 
@@ -56,31 +66,42 @@ def _is_duplicate(conn: sqlite3.Connection, ws: str, event_id: str, now_ms: int)
     return row is not None
 
 
-def insert_runs(conn: sqlite3.Connection, ws: str, runs: list[NewRun], now_ms: int) -> None:
+@dataclass(slots=True)
+class Inserted:
+    """The runs an insertion recorded (queued or skipped), and those it skipped."""
+
+    created: list[str] = field(default_factory=list)
+    skipped: list[tuple[NewRun, str]] = field(default_factory=list)  #: with the reason
+
+
+def create_runs(conn: sqlite3.Connection, ws: str, runs: list[NewRun], now_ms: int) -> None:
+    announce_skipped(conn, ws, insert_runs(conn, ws, runs, now_ms).skipped, now_ms)
+
+
+def insert_runs(
+    conn: sqlite3.Connection,
+    ws: str,
+    runs: list[NewRun],
+    now_ms: int,
+    slots: Slots | None = None,
+) -> Inserted:
+    """Insert runs as their flow control admits them; the caller announces the skipped ones
+    (`announce_skipped`) once the transaction's waits are registered. `slots`: the running
+    runs per key, shared by the calls of one intake (inserting runs does not change them)."""
+    done = Inserted()
+    if slots is None and any(_holds_slots(r) for r in runs):
+        slots = Slots(conn, ws)
     for run in runs:
-        conn.execute(
-            "INSERT INTO runs (id, workspace, function_id, status, event_ids, input, created_at_ms,"
-            " ready_at_ms, parent_run_id, rerun_of, priority, start_deadline_ms, finish_timeout_ms)"
-            " VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                run.id,
-                ws,
-                run.function_id,
-                enc(run.event_ids),
-                enc(run.input),
-                now_ms,
-                run.ready_at_ms,
-                run.parent_run_id,
-                run.rerun_of,
-                run.priority,
-                run.start_deadline_ms,
-                run.finish_timeout_ms,
-            ),
-        )
-        conn.executemany(
-            "INSERT OR IGNORE INTO run_triggers (event_id, run_id) VALUES (?, ?)",
-            [(eid, run.id) for eid in run.event_ids],
-        )
+        verdict = admission.admit(conn, ws, run, now_ms, slots)
+        for victim, reason in verdict.cancels:
+            request_cancel(conn, victim, reason, now_ms)
+        if verdict.absorbed_into is not None:
+            continue
+        _insert_run(conn, ws, run, verdict, now_ms)
+        done.created.append(run.id)
+        if verdict.skipped:
+            done.skipped.append((run, verdict.reason or "skipped"))
+            continue
         for wait in run.cancel_waits:
             insert_wait(conn, ws, wait, now_ms)
         if run.journal:
@@ -88,6 +109,75 @@ def insert_runs(conn: sqlite3.Connection, ws: str, runs: list[NewRun], now_ms: i
                 f"INSERT INTO steps ({STEP_COLUMNS}) VALUES ({', '.join('?' * 14)})",
                 [step_params(s) for s in run.journal],
             )
+    return done
+
+
+def _holds_slots(run: NewRun) -> bool:
+    return run.flow is not None and bool(run.flow.concurrency or run.flow.singleton_key)
+
+
+def _insert_run(
+    conn: sqlite3.Connection, ws: str, run: NewRun, verdict: admission.Verdict, now_ms: int
+) -> None:
+    flow = run.flow
+    keys: list[tuple[str | None, int | None]] = list(flow.concurrency) if flow else []
+    keys += [(None, None)] * (2 - len(keys))
+    pace = flow.throttle if flow else None
+    conn.execute(
+        "INSERT INTO runs (id, workspace, function_id, status, event_ids, input, created_at_ms,"
+        " ready_at_ms, finished_at_ms, status_reason, parent_run_id, rerun_of, priority,"
+        " start_deadline_ms, finish_timeout_ms, concurrency_key1, concurrency_limit1,"
+        " concurrency_key2, concurrency_limit2, singleton_key, queue_at_ms, throttle)"
+        f" VALUES ({', '.join('?' * 22)})",
+        (
+            run.id,
+            ws,
+            run.function_id,
+            (RunStatus.SKIPPED if verdict.skipped else RunStatus.QUEUED).value,
+            enc(run.event_ids),
+            enc(run.input),
+            now_ms,
+            None if verdict.skipped else verdict.ready_at_ms,
+            now_ms if verdict.skipped else None,
+            verdict.reason,
+            run.parent_run_id,
+            run.rerun_of,
+            run.priority,
+            run.start_deadline_ms,
+            run.finish_timeout_ms,
+            *keys[0],
+            *keys[1],
+            flow.singleton_key if flow else None,
+            verdict.queue_at_ms,
+            enc([pace.key, pace.limit, pace.period_ms, pace.burst]) if pace else None,
+        ),
+    )
+    conn.executemany(
+        "INSERT OR IGNORE INTO run_triggers (event_id, run_id) VALUES (?, ?)",
+        [(eid, run.id) for eid in run.event_ids],
+    )
+
+
+def announce_skipped(
+    conn: sqlite3.Connection, ws: str, runs: list[tuple[NewRun, str]], now_ms: int
+) -> None:
+    """A skipped run finishes at once: send its `function.finished` (status "skipped"), so
+    an invoker waiting on it resumes with the reason."""
+    if not runs:
+        return
+    events = []
+    for run, reason in runs:
+        data = {
+            "run_id": run.id,
+            "function_id": run.function_id,
+            "status": RunStatus.SKIPPED.value,
+            "output": None,
+            "error": {"code": "skipped", "type": "Skipped", "message": reason},
+            "reason": reason,
+        }
+        event = Event(FUNCTION_FINISHED, data, id=f"finished-{run.id}", ts_ms=now_ms)
+        events.append(PlannedEvent(event))
+    ingest(conn, ws, events, now_ms)
 
 
 def insert_wait(conn: sqlite3.Connection, ws: str, wait: NewWait, now_ms: int) -> None:

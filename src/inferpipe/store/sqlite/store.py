@@ -29,7 +29,7 @@ from inferpipe.store.base import (
     ScoreFilter,
 )
 from inferpipe.store.migrations import migration_files
-from inferpipe.store.sqlite import intake, scores, work
+from inferpipe.store.sqlite import admission, claims, intake, scores, work
 from inferpipe.store.sqlite.database import Database
 from inferpipe.store.sqlite.rows import (
     RUN_COLUMNS,
@@ -116,7 +116,7 @@ class SQLiteStore:
 
     # runs ---------------------------------------------------------------------------------
     async def create_runs(self, runs: list[NewRun], now_ms: int) -> None:
-        await self._db.write(lambda c: intake.insert_runs(c, self.workspace, runs, now_ms))
+        await self._db.write(lambda c: intake.create_runs(c, self.workspace, runs, now_ms))
 
     async def get_run(self, run_id: str) -> Run | None:
         row = await self._db.read(
@@ -204,13 +204,17 @@ class SQLiteStore:
         if not function_ids or limit <= 0:
             return []
         return await self._db.write(
-            lambda c: work.claim(c, self.workspace, owner, function_ids, limit, now_ms, lease_ms)
+            lambda c: claims.claim(c, self.workspace, owner, function_ids, limit, now_ms, lease_ms)
         )
 
-    async def next_ready_at(self, function_ids: list[str]) -> int | None:
+    async def next_ready_at(
+        self, function_ids: list[str], *, after_ms: int | None = None
+    ) -> int | None:
         if not function_ids:
             return None
-        return await self._db.read(lambda c: work.next_ready_at(c, self.workspace, function_ids))
+        return await self._db.read(
+            lambda c: claims.next_ready_at(c, self.workspace, function_ids, after_ms)
+        )
 
     async def renew_leases(self, leases: list[Lease], until_ms: int) -> list[str]:
         if not leases:
@@ -295,4 +299,5 @@ def _purge(conn: sqlite3.Connection, ws: str, older_than_ms: int) -> int:
     removed += conn.execute(
         "DELETE FROM events WHERE workspace = ? AND received_at_ms < ?", params
     ).rowcount
+    admission.purge(conn, ws, older_than_ms)
     return int(removed)

@@ -1,4 +1,4 @@
-"""Claiming, journaling, parking and finishing runs under a fenced lease."""
+"""Journaling, parking and finishing runs under a fenced lease (claims are in `claims`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 from inferpipe.core import expr
 from inferpipe.core.errors import LeaseLost
 from inferpipe.core.records import (
-    ClaimedRun,
     Lease,
     NewWait,
     RunStatus,
@@ -18,75 +17,15 @@ from inferpipe.core.records import (
 from inferpipe.store.base import Outcome, PlannedEvent, Progress, ProgressResult
 from inferpipe.store.sqlite import intake, scores
 from inferpipe.store.sqlite.rows import (
-    RUN_COLUMNS,
     STEP_COLUMNS,
     dec,
     enc,
     enc_opt,
-    run_from_row,
     step_from_row,
     step_params,
 )
 
 _PARKED = "('queued', 'sleeping', 'waiting')"
-
-
-def claim(
-    conn: sqlite3.Connection,
-    ws: str,
-    owner: str,
-    function_ids: list[str],
-    limit: int,
-    now_ms: int,
-    lease_ms: int,
-) -> list[ClaimedRun]:
-    fns = ", ".join("?" * len(function_ids))
-    ready = conn.execute(
-        f"SELECT id FROM runs WHERE workspace = ? AND status IN {_PARKED} AND ready_at_ms <= ?"
-        f" AND function_id IN ({fns}) ORDER BY priority DESC, ready_at_ms LIMIT ?",
-        (ws, now_ms, *function_ids, limit),
-    ).fetchall()
-    stale = conn.execute(
-        f"SELECT id FROM runs WHERE status = 'running' AND lease_expires_at_ms < ? AND workspace = ?"
-        f" AND function_id IN ({fns}) LIMIT ?",
-        (now_ms, ws, *function_ids, limit),
-    ).fetchall()
-    ids = [r[0] for r in ready + stale][:limit]
-    return [_take(conn, run_id, owner, now_ms, lease_ms) for run_id in ids]
-
-
-def _take(
-    conn: sqlite3.Connection, run_id: str, owner: str, now_ms: int, lease_ms: int
-) -> ClaimedRun:
-    conn.execute(
-        "UPDATE runs SET status = 'running', lease_owner = ?, lease_expires_at_ms = ?,"
-        " lease_token = lease_token + 1, wake_pending = 0, attempts = attempts + 1,"
-        " started_at_ms = COALESCE(started_at_ms, ?) WHERE id = ?",
-        (owner, now_ms + lease_ms, now_ms, run_id),
-    )
-    run = run_from_row(
-        conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
-    )
-    steps = conn.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ?", (run_id,)).fetchall()
-    journal = {row[1]: step_from_row(row) for row in steps}
-    (log_count,) = conn.execute("SELECT COUNT(*) FROM logs WHERE run_id = ?", (run_id,)).fetchone()
-    return ClaimedRun(run, Lease(run_id, owner, run.lease_token), journal, log_count)
-
-
-def next_ready_at(conn: sqlite3.Connection, ws: str, function_ids: list[str]) -> int | None:
-    fns = ", ".join("?" * len(function_ids))
-    (ready,) = conn.execute(
-        f"SELECT MIN(ready_at_ms) FROM runs WHERE workspace = ? AND status IN {_PARKED}"
-        f" AND function_id IN ({fns})",
-        (ws, *function_ids),
-    ).fetchone()
-    (lease,) = conn.execute(
-        f"SELECT MIN(lease_expires_at_ms) FROM runs WHERE status = 'running' AND workspace = ?"
-        f" AND function_id IN ({fns})",
-        (ws, *function_ids),
-    ).fetchone()
-    times = [t for t in (ready, lease) if t is not None]
-    return min(times) if times else None
 
 
 def renew(conn: sqlite3.Connection, leases: list[Lease], until_ms: int) -> list[str]:
@@ -127,7 +66,7 @@ def commit(
             for lg in progress.logs
         ],
     )
-    intake.insert_runs(conn, ws, progress.runs, now_ms)
+    inserted = intake.insert_runs(conn, ws, progress.runs, now_ms)
     resolved: dict[str, Any] = {}
     for wait in progress.waits:
         found = _lookback(conn, ws, wait, now_ms)
@@ -137,6 +76,8 @@ def commit(
             resolved[wait.step_key] = found
         else:
             intake.insert_wait(conn, ws, wait, now_ms)
+    # after the waits: an invoked run skipped by flow control resumes its invoker at once
+    intake.announce_skipped(conn, ws, inserted.skipped, now_ms)
     result = intake.ingest(conn, ws, progress.events, now_ms) if progress.events else None
     scores.put(conn, ws, progress.scores, now_ms)
     return ProgressResult(cancel_requested=cancel, resolved=resolved, ingest=result, final=final)
@@ -234,9 +175,13 @@ def rerun(
 ) -> None:
     conn.execute(
         "INSERT INTO runs (id, workspace, function_id, status, event_ids, input, created_at_ms,"
-        " ready_at_ms, parent_run_id, rerun_of, priority, start_deadline_ms, finish_timeout_ms)"
+        " ready_at_ms, parent_run_id, rerun_of, priority, start_deadline_ms, finish_timeout_ms,"
+        " concurrency_key1, concurrency_limit1, concurrency_key2, concurrency_limit2,"
+        " singleton_key, throttle)"
         " SELECT ?, workspace, function_id, 'queued', event_ids, input, ?, ?, parent_run_id, id,"
-        " priority, NULL, finish_timeout_ms FROM runs WHERE id = ? AND workspace = ?",
+        " priority, NULL, finish_timeout_ms, concurrency_key1, concurrency_limit1,"
+        " concurrency_key2, concurrency_limit2, singleton_key, throttle"
+        " FROM runs WHERE id = ? AND workspace = ?",
         (new_run_id, now_ms, now_ms, run_id, ws),
     )
     conn.execute(

@@ -1,0 +1,53 @@
+"""Operations: liveness, readiness (the store answers), Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from inferpipe.server import schemas
+from inferpipe.server.deps import services
+from inferpipe.server.errors import error_body
+
+router = APIRouter(tags=["operations"])
+
+READY_TIMEOUT_S = 2.0
+"""A store that takes longer than this to answer a trivial query is not ready."""
+
+
+@router.get("/healthz", response_model=schemas.Health, summary="Liveness")
+async def healthz() -> schemas.Health:
+    """The process answers."""
+    return schemas.Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=schemas.Health,
+    responses={503: {"model": schemas.ErrorBody, "description": "The store is unreachable."}},
+    summary="Readiness",
+)
+async def readyz(request: Request) -> schemas.Health | JSONResponse:
+    """The store answers a query within two seconds."""
+    try:
+        store = services(request).workspaces.app.engine.store
+        await asyncio.wait_for(store.list_events(limit=1), READY_TIMEOUT_S)
+    except Exception as exc:
+        return JSONResponse(error_body("not_ready", f"the store is not reachable: {exc}"), 503)
+    return schemas.Health(status="ready")
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text."}},
+    summary="Prometheus metrics",
+)
+async def metrics(request: Request) -> Response:
+    """Events accepted, runs by status, request latency by route."""
+    svc = services(request)
+    body = await svc.metrics.render(svc.run_counter)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,151 @@
+"""`/v1/runs`: list, get, the step timeline, logs, scores; cancel and re-run."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query
+
+from inferpipe.core.errors import RunNotFoundError
+from inferpipe.core.records import Run, RunStatus
+from inferpipe.server import query, schemas, views
+from inferpipe.server.deps import RequestScope, Scope
+from inferpipe.server.errors import ConflictError
+from inferpipe.server.routes import CONFLICT_RESPONSE, ERROR_RESPONSES
+from inferpipe.store.base import RunFilter
+
+router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=ERROR_RESPONSES)
+
+Full = Annotated[bool, Query(description="Return large inputs and outputs whole, not cut.")]
+
+
+@router.get("", response_model=schemas.Page[schemas.RunInfo], summary="List runs")
+async def list_runs(
+    scope: RequestScope,
+    function: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+    status: RunStatus | None = None,
+    since: query.TimeBound = None,
+    until: query.TimeBound = None,
+    limit: query.Limit = query.DEFAULT_PAGE_SIZE,
+    cursor: query.Cursor = None,
+    full: Full = False,
+) -> schemas.Page[schemas.RunInfo]:
+    """Runs newest first, optionally by function, status and creation time."""
+    flt = RunFilter(
+        function_id=function,
+        status=status,
+        since_ms=query.parse_time(since, "since"),
+        until_ms=query.parse_time(until, "until"),
+    )
+    page = await scope.store.list_runs(flt, limit=limit, cursor=query.decode_cursor("runs", cursor))
+    return schemas.Page[schemas.RunInfo](
+        items=[views.run_info(r, scope.preview_limit(full)) for r in page.items],
+        next_cursor=query.encode_cursor("runs", page.next_cursor),
+    )
+
+
+@router.get("/{run_id}", response_model=schemas.RunInfo, summary="Get a run")
+async def get_run(run_id: str, scope: RequestScope, full: Full = False) -> schemas.RunInfo:
+    """Status, timestamps, input, output, error, attempts and parent of a run."""
+    return views.run_info(await _run(scope, run_id), scope.preview_limit(full))
+
+
+@router.get(
+    "/{run_id}/steps",
+    response_model=schemas.Page[schemas.StepInfo],
+    summary="The run's steps, as a timeline",
+)
+async def run_steps(
+    run_id: str,
+    scope: RequestScope,
+    limit: query.Limit = query.MAX_PAGE_SIZE,
+    cursor: query.Cursor = None,
+    full: Full = False,
+) -> schemas.Page[schemas.StepInfo]:
+    """Each step's kind, status, input, output, timing, attempt, error and metadata (retry
+    history; provider, model, tokens and cost of model calls), in journal order."""
+    await _run(scope, run_id)
+    steps = await scope.store.get_steps(run_id)
+    page, nxt = query.page_by_seq(
+        steps, lambda s: s.seq, limit, query.decode_cursor("steps", cursor)
+    )
+    return schemas.Page[schemas.StepInfo](
+        items=[views.step_info(s, scope.preview_limit(full)) for s in page],
+        next_cursor=query.encode_cursor("steps", nxt),
+    )
+
+
+@router.get(
+    "/{run_id}/logs", response_model=schemas.Page[schemas.LogInfo], summary="The run's logs"
+)
+async def run_logs(
+    run_id: str,
+    scope: RequestScope,
+    limit: query.Limit = query.MAX_PAGE_SIZE,
+    cursor: query.Cursor = None,
+) -> schemas.Page[schemas.LogInfo]:
+    await _run(scope, run_id)
+    logs = await scope.store.get_logs(run_id)
+    page, nxt = query.page_by_seq(logs, lambda g: g.seq, limit, query.decode_cursor("logs", cursor))
+    return schemas.Page[schemas.LogInfo](
+        items=[views.log_info(g) for g in page], next_cursor=query.encode_cursor("logs", nxt)
+    )
+
+
+@router.get(
+    "/{run_id}/scores", response_model=schemas.Page[schemas.ScoreInfo], summary="The run's scores"
+)
+async def run_scores(run_id: str, scope: RequestScope) -> schemas.Page[schemas.ScoreInfo]:
+    """Scores attached to the run (read through the API's `ScoreReader`)."""
+    await _run(scope, run_id)
+    scores = await scope.services.scores.scores_for_run(scope.store, run_id)
+    return schemas.Page[schemas.ScoreInfo](items=scores, next_cursor=None)
+
+
+@router.post(
+    "/{run_id}/cancel",
+    status_code=202,
+    response_model=schemas.RunInfo,
+    responses=CONFLICT_RESPONSE,
+    summary="Cancel a run",
+)
+async def cancel_run(
+    run_id: str, scope: RequestScope, body: Annotated[schemas.CancelIn | None, Body()] = None
+) -> schemas.RunInfo:
+    """Request cancellation: a step in flight finishes, nothing after it runs. The run shows
+    `cancel_requested` at once and status `cancelled` when a worker has stopped it."""
+    run = await _run(scope, run_id)
+    if run.status.finished:
+        raise ConflictError(f"run {run_id} has already finished ({run.status.value})")
+    reason = body.reason if body is not None else schemas.CancelIn().reason
+    cancelled = await scope.engine.cancel(run_id, reason)
+    return views.run_info(cancelled, scope.settings.preview_bytes)
+
+
+@router.post(
+    "/{run_id}/rerun",
+    status_code=201,
+    response_model=schemas.RunInfo,
+    responses=CONFLICT_RESPONSE,
+    summary="Re-run a finished run",
+)
+async def rerun_run(
+    run_id: str, scope: RequestScope, body: Annotated[schemas.RerunIn | None, Body()] = None
+) -> schemas.RunInfo:
+    """A new run of the same function with the same input: from the start, or from the failed
+    step (completed steps are kept and not executed again). Answers the new run."""
+    run = await _run(scope, run_id)
+    if not run.status.finished:
+        raise ConflictError(
+            f"run {run_id} is still {run.status.value}: cancel it or wait for it to finish"
+        )
+    from_failed = body is not None and body.from_ == "failed_step"
+    new = await scope.engine.rerun(run_id, from_failed_step=from_failed)
+    return views.run_info(new, scope.settings.preview_bytes)
+
+
+async def _run(scope: Scope, run_id: str) -> Run:
+    run = await scope.store.get_run(run_id)
+    if run is None:
+        raise RunNotFoundError(run_id)
+    return run

@@ -1,0 +1,166 @@
+"""A pool of asyncpg connections: transactions that survive a lost server, errors translated.
+
+Every store operation is one callable run against a pooled connection, usually inside a
+transaction. A failure that says nothing about the operation itself (the server restarted, the
+connection dropped, a deadlock or serialization conflict) makes the whole callable run again on a
+fresh connection, with backoff, for up to `retry_s`; only then does it surface as `StoreError`.
+Operations are written so a second run is harmless: writes are fenced by the lease, keyed writes
+use ON CONFLICT, and events are deduplicated by id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias, TypeVar
+
+import asyncpg
+from asyncpg import exceptions as pgexc
+from asyncpg.pool import PoolConnectionProxy
+
+from inferpipe.core.errors import StoreError
+
+_log = logging.getLogger("inferpipe.store.postgres")
+
+T = TypeVar("T")
+Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
+
+CHANNEL = "inferpipe_ready"
+"""NOTIFY channel: the payload is a workspace in which runs became ready to claim."""
+
+RETRY_S = 30.0
+"""How long an operation keeps retrying through a lost server before it fails."""
+
+POOL_SIZE = 10
+"""Connections per store; 2 cores serve far fewer concurrent transactions than a worker has runs."""
+
+_BACKOFF_FIRST_S = 0.02
+_BACKOFF_MAX_S = 1.0
+
+_CONFLICT = (pgexc.SerializationError, pgexc.DeadlockDetectedError)
+"""Rolled back by the server to let another transaction win: run again at once."""
+
+_UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    pgexc.PostgresConnectionError,
+    pgexc.CannotConnectNowError,
+    pgexc.AdminShutdownError,
+    pgexc.CrashShutdownError,
+    pgexc.TooManyConnectionsError,
+)
+"""The server is restarting or out of reach: wait and run again."""
+
+
+def lock_key(workspace: str, name: str) -> int:
+    """A stable 64-bit advisory lock key for an event name in a workspace."""
+    digest = hashlib.blake2b(f"{workspace}\0{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _is_closed_connection(exc: BaseException) -> bool:
+    return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
+
+
+class Database:
+    """An asyncpg pool that runs operations with retry and error translation.
+
+    Args:
+        url: a `postgresql://` URL.
+        pool_size: the most connections held at once.
+        retry_s: how long to retry an operation through connection loss.
+    """
+
+    def __init__(self, url: str, *, pool_size: int = POOL_SIZE, retry_s: float = RETRY_S):
+        self.url = url
+        self.pool_size = pool_size
+        self.retry_s = retry_s
+        self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+
+    async def start(self) -> None:
+        if self._pool is not None:
+            return
+        # min_size=0: no connection is made here, so a server that is still starting is
+        # waited for by the first operation's retry loop rather than failing the open.
+        self._pool = asyncpg.create_pool(
+            self.url,
+            min_size=0,
+            max_size=self.pool_size,
+            max_inactive_connection_lifetime=300,
+            server_settings={"application_name": "inferpipe", "synchronous_commit": "on"},
+            reset=_keep_session,
+        )
+        try:
+            await self._pool
+        except (ValueError, asyncpg.InterfaceError) as exc:
+            self._pool = None
+            raise StoreError(f"invalid PostgreSQL URL: {exc}") from exc
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), timeout=5)
+            except (TimeoutError, *_UNREACHABLE, asyncpg.InterfaceError):
+                pool.terminate()
+
+    async def transaction(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run `fn` in a transaction; returns once committed (durably: synchronous_commit)."""
+        return await self._run(fn, transaction=True)
+
+    async def read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run `fn` outside an explicit transaction (each statement commits on its own)."""
+        return await self._run(fn, transaction=False)
+
+    async def _run(self, fn: Callable[[Conn], Awaitable[T]], *, transaction: bool) -> T:
+        pool = self._pool
+        if pool is None:
+            raise StoreError("the store is not open: call `await store.open()` first")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_s
+        delay_s = _BACKOFF_FIRST_S
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with pool.acquire() as conn:
+                    if not transaction:
+                        return await fn(conn)
+                    async with conn.transaction():
+                        return await fn(conn)
+            except _CONFLICT as exc:
+                _log.debug("transaction conflict, running again: %s", exc)
+                if loop.time() > deadline:
+                    raise StoreError(f"PostgreSQL conflict persisted: {exc}") from exc
+            except (*_UNREACHABLE, asyncpg.InterfaceError) as exc:
+                if isinstance(exc, asyncpg.InterfaceError) and not _is_closed_connection(exc):
+                    raise StoreError(f"PostgreSQL client error: {exc}") from exc
+                if loop.time() + delay_s > deadline:
+                    raise StoreError(
+                        f"PostgreSQL unreachable for {self.retry_s:.0f} s: {exc!r}"
+                    ) from exc
+                # Once per operation at WARNING: a restart makes every operation in flight fail.
+                level = logging.WARNING if attempt == 1 else logging.DEBUG
+                _log.log(level, "PostgreSQL unreachable (%r); retrying in %.2f s", exc, delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, _BACKOFF_MAX_S)
+            except pgexc.PostgresError as exc:
+                raise StoreError(f"PostgreSQL error: {exc}") from exc
+
+
+async def _keep_session(conn: object) -> None:
+    """Skip asyncpg's reset query on every release (a round trip per operation): the store
+    leaves no session state behind (transaction-scoped locks; asyncpg still rolls back an
+    unfinished transaction)."""
+
+
+async def notify(conn: Conn, workspace: str) -> None:
+    """Tell listeners (delivered at commit) that runs of `workspace` are ready to claim."""
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, workspace)
+
+
+def record_value(row: Any, index: int = 0) -> Any:
+    """The value at `index` of a row that may be missing."""
+    return None if row is None else row[index]

@@ -1,0 +1,365 @@
+"""Event intake inside a transaction: store, create runs, resume waits, request cancels.
+
+Concurrency (READ COMMITTED, many processes):
+
+- An event id is accepted once: the `event_ids` primary key makes racing intakes of the same id
+  (a cron tick seen by every worker) wait for one another; one wins.
+- A wait with a lookback and an event of its name must not miss each other. Intake holds a
+  shared advisory lock per event name; registering a lookback wait holds it exclusively, so
+  one of the two commits first and the other sees it.
+- Locks are taken in one order everywhere: advisory locks, then the run's row, then its
+  waits and steps, so concurrent intakes and commits do not deadlock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from inferpipe.core import expr
+from inferpipe.core.errors import ConfigurationError
+from inferpipe.core.records import IngestResult, NewRun, NewWait, StepStatus, WaitKind
+from inferpipe.store.base import DEDUPE_WINDOW_MS, PlannedEvent
+from inferpipe.store.postgres.database import CHANNEL, Conn, lock_key, notify
+from inferpipe.store.postgres.rows import (
+    STEP_COLUMNS,
+    STEP_TYPES,
+    Row,
+    columns_of,
+    dec,
+    enc,
+    enc_opt,
+    step_params,
+    unnest_sql,
+)
+
+_LIVE = "('queued', 'sleeping', 'waiting', 'running')"
+
+_WAKE = (
+    "UPDATE runs SET"
+    " ready_at_ms = CASE WHEN status = 'running' THEN ready_at_ms ELSE $2 END,"
+    " wake_pending = wake_pending OR status = 'running',"
+    " status = CASE WHEN status = 'running' THEN 'running' ELSE 'queued' END,"
+    " cancel_requested = COALESCE(cancel_requested, $3)"
+    f" WHERE id = $1 AND status IN {_LIVE} RETURNING id"
+)
+"""Make a parked run ready now, or flag a running one to resume as soon as it parks; with a
+reason, also ask it to stop. One statement, so a park racing it is seen either way."""
+
+
+def lock_keys(ws: str, shared: Collection[str], exclusive: Collection[str] = ()) -> list[int]:
+    """The advisory lock keys of event names, in order."""
+    return list(_lock_modes(ws, shared, exclusive))
+
+
+def _lock_modes(ws: str, shared: Collection[str], exclusive: Collection[str]) -> dict[int, bool]:
+    keys = {lock_key(ws, name): False for name in shared}
+    keys.update({lock_key(ws, name): True for name in exclusive})
+    return dict(sorted(keys.items()))  # key order, so two takers cannot deadlock
+
+
+async def lock_names(
+    conn: Conn, ws: str, shared: Collection[str], exclusive: Collection[str] = ()
+) -> None:
+    """Take the per-event-name advisory locks, shared or exclusive, for this transaction."""
+    keys = _lock_modes(ws, shared, exclusive)
+    if keys:
+        await conn.execute(
+            "SELECT CASE WHEN x THEN pg_advisory_xact_lock(k)"
+            " ELSE pg_advisory_xact_lock_shared(k) END"
+            " FROM unnest($1::bigint[], $2::bool[]) AS t(k, x)",
+            list(keys),
+            list(keys.values()),
+        )
+
+
+_STORE_EVENTS = """
+WITH locks AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock_shared(k) FROM unnest($5::bigint[]) AS k
+), won AS (
+    INSERT INTO event_ids (workspace, id, received_at_ms)
+    SELECT $1, e.id, $3 FROM unnest($2::text[]) AS e(id)
+    WHERE (SELECT count(*) FROM locks) >= 0
+    ON CONFLICT (workspace, id) DO UPDATE SET received_at_ms = EXCLUDED.received_at_ms
+    WHERE event_ids.received_at_ms <= $4
+    RETURNING id
+), stored AS (
+    INSERT INTO events (workspace, received_at_ms, id, name, body, ts_ms)
+    SELECT $1, $3, e.id, e.name, e.body, e.ts
+    FROM unnest($2::text[], $6::text[], $7::json[], $8::bigint[]) AS e(id, name, body, ts)
+    WHERE e.id IN (SELECT id FROM won)
+)
+SELECT id FROM won
+"""
+"""Take the shared locks on the event names (an InitPlan, so before anything else), keep the
+ids not seen within the dedupe window (the `event_ids` key makes racing intakes of one id agree
+on a winner), and store those events: one round trip."""
+
+
+async def ingest(
+    conn: Conn, ws: str, planned: list[PlannedEvent], now_ms: int, *, locked: bool = False
+) -> IngestResult:
+    """Store events (dropping duplicates), create their runs, resolve waits, request cancels;
+    notifies listeners when runs became ready."""
+    fresh: dict[str, PlannedEvent] = {}
+    for item in planned:
+        assert item.event.id is not None and item.event.ts_ms is not None
+        fresh.setdefault(item.event.id, item)
+    keys = [] if locked else lock_keys(ws, {p.event.name for p in planned})
+    items = list(fresh.values())
+    rows = await conn.fetch(
+        _STORE_EVENTS,
+        ws,
+        list(fresh),
+        now_ms,
+        now_ms - DEDUPE_WINDOW_MS,
+        keys,
+        [p.event.name for p in items],
+        [enc(p.event.as_dict()) for p in items],
+        [p.event.ts_ms for p in items],
+    )
+    won = {r[0] for r in rows}
+    accepted = [p for eid, p in fresh.items() if eid in won]
+    runs = [run for p in accepted for run in p.runs]
+    await insert_runs(conn, ws, runs, now_ms, notify_ready=True)
+    resolved: list[str] = []
+    cancelled: list[str] = []
+    for p in accepted:
+        for run_id, kind in await match_waits(conn, ws, p.event.as_dict(), now_ms):
+            (resolved if kind is WaitKind.STEP else cancelled).append(run_id)
+    taken = {id(p) for p in accepted}
+    result = IngestResult(
+        [p.event.id for p in accepted if p.event.id],
+        [p.event.id for p in planned if p.event.id and id(p) not in taken],
+        [r.id for r in runs],
+        resolved,
+        cancelled,
+    )
+    if resolved or cancelled:
+        await notify(conn, ws)
+    return result
+
+
+_INSERT_RUNS = """
+WITH made AS (
+    INSERT INTO runs (workspace, status, created_at_ms, id, function_id, event_ids, input,
+        ready_at_ms, parent_run_id, rerun_of, priority, start_deadline_ms, finish_timeout_ms)
+    SELECT $1, 'queued', $2, * FROM unnest($3::text[], $4::text[], $5::json[], $6::json[],
+        $7::bigint[], $8::text[], $9::text[], $10::int[], $11::bigint[], $12::bigint[])
+    ON CONFLICT (id) DO NOTHING
+), triggers AS (
+    INSERT INTO run_triggers (event_id, run_id)
+    SELECT * FROM unnest($13::text[], $14::text[]) ON CONFLICT DO NOTHING
+)
+SELECT pg_notify($15, $1) WHERE $16::bool
+"""
+"""Insert runs with their trigger links (a run id already present is left alone: a retried
+write is harmless), and tell listeners when some are ready now: one round trip."""
+
+
+async def insert_runs(
+    conn: Conn, ws: str, runs: list[NewRun], now_ms: int, *, notify_ready: bool = False
+) -> None:
+    """Insert runs; with `notify_ready`, NOTIFY (at commit) if one of them is ready now."""
+    if not runs:
+        return
+    _refuse_flow_control(runs)
+    pairs = [(eid, r.id) for r in runs for eid in r.event_ids]
+    await conn.execute(
+        _INSERT_RUNS,
+        ws,
+        now_ms,
+        [r.id for r in runs],
+        [r.function_id for r in runs],
+        [enc(r.event_ids) for r in runs],
+        [enc(r.input) for r in runs],
+        [r.ready_at_ms for r in runs],
+        [r.parent_run_id for r in runs],
+        [r.rerun_of for r in runs],
+        [r.priority for r in runs],
+        [r.start_deadline_ms for r in runs],
+        [r.finish_timeout_ms for r in runs],
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
+        CHANNEL,
+        notify_ready and any(r.ready_at_ms <= now_ms for r in runs),
+    )
+    for run in runs:
+        for wait in run.cancel_waits:
+            await insert_wait(conn, ws, wait, now_ms)
+    journal = [step_params(s) for r in runs for s in r.journal]
+    if journal:
+        await conn.execute(
+            f"INSERT INTO steps ({STEP_COLUMNS}) SELECT * FROM {unnest_sql(STEP_TYPES, 1)}"
+            " ON CONFLICT DO NOTHING",
+            *columns_of(journal, len(STEP_TYPES)),
+        )
+
+
+async def insert_wait(conn: Conn, ws: str, wait: NewWait, now_ms: int) -> None:
+    pin = expr.find_pin(wait.expression) if wait.expression else None
+    await conn.execute(
+        "INSERT INTO waits (workspace, run_id, kind, event_name, expression, pin_path, pin_value,"
+        " step_key, expires_at_ms, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        " ON CONFLICT (run_id, step_key) WHERE step_key IS NOT NULL DO NOTHING",
+        ws,
+        wait.run_id,
+        wait.kind.value,
+        wait.event_name,
+        wait.expression,
+        pin.path if pin else None,
+        pin.value if pin else None,
+        wait.step_key,
+        wait.expires_at_ms,
+        now_ms,
+    )
+    if pin:
+        await conn.execute(
+            "INSERT INTO wait_pins (workspace, event_name, pin_path) VALUES ($1, $2, $3)"
+            " ON CONFLICT DO NOTHING",
+            ws,
+            wait.event_name,
+            pin.path,
+        )
+
+
+def _refuse_flow_control(runs: list[NewRun]) -> None:
+    for run in runs:
+        if getattr(run, "flow", None) is not None:
+            raise ConfigurationError(
+                f"function {run.function_id!r} uses flow control (concurrency, throttle, rate"
+                " limit, idempotency, singleton, debounce or batch), which the PostgreSQL store"
+                " does not enforce yet: use the SQLite store, or remove the option"
+            )
+
+
+_CANDIDATE = "id, run_id, kind, expression, step_key"
+_LIVE_WAIT = "(expires_at_ms IS NULL OR expires_at_ms > $3)"
+
+
+async def _candidates(conn: Conn, ws: str, event: dict[str, Any], now_ms: int) -> list[Row]:
+    name = event["name"]
+    first = await conn.fetch(
+        f"SELECT 'w', {_CANDIDATE} FROM waits WHERE workspace = $1 AND event_name = $2"
+        f" AND pin_path IS NULL AND {_LIVE_WAIT}"
+        " UNION ALL SELECT 'p', NULL, NULL, NULL, NULL, pin_path FROM wait_pins"
+        " WHERE workspace = $1 AND event_name = $2",
+        ws,
+        name,
+        now_ms,
+    )
+    rows: list[Row] = [r[1:] for r in first if r[0] == "w"]
+    pins = [(r[5], expr.pinned_value_of(event, r[5])) for r in first if r[0] == "p"]
+    pins = [(path, value) for path, value in pins if value is not None]
+    if pins:
+        rows += await conn.fetch(
+            f"SELECT {_CANDIDATE} FROM waits WHERE workspace = $1 AND event_name = $2"
+            f" AND {_LIVE_WAIT} AND (pin_path, pin_value) IN"
+            " (SELECT * FROM unnest($4::text[], $5::text[]))",
+            ws,
+            name,
+            now_ms,
+            [p[0] for p in pins],
+            [p[1] for p in pins],
+        )
+    rows.sort(key=lambda r: int(r[0]))
+    return rows
+
+
+async def match_waits(
+    conn: Conn, ws: str, event: dict[str, Any], now_ms: int
+) -> list[tuple[str, WaitKind]]:
+    """Resolve the waits this event satisfies; returns (run id, wait kind) for each."""
+    variables = {"async": event}
+    matched = [
+        row
+        for row in await _candidates(conn, ws, event, now_ms)
+        if not row[3] or expr.matches(row[3], variables)
+    ]
+    runs = sorted({row[1] for row in matched})
+    if len(runs) > 1:
+        # Lock the runs in id order, as a batch of journal writes does, so the two never
+        # deadlock; resolving them in wait order below would lock them in any order.
+        await conn.execute(
+            "SELECT 1 FROM runs WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE", runs
+        )
+    hits: list[tuple[str, WaitKind]] = []
+    for wait_id, run_id, kind, _, step_key in matched:
+        if WaitKind(kind) is WaitKind.STEP:
+            if await _resolve(conn, wait_id, run_id, step_key, event, now_ms):
+                hits.append((run_id, WaitKind.STEP))
+        else:
+            reason = f"cancelled by event {event['name']} ({event['id']})"
+            if await request_cancel(conn, run_id, reason, now_ms, wait_id=wait_id):
+                hits.append((run_id, WaitKind.CANCEL))
+    return hits
+
+
+_RESOLVE = """
+WITH gate AS (
+    DELETE FROM waits WHERE id = $1 RETURNING id
+), resolved AS (
+    UPDATE steps SET status = 'completed', output = $4, finished_at_ms = $5
+    WHERE run_id = $2 AND key = $3 AND status = 'waiting' AND EXISTS (SELECT 1 FROM gate)
+)
+SELECT count(*) FROM gate
+"""
+"""Consume the wait and complete its step with the event. Deleting the wait is the claim on
+the match: two intakes racing for one wait resolve it once."""
+
+
+async def _resolve(
+    conn: Conn, wait_id: int, run_id: str, step_key: str, event: dict[str, Any], now_ms: int
+) -> bool:
+    await conn.execute(_WAKE, run_id, now_ms, None)  # the run's row first: lock order
+    taken = await conn.fetchval(_RESOLVE, wait_id, run_id, step_key, enc(event), now_ms)
+    return bool(taken)
+
+
+async def resolve_step(
+    conn: Conn, run_id: str, step_key: str, event: dict[str, Any] | None, now_ms: int
+) -> None:
+    """Complete a waiting step with the event that satisfied it."""
+    await conn.execute(
+        "UPDATE steps SET status = $1, output = $2, finished_at_ms = $3"
+        " WHERE run_id = $4 AND key = $5 AND status = $6",
+        StepStatus.COMPLETED.value,
+        enc_opt(event),
+        now_ms,
+        run_id,
+        step_key,
+        StepStatus.WAITING.value,
+    )
+
+
+async def request_cancel(
+    conn: Conn, run_id: str, reason: str, now_ms: int, *, wait_id: int | None = None
+) -> bool:
+    """Ask a live run to stop (waking it); False when it had finished, or when `wait_id` was
+    already consumed by a concurrent intake."""
+    if await conn.fetchval(_WAKE, run_id, now_ms, reason) is None:
+        return False
+    gone = await conn.fetch(
+        "DELETE FROM waits WHERE run_id = $1 AND kind = $2 RETURNING id",
+        run_id,
+        WaitKind.CANCEL.value,
+    )
+    return wait_id is None or wait_id in {r[0] for r in gone}
+
+
+async def lookback(conn: Conn, ws: str, wait: NewWait, now_ms: int) -> Any:
+    """The first event received within the wait's lookback window that matches it."""
+    if not wait.lookback_ms:
+        return None
+    rows = await conn.fetch(
+        "SELECT body FROM events WHERE workspace = $1 AND name = $2 AND received_at_ms >= $3"
+        " ORDER BY seq",
+        ws,
+        wait.event_name,
+        now_ms - wait.lookback_ms,
+    )
+    for (body,) in rows:
+        event = dec(body)
+        if not wait.expression or expr.matches(wait.expression, {"async": event}):
+            return event
+    return None

@@ -1,0 +1,158 @@
+"""The hot path: appending steps and logs to run journals, many runs per statement.
+
+Every step of every run ends in one of these writes. Writes that arrive while a batch is being
+written wait and go together in the next one (group commit): one statement, one round trip and
+one WAL flush for many steps, and each caller still returns only once its write is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from inferpipe.core.errors import LeaseLost
+from inferpipe.core.records import Lease
+from inferpipe.store.base import Progress
+from inferpipe.store.postgres.database import Conn, Database
+from inferpipe.store.postgres.rows import (
+    LOG_COLUMNS,
+    LOG_TYPES,
+    STEP_COLUMNS,
+    STEP_TYPES,
+    columns_of,
+    log_params,
+    step_params,
+    unnest_sql,
+)
+
+MAX_BATCH = 256
+"""Writes per statement; bounds how long the batch holds its runs' row locks."""
+MAX_IN_FLIGHT = 2
+"""Batches written at once: the next one fills while the previous one waits on its flush."""
+
+_FIRST_STEP = 4
+_FIRST_LOG = _FIRST_STEP + len(STEP_TYPES)
+
+_WRITE = f"""
+WITH fence AS (
+    SELECT r.id, r.cancel_requested FROM runs r
+    WHERE (r.id, r.lease_token, r.lease_owner) IN
+        (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]))
+      AND r.status = 'running'
+    ORDER BY r.id
+    FOR NO KEY UPDATE
+), written AS (
+    INSERT INTO steps ({STEP_COLUMNS})
+    SELECT * FROM {unnest_sql(STEP_TYPES, _FIRST_STEP)} AS s({STEP_COLUMNS})
+    WHERE s.run_id IN (SELECT id FROM fence)
+    ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status,
+        attempt = excluded.attempt, output = excluded.output, error = excluded.error,
+        started_at_ms = COALESCE(steps.started_at_ms, excluded.started_at_ms),
+        finished_at_ms = excluded.finished_at_ms, wake_at_ms = excluded.wake_at_ms,
+        meta = excluded.meta
+    WHERE steps.status NOT IN ('completed', 'failed')
+    RETURNING run_id, key
+), logged AS (
+    INSERT INTO logs ({LOG_COLUMNS})
+    SELECT * FROM {unnest_sql(LOG_TYPES, _FIRST_LOG)} AS l({LOG_COLUMNS})
+    WHERE l.run_id IN (SELECT id FROM fence)
+    ON CONFLICT DO NOTHING
+)
+SELECT f.id, f.cancel_requested, ARRAY(SELECT w.key FROM written w WHERE w.run_id = f.id)
+FROM fence f
+"""
+"""Fence each run (its lease token and owner must still be the row's; the row stays locked to
+the end of the statement, so a takeover cannot slip in between), then append the steps and
+logs of the runs that passed. A completed or failed step is final: its row is not overwritten
+(exactly-once recording even when a stale replay writes it again), and its key is missing from
+the keys returned."""
+
+
+@dataclass(slots=True)
+class JournalWrite:
+    lease: Lease
+    progress: Progress
+
+
+@dataclass(frozen=True, slots=True)
+class JournalResult:
+    cancel_requested: str | None  #: why the run should stop, if it should
+    final_keys: set[str] = field(default_factory=set)  #: steps already final: write ignored
+
+
+async def write(conn: Conn, writes: list[JournalWrite]) -> list[JournalResult | LeaseLost]:
+    """Write journals in one statement; each write gets its result, or LeaseLost."""
+    steps = [step_params(s) for w in writes for s in w.progress.steps]
+    logs = [log_params(lg) for w in writes for lg in w.progress.logs]
+    rows = await conn.fetch(
+        _WRITE,
+        [w.lease.run_id for w in writes],
+        [w.lease.token for w in writes],
+        [w.lease.owner for w in writes],
+        *columns_of(steps, len(STEP_TYPES)),
+        *columns_of(logs, len(LOG_TYPES)),
+    )
+    fenced = {r[0]: (r[1], set(r[2])) for r in rows}
+    results: list[JournalResult | LeaseLost] = []
+    for w in writes:
+        if w.lease.run_id not in fenced:
+            results.append(LeaseLost(w.lease.run_id))
+            continue
+        cancel, written = fenced[w.lease.run_id]
+        final = {s.key for s in w.progress.steps if s.key not in written}
+        results.append(JournalResult(cancel, final))
+    return results
+
+
+@dataclass(slots=True)
+class _Pending:
+    item: JournalWrite
+    future: asyncio.Future[JournalResult]
+
+
+class JournalWriter:
+    """Group commit of journal writes from every run of this process."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._queue: list[_Pending] = []
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def write(self, lease: Lease, progress: Progress) -> JournalResult:
+        """Returns once the write is committed; raises LeaseLost if the lease was lost."""
+        future: asyncio.Future[JournalResult] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(JournalWrite(lease, progress), future))
+        if self._in_flight < MAX_IN_FLIGHT:
+            self._in_flight += 1
+            task = asyncio.get_running_loop().create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                await self._write(batch)
+        finally:
+            self._in_flight -= 1
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        items = [p.item for p in batch]
+        try:
+            results = await self._db.read(lambda c: write(c, items))
+        except BaseException as exc:  # every caller sees the failure (StoreError, cancel)
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for pending, result in zip(batch, results, strict=True):
+            if pending.future.done():
+                continue
+            if isinstance(result, LeaseLost):
+                pending.future.set_exception(result)
+            else:
+                pending.future.set_result(result)

@@ -1,0 +1,315 @@
+"""PostgresStore: many workers on many machines sharing one PostgreSQL database."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from inferpipe.core.errors import InvalidScoreError, RunNotFoundError
+from inferpipe.core.records import (
+    ClaimedRun,
+    IngestResult,
+    Lease,
+    LogRecord,
+    NewRun,
+    Run,
+    RunStatus,
+    StepRecord,
+)
+from inferpipe.core.scores import ScoreRecord
+from inferpipe.store.base import (
+    Outcome,
+    Page,
+    PlannedEvent,
+    Progress,
+    ProgressResult,
+    RunFilter,
+    ScoreFilter,
+)
+from inferpipe.store.postgres import intake, schema, scores, work
+from inferpipe.store.postgres.database import POOL_SIZE, RETRY_S, Conn, Database, notify
+from inferpipe.store.postgres.journal import JournalWriter
+from inferpipe.store.postgres.listener import Listener
+from inferpipe.store.postgres.rows import (
+    RUN_COLUMNS,
+    STEP_COLUMNS,
+    dec,
+    log_from_row,
+    run_from_row,
+    step_from_row,
+)
+
+
+class PostgresStore:
+    """A `Store` on PostgreSQL: claims with `FOR UPDATE SKIP LOCKED`, leases fenced by token,
+    wake-ups across processes with LISTEN/NOTIFY (see `listen`).
+
+    Args:
+        url: ``postgresql://user:password@host:port/database``.
+        workspace: the workspace this view is scoped to.
+        pool_size: connections held at most by this process.
+        retry_s: how long an operation retries through a lost server before `StoreError`.
+
+    Example::
+
+        store = PostgresStore("postgresql://inferpipe@db:5432/inferpipe")
+        await app.start(store=store)        # applies pending migrations
+    """
+
+    def __init__(
+        self,
+        url: str,
+        workspace: str = "default",
+        *,
+        pool_size: int = POOL_SIZE,
+        retry_s: float = RETRY_S,
+        _db: Database | None = None,
+        _journal: JournalWriter | None = None,
+    ) -> None:
+        self.url = url
+        self.workspace = workspace
+        self._db = _db or Database(url, pool_size=pool_size, retry_s=retry_s)
+        self._journal = _journal or JournalWriter(self._db)
+        self._owner = _db is None
+
+    def for_workspace(self, workspace: str) -> PostgresStore:
+        return PostgresStore(self.url, workspace, _db=self._db, _journal=self._journal)
+
+    async def open(self) -> None:
+        await self._db.start()
+        await schema.migrate(self._db)
+
+    async def close(self) -> None:
+        if self._owner:
+            await self._db.close()
+
+    async def schema_version(self) -> int:
+        return int((await schema.status(self._db))["version"])
+
+    async def listen(self, callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+        """Call `callback` whenever another process (or this one) makes runs of this workspace
+        ready: LISTEN/NOTIFY on a dedicated connection that reconnects by itself.
+
+        Returns:
+            An async function that stops listening.
+        """
+        listener = Listener(self.url, self.workspace, callback)
+        await listener.start()
+        return listener.stop
+
+    # events -------------------------------------------------------------------------------
+    async def ingest(self, events: list[PlannedEvent], now_ms: int) -> IngestResult:
+        if not events:
+            return IngestResult([], [], [], [], [])
+        return await self._db.transaction(
+            lambda c: intake.ingest(c, self.workspace, events, now_ms)
+        )
+
+    async def get_event(self, event_id: str) -> dict[str, Any] | None:
+        row = await self._db.read(
+            lambda c: c.fetchrow(
+                "SELECT body, received_at_ms FROM events WHERE workspace = $1 AND id = $2"
+                " ORDER BY seq DESC LIMIT 1",
+                self.workspace,
+                event_id,
+            )
+        )
+        return None if row is None else {**dec(row[0]), "received_at": row[1]}
+
+    async def list_events(
+        self,
+        *,
+        name: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[dict[str, Any]]:
+        where, params = _filters(
+            self.workspace,
+            ("name = {}", name),
+            ("received_at_ms >= {}", since_ms),
+            ("received_at_ms < {}", until_ms),
+            ("seq < {}", int(cursor) if cursor else None),
+        )
+        sql = (
+            f"SELECT seq, body, received_at_ms FROM events WHERE {where}"
+            f" ORDER BY seq DESC LIMIT ${len(params) + 1}"
+        )
+        rows = await self._db.read(lambda c: c.fetch(sql, *params, limit + 1))
+        items = [{**dec(r[1]), "received_at": r[2]} for r in rows[:limit]]
+        nxt = str(rows[limit - 1][0]) if len(rows) > limit else None
+        return Page(items, nxt)
+
+    # runs ---------------------------------------------------------------------------------
+    async def create_runs(self, runs: list[NewRun], now_ms: int) -> None:
+        if runs:
+            await self._db.transaction(
+                lambda c: intake.insert_runs(c, self.workspace, runs, now_ms, notify_ready=True)
+            )
+
+    async def get_run(self, run_id: str) -> Run | None:
+        row = await self._db.read(
+            lambda c: c.fetchrow(
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND workspace = $2",
+                run_id,
+                self.workspace,
+            )
+        )
+        return None if row is None else run_from_row(row)
+
+    async def list_runs(
+        self, flt: RunFilter | None = None, *, limit: int = 50, cursor: str | None = None
+    ) -> Page[Run]:
+        flt = flt or RunFilter()
+        where, params = _filters(
+            self.workspace,
+            ("function_id = {}", flt.function_id),
+            ("status = {}", flt.status.value if flt.status else None),
+            ("created_at_ms >= {}", flt.since_ms),
+            ("created_at_ms < {}", flt.until_ms),
+            ("parent_run_id = {}", flt.parent_run_id),
+            ("id IN (SELECT run_id FROM run_triggers WHERE event_id = {})", flt.event_id),
+            ("id < {}", cursor),
+        )
+        sql = (
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE {where}"
+            f" ORDER BY id DESC LIMIT ${len(params) + 1}"
+        )
+        rows = await self._db.read(lambda c: c.fetch(sql, *params, limit + 1))
+        runs = [run_from_row(r) for r in rows[:limit]]
+        return Page(runs, runs[-1].id if len(rows) > limit else None)
+
+    async def get_steps(self, run_id: str) -> list[StepRecord]:
+        rows = await self._db.read(
+            lambda c: c.fetch(
+                f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = $1 AND EXISTS"
+                " (SELECT 1 FROM runs WHERE id = $1 AND workspace = $2)"
+                " ORDER BY seq, started_at_ms",
+                run_id,
+                self.workspace,
+            )
+        )
+        return [step_from_row(r) for r in rows]
+
+    async def get_logs(self, run_id: str) -> list[LogRecord]:
+        rows = await self._db.read(
+            lambda c: c.fetch(
+                "SELECT run_id, seq, level, message, ts_ms, step_key, meta FROM logs"
+                " WHERE run_id = $1 AND EXISTS (SELECT 1 FROM runs WHERE id = $1"
+                " AND workspace = $2) ORDER BY seq",
+                run_id,
+                self.workspace,
+            )
+        )
+        return [log_from_row(r) for r in rows]
+
+    async def request_cancel(self, run_id: str, reason: str, now_ms: int) -> Run:
+        async def cancel(c: Conn) -> None:
+            exists = await c.fetchval(
+                "SELECT 1 FROM runs WHERE id = $1 AND workspace = $2", run_id, self.workspace
+            )
+            if exists is None:
+                raise RunNotFoundError(run_id)
+            if await intake.request_cancel(c, run_id, reason, now_ms):
+                await notify(c, self.workspace)
+
+        await self._db.transaction(cancel)
+        return await self._must_get(run_id)
+
+    async def rerun(
+        self, run_id: str, new_run_id: str, *, from_failed_step: bool, now_ms: int
+    ) -> Run:
+        made = await self._db.transaction(
+            lambda c: work.rerun(c, self.workspace, run_id, new_run_id, from_failed_step, now_ms)
+        )
+        if not made:
+            raise RunNotFoundError(run_id)
+        return await self._must_get(new_run_id)
+
+    async def _must_get(self, run_id: str) -> Run:
+        run = await self.get_run(run_id)
+        if run is None:
+            raise RunNotFoundError(run_id)
+        return run
+
+    # work ---------------------------------------------------------------------------------
+    async def claim(
+        self, owner: str, function_ids: list[str], limit: int, now_ms: int, lease_ms: int
+    ) -> list[ClaimedRun]:
+        if not function_ids or limit <= 0:
+            return []
+        return await self._db.read(
+            lambda c: work.claim(c, self.workspace, owner, function_ids, limit, now_ms, lease_ms)
+        )
+
+    async def next_ready_at(
+        self, function_ids: list[str], *, after_ms: int | None = None
+    ) -> int | None:
+        if not function_ids:
+            return None
+        return await self._db.read(
+            lambda c: work.next_ready_at(c, self.workspace, function_ids, after_ms)
+        )
+
+    async def renew_leases(self, leases: list[Lease], until_ms: int) -> list[str]:
+        if not leases:
+            return []
+        return await self._db.read(lambda c: work.renew(c, leases, until_ms))
+
+    async def commit(self, lease: Lease, progress: Progress, now_ms: int) -> ProgressResult:
+        if progress.waits or progress.events or progress.runs or progress.scores:
+            return await self._db.transaction(
+                lambda c: work.commit(c, self.workspace, lease, progress, now_ms)
+            )
+        # The hot path: steps and logs only, group-committed with other runs' writes.
+        written = await self._journal.write(lease, progress)
+        final = {}
+        if written.final_keys:
+            keys = written.final_keys
+            final = await self._db.read(lambda c: work.final_steps(c, lease.run_id, keys))
+        return ProgressResult(cancel_requested=written.cancel_requested, resolved={}, final=final)
+
+    async def park(
+        self, lease: Lease, status: RunStatus, ready_at_ms: int | None, now_ms: int
+    ) -> None:
+        ready = await self._db.read(lambda c: work.park(c, lease, status, ready_at_ms, now_ms))
+        if ready is not None and ready <= now_ms:
+            await self._db.read(lambda c: notify(c, self.workspace))
+
+    async def finish(
+        self, lease: Lease, outcome: Outcome, events: list[PlannedEvent], now_ms: int
+    ) -> None:
+        await self._db.transaction(
+            lambda c: work.finish(c, self.workspace, lease, outcome, events, now_ms)
+        )
+
+    # scores -------------------------------------------------------------------------------
+    async def put_score(self, score: ScoreRecord, now_ms: int) -> ScoreRecord:
+        await self._must_get(score.run_id)
+
+        async def put(c: Conn) -> ScoreRecord | None:
+            await scores.put(c, self.workspace, [score], now_ms)
+            return await scores.get(c, self.workspace, score.id)
+
+        stored = await self._db.transaction(put)
+        if stored is None:  # the id belongs to another workspace's score
+            raise InvalidScoreError(f"score id {score.id!r} is already used")
+        return stored
+
+    async def list_scores(self, flt: ScoreFilter, *, limit: int = 1000) -> list[ScoreRecord]:
+        return await self._db.read(lambda c: scores.query(c, self.workspace, flt, limit))
+
+    async def purge(self, older_than_ms: int) -> int:
+        return await self._db.transaction(lambda c: work.purge(c, self.workspace, older_than_ms))
+
+
+def _filters(workspace: str, *clauses: tuple[str, object]) -> tuple[str, list[object]]:
+    """A WHERE clause scoped to the workspace, with `{}` in each clause numbered in order."""
+    where = ["workspace = $1"]
+    params: list[object] = [workspace]
+    for clause, value in clauses:
+        if value is not None:
+            params.append(value)
+            where.append(clause.format(f"${len(params)}"))
+    return " AND ".join(where), params

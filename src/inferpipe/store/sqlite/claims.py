@@ -1,0 +1,228 @@
+"""Claiming ready runs under a lease, with flow control: concurrency slots, throttles, and
+the fair queue order (SQLite).
+
+Everything runs in the claim's write transaction, and SQLite lets one writer in at a time,
+so two worker processes never both take the last slot of a key.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from inferpipe.core.records import ClaimedRun, Lease
+from inferpipe.store.sqlite.admission import at, concurrency_reason, span
+from inferpipe.store.sqlite.rows import RUN_COLUMNS, STEP_COLUMNS, dec, run_from_row, step_from_row
+from inferpipe.store.sqlite.slots import Slots
+
+_PARKED = "('queued', 'sleeping', 'waiting')"
+
+QUEUE_ORDER = (
+    "COALESCE(CASE WHEN attempts = 0 THEN queue_at_ms END, ready_at_ms) - priority * 1000, rowid"
+)
+"""A run that never started goes by its fair queue tag (when it has one), a resumed run by its
+ready time; `priority` moves it that many seconds; insertion order breaks ties."""
+
+PAGE_MIN_ROWS = 32
+"""Candidates read at once; more pages are read while runs are blocked by full keys."""
+
+MAX_PAGES = 8
+"""Bound on candidate pages per claim: a claim blocked this often returns what it has."""
+
+MAX_BLOCKED_IN_A_ROW = 16
+"""Runs held back in a row before the page is read again without their (now full) keys."""
+
+MAX_EXCLUDED_KEYS = 500
+"""Full keys left out in SQL at most (three parameters each); beyond, rows are checked here."""
+
+_CANDIDATE_COLUMNS = (
+    "id, attempts, cancel_requested, concurrency_key1, concurrency_limit1, concurrency_key2,"
+    " concurrency_limit2, singleton_key, throttle, throttled_until_ms, status_reason"
+)
+
+
+@dataclass(slots=True)
+class _Candidate:
+    id: str
+    attempts: int
+    cancel_requested: str | None
+    keys: list[tuple[str, int]]
+    throttle: Any
+    throttled_until_ms: int | None
+    status_reason: str | None
+
+    @classmethod
+    def of(cls, row: tuple[Any, ...]) -> _Candidate:
+        keys = [(row[3], row[4]), (row[5], row[6]), (row[7], 1)]
+        return cls(row[0], row[1], row[2], [(k, n) for k, n in keys if k], row[8], row[9], row[10])
+
+
+def claim(
+    conn: sqlite3.Connection,
+    ws: str,
+    owner: str,
+    function_ids: list[str],
+    limit: int,
+    now_ms: int,
+    lease_ms: int,
+) -> list[ClaimedRun]:
+    fns = ", ".join("?" * len(function_ids))
+    # Expired leases first: their runs already hold their slots.
+    stale = conn.execute(
+        f"SELECT id FROM runs WHERE status = 'running' AND lease_expires_at_ms < ? AND workspace = ?"
+        f" AND function_id IN ({fns}) LIMIT ?",
+        (now_ms, ws, *function_ids, limit),
+    ).fetchall()
+    taken = [take(conn, run_id, owner, now_ms, lease_ms) for (run_id,) in stale]
+    slots = Slots(conn, ws)
+    for _ in range(MAX_PAGES):
+        need = limit - len(taken)
+        if need <= 0:
+            break
+        page = max(2 * need, PAGE_MIN_ROWS)
+        # Keys already full are left out in SQL: a busy key's backlog costs a filter, not a
+        # row each. Runs seen blocked (a key filled by this claim) are told why they wait.
+        rows = _candidates(conn, ws, function_ids, now_ms, slots.full, page)
+        blocked_in_a_row = 0
+        for row in rows:
+            candidate = _Candidate.of(row)
+            if len(taken) >= limit:
+                _explain_if_blocked(conn, candidate, slots)
+            elif _admit(conn, ws, candidate, slots, now_ms):
+                taken.append(take(conn, candidate.id, owner, now_ms, lease_ms))
+                blocked_in_a_row = 0
+            else:
+                blocked_in_a_row += 1
+            if blocked_in_a_row >= MAX_BLOCKED_IN_A_ROW:
+                break  # a key just filled up: ask again without it
+        else:
+            if len(rows) < page:
+                break
+    return taken
+
+
+def _candidates(
+    conn: sqlite3.Connection,
+    ws: str,
+    function_ids: list[str],
+    now_ms: int,
+    full: set[str],
+    page: int,
+) -> list[tuple[Any, ...]]:
+    fns = ", ".join("?" * len(function_ids))
+    params: list[Any] = [ws, now_ms, *function_ids]
+    skip_full = ""
+    if full and len(full) <= MAX_EXCLUDED_KEYS:
+        # Runs asked to cancel only finalize: no key holds them back.
+        marks = ", ".join("?" * len(full))
+        skip_full = (
+            f" AND (cancel_requested IS NOT NULL OR (COALESCE(concurrency_key1, '') NOT IN"
+            f" ({marks}) AND COALESCE(concurrency_key2, '') NOT IN ({marks})"
+            f" AND COALESCE(singleton_key, '') NOT IN ({marks})))"
+        )
+        params += [*full, *full, *full]
+    return conn.execute(
+        f"SELECT {_CANDIDATE_COLUMNS} FROM runs WHERE workspace = ? AND status IN {_PARKED}"
+        f" AND ready_at_ms <= ? AND function_id IN ({fns}){skip_full}"
+        f" ORDER BY {QUEUE_ORDER} LIMIT ?",
+        (*params, page),
+    ).fetchall()
+
+
+def _admit(conn: sqlite3.Connection, ws: str, run: _Candidate, slots: Slots, now_ms: int) -> bool:
+    """Whether to take this ready run now; a run held back gets the reason (and a throttled
+    one its reserved start)."""
+    if run.cancel_requested is not None:
+        return True
+    if _explain_if_blocked(conn, run, slots):
+        return False
+    if run.throttle is not None and run.attempts == 0 and run.throttled_until_ms is None:
+        key, rate, period_ms, burst = dec(run.throttle)
+        start_ms = _throttle_start(conn, ws, key, rate, period_ms, burst, now_ms)
+        if start_ms > now_ms:
+            reason = f"throttled: starts at {at(start_ms)} ({rate} per {span(period_ms)} on {key})"
+            conn.execute(
+                "UPDATE runs SET ready_at_ms = ?, throttled_until_ms = ?, status_reason = ?"
+                " WHERE id = ?",
+                (start_ms, start_ms, reason, run.id),
+            )
+            return False
+    slots.hold(run.keys)
+    return True
+
+
+def _explain_if_blocked(conn: sqlite3.Connection, run: _Candidate, slots: Slots) -> bool:
+    """Whether a full key holds the run back; if so, the run says so."""
+    if run.cancel_requested is not None:
+        return False
+    blocked = slots.blocking(run.keys)
+    if blocked is None:
+        return False
+    reason = concurrency_reason(*blocked)
+    if run.status_reason != reason:
+        conn.execute("UPDATE runs SET status_reason = ? WHERE id = ?", (reason, run.id))
+    return True
+
+
+def _throttle_start(
+    conn: sqlite3.Connection,
+    ws: str,
+    key: str,
+    rate: int,
+    period_ms: int,
+    burst: int,
+    now_ms: int,
+) -> int:
+    """GCRA: reserve the key's next start, one every period/rate ms, `burst` more early.
+
+    Times are kept in units of 1/rate ms, so that each step is exactly `period_ms` units."""
+    row = conn.execute(
+        "SELECT tat, rate_limit FROM flow_throttles WHERE workspace = ? AND key = ?", (ws, key)
+    ).fetchone()
+    now_units = now_ms * rate
+    tat = now_units if row is None else max(now_units, row[0] * rate // row[1])
+    start_units = max(now_units, tat - burst * period_ms)
+    conn.execute(
+        "INSERT INTO flow_throttles (workspace, key, tat, rate_limit) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (workspace, key) DO UPDATE SET tat = excluded.tat,"
+        " rate_limit = excluded.rate_limit",
+        (ws, key, tat + period_ms, rate),
+    )
+    return -(-start_units // rate)
+
+
+def take(
+    conn: sqlite3.Connection, run_id: str, owner: str, now_ms: int, lease_ms: int
+) -> ClaimedRun:
+    conn.execute(
+        "UPDATE runs SET status = 'running', lease_owner = ?, lease_expires_at_ms = ?,"
+        " lease_token = lease_token + 1, wake_pending = 0, attempts = attempts + 1,"
+        " started_at_ms = COALESCE(started_at_ms, ?), status_reason = NULL WHERE id = ?",
+        (owner, now_ms + lease_ms, now_ms, run_id),
+    )
+    run = run_from_row(
+        conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+    )
+    steps = conn.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ?", (run_id,)).fetchall()
+    journal = {row[1]: step_from_row(row) for row in steps}
+    (log_count,) = conn.execute("SELECT COUNT(*) FROM logs WHERE run_id = ?", (run_id,)).fetchone()
+    return ClaimedRun(run, Lease(run_id, owner, run.lease_token), journal, log_count)
+
+
+def next_ready_at(
+    conn: sqlite3.Connection, ws: str, function_ids: list[str], after_ms: int | None
+) -> int | None:
+    fns = ", ".join("?" * len(function_ids))
+    (ready,) = conn.execute(
+        f"SELECT MIN(ready_at_ms) FROM runs WHERE workspace = ? AND status IN {_PARKED}"
+        f" AND function_id IN ({fns}) AND (? IS NULL OR ready_at_ms > ?)",
+        (ws, *function_ids, after_ms, after_ms),
+    ).fetchone()
+    (lease,) = conn.execute(
+        f"SELECT MIN(lease_expires_at_ms) FROM runs WHERE status = 'running' AND workspace = ?"
+        f" AND function_id IN ({fns})",
+        (ws, *function_ids),
+    ).fetchone()
+    times = [t for t in (ready, lease) if t is not None]
+    return min(times) if times else None

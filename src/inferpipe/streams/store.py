@@ -1,0 +1,304 @@
+"""``StorePubSub``: streams in the application's own database (SQLite or PostgreSQL).
+
+A worker and an API server in separate processes share streams with no extra service, and a
+topic's history survives the producer that crashed: it is rows in the same database as the runs.
+
+- **Appends** are one transaction each (:class:`StreamLog`): the index is assigned and the event
+  stored atomically, the topic trimmed to ``Retention.max_events``.
+- **Live delivery**: subscribers in the publishing process are woken at once; other processes
+  learn of appends by ``LISTEN/NOTIFY`` on PostgreSQL, and on SQLite by a short poll of the
+  waited-on topics' heads (``poll_interval_s``, only while a subscriber waits).
+- **Retention** by age and count, and topic expiry, are applied on every read (a cursor older
+  than what is retained gets ``CursorExpiredError``, exactly as on the other backends); rows are
+  deleted by the count trim of each append, by an opportunistic :meth:`StorePubSub.purge` every
+  ``purge_interval_ms`` of publishing, and by any caller of ``purge``.
+
+On SQLite every publish is a durable commit through the store's writer thread (group commit
+batches concurrent publishes); on PostgreSQL, a transaction on the store's pool.
+
+Usage::
+
+    store = SQLiteStore("app.db")
+    await store.open()                           # applies the streams migration
+    pubsub = StorePubSub.for_store(store, Retention(max_events=5000))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Sequence
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from inferpipe.core.errors import ConfigurationError, StoreError
+from inferpipe.store.base import Store
+from inferpipe.store.sqlite import SQLiteStore
+from inferpipe.streams import _codec
+from inferpipe.streams._store_feed import FeedHub, LogFeed
+from inferpipe.streams._store_log import LogSlice, Purged, StopWatch, StreamLog
+from inferpipe.streams._subscription import DEFAULT_PAGE_SIZE, CursorSubscription
+from inferpipe.streams.errors import (
+    CursorExpiredError,
+    FutureCursorError,
+    PubSubClosedError,
+    StreamUnavailableError,
+)
+from inferpipe.streams.pubsub import (
+    ClockMs,
+    HistoryPage,
+    JSONInput,
+    Retention,
+    StreamEvent,
+    Subscription,
+    check_cursor,
+    check_limit,
+    wall_clock_ms,
+)
+from inferpipe.streams.store_sqlite import SQLiteStreamLog
+
+__all__ = [
+    "DEFAULT_MAX_QUEUE",
+    "PURGE_INTERVAL_MS",
+    "LogSlice",
+    "Purged",
+    "StorePubSub",
+    "StreamLog",
+]
+
+_log = logging.getLogger("inferpipe.streams")
+_T = TypeVar("_T")
+
+#: Events buffered per subscriber from in-process publishes before it resumes from the log.
+DEFAULT_MAX_QUEUE = 1000
+#: How often (ms of publishing) a pubsub deletes what retention no longer keeps.
+PURGE_INTERVAL_MS = 60_000
+
+
+class StorePubSub:
+    """A :class:`~inferpipe.streams.pubsub.PubSub` on a :class:`StreamLog` (see module doc).
+
+    Args:
+        log: Where topics are stored; see :meth:`for_store`. Not closed by ``close()``: it
+            borrows the store's connections, and the store outlives the pubsub.
+        retention: History limits, applied on every read and trimmed by appends and purges.
+        clock_ms: Wall clock in ms (inject a fake one in tests).
+        max_queue: Events buffered per subscriber before it resumes from the log.
+        max_payload_bytes: Largest accepted encoded event data.
+        page_size: Events per log read while replaying or catching up.
+        poll_interval_s: Override the log's polling interval (None: the log's default).
+        purge_interval_ms: Minimum time between opportunistic purges (None: never).
+    """
+
+    def __init__(
+        self,
+        log: StreamLog,
+        retention: Retention | None = None,
+        *,
+        clock_ms: ClockMs = wall_clock_ms,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        max_payload_bytes: int = _codec.DEFAULT_MAX_PAYLOAD_BYTES,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        poll_interval_s: float | None = None,
+        purge_interval_ms: int | None = PURGE_INTERVAL_MS,
+    ) -> None:
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be >= 1, got {max_queue}")
+        self._log = log
+        self._retention = retention if retention is not None else Retention()
+        self._clock_ms = clock_ms
+        self._max_queue = max_queue
+        self._max_payload_bytes = max_payload_bytes
+        self._page_size = page_size
+        self._purge_interval_ms = purge_interval_ms
+        self._purged_at_ms: int | None = None
+        self._purging: asyncio.Task[None] | None = None
+        interval_s = poll_interval_s if poll_interval_s is not None else log.poll_interval_s
+        self._hub = FeedHub(self._read_after, self._read_heads, interval_s)
+        self._watching: asyncio.Future[StopWatch | None] | None = None
+        self._closed = False
+
+    @classmethod
+    def for_store(cls, store: Store, retention: Retention | None = None, **options: Any) -> Self:
+        """A pubsub in ``store``'s database (an open ``SQLiteStore`` or ``PostgresStore``).
+
+        Raises:
+            ConfigurationError: The store is of another kind.
+        """
+        return cls(_log_for(store), retention, **options)
+
+    @property
+    def retention(self) -> Retention:
+        """The retention limits in force."""
+        return self._retention
+
+    async def publish(self, topic: str, data: JSONInput, *, final: bool = False) -> StreamEvent:
+        """Append in one transaction, then wake this process's subscribers (see ``PubSub``)."""
+        self._check_open()
+        _codec.check_topic(topic)
+        raw = _codec.encode_data(topic, data, self._max_payload_bytes)
+        now_ms = self._clock_ms()
+        index, ts_ms = await self._call(
+            self._log.append(topic, raw, final=final, now_ms=now_ms, retention=self._retention)
+        )
+        event = StreamEvent(topic, index, _codec.decode_data(raw), ts_ms, final)
+        self._hub.publish(event)
+        self._maybe_purge(now_ms)
+        return event
+
+    async def subscribe(self, topic: str) -> Subscription:
+        """Subscribe to live events (see ``PubSub.subscribe``)."""
+        feed = await self._open_feed(topic)
+        return await CursorSubscription.open_live(
+            topic, feed, self._read, page_size=self._page_size
+        )
+
+    async def subscribe_with_replay(self, topic: str, after: int | None = None) -> Subscription:
+        """History after ``after``, then live (see ``PubSub.subscribe_with_replay``)."""
+        check_cursor(after)
+        feed = await self._open_feed(topic)
+        return await CursorSubscription.open_replay(
+            topic, feed, self._read, after, page_size=self._page_size
+        )
+
+    async def get_history(
+        self, topic: str, after: int | None = None, limit: int | None = None
+    ) -> list[StreamEvent]:
+        """Retained events after ``after`` (see ``PubSub.get_history``)."""
+        self._check_open()
+        _codec.check_topic(topic)
+        return (await self._read(topic, check_cursor(after), check_limit(limit))).events
+
+    async def clear_topic(self, topic: str) -> None:
+        """Drop the topic's history and final mark, keep its counter (see ``PubSub``)."""
+        self._check_open()
+        _codec.check_topic(topic)
+        now_ms = self._clock_ms()
+        await self._call(self._log.clear(topic, now_ms=now_ms, retention=self._retention))
+
+    async def purge(self) -> Purged:
+        """Delete expired topics and events older than ``max_age_ms`` from the database.
+
+        Runs by itself every ``purge_interval_ms`` while this pubsub publishes; call it from a
+        maintenance job when producers are rare.
+        """
+        self._check_open()
+        now_ms = self._clock_ms()
+        return await self._call(self._log.purge(now_ms=now_ms, retention=self._retention))
+
+    async def close(self) -> None:
+        """End every subscription and stop listening; the store stays open."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._hub.close()
+        if self._purging is not None:
+            with contextlib.suppress(Exception):
+                await self._purging
+        if self._watching is not None and not self._watching.cancelled():
+            with contextlib.suppress(Exception):
+                stop = await self._watching
+                if stop is not None:
+                    await stop()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _open_feed(self, topic: str) -> LogFeed:
+        self._check_open()
+        _codec.check_topic(topic)
+        await self._watch()
+        self._check_open()
+        return self._hub.open(topic, self._max_queue, self._page_size)
+
+    async def _watch(self) -> None:
+        """Start cross-process notifications once, before the first feed reads history."""
+        if self._watching is None:
+            self._watching = asyncio.ensure_future(
+                self._log.watch(self._hub.notice, self._hub.notice_all)
+            )
+        await asyncio.shield(self._watching)
+
+    async def _read(self, topic: str, after: int | None, limit: int | None) -> HistoryPage:
+        """History reader of subscriptions: validates the cursor against the retained range."""
+        self._check_open()
+        now_ms = self._clock_ms()
+        found = await self._call(
+            self._log.read(topic, after or 0, limit, now_ms=now_ms, retention=self._retention)
+        )
+        if after is not None:
+            if after > found.last_index:
+                raise FutureCursorError(topic, after, found.last_index)
+            if after < found.oldest_index - 1:
+                raise CursorExpiredError(topic, after, found.oldest_index)
+        return HistoryPage(found.events, found.last_index, found.finished)
+
+    async def _read_after(self, topic: str, after: int, limit: int) -> list[StreamEvent]:
+        """A stale feed's read: whatever is retained after ``after`` (gaps are the
+        subscription's to detect), or ``FutureCursorError`` if the topic restarted below it."""
+        self._check_open()
+        now_ms = self._clock_ms()
+        found = await self._call(
+            self._log.read(topic, after, limit, now_ms=now_ms, retention=self._retention)
+        )
+        if found.last_index < after:
+            raise FutureCursorError(topic, after, found.last_index)
+        return found.events
+
+    async def _read_heads(self, topics: Sequence[str]) -> dict[str, int]:
+        now_ms = self._clock_ms()
+        return await self._call(self._log.heads(topics, now_ms=now_ms, retention=self._retention))
+
+    def _maybe_purge(self, now_ms: int) -> None:
+        if self._purge_interval_ms is None or (self._purging and not self._purging.done()):
+            return
+        if self._purged_at_ms is None:
+            self._purged_at_ms = now_ms  # the first publish starts the interval
+        if now_ms - self._purged_at_ms < self._purge_interval_ms:
+            return
+        self._purged_at_ms = now_ms
+        self._purging = asyncio.create_task(self._purge_quietly(now_ms))
+
+    async def _purge_quietly(self, now_ms: int) -> None:
+        try:
+            purged = await self._log.purge(now_ms=now_ms, retention=self._retention)
+        except Exception:
+            _log.warning("could not purge expired stream events", exc_info=True)
+            return
+        if purged.topics or purged.events:
+            _log.debug("purged %d topics and %d events", purged.topics, purged.events)
+
+    async def _call(self, operation: Awaitable[_T]) -> _T:
+        """Await a log operation, translating database failures at this one boundary."""
+        try:
+            return await operation
+        except StoreError as exc:
+            raise StreamUnavailableError(self._log.backend, str(exc)) from exc
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PubSubClosedError("StorePubSub")
+
+
+def _log_for(store: Store) -> StreamLog:
+    """The stream log of a store's dialect, sharing the store's connections."""
+    if isinstance(store, SQLiteStore):
+        return SQLiteStreamLog(store)
+    # Loaded on demand, as `store_from_url` does: importing asyncpg costs every SQLite app.
+    from inferpipe.store.postgres import PostgresStore  # noqa: PLC0415
+    from inferpipe.streams.store_postgres import PostgresStreamLog  # noqa: PLC0415
+
+    if isinstance(store, PostgresStore):
+        return PostgresStreamLog(store)
+    raise ConfigurationError(
+        f"streams in the store need a SQLiteStore or a PostgresStore, not {type(store).__name__}"
+    )

@@ -1,0 +1,328 @@
+"""``PostgresStreamLog``: topic logs in the PostgreSQL store's database (migration ``0006``).
+
+- An append is one transaction on the store's pool: an upsert of the topic's head row assigns
+  the index (and holds the row lock until commit, so appends to a topic commit in index order),
+  then one statement inserts the event, trims by count and sends ``NOTIFY inferpipe_streams``
+  with ``'<index> <topic>'``, delivered to listeners when the transaction commits.
+- Each pubsub LISTENs on a dedicated connection that reconnects by itself; after a
+  reconnection every subscriber re-reads the log (notifications sent meanwhile are lost), and a
+  slow poll of waited-on topics' heads backs the notifications up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import asyncpg
+from asyncpg import exceptions as pgexc
+
+from inferpipe.store.postgres import PostgresStore
+from inferpipe.store.postgres.database import Conn
+from inferpipe.streams._store_log import (
+    PURGE_BATCH,
+    LogSlice,
+    OnAppend,
+    OnLost,
+    Purged,
+    StopWatch,
+    age_floor_ms,
+    count_floor,
+    event_from_row,
+    topic_expired,
+)
+from inferpipe.streams.errors import TopicFinishedError
+from inferpipe.streams.pubsub import Retention
+
+__all__ = ["CHANNEL", "DEFAULT_POLL_INTERVAL_S", "PostgresStreamLog"]
+
+_log = logging.getLogger("inferpipe.streams")
+
+#: NOTIFY channel of stream appends; the payload is ``'<index> <topic>'``.
+CHANNEL = "inferpipe_streams"
+#: Seconds between head checks while a subscriber waits: a safety net behind NOTIFY.
+DEFAULT_POLL_INTERVAL_S = 2.0
+CONNECT_TIMEOUT_S = 5.0
+RECONNECT_MAX_S = 2.0
+
+_CONNECT_ERRORS = (OSError, TimeoutError, pgexc.PostgresError, asyncpg.InterfaceError)
+
+# $1 topic, $2 now_ms, $3 final, $4 finished_ttl_ms, $5 idle_ttl_ms (0: none). No row back
+# means the topic has a final event. An expired topic starts over at index 1.
+_EXPIRED = (
+    "((t.final AND $4::bigint > 0 AND t.last_ts_ms <= $2::bigint - $4::bigint)"
+    " OR (NOT t.final AND $5::bigint > 0 AND t.last_ts_ms <= $2::bigint - $5::bigint))"
+)
+_ADVANCE = f"""
+INSERT INTO stream_topics AS t (topic, last_idx, last_ts_ms, final) VALUES ($1, 1, $2, $3)
+ON CONFLICT (topic) DO UPDATE SET
+    last_idx = CASE WHEN {_EXPIRED} THEN 1 ELSE t.last_idx + 1 END,
+    last_ts_ms = CASE WHEN {_EXPIRED} THEN $2 ELSE GREATEST(t.last_ts_ms, $2) END,
+    final = $3
+WHERE NOT t.final OR {_EXPIRED}
+RETURNING last_idx, last_ts_ms
+"""
+# $1 topic, $2 index, $3 data, $4 ts_ms, $5 final, $6 trim at or below, $7 channel, $8 payload
+_INSERT = """
+WITH added AS (
+    INSERT INTO stream_events (topic, idx, data, ts_ms, final) VALUES ($1, $2, $3, $4, $5)
+), trimmed AS (
+    DELETE FROM stream_events WHERE topic = $1 AND idx <= $6
+)
+SELECT pg_notify($7, $8)
+"""
+_HEAD = "SELECT last_idx, last_ts_ms, final FROM stream_topics WHERE topic = $1"
+# $1 now_ms, $2 finished_ttl_ms, $3 idle_ttl_ms (0: none), $4 batch size.
+_PURGE_TOPICS = """
+DELETE FROM stream_topics WHERE topic IN (
+    SELECT topic FROM stream_topics t
+    WHERE (t.final AND $2::bigint > 0 AND t.last_ts_ms <= $1::bigint - $2::bigint)
+       OR (NOT t.final AND $3::bigint > 0 AND t.last_ts_ms <= $1::bigint - $3::bigint)
+    LIMIT $4 FOR UPDATE SKIP LOCKED
+) RETURNING topic
+"""
+
+
+class PostgresStreamLog:
+    """A :class:`~inferpipe.streams.store.StreamLog` in a PostgreSQL store's database.
+
+    Args:
+        store: A ``PostgresStore``; its pool is shared, and its URL used to LISTEN.
+        poll_interval_s: Seconds between head polls while a subscriber waits (a safety net).
+    """
+
+    backend = "postgres"
+
+    def __init__(
+        self, store: PostgresStore, *, poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
+    ) -> None:
+        self._db = store._db  # shared on purpose: one pool per process and database
+        self._url = store.url
+        self._poll_interval_s = poll_interval_s
+
+    @property
+    def poll_interval_s(self) -> float:
+        """Seconds between head polls while a subscriber waits."""
+        return self._poll_interval_s
+
+    async def append(
+        self, topic: str, data: bytes, *, final: bool, now_ms: int, retention: Retention
+    ) -> tuple[int, int]:
+        """Assign the next index and insert, in one transaction (see ``StreamLog.append``)."""
+        finished_ttl = retention.finished_ttl_ms or 0
+        idle_ttl = retention.idle_ttl_ms or 0
+
+        async def append(c: Conn) -> tuple[int, int]:
+            head = await c.fetchrow(_ADVANCE, topic, now_ms, final, finished_ttl, idle_ttl)
+            if head is None:
+                raise TopicFinishedError(topic)
+            index, ts_ms = int(head[0]), int(head[1])
+            if index == 1:  # a new topic, or an expired one starting over
+                await c.execute("DELETE FROM stream_events WHERE topic = $1", topic)
+            floor = count_floor(index, retention)
+            payload = f"{index} {topic}"
+            await c.execute(_INSERT, topic, index, data, ts_ms, final, floor, CHANNEL, payload)
+            return index, ts_ms
+
+        return await self._db.transaction(append)
+
+    async def read(
+        self, topic: str, after: int, limit: int | None, *, now_ms: int, retention: Retention
+    ) -> LogSlice:
+        """Retained events after ``after`` with the head, in one snapshot."""
+
+        async def read(c: Conn) -> LogSlice:
+            await c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            head = await c.fetchrow(_HEAD, topic)
+            if head is None or topic_expired(head[1], head[2], now_ms, retention):
+                return LogSlice([], 0, False, 1)
+            last, final = int(head[0]), bool(head[2])
+            oldest = await c.fetchval(
+                "SELECT idx FROM stream_events WHERE topic = $1 AND idx > $2 AND ts_ms >= $3"
+                " ORDER BY idx LIMIT 1",
+                topic,
+                count_floor(last, retention),
+                age_floor_ms(now_ms, retention),
+            )
+            oldest = last + 1 if oldest is None else int(oldest)
+            if limit == 0:
+                return LogSlice([], last, final, oldest)
+            rows = await c.fetch(
+                "SELECT idx, data, ts_ms, final FROM stream_events"
+                " WHERE topic = $1 AND idx > $2 AND idx <= $3 ORDER BY idx LIMIT $4",
+                topic,
+                max(after, oldest - 1),
+                last,
+                limit,
+            )
+            return LogSlice([event_from_row(topic, *r) for r in rows], last, final, oldest)
+
+        return await self._db.transaction(read)
+
+    async def heads(
+        self, topics: Sequence[str], *, now_ms: int, retention: Retention
+    ) -> dict[str, int]:
+        """The last index of each live topic among ``topics``."""
+
+        async def heads(c: Conn) -> dict[str, int]:
+            rows = await c.fetch(
+                "SELECT topic, last_idx, last_ts_ms, final FROM stream_topics"
+                " WHERE topic = ANY($1::text[])",
+                list(topics),
+            )
+            return {
+                r[0]: int(r[1]) for r in rows if not topic_expired(r[2], r[3], now_ms, retention)
+            }
+
+        return await self._db.read(heads)
+
+    async def clear(self, topic: str, *, now_ms: int, retention: Retention) -> None:
+        """Delete the topic's events and final mark; keep its counter."""
+
+        async def clear(c: Conn) -> None:
+            head = await c.fetchrow(_HEAD + " FOR UPDATE", topic)
+            await c.execute("DELETE FROM stream_events WHERE topic = $1", topic)
+            if head is None:
+                return
+            if topic_expired(head[1], head[2], now_ms, retention):
+                await c.execute("DELETE FROM stream_topics WHERE topic = $1", topic)
+                return
+            await c.execute(
+                "UPDATE stream_topics SET final = FALSE,"
+                " last_ts_ms = GREATEST(last_ts_ms, $2) WHERE topic = $1",
+                topic,
+                now_ms,
+            )
+
+        await self._db.transaction(clear)
+
+    async def purge(self, *, now_ms: int, retention: Retention) -> Purged:
+        """Delete expired topics and aged events, a batch per transaction."""
+        topics = events = 0
+        finished_ttl = retention.finished_ttl_ms or 0
+        idle_ttl = retention.idle_ttl_ms or 0
+        while finished_ttl or idle_ttl:
+            found = await self._db.transaction(
+                lambda c: _purge_topics(c, now_ms, finished_ttl, idle_ttl)
+            )
+            topics, events = topics + found[0], events + found[1]
+            if found[0] < PURGE_BATCH:
+                break
+        if retention.max_age_ms is not None:
+            cutoff_ms = age_floor_ms(now_ms, retention)
+            while True:
+                deleted = await self._db.transaction(lambda c: _purge_aged(c, cutoff_ms))
+                events += deleted
+                if deleted < PURGE_BATCH:
+                    break
+        return Purged(topics, events)
+
+    async def watch(self, on_append: OnAppend, on_lost: OnLost) -> StopWatch | None:
+        """LISTEN for appends on a dedicated connection (see :class:`_Listener`)."""
+        listener = _Listener(self._url, on_append, on_lost)
+        await listener.start()
+        return listener.stop
+
+
+async def _purge_topics(c: Conn, now_ms: int, finished_ttl: int, idle_ttl: int) -> tuple[int, int]:
+    # Row locks (SKIP LOCKED: a topic being appended to is not idle) keep a concurrent append
+    # from restarting a topic whose events are being deleted.
+    rows = await c.fetch(_PURGE_TOPICS, now_ms, finished_ttl, idle_ttl, PURGE_BATCH)
+    topics = [r[0] for r in rows]
+    if not topics:
+        return 0, 0
+    status = await c.execute("DELETE FROM stream_events WHERE topic = ANY($1::text[])", topics)
+    return len(topics), _rowcount(status)
+
+
+async def _purge_aged(c: Conn, cutoff_ms: int) -> int:
+    status = await c.execute(
+        "DELETE FROM stream_events WHERE (topic, idx) IN"
+        " (SELECT topic, idx FROM stream_events WHERE ts_ms < $1 LIMIT $2)",
+        cutoff_ms,
+        PURGE_BATCH,
+    )
+    return _rowcount(status)
+
+
+def _rowcount(status: str) -> int:
+    """The row count of a command tag such as ``DELETE 12``."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+class _Listener:
+    """LISTEN on :data:`CHANNEL` over a dedicated connection that reconnects when it drops.
+
+    ``on_lost`` is called after each reconnection: notifications sent while disconnected are
+    lost, so every subscriber must re-read the log.
+    """
+
+    def __init__(self, url: str, on_append: OnAppend, on_lost: OnLost) -> None:
+        self._url = url
+        self._on_append = on_append
+        self._on_lost = on_lost
+        self._conn: asyncpg.Connection[asyncpg.Record] | None = None
+        self._lost = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Connect once; if the server is unreachable, keep trying in the background."""
+        try:
+            await self._connect()
+        except _CONNECT_ERRORS as exc:
+            _log.warning("cannot LISTEN for stream events yet (%r); retrying", exc)
+            self._lost.set()
+        self._task = asyncio.create_task(self._supervise(), name="inferpipe-streams-listener")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await asyncio.wait_for(conn.close(), timeout=CONNECT_TIMEOUT_S)
+            except (*_CONNECT_ERRORS, TimeoutError):
+                conn.terminate()
+
+    async def _connect(self) -> None:
+        conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT_S)
+        try:
+            conn.add_termination_listener(self._on_terminated)
+            await conn.add_listener(CHANNEL, self._on_notification)
+        except BaseException:
+            conn.terminate()
+            raise
+        self._conn = conn
+        self._lost.clear()
+
+    async def _supervise(self) -> None:
+        delay_s = 0.05
+        while True:
+            await self._lost.wait()
+            old, self._conn = self._conn, None
+            if old is not None:
+                old.terminate()
+            try:
+                await self._connect()
+            except _CONNECT_ERRORS as exc:
+                _log.debug("stream LISTEN reconnection failed: %r", exc)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, RECONNECT_MAX_S)
+                continue
+            delay_s = 0.05
+            self._on_lost()
+
+    def _on_terminated(self, conn: object) -> None:
+        if conn is self._conn:
+            _log.warning("stream LISTEN connection lost; reconnecting")
+            self._lost.set()
+
+    def _on_notification(self, conn: object, pid: int, channel: str, payload: object) -> None:
+        index, _, topic = str(payload).partition(" ")
+        if index.isdigit() and topic:
+            self._on_append(topic, int(index))

@@ -1,0 +1,148 @@
+"""The dashboard in Chromium against the live server: from the runs list to a failed step's
+error and input in three clicks, a running run updating live, a dropped stream resumed with no
+gap and no duplicate, bulk cancel, the waiting explanation, large values loaded in full."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from playwright.sync_api import Page, expect
+
+from tests.dashboard.conftest import Dashboard, open_app
+from tests.dashboard.proxy import DroppableProxy
+
+
+def stream_indices(page: Page) -> list[int]:
+    return [
+        int(i)
+        for i in page.locator("#stream-log li").evaluate_all(
+            "items => items.map(li => li.dataset.index)"
+        )
+    ]
+
+
+def test_failed_step_error_and_input_in_three_clicks(
+    dashboard: Dashboard, new_page: Callable[..., Page]
+) -> None:
+    run_id = dashboard.send("shop/checkout", {"customer": "c-1"})[0]
+    dashboard.wait(run_id, "failed")
+    page = new_page()
+    open_app(page, dashboard.base_url, "/runs")
+    row = page.locator(f'tr[data-run-id="{run_id}"]')
+    expect(row.locator(".status")).to_have_text("failed")  # a word, not only a colour
+
+    page.locator(f'a[data-run-link="{run_id}"]').click()  # 1
+    page.locator('button.wf-row[data-step-key="charge-card"]').click()  # 2
+    error = page.locator("#step-error")
+    expect(error).to_contain_text("card declined for order ord-42")
+    expect(error).to_contain_text("ValueError")
+    page.get_by_role("tab", name="Input").click()  # 3
+    expect(page.get_by_role("tabpanel")).to_contain_text('"order_id": "ord-42"')
+
+    assert "step=charge-card" in page.url and "tab=input" in page.url  # a deep link
+    page.get_by_role("tab", name="Retries").click()
+    expect(page.get_by_role("tabpanel")).to_contain_text("card declined")  # attempt 1 of 2
+    deep = new_page()
+    open_app(deep, dashboard.base_url, f"/run/{run_id}?step=charge-card&tab=input")
+    expect(deep.get_by_role("tab", name="Input")).to_have_attribute("aria-selected", "true")
+    expect(deep.get_by_role("tabpanel")).to_contain_text("ord-42")
+    assert page.page_errors() == [] and deep.page_errors() == []
+
+
+def test_running_run_updates_live(dashboard: Dashboard, new_page: Callable[..., Page]) -> None:
+    run_id, gate = dashboard.ticker(3)
+    page = new_page()
+    open_app(page, dashboard.base_url, f"/run/{run_id}")
+    header = page.locator("#run-header")
+    expect(header.locator("h1 .status")).to_have_text("running")
+    expect(page.locator("#live-state")).to_have_attribute("data-state", "connected")
+    for tick in range(3):
+        gate.release()
+        expect(page.locator(f'button.wf-row[data-step-key="tick-{tick}"]')).to_be_visible()
+    expect(header.locator("h1 .status")).to_have_text("completed")
+    expect(page.locator("#live-state")).to_have_attribute("data-state", "finished")
+    assert stream_indices(page) == list(range(1, 6))  # started, 3 steps, finished
+
+
+def test_dropped_stream_resumes_without_gap_or_duplicate(
+    dashboard: Dashboard, new_page: Callable[..., Page], proxy: DroppableProxy
+) -> None:
+    run_id, gate = dashboard.ticker(6)
+    page = new_page()
+    open_app(page, proxy.url, f"/run/{run_id}")
+    live = page.locator("#live-state")
+    gate.release(2)
+    expect(page.locator('#stream-log li[data-index="3"]')).to_be_attached()
+
+    proxy.drop()  # the network goes away: the browser's connection is cut
+    expect(live).to_have_attribute("data-state", "reconnecting")
+    gate.release(3)  # three steps complete while the page is disconnected
+    dashboard.wait_steps(run_id, 5)
+    assert stream_indices(page) == [1, 2, 3]
+    proxy.resume()  # EventSource reconnects with Last-Event-ID: 3
+
+    expect(live).to_have_attribute("data-connects", "2")
+    expect(page.locator('#stream-log li[data-index="6"]')).to_be_attached()
+    gate.release(1)
+    expect(live).to_have_attribute("data-state", "finished")
+    assert stream_indices(page) == list(range(1, 9))  # started, 6 steps, finished
+    assert live.get_attribute("data-duplicates") == "0"
+    assert live.get_attribute("data-gaps") == "0"
+    expect(page.locator('button.wf-row[data-step-key="tick-5"]')).to_be_visible()
+
+
+def test_bulk_cancel_with_preview_and_confirmation(
+    dashboard: Dashboard, new_page: Callable[..., Page]
+) -> None:
+    runs = [dashboard.send("shop/order.placed", {"order": f"bulk-{i}"})[0] for i in range(3)]
+    for run_id in runs:
+        dashboard.wait(run_id, "waiting")
+    page = new_page()
+    open_app(page, dashboard.base_url, "/runs?function=approval&status=waiting")
+    for run_id in runs[:2]:
+        page.get_by_label(f"Select run {run_id}").check()
+    page.get_by_role("button", name="Cancel selected (2)…").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("Cancel 2 runs of 2 selected?")
+    dialog.get_by_role("button", name="Cancel 2 runs").click()
+    expect(page.locator("#bulk-result")).to_contain_text("Cancel: 2 runs done.")
+    for run_id in runs[:2]:
+        assert dashboard.wait(run_id, "cancelled")["status"] == "cancelled"
+    assert dashboard.http.get(f"/v1/runs/{runs[2]}").json()["status"] == "waiting"
+
+
+def test_waiting_run_explains_what_it_waits_for(
+    dashboard: Dashboard, new_page: Callable[..., Page]
+) -> None:
+    run_id = dashboard.send("shop/order.placed", {"order": "o-why"})[0]
+    dashboard.wait(run_id, "waiting")
+    dashboard.send("shop/order.approved", {"order": "o-why", "approved": False})
+    page = new_page()
+    open_app(page, dashboard.base_url, f"/run/{run_id}")
+    why = page.get_by_role("region", name="Why is this run still waiting?")
+    expect(why.locator("#wait-event-name")).to_have_text("shop/order.approved")
+    expect(why.locator("#wait-expression")).to_have_text(
+        'async.data.order == "o-why" && async.data.approved == true'
+    )
+    expect(why).to_contain_text("Timeout2 d 0 h")
+    candidates = why.locator("#wait-candidates")
+    expect(candidates).to_contain_text("no match")
+    expect(candidates).to_contain_text("failed clause async.data.approved == true")
+    wait_row = page.locator('button.wf-row[data-step-key="wait-for-approval"]')
+    expect(wait_row).to_contain_text("waits for event shop/order.approved")
+    dashboard.send("shop/order.approved", {"order": "o-why", "approved": True})
+    expect(page.locator("#run-header h1 .status")).to_have_text("completed")
+
+
+def test_large_output_is_cut_and_loads_in_full(
+    dashboard: Dashboard, new_page: Callable[..., Page]
+) -> None:
+    run_id = dashboard.invoke("big")
+    dashboard.wait(run_id, "completed")
+    page = new_page()
+    open_app(page, dashboard.base_url, f"/run/{run_id}?step=make&tab=output")
+    panel = page.get_by_role("tabpanel")
+    expect(panel).to_contain_text("Large value")
+    expect(panel).not_to_contain_text("THE-END")
+    panel.get_by_role("button", name="Load full value").click()
+    expect(panel).to_contain_text("THE-END")

@@ -1,0 +1,170 @@
+"""What only the PostgreSQL store has: migrations raced by many processes, administration,
+LISTEN/NOTIFY, and how it fails when the server is away."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+import inferpipe as ip
+from inferpipe.core.errors import StoreError
+from inferpipe.core.events import Event
+from inferpipe.core.records import NewRun
+from inferpipe.engine.engine import Engine
+from inferpipe.engine.worker import Worker
+from inferpipe.store import admin, store_from_url
+from inferpipe.store.base import PlannedEvent
+from inferpipe.store.migrations import migration_files
+from inferpipe.store.postgres import PostgresStore
+from tests.servers import free_port
+from tests.store.conftest import PostgresServer, unique_workspace
+
+NOW = 1_700_000_000_000
+MIGRATIONS = [name for _, name, _ in migration_files("postgres")]
+LATEST = max(version for version, _, _ in migration_files("postgres"))
+
+
+async def test_many_processes_migrating_at_once_apply_each_migration_once(
+    postgres: PostgresServer,
+) -> None:
+    url = await postgres.new_database()
+    stores = [PostgresStore(url) for _ in range(6)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        state = await admin.status(url)
+        assert [m["name"] for m in state["applied"]] == MIGRATIONS
+        assert state["pending"] == [] and state["version"] == LATEST
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_admin_status_and_migrate_on_postgres(postgres: PostgresServer) -> None:
+    url = await postgres.new_database()
+    before = await admin.status(url)
+    assert before["dialect"] == "postgres" and before["version"] == 0
+    assert before["pending"] == MIGRATIONS
+    done = await admin.migrate(url)
+    assert done["applied_now"] == MIGRATIONS and done["pending"] == []
+    again = await admin.migrate(url)
+    assert again["applied_now"] == [] and again["version"] == LATEST
+
+
+async def test_admin_status_and_migrate_on_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db' / 'app.db'}"
+    sqlite_migrations = [name for _, name, _ in migration_files("sqlite")]
+    before = await admin.status(url)
+    assert before["dialect"] == "sqlite" and before["pending"] == sqlite_migrations
+    assert not (tmp_path / "db" / "app.db").exists()  # status creates nothing
+    done = await admin.migrate(url)
+    assert done["applied_now"] == sqlite_migrations and done["pending"] == []
+
+
+def test_url_selects_the_store_and_passwords_are_hidden() -> None:
+    store = store_from_url("postgresql://u:secret@db.example:5432/app", "ws")
+    assert isinstance(store, PostgresStore) and store.workspace == "ws"
+    shown = admin.redact_url("postgresql://u:secret@db.example:5432/app")
+    assert shown == "postgresql://u:***@db.example:5432/app"
+
+
+async def test_unreachable_server_fails_clearly_after_retrying() -> None:
+    store = PostgresStore(f"postgresql://postgres@127.0.0.1:{free_port()}/x", retry_s=0.3)
+    with pytest.raises(StoreError, match="unreachable"):
+        await store.open()
+    await store.close()
+
+
+async def test_missing_database_fails_at_once(postgres: PostgresServer) -> None:
+    store = PostgresStore(postgres.url.rsplit("/", 1)[0] + "/no_such_db", retry_s=30)
+    with pytest.raises(StoreError, match="no_such_db"):
+        await asyncio.wait_for(store.open(), timeout=10)
+    await store.close()
+
+
+async def test_listen_wakes_when_runs_become_ready(postgres: PostgresServer) -> None:
+    workspace = unique_workspace()
+    mine = PostgresStore(postgres.url, workspace)
+    await mine.open()
+    other = mine.for_workspace(workspace + "-other")
+    woken = asyncio.Event()
+    unlisten = await mine.listen(woken.set)
+    try:
+        await other.ingest([_planned("o", runs=1)], NOW)
+        await mine.ingest([_planned("nothing-starts")], NOW)  # no run made ready: no NOTIFY
+        await mine.ingest([_planned("m", runs=1)], NOW)
+        await asyncio.wait_for(woken.wait(), timeout=10)
+        woken.clear()
+        # notifications arrive in commit order: the ones above are all delivered by now
+        await mine.ingest([_planned("m2", runs=1)], NOW)
+        await asyncio.wait_for(woken.wait(), timeout=10)
+    finally:
+        await unlisten()
+        await mine.close()
+
+
+async def test_notifications_of_other_workspaces_do_not_wake(postgres: PostgresServer) -> None:
+    workspace = unique_workspace()
+    mine = PostgresStore(postgres.url, workspace)
+    await mine.open()
+    calls: list[str] = []
+    unlisten = await mine.listen(lambda: calls.append("woken"))
+    try:
+        await mine.for_workspace(workspace + "-x").ingest([_planned("o", runs=1)], NOW)
+        marker = asyncio.Event()
+        unlisten_marker = await mine.for_workspace(workspace + "-x").listen(marker.set)
+        await mine.for_workspace(workspace + "-x").ingest([_planned("o2", runs=1)], NOW)
+        await asyncio.wait_for(marker.wait(), timeout=10)
+        await unlisten_marker()
+        assert calls == []
+    finally:
+        await unlisten()
+        await mine.close()
+
+
+class _Counter(logging.Handler):
+    """Sets `reached` once `count` records mention `text`."""
+
+    def __init__(self, text: str, count: int) -> None:
+        super().__init__(logging.WARNING)
+        self.text, self.left = text, count
+        self.reached = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.left -= 1
+            if self.left <= 0:
+                self.reached.set()
+
+
+async def test_worker_keeps_going_while_the_database_is_away() -> None:
+    """Every store call fails (nothing listens on the port): the worker logs, backs off and
+    carries on until told to stop, instead of dying."""
+    app = ip.App("away")
+
+    @app.function(id="f", trigger=ip.on_event("x"))
+    async def f(ctx: ip.Context) -> None:
+        return None
+
+    store = PostgresStore(f"postgresql://postgres@127.0.0.1:{free_port()}/x", retry_s=0.1)
+    await store._db.start()  # no migration: the server is not there
+    worker = Worker(Engine(store, app.registry), poll_ms=50)
+    failures = _Counter("store unavailable", 3)
+    logger = logging.getLogger("inferpipe.worker")
+    logger.addHandler(failures)
+    loop = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(failures.reached.wait(), timeout=20)
+        assert not loop.done()
+    finally:
+        logger.removeHandler(failures)
+        worker.notify_shutdown()
+        await asyncio.wait_for(loop, timeout=10)
+        await store.close()
+
+
+def _planned(name: str, *, runs: int = 0) -> PlannedEvent:
+    event = Event(name, {}, id=f"{name}-{unique_workspace()}", ts_ms=NOW)
+    made = [NewRun(f"run-{unique_workspace()}", "fn", [event.id or ""], [], NOW)] * runs
+    return PlannedEvent(event, made)
