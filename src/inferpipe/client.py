@@ -3,7 +3,8 @@
 Both speak the same calls, described once (`_calls`): each method builds a request and the
 parser of its answer, and only the transport differs. Results are the API's own wire models
 (`inferpipe.server.schemas`); errors are `ApiError`s carrying the API's code, message, status
-and per-field details.
+and per-field details. `stream` follows a run's events over server-sent events, resuming by
+itself after a dropped connection (`inferpipe._client_stream`).
 
 Example::
 
@@ -14,6 +15,8 @@ Example::
         run = client.wait_for_run(sent.runs_created[0], timeout_s=30)
         for step in client.steps(run.id).items:
             print(step.name, step.status, step.duration_ms)
+        for event in client.stream(run.id):          # replayed, then live, until the end
+            print(event.index, event.data)
 """
 
 from __future__ import annotations

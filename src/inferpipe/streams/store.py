@@ -121,7 +121,10 @@ class StorePubSub:
 
     @classmethod
     def for_store(cls, store: Store, retention: Retention | None = None, **options: Any) -> Self:
-        """A pubsub in ``store``'s database (an open ``SQLiteStore`` or ``PostgresStore``).
+        """A pubsub in ``store``'s database, sharing its connections.
+
+        ``store`` is a ``SQLiteStore`` or a ``PostgresStore``, opened (which applies the
+        streams migration) before the pubsub is first used.
 
         Raises:
             ConfigurationError: The store is of another kind.
