@@ -49,12 +49,17 @@ def build_app(steps: int) -> tuple[ip.App, dict[str, list[float]]]:
 
     @app.function(id="waiter", trigger=ip.on_event("bench/wait"))
     async def waiter(ctx: ip.Context) -> None:
+        waiting.add(ctx.event.data["k"])  # the wait below is enqueued before this yields
         await ctx.step.wait_for_event(
             "w", event="bench/signal", timeout="1h", if_exp="async.data.k == event.data.k"
         )
         marks["woken"].append(time.perf_counter())
 
     return app, marks
+
+
+waiting: set[int] = set()
+"""Keys of the bench waiters that reached their wait."""
 
 
 def pct(values: list[float], q: float) -> float:
@@ -109,7 +114,8 @@ async def report(
     wakes = []
     for i in range(samples):
         await app.send(ip.Event("bench/wait", {"k": i}))
-        await asyncio.sleep(0.01)  # let the run reach its wait
+        while i not in waiting:  # the run has reached its wait
+            await asyncio.sleep(0)
         sent = time.perf_counter()
         await app.send(ip.Event("bench/signal", {"k": i}))
         while len(marks["woken"]) < i + 1:

@@ -25,6 +25,7 @@ from inferpipe.server import keys_cli
 from inferpipe.server.deps import ApiSettings
 from inferpipe.server.runner import ApiServer
 from inferpipe.store.sqlite import SQLiteStore
+from inferpipe.workflows.runtime import WorkflowRuntime
 
 STARTUP_TIMEOUT_S = 15.0
 MAX_BODY_BYTES = 256 * KB
@@ -76,6 +77,13 @@ def build_app(database: str) -> ip.App:
     @app.function(id="big", retries=0)
     async def big(ctx: ip.Context) -> str:
         return str(await ctx.step.run("make", lambda: "x" * (8 * KB)))
+
+    # Workflow graphs over the API (/v1/workflows), with one task their nodes may call.
+    workflows = WorkflowRuntime(app, retries=0)
+
+    @workflows.task("double")
+    def double(n: int) -> int:
+        return n * 2
 
     return app
 

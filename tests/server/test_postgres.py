@@ -73,3 +73,43 @@ def test_api_server_on_postgres(postgres_server: PostgresServer) -> None:
             assert 'inferpipe_runs{status="completed"}' in metrics
     finally:
         stop()
+
+
+def test_workflow_graphs_over_the_api_on_postgres(postgres_server: PostgresServer) -> None:
+    url = asyncio.run(postgres_server.new_database())
+
+    async def make_keys() -> tuple[str, str]:
+        store = PostgresStore(url)
+        await store.open()
+        quiet = Console(file=io.StringIO())
+        try:
+            a = await keys_cli.create_key(store, workspace="wf-a", name="a", console=quiet)
+            b = await keys_cli.create_key(store, workspace="wf-b", name="b", console=quiet)
+            return a, b
+        finally:
+            await store.close()
+
+    key_a, key_b = asyncio.run(make_keys())
+    graph = {
+        "id": "pg-graph",
+        "name": "on postgres",
+        "input_schema": {"type": "object", "properties": {"n": {"type": "integer"}}},
+        "nodes": [{"id": "twice", "type": "task", "task": "double", "args": {"n": "input.n"}}],
+        "output": {"result": "nodes.twice.output"},
+    }
+    server, stop = start_server(build_app(url), require_keys=True)
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        with (
+            httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key_a}"}) as a,
+            httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key_b}"}) as b,
+        ):
+            assert a.post("/v1/workflows", json=graph).json()["version"] == 1
+            started = a.post("/v1/workflows/pg-graph/runs", json={"input": {"n": 4}})
+            run_id = started.json()["run_id"]
+            assert wait_status(a, run_id, {"completed"})["output"] == {"result": 8}
+            steps = [s["name"] for s in a.get(f"/v1/runs/{run_id}/steps").json()["items"]]
+            assert steps == ["resolve-graph", "node-twice-task"]
+            assert_error(b.get("/v1/workflows/pg-graph/versions"), 404, "graph_not_found")
+    finally:
+        stop()

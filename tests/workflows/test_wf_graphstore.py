@@ -1,4 +1,4 @@
-"""Graph versions: save (validated), list, get, diff, roll back; in memory and in SQLite."""
+"""Graph versions: save (validated), list, get, diff, roll back; in memory, SQLite, PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,25 +7,36 @@ from pathlib import Path
 
 import pytest
 
+from inferpipe.core.errors import ConfigurationError
+from inferpipe.store.base import Store
+from inferpipe.store.postgres import PostgresStore
 from inferpipe.store.sqlite import SQLiteStore
 from inferpipe.workflows.errors import GraphInvalidError, GraphNotFoundError, ProblemCode
 from inferpipe.workflows.graphstore import GraphStore, MemoryGraphStore
+from inferpipe.workflows.graphstore_backends import graph_store_for
+from inferpipe.workflows.graphstore_postgres import PostgresGraphStore
 from inferpipe.workflows.graphstore_sqlite import SQLiteGraphStore
+from tests.store.conftest import PostgresServer, unique_workspace
 from tests.workflows import wf_build as b
 
 V1 = b.document([b.llm("ask"), b.transform("t", "nodes.ask.output")])
 V2 = b.document([b.llm("ask", "Bonjour {{ input.q }}"), b.transform("t", "nodes.ask.output")])
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def graphs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[GraphStore]:
     if request.param == "memory":
         yield MemoryGraphStore()
         return
-    store = SQLiteStore(tmp_path / "graphs.db")
+    store: Store
+    if request.param == "sqlite":
+        store = SQLiteStore(tmp_path / "graphs.db")
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres")
+        store = PostgresStore(server.url, unique_workspace())  # one database, own workspace
     await store.open()
     try:
-        yield SQLiteGraphStore(store)
+        yield graph_store_for(store)
     finally:
         await store.close()
 
@@ -98,3 +109,40 @@ async def test_sqlite_versions_persist_and_are_scoped_by_workspace(tmp_path: Pat
         assert saved.info.version == 1 and saved.plan.nodes.keys() == {"ask", "t"}
     finally:
         await reopened.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_each_backend_is_picked_for_its_store_and_scoped_by_workspace(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    store: Store
+    if backend == "sqlite":
+        store = SQLiteStore(tmp_path / "graphs.db", unique_workspace())
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres")
+        store = PostgresStore(await server.new_database(), unique_workspace())
+    await store.open()
+    try:
+        mine = graph_store_for(store)
+        expected = SQLiteGraphStore if backend == "sqlite" else PostgresGraphStore
+        assert type(mine) is expected
+        await mine.save(V1)
+        theirs = mine.for_workspace("other")
+        assert await theirs.graphs() == []
+        with pytest.raises(GraphNotFoundError):
+            await theirs.get("g")
+        await theirs.save(V2)
+        await theirs.save(V1)
+        assert [v.version for v in await theirs.versions("g")] == [1, 2]
+        assert [v.version for v in await mine.versions("g")] == [1]
+        view = graph_store_for(store.for_workspace("other"))
+        assert isinstance(view, SQLiteGraphStore | PostgresGraphStore)
+        assert view.workspace == "other"
+        assert [v.version for v in await view.versions("g")] == [1, 2]
+    finally:
+        await store.close()
+
+
+def test_a_memory_graph_store_serves_one_workspace_only() -> None:
+    with pytest.raises(ConfigurationError, match="one workspace only"):
+        MemoryGraphStore().for_workspace("other")

@@ -71,6 +71,11 @@ class Context:
         self.attempt: int = max(retrying, default=-1) + 1
 
     @property
+    def workspace(self) -> str:
+        """The workspace this run belongs to."""
+        return self._journal.run.workspace
+
+    @property
     def parent_run_id(self) -> str | None:
         return self._journal.run.parent_run_id
 

@@ -59,18 +59,21 @@ class Steps(ScoringSteps):
         _kind: StepKind = StepKind.RUN,
         _input: Any = _ARGS,
         _meta: Callable[[Any], dict[str, Any]] | None = None,
+        _retries: int | None = None,
         **kwargs: Any,
     ) -> Any:
         """Run `fn(*args, **kwargs)` once and record its result; replays return the record.
 
         A sync `fn` runs in a thread, off the event loop. Failures are retried with backoff
-        (the function's `retries`); after the last attempt a `StepError` is raised here.
-        An exception with a `retry_after_s` attribute sets the delay before the next attempt;
-        one with `retryable = False` is not retried.
+        (the function's `retries`, or `_retries` when given); after the last attempt a
+        `StepError` is raised here. An exception with a `retry_after_s` attribute sets the
+        delay before the next attempt; one with `retryable = False` is not retried.
 
         Features built on steps (model calls, graph nodes) pass `_kind` (recorded step kind),
-        `_input` (what to record as the input instead of the arguments) and `_meta` (computes
-        metadata such as tokens and cost from the output, recorded with the step).
+        `_input` (what to record as the input instead of the arguments), `_meta` (computes
+        metadata such as tokens and cost from the output, recorded with the step) and
+        `_retries` (attempts after the first for this step only, e.g. a graph node's own
+        `retries`; the function's backoff still sets the delays).
         """
         j = self._j
         key = j.key_for(step_id)
@@ -120,7 +123,7 @@ class Steps(ScoringSteps):
         # branches are parked looks quiescent during the commit and is suspended too early.
         try:
             if failure is not None:
-                retry_at_ms = await self._failed(step, failure, history)
+                retry_at_ms = await self._failed(step, failure, history, _retries)
             else:
                 step.finished_at_ms = j.now_ms()
                 step.meta = {**extra, "attempts": history} if history else extra
@@ -134,16 +137,21 @@ class Steps(ScoringSteps):
     async def _run_variant(self, step_id: str, fn: Any) -> Any:
         return await self.run(step_id, fn)
 
-    async def _failed(self, step: StepRecord, exc: Exception, history: list[Any]) -> int:
-        """Record a failed attempt; raise StepError when final, else return when to retry."""
+    async def _failed(
+        self, step: StepRecord, exc: Exception, history: list[Any], retries: int | None = None
+    ) -> int:
+        """Record a failed attempt; raise StepError when final, else return when to retry.
+        `retries` overrides the function's retries for this step when not None."""
         j = self._j
+        if retries is None:
+            retries = j.planner.retries_of(j.run.function_id)
         now = j.now_ms()
         history.append({**error_payload(exc), "attempt": step.attempt, "at_ms": now})
         step.finished_at_ms = now
         step.error = error_payload(exc)
         step.meta = {"attempts": history}
         final = isinstance(exc, _NEVER_RETRIED) or getattr(exc, "retryable", None) is False
-        if final or step.attempt >= j.planner.retries_of(j.run.function_id):
+        if final or step.attempt >= retries:
             step.status = StepStatus.FAILED
             await j.commit(Progress(steps=[step]))
             raise _step_error(j.records[step.key]) from exc

@@ -177,6 +177,7 @@ async def chat(
     max_tokens: int | None = ...,
     on_token: TokenSink | None = ...,
     stream: bool = ...,
+    retries: int | None = ...,
     **settings: Any,
 ) -> ChatReply[M]: ...
 
@@ -196,6 +197,7 @@ async def chat(
     max_tokens: int | None = ...,
     on_token: TokenSink | None = ...,
     stream: bool = ...,
+    retries: int | None = ...,
     **settings: Any,
 ) -> ChatReply[Any]: ...
 
@@ -214,6 +216,7 @@ async def chat(
     max_tokens: int | None = None,
     on_token: TokenSink | None = None,
     stream: bool = True,
+    retries: int | None = None,
     **settings: Any,
 ) -> ChatReply[Any]:
     """Call a model as a durable step (recorded once; a replay returns the record).
@@ -230,6 +233,7 @@ async def chat(
         temperature, max_tokens: Sampling settings.
         on_token: Also called with each piece of text as it streams (not on replay).
         stream: Stream tokens to the run's stream (when it has one) and to `on_token`.
+        retries: Attempts after the first for each call's step; None: the function's retries.
         **settings: Other provider settings (`top_p`, `seed`, `tool_choice`, ...); credentials
             and transport options are refused.
 
@@ -242,7 +246,8 @@ async def chat(
         StructuredOutputError: the reply still did not match after `max_reasks` re-asks.
     """
     request = build_request(model, messages, tools, temperature, max_tokens, settings)
-    call = _RecordedCall(ctx, step_id, registry, _token_sink(ctx, step_id, on_token, stream))
+    sink = _token_sink(ctx, step_id, on_token, stream)
+    call = _RecordedCall(ctx, step_id, registry, sink, retries)
     if response_format is None:
         result = await call(request)
         return ChatReply(result, None, (result,))
@@ -323,11 +328,13 @@ class _RecordedCall:
         step_id: str,
         registry: ProviderRegistry | None,
         sink: TokenSink | None,
+        retries: int | None = None,
     ) -> None:
         self._ctx = ctx
         self._step_id = step_id
         self._registry = registry
         self._sink = sink
+        self._retries = retries
         self._calls = 0
 
     async def __call__(self, request: ChatRequest) -> ChatResult:
@@ -342,6 +349,7 @@ class _RecordedCall:
             _kind=StepKind.LLM,
             _input=recorded_request(request),
             _meta=lambda output: call_metadata(request, output),
+            _retries=self._retries,
         )
         return ChatResult.model_validate(recorded)
 

@@ -32,13 +32,14 @@ from inferpipe.server.errors import install_error_handlers
 from inferpipe.server.keys import KeyStore, key_store_for
 from inferpipe.server.metrics import LatencyMiddleware, Metrics, run_counter_for
 from inferpipe.server.retention import RetentionJob
-from inferpipe.server.routes import dashboard, events, functions, ops, runs, stream
+from inferpipe.server.routes import dashboard, events, functions, ops, runs, stream, workflows
 from inferpipe.server.workspaces import WorkerPool, Workspaces
 from inferpipe.store.base import Store
 
 API_TITLE = "inferpipe"
 API_DESCRIPTION = (
-    "Send events, start and follow runs (status, steps, logs, scores), cancel and re-run them. "
+    "Send events, start and follow runs (status, steps, logs, scores), cancel and re-run them; "
+    "save, version and run workflow graphs. "
     "Authenticate with `Authorization: Bearer ip_...`; every key is scoped to one workspace."
 )
 
@@ -122,6 +123,7 @@ def create_api(
         events.router,
         runs.router,
         functions.router,
+        workflows.router,
         ops.router,
         dashboard.router,
     ):

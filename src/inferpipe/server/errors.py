@@ -132,6 +132,11 @@ STATUS_BY_CODE: dict[str, int] = {
     "unknown_function": 404,
     "run_not_found": 404,
     "store_error": 503,
+    # workflow graphs (inferpipe.workflows; routes/workflows.py)
+    "graph_invalid": 422,
+    "graph_not_found": 404,
+    "workflow_input_invalid": 422,
+    "workflows_not_enabled": 404,
 }
 """The status of each error code; a code not listed answers 500 (503 when retryable)."""
 

@@ -219,6 +219,106 @@ class FunctionInfo(WireModel):
     timeouts: TimeoutsInfo
 
 
+# workflows ----------------------------------------------------------------------------------
+class WorkflowVersionInfo(WireModel):
+    """A saved version of a workflow graph."""
+
+    graph_id: str
+    version: int
+    name: str
+    content_hash: str = Field(description="The compiled plan's hash: equal plans, equal hashes.")
+    created_at_ms: int
+    current: bool = Field(description="Runs that name no version use the current one.")
+
+
+class WorkflowSaved(WorkflowVersionInfo):
+    """The version a save made current."""
+
+    created: bool = Field(
+        description="False when the graph equals the current version: nothing new was saved."
+    )
+
+
+class WorkflowNodeInfo(WireModel):
+    """A node of a compiled graph, and the step that records it in a run."""
+
+    id: str
+    type: str
+    step_name: str = Field(description="The node's step in a run: `node-<id>-<type>`.")
+    depends_on: list[str] = Field(default_factory=list)
+    level: int = Field(description="0 without dependencies, else 1 + the deepest one's level.")
+
+
+class WorkflowVersionDetail(WorkflowVersionInfo):
+    """A saved version with its graph document and its compiled nodes."""
+
+    graph: dict[str, Any] = Field(description="The graph document as saved.")
+    nodes: list[WorkflowNodeInfo] = Field(description="In topological order.")
+
+
+class FieldChangeInfo(WireModel):
+    path: str = Field(description="Dotted path of the value, e.g. `prompt` or `cases[0].when`.")
+    before: Any = None
+    after: Any = None
+
+
+class NodeChangeInfo(WireModel):
+    node_id: str
+    fields: list[FieldChangeInfo]
+
+
+class EdgeInfo(WireModel):
+    source: str
+    target: str
+
+
+class WorkflowDiff(WireModel):
+    """What changed from one version of a graph to another."""
+
+    graph_id: str
+    from_version: int
+    to_version: int
+    added_nodes: list[str] = Field(default_factory=list)
+    removed_nodes: list[str] = Field(default_factory=list)
+    changed_nodes: list[NodeChangeInfo] = Field(default_factory=list)
+    added_edges: list[EdgeInfo] = Field(default_factory=list)
+    removed_edges: list[EdgeInfo] = Field(default_factory=list)
+    graph_fields: list[FieldChangeInfo] = Field(
+        default_factory=list, description="Changes to name, description, input schema, output."
+    )
+    text: str = Field(description="The diff as text: `+` added, `-` removed, `~` changed.")
+
+
+MAX_WORKFLOW_VERSION = 2**31 - 1
+"""Version numbers are SQL INTEGERs."""
+
+
+class RollbackIn(RequestModel):
+    version: int = Field(
+        ge=1, le=MAX_WORKFLOW_VERSION, description="The version to make current again."
+    )
+
+
+class WorkflowRunIn(RequestModel):
+    input: dict[str, Any] = Field(
+        default_factory=dict, description="The graph's input, checked against its input schema."
+    )
+    version: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_WORKFLOW_VERSION,
+        description="A saved version; the current one when omitted.",
+    )
+
+
+class WorkflowRunStarted(WireModel):
+    """The run is durably queued; follow it at `/v1/runs/{run_id}`."""
+
+    run_id: str
+    graph_id: str
+    version: int
+
+
 # operations ---------------------------------------------------------------------------------
 class Health(WireModel):
     status: Literal["ok", "ready"]
@@ -229,23 +329,34 @@ __all__ = [
     "BackoffInfo",
     "CancelIn",
     "CancelOnInfo",
+    "EdgeInfo",
     "ErrorBody",
     "ErrorDetail",
     "ErrorInfo",
     "ErrorOut",
     "EventIn",
     "EventInfo",
+    "FieldChangeInfo",
     "FunctionInfo",
     "Health",
     "InvokeIn",
     "Invoked",
     "LogInfo",
+    "NodeChangeInfo",
     "Page",
     "RerunIn",
+    "RollbackIn",
     "RunInfo",
     "ScoreInfo",
     "SendResult",
     "StepInfo",
     "TimeoutsInfo",
     "TriggerInfo",
+    "WorkflowDiff",
+    "WorkflowNodeInfo",
+    "WorkflowRunIn",
+    "WorkflowRunStarted",
+    "WorkflowSaved",
+    "WorkflowVersionDetail",
+    "WorkflowVersionInfo",
 ]

@@ -3,7 +3,8 @@
 `spec` holds the graph models and loaders, `validate` the save-time checks, `compile` the
 execution plan, `schedule` a pure reference scheduler over a plan, `templates` the sandboxed
 Jinja2 renderer, `netpolicy` the HTTP destination policy and `versions` the diff of two versions.
-`graphstore` keeps saved versions; `runtime` runs them durably (one generic function,
+`graphstore` keeps saved versions (`graphstore_sqlite`, `graphstore_postgres`; `graph_store_for`
+picks the one of a store); `runtime` runs them durably (one generic function,
 `workflow-run`; `nodes` and `execution` are its parts); `cli` is `inferpipe workflows ...`.
 """
 
@@ -30,6 +31,7 @@ from inferpipe.workflows.graphstore import (
     SaveResult,
     VersionInfo,
 )
+from inferpipe.workflows.graphstore_backends import graph_store_for
 from inferpipe.workflows.graphstore_sqlite import SQLiteGraphStore
 from inferpipe.workflows.runtime import (
     RunCost,
@@ -94,6 +96,7 @@ __all__ = [
     "compile_graph",
     "diff_graphs",
     "graph_json_schema",
+    "graph_store_for",
     "load_graph",
     "load_graph_file",
     "register_workflows",

@@ -67,7 +67,11 @@ def add_workflow_commands(subparsers: Any) -> None:
     run.add_argument("--version", type=int, help="a saved version (default: the current one)")
     run.add_argument("--timeout", default=DEFAULT_RUN_TIMEOUT, help="e.g. 30s, 10m")
     for p in (save, versions, diff, rollback, run):
-        p.add_argument("--database", metavar="URL", help="sqlite:///path (default: the app's)")
+        p.add_argument(
+            "--database",
+            metavar="URL",
+            help="sqlite:///path or postgresql://... (default: the app's)",
+        )
         p.add_argument("--app", help="module:attribute or path/to/app.py with a WorkflowRuntime")
     wf.set_defaults(handler=workflows_command)
 

@@ -7,7 +7,8 @@ makes no new version. A rollback makes an older version current again (history i
 Versions live in the app's own database, in tables of their own (migration 0003): saves are
 transactional (two concurrent saves get distinct version numbers), scoped by workspace,
 backed up with the runs they explain, and shared by every worker that shares the database.
-The core `Store` protocol is untouched; `SQLiteGraphStore` uses the SQLite store's connection.
+The core `Store` protocol is untouched: `SQLiteGraphStore` uses the SQLite store's connection,
+`PostgresGraphStore` the PostgreSQL store's pool (`graph_store_for` picks the one of a store).
 
 Example::
 
@@ -23,17 +24,21 @@ from __future__ import annotations
 import abc
 import hashlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
+from inferpipe.core.errors import ConfigurationError
 from inferpipe.workflows import spec
 from inferpipe.workflows.compile import ExecutionPlan, compile_graph
 from inferpipe.workflows.errors import GraphNotFoundError
 from inferpipe.workflows.validate import ValidationOptions
 from inferpipe.workflows.versions import GraphDiff, diff_graphs
+
+MAX_VERSION = 2**31 - 1
+"""The highest version number (an SQL INTEGER); larger numbers name no version."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,17 @@ class GraphStore(abc.ABC):
         self.options = options or ValidationOptions()
         self._clock = clock or (lambda: int(time.time() * 1000))
 
+    def for_workspace(self, workspace: str) -> GraphStore:
+        """The versions of `workspace` in the same database (a view sharing its connection).
+
+        Raises:
+            ConfigurationError: this backend keeps a single workspace (the in-memory one).
+        """
+        raise ConfigurationError(
+            f"{type(self).__name__} keeps the graphs of one workspace only: use the graph "
+            "store of the app's database (SQLite or PostgreSQL) to serve several"
+        )
+
     # storage hooks --------------------------------------------------------------------------
     @abc.abstractmethod
     async def _append(self, row: StoredVersion) -> tuple[StoredVersion, bool]:
@@ -153,6 +169,8 @@ class GraphStore(abc.ABC):
         Raises:
             GraphNotFoundError: no such graph or version.
         """
+        if version is not None and not 1 <= version <= MAX_VERSION:
+            raise GraphNotFoundError(graph_id, version)  # never stored; nor storable in SQL
         stored = await self._fetch(graph_id, version, content_hash)
         if stored is None:
             raise GraphNotFoundError(graph_id, version, content_hash or "")
@@ -185,9 +203,35 @@ class GraphStore(abc.ABC):
         Raises:
             GraphNotFoundError: no such version.
         """
-        if not await self._set_current(graph_id, version, self._clock()):
+        in_range = 1 <= version <= MAX_VERSION
+        if not in_range or not await self._set_current(graph_id, version, self._clock()):
             raise GraphNotFoundError(graph_id, version)
         return (await self.get(graph_id, version)).info
+
+
+INFO_COLUMNS = (
+    "v.graph_id, v.version, v.name, v.content_hash, v.document_hash, v.created_at_ms,"
+    " h.version IS NOT NULL"
+)
+"""What the SQL backends select of a version (`info_from_row` reads it), aliased `v`/`h`."""
+VERSIONS_FROM = (
+    "FROM workflow_versions v LEFT JOIN workflow_heads h ON h.workspace = v.workspace"
+    " AND h.graph_id = v.graph_id AND h.version = v.version"
+)
+"""The versions joined with the current-version pointers (migration 0003, both backends)."""
+
+
+def info_from_row(row: Sequence[Any]) -> VersionInfo:
+    """A `VersionInfo` from the first columns of a row selected with `INFO_COLUMNS`."""
+    return VersionInfo(
+        graph_id=str(row[0]),
+        version=int(row[1]),
+        name=str(row[2]),
+        content_hash=str(row[3]),
+        document_hash=str(row[4]),
+        created_at_ms=int(row[5]),
+        current=bool(row[6]),
+    )
 
 
 def document_hash(document: Mapping[str, Any]) -> str:

@@ -7,17 +7,18 @@ from collections.abc import Callable
 from typing import Any
 
 from inferpipe.store.sqlite import SQLiteStore
-from inferpipe.workflows.graphstore import GraphStore, StoredVersion, VersionInfo
+from inferpipe.workflows.graphstore import (
+    INFO_COLUMNS,
+    VERSIONS_FROM,
+    GraphStore,
+    StoredVersion,
+    VersionInfo,
+    info_from_row,
+)
 from inferpipe.workflows.validate import ValidationOptions
 
-_INFO = (
-    "v.graph_id, v.version, v.name, v.content_hash, v.document_hash, v.created_at_ms,"
-    " h.version IS NOT NULL"
-)
-_FROM = (
-    "FROM workflow_versions v LEFT JOIN workflow_heads h ON h.workspace = v.workspace"
-    " AND h.graph_id = v.graph_id AND h.version = v.version"
-)
+_INFO = INFO_COLUMNS
+_FROM = VERSIONS_FROM
 
 
 class SQLiteGraphStore(GraphStore):
@@ -37,8 +38,14 @@ class SQLiteGraphStore(GraphStore):
         clock: Callable[[], int] | None = None,
     ) -> None:
         super().__init__(options=options, clock=clock)
+        self._store = store
         self._db = store._db  # shared on purpose: one writer thread per SQLite file
         self.workspace = store.workspace
+
+    def for_workspace(self, workspace: str) -> SQLiteGraphStore:
+        return SQLiteGraphStore(
+            self._store.for_workspace(workspace), options=self.options, clock=self._clock
+        )
 
     async def _append(self, row: StoredVersion) -> tuple[StoredVersion, bool]:
         return await self._db.write(lambda conn: self._append_in(conn, row))
@@ -107,12 +114,12 @@ class SQLiteGraphStore(GraphStore):
         rows = await self._db.read(
             lambda conn: conn.execute(sql, (self.workspace, graph_id)).fetchall()
         )
-        return [_info(row) for row in rows]
+        return [info_from_row(row) for row in rows]
 
     async def _heads(self) -> list[VersionInfo]:
         sql = f"SELECT {_INFO} {_FROM} WHERE v.workspace = ? AND h.version IS NOT NULL ORDER BY v.graph_id"
         rows = await self._db.read(lambda conn: conn.execute(sql, (self.workspace,)).fetchall())
-        return [_info(row) for row in rows]
+        return [info_from_row(row) for row in rows]
 
     async def _set_current(self, graph_id: str, version: int, now_ms: int) -> bool:
         def move(conn: sqlite3.Connection) -> bool:
@@ -142,16 +149,4 @@ def _one(conn: sqlite3.Connection, where: str, *params: Any) -> StoredVersion | 
     row = conn.execute(f"SELECT {_INFO}, v.graph, v.plan {_FROM} {where}", params).fetchone()
     if row is None:
         return None
-    return StoredVersion(_info(row), str(row[7]), str(row[8]))
-
-
-def _info(row: tuple[Any, ...]) -> VersionInfo:
-    return VersionInfo(
-        graph_id=str(row[0]),
-        version=int(row[1]),
-        name=str(row[2]),
-        content_hash=str(row[3]),
-        document_hash=str(row[4]),
-        created_at_ms=int(row[5]),
-        current=bool(row[6]),
-    )
+    return StoredVersion(info_from_row(row), str(row[7]), str(row[8]))

@@ -7,6 +7,9 @@ record the request and the reply, with the provider, model, tokens and cost; str
 replies that fail validation are re-asked as steps ``<step>:reask-<n>``. A node whose templates
 or expressions fail before its step could start still gets a (failed) step record, so the
 failure shows where the node is.
+
+A node's `retries` (attempts after the first) applies to its own steps; a map's items use their
+item node's `retries`, else the map's; unset, the runtime's retries (the function's) apply.
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ class _Place:
     recorded: dict[str, Any]
     meta: dict[str, Any]
     secrets: tuple[str, ...]
+    retries: int | None = None
+    """The node's own retries (None: the function's)."""
 
 
 class NodeRunner:
@@ -114,7 +119,8 @@ class NodeRunner:
             "nodes": {dep: value["output"] for dep, value in deps.items()},
         }
         meta = {"node_id": node.id, "node_type": node.type}
-        return _Place(node.id, node.step_name, scope, recorded, meta, node.secrets)
+        retries = node.definition.retries
+        return _Place(node.id, node.step_name, scope, recorded, meta, node.secrets, retries)
 
     async def _body(self, body: spec.ItemNode, place: _Place) -> Any:
         if isinstance(body, spec.LlmFields):
@@ -141,7 +147,11 @@ class NodeRunner:
 
         recorded = {**place.recorded, "expression": body.expression}
         return await self._steps.run(
-            place.step_name, evaluate, _input=recorded, _meta=lambda _: place.meta
+            place.step_name,
+            evaluate,
+            _input=recorded,
+            _meta=lambda _: place.meta,
+            _retries=place.retries,
         )
 
     async def _branch(self, node_id: str, place: _Place) -> NodeResult:
@@ -153,7 +163,11 @@ class NodeRunner:
             return {"arm": arm, "when": chosen.when, "targets": list(chosen.targets)}
 
         out = await self._steps.run(
-            place.step_name, choose, _input=place.recorded, _meta=lambda _: place.meta
+            place.step_name,
+            choose,
+            _input=place.recorded,
+            _meta=lambda _: place.meta,
+            _retries=place.retries,
         )
         return NodeResult(out, arm=int(out["arm"]))
 
@@ -185,7 +199,11 @@ class NodeRunner:
 
         recorded = {"task": body.task, "args": kwargs}
         return await self._steps.run(
-            place.step_name, call, _input=recorded, _meta=lambda _: place.meta
+            place.step_name,
+            call,
+            _input=recorded,
+            _meta=lambda _: place.meta,
+            _retries=place.retries,
         )
 
     async def _llm(self, body: spec.LlmFields, place: _Place) -> Any:
@@ -205,6 +223,7 @@ class NodeRunner:
             registry=self._s.providers,
             temperature=body.temperature,
             max_tokens=body.max_tokens,
+            retries=place.retries,
         )
         return reply.parsed if structured else (reply.content or "")
 
@@ -239,7 +258,7 @@ class NodeRunner:
             return scrub(response, values)
 
         return await self._steps.run(
-            place.step_name, call, _input=shown, _meta=lambda _: place.meta
+            place.step_name, call, _input=shown, _meta=lambda _: place.meta, _retries=place.retries
         )
 
     def _http_request(
@@ -266,6 +285,9 @@ class NodeRunner:
         except WorkflowError as exc:
             await self._fail(place, StepKind.RUN, exc)
         gate = asyncio.Semaphore(definition.concurrency)
+        item_retries = definition.node.retries
+        if item_retries is None:
+            item_retries = place.retries
 
         async def one(index: int, item: Any) -> Any:
             async with gate:
@@ -276,6 +298,7 @@ class NodeRunner:
                     {**place.recorded, "item": item, "index": index},
                     {**place.meta, "item": index},
                     place.secrets,
+                    item_retries,
                 )
                 return await self._body(definition.node, item_place)
 
@@ -298,6 +321,7 @@ class NodeRunner:
                 collect,
                 _input={**place.recorded, "items": len(items)},
                 _meta=lambda _: place.meta,
+                _retries=place.retries,
             )
         )
 

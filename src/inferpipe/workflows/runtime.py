@@ -6,6 +6,9 @@ run's first step, so a replay, a recovery or a re-run uses the version the run s
 whatever was saved since. Graphs that declare a trigger (an event or a cron schedule) get a
 function of their own, `workflow:<graph id>`, which runs the current version.
 
+Versions are kept per workspace, in the app's database (SQLite or PostgreSQL): a run reads the
+graphs of its own workspace, so one runtime serves every workspace of a server.
+
 Example::
 
     app = inferpipe.App("support")
@@ -21,7 +24,6 @@ Example::
 
 from __future__ import annotations
 
-import sqlite3
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -37,14 +39,14 @@ from inferpipe.engine.context import Context
 from inferpipe.engine.engine import Engine
 from inferpipe.engine.functions import Backoff, FunctionDef, Trigger, on_cron, on_event
 from inferpipe.llm.providers import ProviderRegistry
-from inferpipe.store.sqlite import SQLiteStore
+from inferpipe.store.base import Store
 from inferpipe.workflows import spec
 from inferpipe.workflows._http import HttpSettings
 from inferpipe.workflows.compile import ExecutionPlan
 from inferpipe.workflows.errors import PlanIntegrityError, WorkflowInputError
 from inferpipe.workflows.execution import GraphExecution
 from inferpipe.workflows.graphstore import GraphStore, SaveResult
-from inferpipe.workflows.graphstore_sqlite import SQLiteGraphStore
+from inferpipe.workflows.graphstore_backends import graph_store_for, saved_graphs
 from inferpipe.workflows.nodes import NodeRunner, NodeServices, TaskFunction
 from inferpipe.workflows.secrets import EnvSecrets, SecretProvider
 from inferpipe.workflows.validate import Limits, PatternModelCatalog, ValidationOptions
@@ -64,12 +66,13 @@ F = TypeVar("F", bound=TaskFunction)
 class AppHost(Protocol):
     """What the runtime needs of an application (`inferpipe.App` provides it)."""
 
+    workspace: str
+    database: str | None
+
     def add(self, fn: FunctionDef) -> None: ...
 
     @property
     def engine(self) -> Engine: ...
-
-    async def invoke(self, function_id: str, data: dict[str, Any] | None = None) -> str: ...
 
 
 _RUNTIMES: weakref.WeakKeyDictionary[Any, WorkflowRuntime] = weakref.WeakKeyDictionary()
@@ -80,8 +83,9 @@ class WorkflowRuntime:
 
     Args:
         app: the application whose engine runs the graphs.
-        graphs: where versions are saved; by default the app's SQLite database (tables of
-            migration 0003), opened with the app.
+        graphs: where versions are saved; by default the app's database, SQLite or
+            PostgreSQL (tables of migration 0003), opened with the app. A store given here
+            serves other workspaces through its `for_workspace`.
         providers: model providers for `llm` nodes (by default "fake", and "openai").
         secrets: where `secrets.<NAME>` of `http` nodes come from (environment variables).
         http: the network access of `http` nodes (transport, resolver, response size).
@@ -109,7 +113,9 @@ class WorkflowRuntime:
         self.limits = limits or Limits()
         self.tasks: dict[str, TaskFunction] = {}
         self._graphs = graphs
-        self._default_graphs: tuple[SQLiteStore, SQLiteGraphStore] | None = None
+        # Graph stores per workspace, for the store they were made for (an app started again
+        # - tests, the CLI - gets stores of its own).
+        self._views: tuple[object, dict[str, GraphStore]] = (None, {})
         self._services = NodeServices(
             self.providers, secrets or EnvSecrets(), http or HttpSettings(), self.tasks
         )
@@ -161,25 +167,19 @@ class WorkflowRuntime:
         """Register the trigger `graph` declares, if any; returns the function id."""
         return self.add_trigger(graph.id, graph.trigger) if graph.trigger else None
 
-    def load_saved_triggers(self, database: str | Path) -> list[str]:
-        """Register the triggers of the current versions saved in a SQLite database (call at
-        import time, before the app starts); returns the function ids registered."""
-        path = str(database).removeprefix("sqlite:///").removeprefix("sqlite://")
-        if "://" in path:
-            raise ConfigurationError("load_saved_triggers reads SQLite databases only")
-        if not Path(path).exists():
-            return []
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-            try:
-                rows = conn.execute(
-                    "SELECT v.graph FROM workflow_versions v JOIN workflow_heads h"
-                    " ON h.workspace = v.workspace AND h.graph_id = v.graph_id"
-                    " AND h.version = v.version ORDER BY v.graph_id"
-                ).fetchall()
-            except sqlite3.OperationalError:  # the workflow tables do not exist yet
-                return []
-        graphs = (spec.Graph.model_validate_json(row[0]) for row in rows)
-        return [fid for graph in graphs if (fid := self.add_graph_trigger(graph)) is not None]
+    def load_saved_triggers(
+        self, database: str | Path | None = None, *, workspace: str | None = None
+    ) -> list[str]:
+        """Register the triggers of the current versions saved in a database (call at import
+        time, before the app starts); returns the function ids registered.
+
+        Args:
+            database: a `sqlite:///` or `postgresql://` URL or a SQLite file; by default the
+                app's database. It is read, not migrated: no tables, no triggers.
+            workspace: whose graphs (the app's workspace by default).
+        """
+        found = saved_graphs(database or self.app.database, workspace or self.app.workspace)
+        return [fid for graph in found if (fid := self.add_graph_trigger(graph)) is not None]
 
     def _function(
         self,
@@ -200,22 +200,37 @@ class WorkflowRuntime:
     # graphs -------------------------------------------------------------------------------
     @property
     def graphs(self) -> GraphStore:
-        """The graph store (the app's SQLite database unless one was given)."""
-        if self._graphs is not None:
-            return self._graphs
-        store = self.app.engine.store
-        if not isinstance(store, SQLiteStore):
-            raise ConfigurationError(
-                "pass a GraphStore to WorkflowRuntime: graph versions are kept in the "
-                f"app's database only for SQLite, not for {type(store).__name__}"
-            )
-        # Per open store: an app started again (tests, the CLI) gets a store of its own.
-        if self._default_graphs is None or self._default_graphs[0] is not store:
-            self._default_graphs = (
-                store,
-                SQLiteGraphStore(store, options=self.validation_options()),
-            )
-        return self._default_graphs[1]
+        """The graph store of the app's workspace (in the app's database unless one was
+        given)."""
+        return self.graphs_for(None)
+
+    def graphs_for(self, workspace: str | None) -> GraphStore:
+        """The graph store of `workspace` (None: the app's), in the same database.
+
+        Raises:
+            ConfigurationError: the app's store has no graph store (neither SQLite nor
+                PostgreSQL) and none was given, or the one given keeps a single workspace.
+        """
+        base: GraphStore | Store = (
+            self._graphs if self._graphs is not None else self.app.engine.store
+        )
+        if self._views[0] is not base:
+            self._views = (base, {})
+        views = self._views[1]
+        key = workspace or ""
+        found = views.get(key)
+        if found is None:
+            found = self._graph_store(base, workspace)
+            views[key] = found
+        return found
+
+    def _graph_store(self, base: GraphStore | Store, workspace: str | None) -> GraphStore:
+        if isinstance(base, GraphStore):
+            if workspace is None or workspace == self.app.workspace:
+                return base
+            return base.for_workspace(workspace)
+        store = base if workspace in (None, base.workspace) else base.for_workspace(workspace)
+        return graph_store_for(store, options=self.validation_options())
 
     def validation_options(self) -> ValidationOptions:
         """Validation against this runtime's providers, registered tasks and limits."""
@@ -224,9 +239,17 @@ class WorkflowRuntime:
             models=PatternModelCatalog(patterns), limits=self.limits, tasks=tuple(self.tasks)
         )
 
-    async def save(self, graph: spec.Graph | Mapping[str, Any]) -> SaveResult:
-        """Validate (against this runtime's models and tasks), compile and save a graph."""
-        return await self.graphs.save(graph, options=self.validation_options())
+    async def save(
+        self, graph: spec.Graph | Mapping[str, Any], *, workspace: str | None = None
+    ) -> SaveResult:
+        """Validate (against this runtime's models and tasks), compile and save a graph in
+        `workspace` (the app's by default).
+
+        Raises:
+            GraphInvalidError: listing every problem; nothing is saved.
+        """
+        graphs = self.graphs_for(workspace)
+        return await graphs.save(graph, options=self.validation_options())
 
     # runs ---------------------------------------------------------------------------------
     async def run(
@@ -235,15 +258,20 @@ class WorkflowRuntime:
         input_data: Mapping[str, Any] | None = None,
         *,
         version: int | None = None,
+        engine: Engine | None = None,
     ) -> str:
         """Start a run of a saved graph (its current version unless `version`); returns the
         run id. The version is fixed now, and the input checked against the input schema.
+
+        `engine` is the engine of the workspace to run in (the graph is read from it): the
+        app's by default; the HTTP API passes the caller's.
 
         Raises:
             GraphNotFoundError: no such graph or version.
             WorkflowInputError: the input does not match the graph's input schema.
         """
-        saved = await self.graphs.get(graph_id, version)
+        engine = engine or self.app.engine
+        saved = await self.graphs_for(engine.store.workspace).get(graph_id, version)
         data = dict(input_data or {})
         check_input(saved.plan, data)
         request = {
@@ -252,7 +280,7 @@ class WorkflowRuntime:
             "content_hash": saved.info.content_hash,
             "input": data,
         }
-        return await self.app.invoke(WORKFLOW_FUNCTION_ID, request)
+        return await engine.invoke(WORKFLOW_FUNCTION_ID, request)
 
     async def _on_invoke(self, ctx: Context) -> Any:
         data = ctx.event.data
@@ -275,11 +303,13 @@ class WorkflowRuntime:
     ) -> dict[str, Any]:
         """Run a graph inside a durable function: resolve its version once, then every node.
 
-        The version is `version`, else the newest with `content_hash`, else the current one.
+        The version is `version`, else the newest with `content_hash`, else the current one,
+        among the graphs of the run's workspace.
         """
+        graphs = self.graphs_for(_workspace_of(ctx))
 
         async def resolve() -> dict[str, Any]:
-            saved = await self.graphs.get(graph_id, version, content_hash=content_hash)
+            saved = await graphs.get(graph_id, version, content_hash=content_hash)
             self._remember(saved.plan)
             info = saved.info
             return {
@@ -289,20 +319,20 @@ class WorkflowRuntime:
             }
 
         ref = await ctx.step.run(RESOLVE_STEP, resolve, _input={"graph_id": graph_id})
-        plan = await self._plan(ref)
+        plan = await self._plan(ref, graphs)
         check_input(plan, input_data)
         outputs: dict[str, Any] = {}  # written by the execution, read by the nodes
         runner = NodeRunner(ctx, plan, self._services, input_data, outputs)
         return await GraphExecution(plan, runner, input_data, outputs).run()
 
-    async def _plan(self, ref: Mapping[str, Any]) -> ExecutionPlan:
+    async def _plan(self, ref: Mapping[str, Any], graphs: GraphStore) -> ExecutionPlan:
         """The plan a run resolved, by the graph id, version and content hash it recorded."""
         key = (str(ref["graph_id"]), int(ref["version"]), str(ref.get("content_hash", "")))
         plan = self._plans.get(key)
         if plan is not None:
             self._plans.move_to_end(key)
             return plan
-        plan = (await self.graphs.get(key[0], key[1])).plan
+        plan = (await graphs.get(key[0], key[1])).plan
         if key[2] and plan.content_hash != key[2]:
             raise PlanIntegrityError(
                 f"version {key[1]} of graph {key[0]!r} is not the one this run started with "
@@ -329,6 +359,12 @@ def register_workflows(
 def runtime_of(app: object) -> WorkflowRuntime | None:
     """The workflow runtime registered on `app`, if any (the CLI uses the app's tasks)."""
     return _RUNTIMES.get(app)
+
+
+def _workspace_of(ctx: Context) -> str:
+    """The workspace of the run `ctx` belongs to (its graphs are that workspace's); from the
+    run record, never from the run's input, which a caller could forge."""
+    return ctx.workspace
 
 
 def check_input(plan: ExecutionPlan, input_data: Any) -> None:
