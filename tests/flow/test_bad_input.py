@@ -4,7 +4,6 @@ or, for a single event, a run recorded as skipped with the reason (never a crash
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +20,7 @@ from inferpipe.engine.flow import (
     Throttle,
 )
 from inferpipe.store.base import RunFilter
-from inferpipe.store.sqlite import SQLiteStore
+from tests.flow.conftest import StoreMaker
 from tests.flow.kit import T0, eventually
 
 BAD_OPTIONS: list[tuple[dict[str, Any], str]] = [
@@ -81,7 +80,7 @@ def test_registration_rejects_bad_options(options: dict[str, Any], message: str)
 
 
 async def test_a_key_missing_from_one_event_skips_that_run_and_the_worker_goes_on(
-    tmp_path: Path,
+    stores: StoreMaker,
 ) -> None:
     app = ip.App("t")
     done: list[str] = []
@@ -95,7 +94,7 @@ async def test_a_key_missing_from_one_event_skips_that_run_and_the_worker_goes_o
     async def f(ctx: ip.Context) -> None:
         done.append(ctx.event.data["customer"]["id"])
 
-    await app.start(store=SQLiteStore(tmp_path / "db"), clock=VirtualClock(T0))
+    await app.start(store=stores.new(), clock=VirtualClock(T0))
     worker = app.worker()
     task = asyncio.create_task(worker.run())
     try:

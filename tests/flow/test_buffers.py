@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inferpipe as ip
 from inferpipe.engine.flow import Batch, Debounce
-from inferpipe.testing import Harness
+from tests.flow.conftest import HarnessFactory
 from tests.flow.kit import T0, by_status
 
 
@@ -21,9 +21,11 @@ def debounced_app(debounce: Debounce) -> tuple[ip.App, list[list[int]]]:
     return app, seen
 
 
-async def test_debounce_runs_once_after_the_quiet_period_with_the_last_event() -> None:
+async def test_debounce_runs_once_after_the_quiet_period_with_the_last_event(
+    harness: HarnessFactory,
+) -> None:
     app, seen = debounced_app(Debounce("10s", key="event.data.doc"))
-    async with Harness(app) as h:
+    async with harness(app) as h:
         await h.send(ip.Event("edit", {"doc": "d1", "v": 1}))
         (pending,) = await h.runs_of("f")
         assert pending.status is ip.RunStatus.QUEUED and pending.ready_at_ms == T0 + 10_000
@@ -44,9 +46,11 @@ async def test_debounce_runs_once_after_the_quiet_period_with_the_last_event() -
     assert seen == [[2], [9], [3]]
 
 
-async def test_debounce_extended_by_late_events_is_cut_by_its_maximum_wait() -> None:
+async def test_debounce_extended_by_late_events_is_cut_by_its_maximum_wait(
+    harness: HarnessFactory,
+) -> None:
     app, seen = debounced_app(Debounce("10s", timeout="25s"))
-    async with Harness(app) as h:
+    async with harness(app) as h:
         for v, at_s in ((1, 0), (2, 8), (3, 16), (4, 24)):
             await h.advance(f"{T0 + at_s * 1000 - h.now_ms}ms")
             await h.send(ip.Event("edit", {"v": v}))
@@ -61,9 +65,9 @@ async def test_debounce_extended_by_late_events_is_cut_by_its_maximum_wait() -> 
     assert len(run.event_ids) == 1  # the last event; the others are linked as its triggers
 
 
-async def test_events_folded_into_a_debounced_run_find_it() -> None:
+async def test_events_folded_into_a_debounced_run_find_it(harness: HarnessFactory) -> None:
     app, _ = debounced_app(Debounce("1s"))
-    async with Harness(app) as h:
+    async with harness(app) as h:
         first = (await h.send(ip.Event("edit", {"v": 1})))[0]
         await h.send(ip.Event("edit", {"v": 2}))
         await h.settle()
@@ -86,9 +90,9 @@ def batched_app(batch: Batch) -> tuple[ip.App, list[list[int]]]:
     return app, seen
 
 
-async def test_batch_closed_by_size_starts_at_once() -> None:
+async def test_batch_closed_by_size_starts_at_once(harness: HarnessFactory) -> None:
     app, seen = batched_app(Batch(3, "10s"))
-    async with Harness(app) as h:
+    async with harness(app) as h:
         await h.send(ip.Event("item", {"n": 1}))
         (pending,) = await h.runs_of("f")
         assert (pending.status_reason or "").startswith("collecting a batch: 1/3 events until")
@@ -99,9 +103,9 @@ async def test_batch_closed_by_size_starts_at_once() -> None:
     assert run.started_at_ms == T0 and len(run.event_ids) == 3 and run.output == 3
 
 
-async def test_batch_closed_by_timeout_runs_with_what_came() -> None:
+async def test_batch_closed_by_timeout_runs_with_what_came(harness: HarnessFactory) -> None:
     app, seen = batched_app(Batch(3, "10s"))
-    async with Harness(app) as h:
+    async with harness(app) as h:
         await h.send(ip.Event("item", {"n": 1}))
         await h.advance("4s")
         await h.send(ip.Event("item", {"n": 2}))
@@ -116,9 +120,9 @@ async def test_batch_closed_by_timeout_runs_with_what_came() -> None:
     assert [r.started_at_ms - T0 for r in runs] == [10_000, 10_000, 20_000]  # type: ignore[operator]
 
 
-async def test_batches_are_per_key() -> None:
+async def test_batches_are_per_key(harness: HarnessFactory) -> None:
     app, seen = batched_app(Batch(2, "1m", key="event.data.tenant"))
-    async with Harness(app) as h:
+    async with harness(app) as h:
         await h.send(
             [ip.Event("item", {"n": n, "tenant": t}) for n, t in enumerate("abab") if n < 3]
         )
@@ -130,8 +134,8 @@ async def test_batches_are_per_key() -> None:
     assert len(found[ip.RunStatus.COMPLETED]) == 2
 
 
-async def test_an_invocation_of_a_batched_function_runs_directly() -> None:
+async def test_an_invocation_of_a_batched_function_runs_directly(harness: HarnessFactory) -> None:
     app, seen = batched_app(Batch(10, "1h"))
-    async with Harness(app) as h:
+    async with harness(app) as h:
         run = await h.settle(await h.invoke("f", {"n": 7}))
     assert run is not None and run.status is ip.RunStatus.COMPLETED and seen == [[7]]

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from pathlib import Path
 
 import inferpipe as ip
 from inferpipe.engine.clock import VirtualClock
 from inferpipe.engine.flow import Concurrency
 from inferpipe.store.base import RunFilter
-from inferpipe.store.sqlite import SQLiteStore
 from inferpipe.testing import Harness
+from tests.flow.conftest import HarnessFactory, StoreMaker
 from tests.flow.kit import T0, eventually, starts
 
 
-async def test_runs_over_the_limit_wait_in_order_and_say_why(tmp_path: Path) -> None:
+async def test_runs_over_the_limit_wait_in_order_and_say_why(stores: StoreMaker) -> None:
     app = ip.App("t")
     gate = asyncio.Event()
     running: Counter[str] = Counter()
@@ -35,7 +34,7 @@ async def test_runs_over_the_limit_wait_in_order_and_say_why(tmp_path: Path) -> 
     async def f(ctx: ip.Context) -> int:
         return int(await ctx.step.run("work", work, ctx.event.data["n"]))
 
-    await app.start(store=SQLiteStore(tmp_path / "db"), clock=VirtualClock(T0))
+    await app.start(store=stores.new(), clock=VirtualClock(T0))
     worker = app.worker()
     task = asyncio.create_task(worker.run())
     try:
@@ -60,7 +59,7 @@ async def _count(app: ip.App, status: ip.RunStatus, n: int) -> bool:
     return len((await app.list_runs(RunFilter(status=status))).items) == n
 
 
-async def test_keys_take_turns_under_a_global_limit() -> None:
+async def test_keys_take_turns_under_a_global_limit(harness: HarnessFactory) -> None:
     """100 keys x 5 runs, sent key after key, per-key limit 1 and global limit 10: each key's
     first run starts before any key's second run, and no claim exceeds either limit."""
     app = ip.App("t")
@@ -83,7 +82,7 @@ async def test_keys_take_turns_under_a_global_limit() -> None:
             await asyncio.sleep(0)
         running[key] -= 1
 
-    async with Harness(app) as h:
+    async with harness(app) as h:
         await h.send([ip.Event("job", {"k": f"k{k:02d}"}) for k in range(100) for _ in range(5)])
         await h.settle()
         assert len(order) == 500
@@ -93,7 +92,7 @@ async def test_keys_take_turns_under_a_global_limit() -> None:
     assert order[:10] == [f"k{k:02d}" for k in range(10)]
 
 
-async def test_a_sleeping_run_holds_no_slot() -> None:
+async def test_a_sleeping_run_holds_no_slot(harness: HarnessFactory) -> None:
     app = ip.App("t")
 
     @app.function(id="f", trigger=ip.on_event("job"), concurrency=1)
@@ -101,7 +100,7 @@ async def test_a_sleeping_run_holds_no_slot() -> None:
         await ctx.step.sleep("nap", "1h")
         return "ok"
 
-    async with Harness(app) as h:
+    async with harness(app) as h:
         await h.send([ip.Event("job"), ip.Event("job")])
         await h.run_ready()
         runs = await h.runs_of("f")
@@ -111,7 +110,7 @@ async def test_a_sleeping_run_holds_no_slot() -> None:
         assert {r.status for r in await h.runs_of("f")} == {ip.RunStatus.COMPLETED}
 
 
-async def test_env_scope_shares_a_limit_across_functions() -> None:
+async def test_env_scope_shares_a_limit_across_functions(harness: HarnessFactory) -> None:
     app = ip.App("t")
     running: Counter[str] = Counter()
     peak = [0]
@@ -126,14 +125,14 @@ async def test_env_scope_shares_a_limit_across_functions() -> None:
     shared = Concurrency(2, key="'provider-a'", scope="env")
     app.function(id="a", trigger=ip.on_event("job"), concurrency=shared)(body)
     app.function(id="b", trigger=ip.on_event("job"), concurrency=shared)(body)
-    async with Harness(app) as h:
+    async with harness(app) as h:
         await h.send([ip.Event("job") for _ in range(4)])
         await h.settle()
         assert len(await h.runs_of("a")) == len(await h.runs_of("b")) == 4
     assert peak[0] == 2
 
 
-async def test_priority_moves_runs_ahead_and_behind() -> None:
+async def test_priority_moves_runs_ahead_and_behind(harness: HarnessFactory) -> None:
     app = ip.App("t")
     order: list[str] = []
 
@@ -141,7 +140,7 @@ async def test_priority_moves_runs_ahead_and_behind() -> None:
     async def f(ctx: ip.Context) -> None:
         order.append(ctx.event.data["name"])
 
-    async with Harness(app) as h:
+    async with harness(app) as h:
         await h.send(ip.Event("job", {"name": "behind", "p": -60}))
         await h.send([ip.Event("job", {"name": f"plain{i}", "p": 0}) for i in range(3)])
         await h.send(ip.Event("job", {"name": "ahead", "p": 60}))
@@ -149,14 +148,16 @@ async def test_priority_moves_runs_ahead_and_behind() -> None:
     assert order == ["ahead", "plain0", "plain1", "plain2", "behind"]
 
 
-async def test_a_failing_priority_expression_queues_at_zero_with_a_note() -> None:
+async def test_a_failing_priority_expression_queues_at_zero_with_a_note(
+    harness: HarnessFactory,
+) -> None:
     app = ip.App("t")
 
     @app.function(id="f", trigger=ip.on_event("job"), priority="event.data.p * 2")
     async def f(ctx: ip.Context) -> str:
         return "ran"
 
-    async with Harness(app) as h:
+    async with harness(app) as h:
         await h.send(ip.Event("job", {}))
         (run,) = await h.runs_of("f")
         assert run.priority == 0 and run.status_reason is not None
@@ -166,7 +167,7 @@ async def test_a_failing_priority_expression_queues_at_zero_with_a_note() -> Non
         assert run.status is ip.RunStatus.COMPLETED
 
 
-async def test_a_resumed_run_waits_for_a_slot_too() -> None:
+async def test_a_resumed_run_waits_for_a_slot_too(harness: HarnessFactory) -> None:
     """Concurrency counts executing runs: a run waking from a sleep waits for a free slot."""
     app = ip.App("t")
     gate = asyncio.Event()
@@ -179,7 +180,7 @@ async def test_a_resumed_run_waits_for_a_slot_too() -> None:
             await ctx.step.sleep("nap", "1s")
         return "ok"
 
-    async with Harness(app) as h:
+    async with harness(app) as h:
         await h.send(ip.Event("job", {}))
         await h.run_ready()  # the sleeper parks
         await h.send(ip.Event("job", {"hold": True}))

@@ -6,17 +6,18 @@ from __future__ import annotations
 import inferpipe as ip
 from inferpipe.engine.flow import Singleton
 from inferpipe.testing import Harness
+from tests.flow.conftest import HarnessFactory
 from tests.flow.kit import by_status
 
 
-async def test_idempotency_runs_once_per_key_within_a_day() -> None:
+async def test_idempotency_runs_once_per_key_within_a_day(harness: HarnessFactory) -> None:
     app = ip.App("t")
 
     @app.function(id="charge", trigger=ip.on_event("order"), idempotency="event.data.order_id")
     async def charge(ctx: ip.Context) -> str:
         return str(ctx.event.data["order_id"])
 
-    async with Harness(app) as h:
+    async with harness(app) as h:
         await h.send([ip.Event("order", {"order_id": o}) for o in ("o1", "o1", "o2")])
         await h.settle()
         found = await by_status(h, "charge")
@@ -36,14 +37,14 @@ async def test_idempotency_runs_once_per_key_within_a_day() -> None:
     assert len(found[ip.RunStatus.SKIPPED]) == 2
 
 
-async def test_a_skipped_run_can_be_re_run_deliberately() -> None:
+async def test_a_skipped_run_can_be_re_run_deliberately(harness: HarnessFactory) -> None:
     app = ip.App("t")
 
     @app.function(id="charge", trigger=ip.on_event("order"), idempotency="event.data.order_id")
     async def charge(ctx: ip.Context) -> str:
         return str(ctx.event.data["order_id"])
 
-    async with Harness(app) as h:
+    async with harness(app) as h:
         await h.send([ip.Event("order", {"order_id": "o1"}) for _ in range(2)])
         await h.settle()
         (dup,) = (await by_status(h, "charge"))[ip.RunStatus.SKIPPED]
@@ -52,14 +53,16 @@ async def test_a_skipped_run_can_be_re_run_deliberately() -> None:
     assert run is not None and run.status is ip.RunStatus.COMPLETED and run.rerun_of == dup.id
 
 
-async def test_idempotency_key_missing_from_the_event_records_a_reason() -> None:
+async def test_idempotency_key_missing_from_the_event_records_a_reason(
+    harness: HarnessFactory,
+) -> None:
     app = ip.App("t")
 
     @app.function(id="charge", trigger=ip.on_event("order"), idempotency="event.data.order_id")
     async def charge(ctx: ip.Context) -> str:
         return "charged"
 
-    async with Harness(app) as h:
+    async with harness(app) as h:
         await h.send([ip.Event("order", {"amount": 3}), ip.Event("order", {"order_id": "o9"})])
         await h.settle()
         found = await by_status(h, "charge")
@@ -87,9 +90,11 @@ def sleepy_singleton(mode: str) -> tuple[ip.App, list[str]]:
     return app, woke
 
 
-async def test_singleton_skips_a_newcomer_while_its_key_is_unfinished() -> None:
+async def test_singleton_skips_a_newcomer_while_its_key_is_unfinished(
+    harness: HarnessFactory,
+) -> None:
     app, woke = sleepy_singleton("skip")
-    async with Harness(app) as h:
+    async with harness(app) as h:
         await h.send(ip.Event("push", {"repo": "r1", "sha": "a"}))
         await h.run_ready()
         (first,) = await h.runs_of("deploy")
@@ -106,9 +111,9 @@ async def test_singleton_skips_a_newcomer_while_its_key_is_unfinished() -> None:
     )
 
 
-async def test_singleton_newcomer_replaces_its_predecessor() -> None:
+async def test_singleton_newcomer_replaces_its_predecessor(harness: HarnessFactory) -> None:
     app, woke = sleepy_singleton("cancel")
-    async with Harness(app) as h:
+    async with harness(app) as h:
         await h.send(ip.Event("push", {"repo": "r1", "sha": "a"}))
         await h.run_ready()
         (old,) = await h.runs_of("deploy")
@@ -125,7 +130,9 @@ async def test_singleton_newcomer_replaces_its_predecessor() -> None:
     assert woke == ["b"]  # the predecessor never ran past its sleep
 
 
-async def test_a_replaced_run_in_flight_finishes_its_step_before_the_newcomer_starts() -> None:
+async def test_a_replaced_run_in_flight_finishes_its_step_before_the_newcomer_starts(
+    harness: HarnessFactory,
+) -> None:
     app = ip.App("t")
     events: list[str] = []
     h_ref: list[Harness] = []
@@ -145,7 +152,7 @@ async def test_a_replaced_run_in_flight_finishes_its_step_before_the_newcomer_st
         await ctx.step.run("after", lambda: events.append(f"after {out}"))
         return out
 
-    async with Harness(app) as h:
+    async with harness(app) as h:
         h_ref.append(h)
         await h.send(ip.Event("push", {"repo": "r", "sha": "a"}))
         await h.settle()

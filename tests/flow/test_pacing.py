@@ -7,18 +7,18 @@ import pytest
 
 import inferpipe as ip
 from inferpipe.engine.flow import RateLimit, Throttle
-from inferpipe.testing import Harness
+from tests.flow.conftest import HarnessFactory
 from tests.flow.kit import by_status, starts
 
 
-async def test_throttle_starts_exactly_limit_per_period() -> None:
+async def test_throttle_starts_exactly_limit_per_period(harness: HarnessFactory) -> None:
     app = ip.App("t")
 
     @app.function(id="f", trigger=ip.on_event("job"), throttle=Throttle(3, "1s"))
     async def f(ctx: ip.Context) -> None:
         return None
 
-    async with Harness(app) as h:
+    async with harness(app) as h:
         await h.send([ip.Event("job") for _ in range(7)])
         await h.run_ready()
         delayed = (await by_status(h, "f"))[ip.RunStatus.QUEUED]
@@ -32,14 +32,16 @@ async def test_throttle_starts_exactly_limit_per_period() -> None:
     assert sum(1 for t in times if t < 1000) == 3
 
 
-async def test_throttle_burst_starts_more_at_once_after_a_quiet_spell() -> None:
+async def test_throttle_burst_starts_more_at_once_after_a_quiet_spell(
+    harness: HarnessFactory,
+) -> None:
     app = ip.App("t")
 
     @app.function(id="f", trigger=ip.on_event("job"), throttle=Throttle(1, "1m", burst=2))
     async def f(ctx: ip.Context) -> None:
         return None
 
-    async with Harness(app) as h:
+    async with harness(app) as h:
         await h.send([ip.Event("job") for _ in range(5)])
         await h.settle()
         assert await starts(h, "f") == [0, 0, 0, 60_000, 120_000]
@@ -50,7 +52,7 @@ async def test_throttle_burst_starts_more_at_once_after_a_quiet_spell() -> None:
     assert later == [720_000, 720_000, 720_000, 780_000]
 
 
-async def test_throttle_keys_are_independent() -> None:
+async def test_throttle_keys_are_independent(harness: HarnessFactory) -> None:
     app = ip.App("t")
 
     @app.function(
@@ -59,7 +61,7 @@ async def test_throttle_keys_are_independent() -> None:
     async def f(ctx: ip.Context) -> str:
         return str(ctx.event.data["k"])
 
-    async with Harness(app) as h:
+    async with harness(app) as h:
         await h.send([ip.Event("job", {"k": k}) for k in ("a", "b", "a", "b")])
         await h.settle()
         runs = await h.runs_of("f")
@@ -67,7 +69,7 @@ async def test_throttle_keys_are_independent() -> None:
     assert got == [("a", 0), ("a", 60_000), ("b", 0), ("b", 60_000)]
 
 
-async def test_rate_limit_skips_the_rest_with_the_reason() -> None:
+async def test_rate_limit_skips_the_rest_with_the_reason(harness: HarnessFactory) -> None:
     app = ip.App("t")
 
     @app.function(
@@ -76,7 +78,7 @@ async def test_rate_limit_skips_the_rest_with_the_reason() -> None:
     async def f(ctx: ip.Context) -> str:
         return str(ctx.event.data["user"])
 
-    async with Harness(app) as h:
+    async with harness(app) as h:
         await h.send([ip.Event("job", {"user": u}) for u in ("u1", "u1", "u1", "u2")])
         await h.settle()
         found = await by_status(h, "f")
@@ -96,7 +98,9 @@ async def test_rate_limit_skips_the_rest_with_the_reason() -> None:
     assert len(found[ip.RunStatus.SKIPPED]) == 3
 
 
-async def test_a_rate_limited_invocation_resumes_its_invoker_with_the_reason() -> None:
+async def test_a_rate_limited_invocation_resumes_its_invoker_with_the_reason(
+    harness: HarnessFactory,
+) -> None:
     app = ip.App("t")
 
     @app.function(id="child", rate_limit=RateLimit(1, "1h"))
@@ -112,7 +116,7 @@ async def test_a_rate_limited_invocation_resumes_its_invoker_with_the_reason() -
             return [first, str(exc)]
         return [first, "ran twice"]
 
-    async with Harness(app) as h:
+    async with harness(app) as h:
         run = await h.settle(await h.invoke("parent"))
         assert run is not None and run.status is ip.RunStatus.COMPLETED
         assert run.output[0] == "done"
@@ -120,7 +124,7 @@ async def test_a_rate_limited_invocation_resumes_its_invoker_with_the_reason() -
 
 
 @pytest.mark.parametrize("limit", [1, 4])
-async def test_rate_limit_state_is_per_function(limit: int) -> None:
+async def test_rate_limit_state_is_per_function(limit: int, harness: HarnessFactory) -> None:
     app = ip.App("t")
     for fn_id in ("a", "b"):
 
@@ -128,7 +132,7 @@ async def test_rate_limit_state_is_per_function(limit: int) -> None:
             return None
 
         app.function(id=fn_id, trigger=ip.on_event("job"), rate_limit=RateLimit(limit, "1h"))(body)
-    async with Harness(app) as h:
+    async with harness(app) as h:
         await h.send([ip.Event("job") for _ in range(limit + 1)])
         await h.settle()
         for fn_id in ("a", "b"):

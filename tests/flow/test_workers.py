@@ -1,5 +1,6 @@
-"""Limits hold across worker processes: two workers on one SQLite file never run two steps of
-one key at once (per-key concurrency 1), checked from the times each step logged."""
+"""Limits hold across worker processes: two workers on one database (a SQLite file, or
+PostgreSQL) never run two steps of one key at once (per-key concurrency 1), checked from the
+times each step logged."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import inferpipe as ip
 from inferpipe.store.base import RunFilter
@@ -38,8 +41,13 @@ async def _started(banners: list[Path], timeout_s: float = 30.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_two_worker_processes_never_overlap_a_key(tmp_path: Path) -> None:
-    db = f"sqlite:///{tmp_path / 'flow.db'}"
+async def test_two_worker_processes_never_overlap_a_key(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    if backend == "sqlite":
+        db = f"sqlite:///{tmp_path / 'flow.db'}"
+    else:  # a database of its own: the workers use the default workspace
+        db = await request.getfixturevalue("postgres").new_database()
     log = tmp_path / "steps.log"
     env = {**os.environ, "INFERPIPE_DATABASE_URL": db, "FLOW_LOG": str(log)}
     overlap_app.app.database = db
@@ -64,8 +72,8 @@ async def test_two_worker_processes_never_overlap_a_key(tmp_path: Path) -> None:
     assert sorted(spans) == KEYS and all(len(s) == RUNS_PER_KEY for s in spans.values())
     for key, times in spans.items():
         times.sort()
-        for (_, end), (start, _) in itertools.pairwise(times):
-            assert start >= end, f"two steps of key {key} overlapped"
+        for (_, ended_ns), (started_ns, _) in itertools.pairwise(times):
+            assert started_ns >= ended_ns, f"two steps of key {key} overlapped"
     assert len(pids) == 2, "both worker processes took runs"
 
 

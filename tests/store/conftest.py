@@ -5,7 +5,7 @@ from __future__ import annotations
 import atexit
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,13 +46,21 @@ def launch_postgres() -> tuple[PostgresServer, Callable[[], None]]:
     return PostgresServer(url, restart), stop
 
 
+_session_server: PostgresServer | None = None
+
+
+def session_postgres() -> PostgresServer:
+    """The server of the test session, started on first use: shared by the suites that use it
+    (store, flow), stopped when the session ends (`launch_postgres` registers the stop)."""
+    global _session_server  # one server per test process
+    if _session_server is None:
+        _session_server, _ = launch_postgres()
+    return _session_server
+
+
 @pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    server, stop = launch_postgres()
-    try:
-        yield server
-    finally:
-        stop()
+def postgres() -> PostgresServer:
+    return session_postgres()
 
 
 def unique_workspace() -> str:

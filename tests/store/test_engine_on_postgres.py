@@ -4,27 +4,12 @@ and one runs a real worker loop woken across connections by LISTEN/NOTIFY."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import inferpipe as ip
 from inferpipe.engine.worker import Worker
 from inferpipe.store.postgres import PostgresStore
-from inferpipe.testing import Harness
 from tests.store.conftest import PostgresServer, unique_workspace
-
-
-class PostgresHarness(Harness):
-    """`testing.Harness` on a PostgreSQL workspace of its own instead of a SQLite file."""
-
-    def __init__(self, app: ip.App, url: str) -> None:
-        super().__init__(app, path=Path("unused.db"))
-        self.url = url
-
-    async def __aenter__(self) -> PostgresHarness:
-        store = PostgresStore(self.url, unique_workspace())
-        engine = await self.app.start(store=store, clock=self.clock)
-        self._worker = Worker(engine, lease_ms=3_600_000, worker_id="harness")
-        return self
+from tests.store.pg_harness import PostgresHarness
 
 
 async def test_steps_sleep_and_replay(postgres: PostgresServer) -> None:

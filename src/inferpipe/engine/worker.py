@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 import socket
@@ -66,9 +65,6 @@ class Worker:
         self._short_claim_at_ms: int | None = None
         """When the last claim returned fewer runs than asked: what was ready then and not
         taken waits for a concurrency slot, which a finishing run frees (and wakes us)."""
-        self._after_ms_supported = (
-            "after_ms" in inspect.signature(engine.store.next_ready_at).parameters
-        )  # a store without flow control has no `after_ms`
         self._unsubscribe = engine.subscribe_wakeups(self._wake.set)
         self.cron = CronSchedule(engine.registry, engine.clock.now_ms())
 
@@ -197,7 +193,7 @@ class Worker:
 
     async def _next_ready_at(self) -> int | None:
         ids = self.engine.registry.ids
-        if self._short_claim_at_ms is None or not self._after_ms_supported:
+        if self._short_claim_at_ms is None:
             return await self.engine.store.next_ready_at(ids)
         return await self.engine.store.next_ready_at(ids, after_ms=self._short_claim_at_ms)
 

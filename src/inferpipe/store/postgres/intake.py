@@ -7,19 +7,25 @@ Concurrency (READ COMMITTED, many processes):
 - A wait with a lookback and an event of its name must not miss each other. Intake holds a
   shared advisory lock per event name; registering a lookback wait holds it exclusively, so
   one of the two commits first and the other sees it.
-- Locks are taken in one order everywhere: advisory locks, then the run's row, then its
-  waits and steps, so concurrent intakes and commits do not deadlock.
+- Runs are admitted by their flow control under advisory locks on their flow keys
+  (`admission`); a run skipped by it announces its end with a `function.finished` event, so
+  the lock on that name is taken up front with the others.
+- Locks are taken in one order everywhere: advisory locks on event names, then on flow keys,
+  then the run's row, then its waits and steps, so concurrent intakes and commits do not
+  deadlock. (Claims lock other advisory keys, and never wait for a row: see `claims`.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass, field
 from typing import Any
 
 from inferpipe.core import expr
-from inferpipe.core.errors import ConfigurationError
-from inferpipe.core.records import IngestResult, NewRun, NewWait, StepStatus, WaitKind
+from inferpipe.core.events import FUNCTION_FINISHED, Event
+from inferpipe.core.records import IngestResult, NewRun, NewWait, RunStatus, StepStatus, WaitKind
 from inferpipe.store.base import DEDUPE_WINDOW_MS, PlannedEvent
+from inferpipe.store.postgres import admission
 from inferpipe.store.postgres.database import CHANNEL, Conn, lock_key, notify
 from inferpipe.store.postgres.rows import (
     STEP_COLUMNS,
@@ -105,7 +111,8 @@ async def ingest(
     for item in planned:
         assert item.event.id is not None and item.event.ts_ms is not None
         fresh.setdefault(item.event.id, item)
-    keys = [] if locked else lock_keys(ws, {p.event.name for p in planned})
+    names = {p.event.name for p in planned} | flow_event_names([r for p in planned for r in p.runs])
+    keys = [] if locked else lock_keys(ws, names)
     items = list(fresh.values())
     rows = await conn.fetch(
         _STORE_EVENTS,
@@ -121,7 +128,7 @@ async def ingest(
     won = {r[0] for r in rows}
     accepted = [p for eid, p in fresh.items() if eid in won]
     runs = [run for p in accepted for run in p.runs]
-    await insert_runs(conn, ws, runs, now_ms, notify_ready=True)
+    inserted = await insert_runs(conn, ws, runs, now_ms, notify_ready=True)
     resolved: list[str] = []
     cancelled: list[str] = []
     for p in accepted:
@@ -131,69 +138,148 @@ async def ingest(
     result = IngestResult(
         [p.event.id for p in accepted if p.event.id],
         [p.event.id for p in planned if p.event.id and id(p) not in taken],
-        [r.id for r in runs],
+        inserted.created,
         resolved,
         cancelled,
     )
     if resolved or cancelled:
         await notify(conn, ws)
+    await announce_skipped(conn, ws, inserted.skipped, now_ms)
     return result
 
 
 _INSERT_RUNS = """
 WITH made AS (
-    INSERT INTO runs (workspace, status, created_at_ms, id, function_id, event_ids, input,
-        ready_at_ms, parent_run_id, rerun_of, priority, start_deadline_ms, finish_timeout_ms)
-    SELECT $1, 'queued', $2, * FROM unnest($3::text[], $4::text[], $5::json[], $6::json[],
-        $7::bigint[], $8::text[], $9::text[], $10::int[], $11::bigint[], $12::bigint[])
+    INSERT INTO runs (workspace, created_at_ms, id, function_id, status, event_ids, input,
+        ready_at_ms, finished_at_ms, status_reason, parent_run_id, rerun_of, priority,
+        start_deadline_ms, finish_timeout_ms, concurrency_key1, concurrency_limit1,
+        concurrency_key2, concurrency_limit2, singleton_key, queue_at_ms, throttle)
+    SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::text[], $6::json[], $7::json[],
+        $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::int[],
+        $14::bigint[], $15::bigint[], $16::text[], $17::int[], $18::text[], $19::int[],
+        $20::text[], $21::bigint[], $22::json[])
     ON CONFLICT (id) DO NOTHING
 ), triggers AS (
     INSERT INTO run_triggers (event_id, run_id)
-    SELECT * FROM unnest($13::text[], $14::text[]) ON CONFLICT DO NOTHING
+    SELECT * FROM unnest($23::text[], $24::text[]) ON CONFLICT DO NOTHING
 )
-SELECT pg_notify($15, $1) WHERE $16::bool
+SELECT pg_notify($25, $1) WHERE $26::bool
 """
-"""Insert runs with their trigger links (a run id already present is left alone: a retried
-write is harmless), and tell listeners when some are ready now: one round trip."""
+"""Insert runs as admitted, with their trigger links (a run id already present is left alone:
+a retried write is harmless), and tell listeners when some are ready now: one round trip."""
+
+
+@dataclass(slots=True)
+class Inserted:
+    """The runs an insertion recorded (queued or skipped), and those it skipped."""
+
+    created: list[str] = field(default_factory=list)
+    skipped: list[tuple[NewRun, str]] = field(default_factory=list)  #: with the reason
+
+
+def _row_params(row: admission.Admitted, now_ms: int) -> tuple[Any, ...]:
+    run, flow = row.run, row.run.flow
+    keys: list[tuple[str | None, int | None]] = list(flow.concurrency) if flow else []
+    keys += [(None, None)] * (2 - len(keys))
+    pace = flow.throttle if flow else None
+    return (
+        run.id,
+        run.function_id,
+        (RunStatus.SKIPPED if row.skipped else RunStatus.QUEUED).value,
+        enc(row.event_ids),
+        enc(row.input),
+        row.ready_at_ms,
+        now_ms if row.skipped else None,  # a skipped run finishes as it is recorded
+        row.reason,
+        run.parent_run_id,
+        run.rerun_of,
+        run.priority,
+        run.start_deadline_ms,
+        run.finish_timeout_ms,
+        *keys[0],
+        *keys[1],
+        flow.singleton_key if flow else None,
+        row.queue_at_ms,
+        enc([pace.key, pace.limit, pace.period_ms, pace.burst]) if pace else None,
+    )
+
+
+_RUN_WIDTH = 20
 
 
 async def insert_runs(
     conn: Conn, ws: str, runs: list[NewRun], now_ms: int, *, notify_ready: bool = False
-) -> None:
-    """Insert runs; with `notify_ready`, NOTIFY (at commit) if one of them is ready now."""
+) -> Inserted:
+    """Insert runs as their flow control admits them (`admission`); with `notify_ready`,
+    NOTIFY (at commit) if one became ready now. The caller announces the skipped ones
+    (`announce_skipped`) once the transaction's waits are registered."""
+    done = Inserted()
     if not runs:
-        return
-    _refuse_flow_control(runs)
-    pairs = [(eid, r.id) for r in runs for eid in r.event_ids]
+        return done
+    admitted = await admission.admit(conn, ws, runs, now_ms)
+    columns = columns_of([_row_params(row, now_ms) for row in admitted.rows], _RUN_WIDTH)
     await conn.execute(
         _INSERT_RUNS,
         ws,
         now_ms,
-        [r.id for r in runs],
-        [r.function_id for r in runs],
-        [enc(r.event_ids) for r in runs],
-        [enc(r.input) for r in runs],
-        [r.ready_at_ms for r in runs],
-        [r.parent_run_id for r in runs],
-        [r.rerun_of for r in runs],
-        [r.priority for r in runs],
-        [r.start_deadline_ms for r in runs],
-        [r.finish_timeout_ms for r in runs],
-        [p[0] for p in pairs],
-        [p[1] for p in pairs],
+        *columns,
+        [t[0] for t in admitted.triggers],
+        [t[1] for t in admitted.triggers],
         CHANNEL,
-        notify_ready and any(r.ready_at_ms <= now_ms for r in runs),
+        notify_ready and admitted.ready_now(now_ms),
     )
-    for run in runs:
+    live = [row.run for row in admitted.rows if not row.skipped]
+    for run in live:
         for wait in run.cancel_waits:
             await insert_wait(conn, ws, wait, now_ms)
-    journal = [step_params(s) for r in runs for s in r.journal]
+    journal = [step_params(s) for r in live for s in r.journal]
     if journal:
         await conn.execute(
             f"INSERT INTO steps ({STEP_COLUMNS}) SELECT * FROM {unnest_sql(STEP_TYPES, 1)}"
             " ON CONFLICT DO NOTHING",
             *columns_of(journal, len(STEP_TYPES)),
         )
+    # after the runs they may name: a singleton newcomer asks its predecessors to stop
+    for victim, reason in admitted.cancels:
+        await request_cancel(conn, victim, reason, now_ms)
+    done.created = [row.run.id for row in admitted.rows]
+    done.skipped = [(row.run, row.reason or "skipped") for row in admitted.rows if row.skipped]
+    return done
+
+
+def flow_event_names(runs: list[NewRun]) -> set[str]:
+    """The names of the events inserting these runs may send: a run skipped by flow control
+    announces its end. Their advisory locks are taken with the others, first."""
+    return {FUNCTION_FINISHED} if any(run.flow is not None for run in runs) else set()
+
+
+async def create_runs(conn: Conn, ws: str, runs: list[NewRun], now_ms: int) -> None:
+    """Insert runs outside an intake (invocations, deferred runs, re-runs of a plan)."""
+    await lock_names(conn, ws, flow_event_names(runs))
+    inserted = await insert_runs(conn, ws, runs, now_ms, notify_ready=True)
+    await announce_skipped(conn, ws, inserted.skipped, now_ms)
+
+
+async def announce_skipped(
+    conn: Conn, ws: str, runs: list[tuple[NewRun, str]], now_ms: int
+) -> None:
+    """A skipped run finishes at once: send its `function.finished` (status "skipped"), so
+    an invoker waiting on it resumes with the reason."""
+    if not runs:
+        return
+    events = []
+    for run, reason in runs:
+        data = {
+            "run_id": run.id,
+            "function_id": run.function_id,
+            "status": RunStatus.SKIPPED.value,
+            "output": None,
+            "error": {"code": "skipped", "type": "Skipped", "message": reason},
+            "reason": reason,
+        }
+        event = Event(FUNCTION_FINISHED, data, id=f"finished-{run.id}", ts_ms=now_ms)
+        events.append(PlannedEvent(event))
+    await ingest(conn, ws, events, now_ms)
 
 
 async def insert_wait(conn: Conn, ws: str, wait: NewWait, now_ms: int) -> None:
@@ -221,16 +307,6 @@ async def insert_wait(conn: Conn, ws: str, wait: NewWait, now_ms: int) -> None:
             wait.event_name,
             pin.path,
         )
-
-
-def _refuse_flow_control(runs: list[NewRun]) -> None:
-    for run in runs:
-        if getattr(run, "flow", None) is not None:
-            raise ConfigurationError(
-                f"function {run.function_id!r} uses flow control (concurrency, throttle, rate"
-                " limit, idempotency, singleton, debounce or batch), which the PostgreSQL store"
-                " does not enforce yet: use the SQLite store, or remove the option"
-            )
 
 
 _CANDIDATE = "id, run_id, kind, expression, step_key"

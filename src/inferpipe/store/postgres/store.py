@@ -26,7 +26,7 @@ from inferpipe.store.base import (
     RunFilter,
     ScoreFilter,
 )
-from inferpipe.store.postgres import intake, schema, scores, work
+from inferpipe.store.postgres import claims, intake, schema, scores, work
 from inferpipe.store.postgres.database import POOL_SIZE, RETRY_S, Conn, Database, notify
 from inferpipe.store.postgres.journal import JournalWriter
 from inferpipe.store.postgres.listener import Listener
@@ -42,7 +42,8 @@ from inferpipe.store.postgres.rows import (
 
 class PostgresStore:
     """A `Store` on PostgreSQL: claims with `FOR UPDATE SKIP LOCKED`, leases fenced by token,
-    wake-ups across processes with LISTEN/NOTIFY (see `listen`).
+    wake-ups across processes with LISTEN/NOTIFY (see `listen`), flow control enforced in the
+    database under advisory locks, so limits hold across every worker process and machine.
 
     Args:
         url: ``postgresql://user:password@host:port/database``.
@@ -71,6 +72,7 @@ class PostgresStore:
         self._db = _db or Database(url, pool_size=pool_size, retry_s=retry_s)
         self._journal = _journal or JournalWriter(self._db)
         self._owner = _db is None
+        self._flow_checks = False  #: the last claim met runs that flow control checks
 
     def for_workspace(self, workspace: str) -> PostgresStore:
         return PostgresStore(self.url, workspace, _db=self._db, _journal=self._journal)
@@ -145,7 +147,7 @@ class PostgresStore:
     async def create_runs(self, runs: list[NewRun], now_ms: int) -> None:
         if runs:
             await self._db.transaction(
-                lambda c: intake.insert_runs(c, self.workspace, runs, now_ms, notify_ready=True)
+                lambda c: intake.create_runs(c, self.workspace, runs, now_ms)
             )
 
     async def get_run(self, run_id: str) -> Run | None:
@@ -239,9 +241,15 @@ class PostgresStore:
     ) -> list[ClaimedRun]:
         if not function_ids or limit <= 0:
             return []
-        return await self._db.read(
-            lambda c: work.claim(c, self.workspace, owner, function_ids, limit, now_ms, lease_ms)
-        )
+        args = (self.workspace, owner, function_ids, limit, now_ms, lease_ms)
+        # One statement when no ready run needs a flow control check; once one did, claims
+        # go page by page until they see none again (saves the one-statement attempt).
+        if not self._flow_checks:
+            plain = await self._db.read(lambda c: claims.claim_plain(c, *args))
+            if plain is not None:
+                return plain
+        claimed, self._flow_checks = await self._db.transaction(lambda c: claims.claim(c, *args))
+        return claimed
 
     async def next_ready_at(
         self, function_ids: list[str], *, after_ms: int | None = None
@@ -249,7 +257,7 @@ class PostgresStore:
         if not function_ids:
             return None
         return await self._db.read(
-            lambda c: work.next_ready_at(c, self.workspace, function_ids, after_ms)
+            lambda c: claims.next_ready_at(c, self.workspace, function_ids, after_ms)
         )
 
     async def renew_leases(self, leases: list[Lease], until_ms: int) -> list[str]:
@@ -273,8 +281,10 @@ class PostgresStore:
     async def park(
         self, lease: Lease, status: RunStatus, ready_at_ms: int | None, now_ms: int
     ) -> None:
-        ready = await self._db.read(lambda c: work.park(c, lease, status, ready_at_ms, now_ms))
-        if ready is not None and ready <= now_ms:
+        ready, freed = await self._db.read(
+            lambda c: work.park(c, lease, status, ready_at_ms, now_ms)
+        )
+        if freed or (ready is not None and ready <= now_ms):
             await self._db.read(lambda c: notify(c, self.workspace))
 
     async def finish(

@@ -1,7 +1,6 @@
-"""Claiming, journaling, parking and finishing runs under a fenced lease.
+"""Journaling, parking and finishing runs under a fenced lease (claims are in `claims`).
 
-The hot path is one statement per operation: a claim (with its journal), a step commit, a park.
-Fencing is part of each statement: a write whose lease token and owner no longer match the
+The hot path is one statement per operation: a step commit, a park. Fencing is part of each statement: a write whose lease token and owner no longer match the
 run's row changes nothing and raises `LeaseLost`.
 """
 
@@ -10,73 +9,18 @@ from __future__ import annotations
 from typing import Any
 
 from inferpipe.core.errors import LeaseLost
-from inferpipe.core.records import ClaimedRun, Lease, RunStatus, StepRecord, StepStatus
+from inferpipe.core.records import Lease, RunStatus, StepRecord, StepStatus
 from inferpipe.store.base import Outcome, PlannedEvent, Progress, ProgressResult
-from inferpipe.store.postgres import intake, scores
+from inferpipe.store.postgres import admission, intake, scores
 from inferpipe.store.postgres import journal as journal_writes
 from inferpipe.store.postgres.database import Conn, notify
-from inferpipe.store.postgres.rows import (
-    RUN_COLUMNS,
-    STEP_COLUMNS,
-    dec,
-    enc_opt,
-    run_from_row,
-    step_from_row,
-    step_from_values,
-)
+from inferpipe.store.postgres.rows import STEP_COLUMNS, enc_opt, step_from_row
 
-_PARKED = "('queued', 'sleeping', 'waiting')"
-_R_RUN_COLUMNS = ", ".join(f"r.{c.strip()}" for c in RUN_COLUMNS.split(","))
-_S_STEP_COLUMNS = ", ".join(f"s.{c.strip()}" for c in STEP_COLUMNS.split(","))
+_HOLDS_SLOTS = "(concurrency_key1 IS NOT NULL OR singleton_key IS NOT NULL)"
+"""Whether a run counts against concurrency keys while it runs: when it stops, other workers
+are told (NOTIFY), as runs held back by its keys may start now."""
 
-_CLAIM = f"""
-WITH cfg AS MATERIALIZED (
-    SELECT set_config('synchronous_commit', 'off', true)
-), ready AS (
-    SELECT id FROM runs
-    WHERE workspace = $1 AND status IN {_PARKED} AND ready_at_ms <= $2
-      AND function_id = ANY($3::text[])
-    ORDER BY priority DESC, ready_at_ms LIMIT $4 FOR UPDATE SKIP LOCKED
-), stale AS (
-    SELECT id FROM runs
-    WHERE workspace = $1 AND status = 'running' AND lease_expires_at_ms < $2
-      AND function_id = ANY($3::text[])
-    LIMIT $4 FOR UPDATE SKIP LOCKED
-), picked AS (
-    SELECT id FROM ready UNION ALL SELECT id FROM stale LIMIT $4
-)
-UPDATE runs r SET status = 'running', lease_owner = $5, lease_expires_at_ms = $2 + $6::bigint,
-    lease_token = r.lease_token + 1, wake_pending = FALSE, attempts = r.attempts + 1,
-    started_at_ms = COALESCE(r.started_at_ms, $2)
-FROM picked WHERE r.id = picked.id AND (SELECT count(*) FROM cfg) = 1
-RETURNING {_R_RUN_COLUMNS}
-"""
-"""Take ready runs (highest priority, oldest ready) and runs whose lease expired, skipping rows
-another worker is locking. The claim commits without waiting for its WAL flush: if the server
-lost it in a crash, the run is simply claimable again, and the worker's first durable write
-(which flushes the WAL up to and past the claim) is fenced unless the claim survived."""
-
-_JOURNALS = f"""
-SELECT r.id, (SELECT count(*) FROM logs l WHERE l.run_id = r.id),
-    (SELECT json_agg(json_build_array({_S_STEP_COLUMNS})) FROM steps s WHERE s.run_id = r.id)
-FROM unnest($1::text[]) AS r(id)
-"""
-"""The journals of claimed runs. Read by a statement of its own, after the claim: its snapshot
-then holds every step committed by the previous holder before we took the row (a later write of
-theirs is fenced), which a subquery of the claim itself, on the claim's older snapshot, could
-miss."""
-
-_NEXT_READY = f"""
-SELECT LEAST(
-    (SELECT ready_at_ms FROM runs WHERE workspace = $1 AND status IN {_PARKED}
-       AND ready_at_ms > COALESCE($3::bigint, -1) AND function_id = ANY($2::text[])
-     ORDER BY ready_at_ms LIMIT 1),
-    (SELECT lease_expires_at_ms FROM runs WHERE workspace = $1 AND status = 'running'
-       AND function_id = ANY($2::text[])
-     ORDER BY lease_expires_at_ms LIMIT 1))
-"""
-
-_PARK = """
+_PARK = f"""
 UPDATE runs SET
     status = CASE WHEN wake_pending OR cancel_requested IS NOT NULL THEN 'queued' ELSE $4 END,
     ready_at_ms = LEAST(
@@ -84,12 +28,13 @@ UPDATE runs SET
         started_at_ms + finish_timeout_ms),
     lease_owner = NULL, lease_expires_at_ms = NULL, wake_pending = FALSE
 WHERE id = $1 AND lease_token = $2 AND lease_owner = $3 AND status = 'running'
-RETURNING ready_at_ms
+RETURNING ready_at_ms, {_HOLDS_SLOTS}
 """
 """Release the run until its ready time; an event that resolved one of its waits while it ran
-(wake_pending) or a cancel request makes it ready now instead."""
+(wake_pending) or a cancel request makes it ready now instead. Returns its ready time, and
+whether it frees concurrency slots."""
 
-_FINISH = """
+_FINISH = f"""
 WITH locks AS MATERIALIZED (
     SELECT pg_advisory_xact_lock_shared(k) FROM unnest($9::bigint[]) AS k
 ), done AS (
@@ -98,44 +43,14 @@ WITH locks AS MATERIALIZED (
         wake_pending = FALSE, status_reason = $8
     WHERE id = $1 AND lease_token = $2 AND lease_owner = $3 AND status = 'running'
       AND (SELECT count(*) FROM locks) >= 0
-    RETURNING id
+    RETURNING id, {_HOLDS_SLOTS} AS holds_slots
 ), dropped AS (
     DELETE FROM waits WHERE run_id IN (SELECT id FROM done)
 )
-SELECT id FROM done
+SELECT id, holds_slots FROM done
 """
 """Finalize a run under its lease and drop its waits, after taking the shared locks on the names
 of the events its end sends (advisory locks come before row locks everywhere)."""
-
-
-async def claim(
-    conn: Conn,
-    ws: str,
-    owner: str,
-    function_ids: list[str],
-    limit: int,
-    now_ms: int,
-    lease_ms: int,
-) -> list[ClaimedRun]:
-    rows = await conn.fetch(_CLAIM, ws, now_ms, function_ids, limit, owner, lease_ms)
-    if not rows:
-        return []
-    runs = [run_from_row(row) for row in rows]
-    journals = {r[0]: (r[1], r[2]) for r in await conn.fetch(_JOURNALS, [r.id for r in runs])}
-    claimed: list[ClaimedRun] = []
-    for run in runs:
-        log_count, steps = journals[run.id]
-        journal = {v[1]: step_from_values(v) for v in dec(steps) or []}
-        claimed.append(ClaimedRun(run, Lease(run.id, owner, run.lease_token), journal, log_count))
-    claimed.sort(key=lambda c: (-c.run.priority, c.run.ready_at_ms or 0))
-    return claimed
-
-
-async def next_ready_at(
-    conn: Conn, ws: str, function_ids: list[str], after_ms: int | None
-) -> int | None:
-    value = await conn.fetchval(_NEXT_READY, ws, function_ids, after_ms)
-    return None if value is None else int(value)
 
 
 async def renew(conn: Conn, leases: list[Lease], until_ms: int) -> list[str]:
@@ -180,14 +95,17 @@ async def commit(
 ) -> ProgressResult:
     """The full commit, in a transaction: steps and logs, new runs, waits (resolved at once by
     lookback when an earlier event matches), events sent."""
+    runs = [*progress.runs, *(run for p in progress.events for run in p.runs)]
     await intake.lock_names(
         conn,
         ws,
-        {p.event.name for p in progress.events},
+        {p.event.name for p in progress.events} | intake.flow_event_names(runs),
         {w.event_name for w in progress.waits if w.lookback_ms},
     )
+    if any(run.flow is not None for run in runs):
+        await admission.lock(conn, ws, runs)  # flow keys before the run's row
     cancel, final_keys = await journal(conn, lease, progress)
-    await intake.insert_runs(conn, ws, progress.runs, now_ms, notify_ready=True)
+    inserted = await intake.insert_runs(conn, ws, progress.runs, now_ms, notify_ready=True)
     resolved: dict[str, Any] = {}
     for wait in progress.waits:
         found = await intake.lookback(conn, ws, wait, now_ms)
@@ -197,6 +115,8 @@ async def commit(
             resolved[wait.step_key] = found
         else:
             await intake.insert_wait(conn, ws, wait, now_ms)
+    # after the waits: an invoked run skipped by flow control resumes its invoker at once
+    await intake.announce_skipped(conn, ws, inserted.skipped, now_ms)
     await scores.put(conn, ws, progress.scores, now_ms)
     result = None
     if progress.events:
@@ -207,14 +127,15 @@ async def commit(
 
 async def park(
     conn: Conn, lease: Lease, status: RunStatus, ready_at_ms: int | None, now_ms: int
-) -> int | None:
-    """Park the run; returns its ready time (now when an event or a cancel came meanwhile)."""
+) -> tuple[int | None, bool]:
+    """Park the run; returns its ready time (now when an event or a cancel came meanwhile),
+    and whether it freed concurrency slots."""
     row = await conn.fetchrow(
         _PARK, lease.run_id, lease.token, lease.owner, status.value, now_ms, ready_at_ms
     )
     if row is None:
         raise LeaseLost(lease.run_id)
-    return None if row[0] is None else int(row[0])
+    return (None if row[0] is None else int(row[0])), bool(row[1])
 
 
 async def finish(
@@ -225,7 +146,12 @@ async def finish(
     events: list[PlannedEvent],
     now_ms: int,
 ) -> None:
-    done = await conn.fetchval(
+    runs = [run for p in events for run in p.runs]
+    if any(run.flow is not None for run in runs):  # flow keys before the run's row
+        names = {p.event.name for p in events} | intake.flow_event_names(runs)
+        await intake.lock_names(conn, ws, names)
+        await admission.lock(conn, ws, runs)
+    done = await conn.fetchrow(
         _FINISH,
         lease.run_id,
         lease.token,
@@ -239,6 +165,8 @@ async def finish(
     )
     if done is None:
         raise LeaseLost(lease.run_id)
+    if done[1]:
+        await notify(conn, ws)  # its slots are free: runs held back may start
     await scores.put(conn, ws, outcome.scores, now_ms)
     if events:
         await intake.ingest(conn, ws, events, now_ms, locked=True)
@@ -247,13 +175,17 @@ async def finish(
 async def rerun(
     conn: Conn, ws: str, run_id: str, new_run_id: str, from_failed_step: bool, now_ms: int
 ) -> bool:
-    """Copy a run as a new queued run (with its completed steps when asked); False if unknown."""
+    """Copy a run as a new queued run (with its completed steps when asked, and the concurrency
+    keys, singleton key and throttle it was planned with); False if unknown."""
     made = await conn.fetchval(
         "INSERT INTO runs (id, workspace, function_id, status, event_ids, input, created_at_ms,"
-        " ready_at_ms, parent_run_id, rerun_of, priority, start_deadline_ms, finish_timeout_ms)"
+        " ready_at_ms, parent_run_id, rerun_of, priority, start_deadline_ms, finish_timeout_ms,"
+        " concurrency_key1, concurrency_limit1, concurrency_key2, concurrency_limit2,"
+        " singleton_key, throttle)"
         " SELECT $1, workspace, function_id, 'queued', event_ids, input, $2, $2, parent_run_id, id,"
-        " priority, NULL, finish_timeout_ms FROM runs WHERE id = $3 AND workspace = $4"
-        " RETURNING id",
+        " priority, NULL, finish_timeout_ms, concurrency_key1, concurrency_limit1,"
+        " concurrency_key2, concurrency_limit2, singleton_key, throttle"
+        " FROM runs WHERE id = $3 AND workspace = $4 RETURNING id",
         new_run_id,
         now_ms,
         run_id,
@@ -296,4 +228,21 @@ async def purge(conn: Conn, ws: str, older_than_ms: int) -> int:
     await conn.execute(
         "DELETE FROM event_ids WHERE workspace = $1 AND received_at_ms < $2", ws, older_than_ms
     )
+    await conn.execute(_PURGE_FLOW, ws, older_than_ms)
     return len(ids) + int(status.split()[-1])
+
+
+_PURGE_FLOW = """
+WITH idem AS (
+    DELETE FROM flow_idempotency WHERE workspace = $1 AND expires_at_ms < $2
+), queues AS (
+    DELETE FROM flow_queues WHERE workspace = $1 AND next_tag_ms < $2
+), paces AS (
+    DELETE FROM flow_throttles WHERE workspace = $1 AND tat / rate_limit < $2
+)
+DELETE FROM flow_buffers WHERE workspace = $1 AND first_at_ms < $2
+    AND run_id NOT IN (SELECT id FROM runs WHERE workspace = $1 AND status = 'queued')
+"""
+"""Drop flow state that no longer changes any decision: a tag or arrival time in the past is
+replaced by "now" when next used. (Rate-limit hits are pruned per key as it is used: their
+period may be longer than the retention.)"""

@@ -1,0 +1,488 @@
+"""Claiming ready runs under a lease, with flow control: concurrency slots, throttles and the
+fair queue order (PostgreSQL).
+
+Many workers claim at once, each in a transaction of its own (READ COMMITTED):
+
+- Candidates are read in queue order and row-locked with FOR UPDATE SKIP LOCKED: a run that
+  another claim holds is passed over, never waited for. Keys already full are left out in SQL.
+- Before it counts the running runs of a concurrency key (a singleton key is one with a single
+  slot), a claim takes the key's advisory lock, then counts in a statement of its own, whose
+  snapshot holds every claim of that key committed before. Only claims make a run `running`,
+  so two claims never both take the last slot of a key. A throttle key is locked the same way
+  around its GCRA state.
+- The keys of a claim's first page are waited for, in key order; those of later pages are only
+  tried (the runs of a key that another claim holds are passed over this time). Claims wait for
+  no row while they hold these locks, and intakes never take them: no deadlock.
+- A run that stops running frees its slots without a lock: a claim that still counted it
+  leaves a run queued, and the NOTIFY sent when the slot frees (`work.finish`, `work.park`)
+  makes the workers claim again.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from inferpipe.core.records import ClaimedRun, Lease, Run
+from inferpipe.store.postgres.admission import flow_lock
+from inferpipe.store.postgres.database import Conn
+from inferpipe.store.postgres.rows import RUN_COLUMNS, STEP_COLUMNS, dec, run_from_row
+from inferpipe.store.postgres.rows import step_from_values as step_of
+from inferpipe.store.sqlite.admission import at, concurrency_reason, span
+
+_PARKED = "('queued', 'sleeping', 'waiting')"
+_R_RUN_COLUMNS = ", ".join(f"r.{c.strip()}" for c in RUN_COLUMNS.split(","))
+_S_STEP_COLUMNS = ", ".join(f"s.{c.strip()}" for c in STEP_COLUMNS.split(","))
+
+QUEUE_ORDER = "COALESCE(CASE WHEN attempts = 0 THEN queue_at_ms END, ready_at_ms) - priority * 1000"
+"""A run that never started goes by its fair queue tag (when it has one), a resumed run by its
+ready time; `priority` moves it that many seconds; insertion order (`queue_seq`) breaks ties.
+The index `runs_queue` is on this very expression."""
+
+MAX_PAGES = 8
+"""Bound on candidate pages per claim: a claim blocked this often returns what it has."""
+
+MAX_PAGE_ROWS = 256
+"""Candidates read (and row-locked) at once, at most; each locks up to three advisory keys."""
+
+PEEK_ROWS = 32
+"""Ready runs looked at past a page, without locking them: those a full key holds back get the
+reason (the page itself holds only as many runs as the claim may take)."""
+
+_CANDIDATE_COLUMNS = (
+    "id, attempts, cancel_requested, concurrency_key1, concurrency_limit1, concurrency_key2,"
+    " concurrency_limit2, singleton_key, throttle, throttled_until_ms, status_reason"
+)
+
+_READY = f"""workspace = $1 AND status IN {_PARKED} AND ready_at_ms <= $2
+      AND function_id = ANY($3::text[]) AND id <> ALL($6::text[])
+      AND (cancel_requested IS NOT NULL OR (
+          COALESCE(concurrency_key1, '') NOT IN (SELECT k FROM full_keys)
+          AND COALESCE(concurrency_key2, '') NOT IN (SELECT k FROM full_keys)
+          AND COALESCE(singleton_key, '') NOT IN (SELECT k FROM full_keys)
+          AND NOT (throttle IS NOT NULL AND attempts = 0 AND throttled_until_ms IS NULL
+                   AND throttle->>0 = ANY($5::text[]))))"""
+"""A ready run of the claimed functions, unless a key of its is full (`full_keys`, or $5: the
+keys this claim filled), its throttle is ahead of now (in $5 too: a run not reserved yet could
+not start now), or it was passed over ($6); runs asked to cancel are exempt from keys."""
+
+_HEAD = f"""
+WITH cfg AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', 'off', true)
+), full_keys AS MATERIALIZED (
+    SELECT k FROM (
+        SELECT concurrency_key1, concurrency_limit1 FROM runs
+        WHERE workspace = $1 AND status = 'running' AND concurrency_key1 IS NOT NULL
+        UNION ALL SELECT concurrency_key2, concurrency_limit2 FROM runs
+        WHERE workspace = $1 AND status = 'running' AND concurrency_key2 IS NOT NULL
+        UNION ALL SELECT singleton_key, 1 FROM runs
+        WHERE workspace = $1 AND status = 'running' AND singleton_key IS NOT NULL
+    ) AS held(k, n) GROUP BY k HAVING count(*) >= max(n)
+    UNION SELECT unnest($5::text[])
+), stale AS (
+    SELECT 0 AS source, 0::bigint AS q, 0::bigint AS queue_seq, {_CANDIDATE_COLUMNS} FROM runs
+    WHERE workspace = $1 AND status = 'running' AND lease_expires_at_ms < $2
+      AND function_id = ANY($3::text[]) AND $7::bool AND (SELECT count(*) FROM cfg) = 1
+    LIMIT $4 FOR UPDATE SKIP LOCKED
+), page AS (
+    SELECT 1 AS source, {QUEUE_ORDER} AS q, queue_seq, {_CANDIDATE_COLUMNS} FROM runs
+    WHERE {_READY} AND (SELECT count(*) FROM cfg) = 1
+    ORDER BY {QUEUE_ORDER}, queue_seq LIMIT $4 FOR UPDATE SKIP LOCKED
+)"""
+"""Runs whose lease expired (first page only: they already hold their slots), then ready runs
+in queue order, row-locked, leaving out those of full keys ($5 adds the keys this claim filled)
+and those passed over ($6). A claim commits without waiting for its WAL flush: if the server
+lost it in a crash, the run is simply claimable again, and the worker's first durable write
+(which flushes the WAL up to and past the claim) is fenced unless the claim survived."""
+
+_PAGE = f"""{_HEAD}, peek AS (
+    SELECT 2 AS source, {QUEUE_ORDER} AS q, queue_seq, {_CANDIDATE_COLUMNS} FROM runs
+    WHERE {_READY} AND id NOT IN (SELECT id FROM page)
+    ORDER BY {QUEUE_ORDER}, queue_seq LIMIT $8
+)
+SELECT * FROM stale UNION ALL SELECT * FROM page UNION ALL SELECT * FROM peek
+"""
+"""A page of candidates, and a peek at the next ready runs (not locked, never taken here:
+those held back by a key this claim counts are told why)."""
+
+_CHECKED = (
+    "cancel_requested IS NULL AND (concurrency_key1 IS NOT NULL OR singleton_key IS NOT NULL"
+    " OR (throttle IS NOT NULL AND attempts = 0 AND throttled_until_ms IS NULL))"
+)
+"""A ready run that flow control must check before it starts (a key, or a throttle)."""
+
+_PLAIN = f"""{_HEAD}, verdict AS MATERIALIZED (
+    SELECT EXISTS (SELECT 1 FROM page WHERE {_CHECKED}) AS checked
+), taken AS (
+    UPDATE runs r SET status = 'running', lease_owner = $8,
+        lease_expires_at_ms = $2::bigint + $9::bigint, lease_token = r.lease_token + 1,
+        wake_pending = FALSE, attempts = r.attempts + 1,
+        started_at_ms = COALESCE(r.started_at_ms, $2::bigint), status_reason = NULL
+    FROM (SELECT id, source, q, queue_seq FROM stale UNION ALL
+          SELECT id, source, q, queue_seq FROM page) AS p
+    WHERE r.id = p.id AND NOT (SELECT checked FROM verdict)
+    RETURNING p.source, p.q, p.queue_seq, {_R_RUN_COLUMNS}
+)
+SELECT v.checked, t.* FROM verdict v LEFT JOIN taken t ON TRUE
+"""
+"""The common claim in one statement: when no run of the page needs a flow control check,
+take the page (and the expired leases); else take nothing and say so (the claim then runs
+page by page in a transaction, `_Claim`)."""
+
+_SLOTS = """
+SELECT 'running', k, count(*), NULL::bigint FROM (
+    SELECT concurrency_key1 FROM runs
+    WHERE workspace = $1 AND status = 'running' AND concurrency_key1 = ANY($2::text[])
+    UNION ALL SELECT concurrency_key2 FROM runs
+    WHERE workspace = $1 AND status = 'running' AND concurrency_key2 = ANY($2::text[])
+    UNION ALL SELECT singleton_key FROM runs
+    WHERE workspace = $1 AND status = 'running' AND singleton_key = ANY($2::text[])
+) AS held(k) GROUP BY k
+UNION ALL
+SELECT 'throttle', key, tat, rate_limit FROM flow_throttles
+WHERE workspace = $1 AND key = ANY($3::text[])
+"""
+"""Running runs per concurrency key, and the GCRA state per throttle key: read once their
+locks are held."""
+
+_TAKE = f"""
+WITH paces AS (
+    INSERT INTO flow_throttles (workspace, key, tat, rate_limit)
+    SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::bigint[])
+    ON CONFLICT (workspace, key) DO UPDATE SET tat = excluded.tat,
+        rate_limit = excluded.rate_limit
+), delayed AS (
+    UPDATE runs r SET ready_at_ms = d.start_ms, throttled_until_ms = d.start_ms,
+        status_reason = d.reason
+    FROM unnest($5::text[], $6::bigint[], $7::text[]) AS d(id, start_ms, reason)
+    WHERE r.id = d.id
+), explained AS (
+    UPDATE runs r SET status_reason = e.reason
+    FROM unnest($8::text[], $9::text[]) AS e(id, reason)
+    WHERE r.id = e.id AND r.status IN {_PARKED} AND r.id IN (
+        SELECT id FROM runs WHERE id = ANY($8::text[]) FOR UPDATE SKIP LOCKED)
+)
+UPDATE runs r SET status = 'running', lease_owner = $10,
+    lease_expires_at_ms = $11::bigint + $12::bigint, lease_token = r.lease_token + 1,
+    wake_pending = FALSE, attempts = r.attempts + 1,
+    started_at_ms = COALESCE(r.started_at_ms, $11::bigint), status_reason = NULL
+FROM unnest($13::text[]) WITH ORDINALITY AS t(id, n) WHERE r.id = t.id
+RETURNING t.n, (SELECT count(*) FROM logs l WHERE l.run_id = r.id),
+    (SELECT json_agg(json_build_array({_S_STEP_COLUMNS})) FROM steps s WHERE s.run_id = r.id),
+    {_R_RUN_COLUMNS}
+"""
+"""Write what one page decided: throttle reservations, the runs they delay, the reasons of runs
+held back by a full key (a peeked run only if it is still parked and nobody holds it), and the
+runs taken (already row-locked by the page), with their journals: this statement starts after
+the page locked them, so its snapshot holds every step their previous holder committed."""
+
+_JOURNALS = f"""
+SELECT r.id, (SELECT count(*) FROM logs l WHERE l.run_id = r.id),
+    (SELECT json_agg(json_build_array({_S_STEP_COLUMNS})) FROM steps s WHERE s.run_id = r.id)
+FROM unnest($1::text[]) AS r(id)
+"""
+"""The journals of claimed runs. Read by a statement of its own, after the claim: its snapshot
+then holds every step committed by the previous holder before we took the row (a later write of
+theirs is fenced), which the claim's own older snapshot could miss."""
+
+_NEXT_READY = f"""
+SELECT LEAST(
+    (SELECT ready_at_ms FROM runs WHERE workspace = $1 AND status IN {_PARKED}
+       AND ready_at_ms > COALESCE($3::bigint, -1) AND function_id = ANY($2::text[])
+     ORDER BY ready_at_ms LIMIT 1),
+    (SELECT lease_expires_at_ms FROM runs WHERE workspace = $1 AND status = 'running'
+       AND function_id = ANY($2::text[])
+     ORDER BY lease_expires_at_ms LIMIT 1))
+"""
+
+
+STALE, PAGE, PEEK = 0, 1, 2
+"""Where a candidate comes from: an expired lease, the page (row-locked), the peek past it."""
+
+
+@dataclass(slots=True)
+class _Candidate:
+    source: int
+    order: tuple[int, int]
+    id: str
+    attempts: int
+    cancel_requested: str | None
+    keys: list[tuple[str, int]]
+    throttle: list[Any] | None
+    throttled_until_ms: int | None
+    status_reason: str | None
+
+    @classmethod
+    def of(cls, row: Any) -> _Candidate:
+        keys = [(row[6], row[7]), (row[8], row[9]), (row[10], 1)]
+        slots = [(k, n) for k, n in keys if k]
+        return cls(
+            row[0], (row[1], row[2]), row[3], row[4], row[5], slots, dec(row[11]), row[12], row[13]
+        )
+
+    @property
+    def stale(self) -> bool:
+        return self.source == STALE
+
+    @property
+    def exempt(self) -> bool:
+        """A run asked to cancel only finalizes: no key holds it back."""
+        return self.cancel_requested is not None
+
+    @property
+    def paced(self) -> bool:
+        """Whether starting it now takes a throttle reservation (its first start, unreserved)."""
+        return (
+            not self.exempt
+            and self.throttle is not None
+            and self.attempts == 0
+            and self.throttled_until_ms is None
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Taken:
+    run: Run
+    log_count: int
+    steps: str | None  #: the journal as JSON
+
+    def claimed(self, owner: str) -> ClaimedRun:
+        journal = {v[1]: step_of(v) for v in dec(self.steps) or []}
+        lease = Lease(self.run.id, owner, self.run.lease_token)
+        return ClaimedRun(self.run, lease, journal, self.log_count)
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What one page decided."""
+
+    take: list[str] = field(default_factory=list)
+    delayed: list[tuple[str, int, str]] = field(default_factory=list)  #: id, start, reason
+    explained: list[tuple[str, str]] = field(default_factory=list)  #: id, reason
+    paces: set[str] = field(default_factory=set)  #: throttle keys whose state changed
+
+
+class _Claim:
+    """One claim, page after page: the slots it counted and the throttle states it read."""
+
+    def __init__(
+        self, conn: Conn, ws: str, owner: str, function_ids: list[str], limit: int, now_ms: int
+    ) -> None:
+        self.conn, self.ws, self.owner = conn, ws, owner
+        self.function_ids, self.limit, self.now_ms = function_ids, limit, now_ms
+        self.running: Counter[str] = Counter()
+        self.counted: set[str] = set()  #: slot keys locked and counted
+        self.full: set[str] = set()  #: full slot keys, throttle keys ahead (left out later)
+        self.paces: dict[str, tuple[int, int] | None] = {}  #: locked throttle key -> state
+        self.busy: set[str] = set()  #: lock names another claim held (later pages)
+        self.passed: set[str] = set()  #: runs passed over: one of their keys was busy
+        self.taken: list[_Taken] = []
+        self.checked = False  #: whether a candidate needed a flow control check
+
+    async def run(self, lease_ms: int) -> list[_Taken]:
+        for page_no in range(MAX_PAGES):
+            size = min(self.limit - len(self.taken), MAX_PAGE_ROWS)
+            if size <= 0:
+                break
+            first = page_no == 0
+            rows = await self.conn.fetch(
+                _PAGE,
+                self.ws,
+                self.now_ms,
+                self.function_ids,
+                size,
+                sorted(self.full),
+                sorted(self.passed),
+                first,
+                PEEK_ROWS,
+            )
+            candidates = sorted(map(_Candidate.of, rows), key=lambda c: (c.source, c.order))
+            page = [c for c in candidates if c.source != PEEK]
+            self.checked |= any(c.keys or c.paced for c in page if not (c.stale or c.exempt))
+            await self._lock_and_count(page, wait=first)
+            await self._write(self._decide(candidates), lease_ms)
+            if sum(1 for c in page if not c.stale) < size:
+                break  # no more ready runs
+        return self.taken
+
+    async def _lock_and_count(self, candidates: list[_Candidate], *, wait: bool) -> None:
+        """Lock the slot and throttle keys of the candidates, then read their counts and
+        states. On later pages a key another claim holds is skipped (`busy`)."""
+        names: dict[int, tuple[str, str]] = {}
+        for c in candidates:
+            if c.stale or c.exempt:
+                continue
+            names |= {flow_lock(self.ws, "slot", k): ("slot", k) for k, _ in c.keys}
+            if c.paced and c.throttle is not None:
+                names[flow_lock(self.ws, "throttle", c.throttle[0])] = ("throttle", c.throttle[0])
+        wanted = sorted(
+            lock
+            for lock, (kind, key) in names.items()
+            if key not in (self.counted if kind == "slot" else self.paces)
+        )
+        if not wanted:
+            return
+        if wait:
+            await self.conn.execute(
+                "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k", wanted
+            )
+            got = set(wanted)
+        else:
+            rows = await self.conn.fetch(
+                "SELECT k FROM unnest($1::bigint[]) AS k WHERE pg_try_advisory_xact_lock(k)",
+                wanted,
+            )
+            got = {row[0] for row in rows}
+            self.busy |= {f"{names[n][0]}\0{names[n][1]}" for n in wanted if n not in got}
+        slots = [names[n][1] for n in got if names[n][0] == "slot"]
+        paces = [names[n][1] for n in got if names[n][0] == "throttle"]
+        self.counted.update(slots)
+        self.paces.update(dict.fromkeys(paces))
+        for kind, key, a, b in await self.conn.fetch(_SLOTS, self.ws, slots, paces):
+            if kind == "running":
+                self.running[key] = int(a)
+            else:
+                self.paces[key] = (int(a), int(b))
+
+    def _decide(self, candidates: list[_Candidate]) -> _Plan:
+        plan = _Plan()
+        for c in candidates:
+            if c.source == PEEK:
+                if all(k in self.counted for k, _ in c.keys):
+                    self._explain_if_blocked(c, plan)
+            elif c.stale:
+                plan.take.append(c.id)  # it already holds its slots
+            elif self._is_busy(c):
+                self.passed.add(c.id)
+            elif len(self.taken) + len(plan.take) >= self.limit:
+                self._explain_if_blocked(c, plan)
+            elif self._admit(c, plan):
+                plan.take.append(c.id)
+        return plan
+
+    def _is_busy(self, c: _Candidate) -> bool:
+        if c.exempt or not self.busy:
+            return False
+        held = {f"slot\0{k}" for k, _ in c.keys}
+        if c.paced and c.throttle is not None:
+            held.add(f"throttle\0{c.throttle[0]}")
+        return bool(held & self.busy)
+
+    def _admit(self, c: _Candidate, plan: _Plan) -> bool:
+        """Whether to take this ready run now; a run held back gets the reason (and a
+        throttled one its reserved start)."""
+        if c.exempt:
+            return True
+        if self._explain_if_blocked(c, plan):
+            return False
+        if c.paced and c.throttle is not None:
+            key, rate, period_ms, burst = c.throttle
+            start_ms = self._throttle_start(key, rate, period_ms, burst)
+            plan.paces.add(key)
+            if start_ms > self.now_ms:
+                self.full.add(key)  # ahead: the key's runs not reserved yet wait too
+                reason = (
+                    f"throttled: starts at {at(start_ms)} ({rate} per {span(period_ms)} on {key})"
+                )
+                plan.delayed.append((c.id, start_ms, reason))
+                return False
+        for key, limit in c.keys:
+            self.running[key] += 1
+            if self.running[key] >= limit:
+                self.full.add(key)
+        return True
+
+    def _explain_if_blocked(self, c: _Candidate, plan: _Plan) -> bool:
+        """Whether a full key holds the run back; if so, the run says so."""
+        if c.exempt:
+            return False
+        for key, limit in c.keys:
+            if self.running[key] >= limit:
+                self.full.add(key)
+                reason = concurrency_reason(key, limit)
+                if c.status_reason != reason:
+                    plan.explained.append((c.id, reason))
+                return True
+        return False
+
+    def _throttle_start(self, key: str, rate: int, period_ms: int, burst: int) -> int:
+        """GCRA: reserve the key's next start, one every period/rate ms, `burst` more early.
+
+        Times are kept in units of 1/rate ms, so that each step is exactly `period_ms` units."""
+        state = self.paces.get(key)
+        now_units = self.now_ms * rate
+        tat = now_units if state is None else max(now_units, state[0] * rate // state[1])
+        start_units = max(now_units, tat - burst * period_ms)
+        self.paces[key] = (tat + period_ms, rate)
+        return -(-start_units // rate)
+
+    async def _write(self, plan: _Plan, lease_ms: int) -> None:
+        if not (plan.take or plan.delayed or plan.explained or plan.paces):
+            return
+        paces = [(key, state) for key in plan.paces if (state := self.paces[key]) is not None]
+        rows = await self.conn.fetch(
+            _TAKE,
+            self.ws,
+            [key for key, _ in paces],
+            [state[0] for _, state in paces],
+            [state[1] for _, state in paces],
+            [d[0] for d in plan.delayed],
+            [d[1] for d in plan.delayed],
+            [d[2] for d in plan.delayed],
+            [e[0] for e in plan.explained],
+            [e[1] for e in plan.explained],
+            self.owner,
+            self.now_ms,
+            lease_ms,
+            plan.take,
+        )
+        for row in sorted(rows, key=lambda r: int(r[0])):
+            self.taken.append(_Taken(run_from_row(row[3:]), row[1], row[2]))
+
+
+async def claim_plain(
+    conn: Conn,
+    ws: str,
+    owner: str,
+    function_ids: list[str],
+    limit: int,
+    now_ms: int,
+    lease_ms: int,
+) -> list[ClaimedRun] | None:
+    """Take up to `limit` runs in one statement (outside a transaction) when none of those
+    next in the queue needs a flow control check; None when one does (call `claim`)."""
+    size = min(limit, MAX_PAGE_ROWS)
+    rows = await conn.fetch(_PLAIN, ws, now_ms, function_ids, size, [], [], True, owner, lease_ms)
+    if rows and rows[0][0]:
+        return None
+    taken = sorted((row for row in rows if row[4] is not None), key=lambda r: tuple(r[1:4]))
+    if not taken:
+        return []
+    runs = [run_from_row(row[4:]) for row in taken]
+    journals = {r[0]: (r[1], r[2]) for r in await conn.fetch(_JOURNALS, [r.id for r in runs])}
+    return [_Taken(run, *journals[run.id]).claimed(owner) for run in runs]
+
+
+async def claim(
+    conn: Conn,
+    ws: str,
+    owner: str,
+    function_ids: list[str],
+    limit: int,
+    now_ms: int,
+    lease_ms: int,
+) -> tuple[list[ClaimedRun], bool]:
+    """Take up to `limit` runs under a lease (see `Store.claim`), checking flow control page
+    after page; in a transaction. Returns the runs, and whether one of the runs looked at
+    needed a check (else `claim_plain` would have done)."""
+    claim = _Claim(conn, ws, owner, function_ids, limit, now_ms)
+    taken = await claim.run(lease_ms)
+    return [t.claimed(owner) for t in taken], claim.checked
+
+
+async def next_ready_at(
+    conn: Conn, ws: str, function_ids: list[str], after_ms: int | None
+) -> int | None:
+    value = await conn.fetchval(_NEXT_READY, ws, function_ids, after_ms)
+    return None if value is None else int(value)
