@@ -181,3 +181,17 @@ async def test_concurrent_intakes_admit_each_key_exactly(stores: StoreMaker) -> 
     }
     assert queued == {"idem": 1, "rate": 3, "single": 1, "debounce": 1}
     assert len(stored) == 3 * 8 + 1  # the other debounced events were folded, not recorded
+
+
+async def test_a_due_throttled_run_is_not_starved_by_a_newer_backlog(stores: StoreMaker) -> None:
+    """A run whose reserved start has come is claimed even when runs not reserved yet are
+    ahead of it in the queue (they were created before its reserved start)."""
+    store = await stores.open()
+    pace = FlowPace("throttle:f", 1, 1000)
+    first = [run(throttle=pace) for _ in range(2)]
+    await store.create_runs(first, NOW)
+    taken = await store.claim("w", ["f"], 2, NOW, LEASE_MS)
+    assert [c.run.id for c in taken] == [first[0].id]  # the second starts at NOW + 1000
+    await store.create_runs([run(throttle=pace) for _ in range(20)], NOW + 500)
+    (due,) = await store.claim("w", ["f"], 1, NOW + 1000, LEASE_MS)
+    assert due.run.id == first[1].id

@@ -44,7 +44,11 @@ MAX_PAGES = 8
 """Bound on candidate pages per claim: a claim blocked this often returns what it has."""
 
 MAX_PAGE_ROWS = 256
-"""Candidates read (and row-locked) at once, at most; each locks up to three advisory keys."""
+"""Runs taken by the one-statement claim at most (`claim_plain`)."""
+
+CHECKED_PAGE_ROWS = 32
+"""Candidates read (and row-locked) at once by a claim that checks flow control: a busy key's
+backlog is often ahead in the queue, and each candidate locks up to three advisory keys."""
 
 PEEK_ROWS = 32
 """Ready runs looked at past a page, without locking them: those a full key holds back get the
@@ -98,13 +102,13 @@ lost it in a crash, the run is simply claimable again, and the worker's first du
 
 _PAGE = f"""{_HEAD}, peek AS (
     SELECT 2 AS source, {QUEUE_ORDER} AS q, queue_seq, {_CANDIDATE_COLUMNS} FROM runs
-    WHERE {_READY} AND id NOT IN (SELECT id FROM page)
+    WHERE (SELECT count(*) FROM page) = $4 AND {_READY} AND id NOT IN (SELECT id FROM page)
     ORDER BY {QUEUE_ORDER}, queue_seq LIMIT $8
 )
 SELECT * FROM stale UNION ALL SELECT * FROM page UNION ALL SELECT * FROM peek
 """
-"""A page of candidates, and a peek at the next ready runs (not locked, never taken here:
-those held back by a key this claim counts are told why)."""
+"""A page of candidates, and when it is full a peek at the next ready runs (not locked, never
+taken here: those held back by a key this claim counts are told why)."""
 
 _CHECKED = (
     "cancel_requested IS NULL AND (concurrency_key1 IS NOT NULL OR singleton_key IS NOT NULL"
@@ -282,7 +286,7 @@ class _Claim:
 
     async def run(self, lease_ms: int) -> list[_Taken]:
         for page_no in range(MAX_PAGES):
-            size = min(self.limit - len(self.taken), MAX_PAGE_ROWS)
+            size = min(self.limit - len(self.taken), CHECKED_PAGE_ROWS)
             if size <= 0:
                 break
             first = page_no == 0
