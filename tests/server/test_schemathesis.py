@@ -42,6 +42,20 @@ SPEC = schemathesis.openapi.from_dict(
 OPERATIONS: list[Any] = [result.ok() for result in SPEC.get_all_operations()]  # type: ignore[union-attr]
 
 
+def _string_query_only(operation: Any) -> bool:
+    """True when every input is a query parameter typed string: any generated "invalid" value
+    reaches the server as text that the schema admits (1.0 arrives as "1.0", an empty list is
+    dropped by the client), so the rejection check would report false failures there."""
+    if len(operation.path_parameters) or len(operation.body):
+        return False
+
+    def textual(schema: dict[str, Any]) -> bool:
+        options = schema.get("anyOf", [schema])
+        return all(option.get("type") in ("string", "null") for option in options)
+
+    return all(textual(param.definition.get("schema", {})) for param in operation.query)
+
+
 def _cases() -> list[Any]:
     """Each operation in positive mode, and in negative mode when it takes any input (an
     operation without parameters or body has no invalid request to generate)."""
@@ -65,7 +79,11 @@ def test_api_conforms_to_its_spec(live: LiveServer, operation: Any, mode: Genera
         database=None,
     )
     def check(case: Any) -> None:
-        case.call_and_validate(base_url=live.base_url, headers=headers, checks=CHECKS)
+        case.call_and_validate(base_url=live.base_url, headers=headers, checks=used)
+
+    used = CHECKS
+    if mode is GenerationMode.NEGATIVE and _string_query_only(operation):
+        used = [c for c in CHECKS if c is not checks.negative_data_rejection]
 
     check()
 
