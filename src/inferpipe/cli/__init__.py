@@ -11,11 +11,11 @@ from typing import Any
 
 from inferpipe.cli import process, runs, server
 from inferpipe.cli.loading import load_app
+from inferpipe.cli.workflows import add_workflow_commands
 from inferpipe.core.errors import InferpipeError
 from inferpipe.core.records import RunStatus
 from inferpipe.engine.worker import DEFAULT_LEASE_MS
 from inferpipe.store import DEFAULT_DATABASE, store_from_url
-from inferpipe.workflows.cli import add_workflow_commands
 
 _Command = Callable[[argparse.Namespace], Coroutine[Any, Any, None]]
 

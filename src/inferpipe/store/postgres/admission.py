@@ -10,7 +10,7 @@ Runs inside the inserting transaction (READ COMMITTED, many processes):
    every admission of those keys committed before (a pending debounce/batch run is row-locked,
    so a claim cannot start it while an event is folded into it).
 3. The decisions are taken here, run after run in insertion order, by the same rules and with
-   the same reasons as the SQLite store (`inferpipe.store.sqlite.admission`).
+   the same reasons as the SQLite store (`inferpipe.store.flow_reasons`).
 4. The state they consume is written back in one statement.
 """
 
@@ -21,9 +21,9 @@ from typing import Any
 
 from inferpipe.core.records import FINISHED_STATUSES, FlowBuffer, NewRun, RunFlow
 from inferpipe.store.base import FAIR_STEP_MS, IDEMPOTENCY_WINDOW_MS
+from inferpipe.store.flow_reasons import at, concurrency_reason, span
 from inferpipe.store.postgres.database import Conn, lock_key
 from inferpipe.store.postgres.rows import dec, enc
-from inferpipe.store.sqlite.admission import at, concurrency_reason, span
 
 _FINISHED = "(" + ", ".join(f"'{s.value}'" for s in FINISHED_STATUSES) + ")"
 

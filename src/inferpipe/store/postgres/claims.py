@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inferpipe.core.records import ClaimedRun, Lease, Run
+from inferpipe.store.flow_reasons import at, concurrency_reason, span
 from inferpipe.store.postgres.admission import flow_lock
 from inferpipe.store.postgres.database import Conn
 from inferpipe.store.postgres.rows import RUN_COLUMNS, STEP_COLUMNS, dec, run_from_row
 from inferpipe.store.postgres.rows import step_from_values as step_of
-from inferpipe.store.sqlite.admission import at, concurrency_reason, span
 
 _PARKED = "('queued', 'sleeping', 'waiting')"
 _R_RUN_COLUMNS = ", ".join(f"r.{c.strip()}" for c in RUN_COLUMNS.split(","))

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from inferpipe.core.records import FINISHED_STATUSES, FlowBuffer, NewRun, RunFlow
 from inferpipe.store.base import FAIR_STEP_MS, IDEMPOTENCY_WINDOW_MS
+from inferpipe.store.flow_reasons import at, concurrency_reason, span
 from inferpipe.store.sqlite.rows import dec, enc
 from inferpipe.store.sqlite.slots import Slots
 
@@ -59,11 +59,6 @@ def admit(
         blocked = (slots or Slots(conn, ws)).blocking(keys)
         verdict.reason = concurrency_reason(*blocked) if blocked else None
     return verdict
-
-
-def concurrency_reason(key: str, limit: int) -> str:
-    """Why a ready run is not claimed (kept on it until it is)."""
-    return f"waiting for a concurrency slot: {key} has {limit} running"
 
 
 def _duplicate(conn: sqlite3.Connection, ws: str, flow: RunFlow, now_ms: int) -> str | None:
@@ -225,20 +220,3 @@ def purge(conn: sqlite3.Connection, ws: str, older_than_ms: int) -> None:
         " AND run_id NOT IN (SELECT id FROM runs WHERE status = 'queued')",
     ):
         conn.execute(sql, (ws, older_than_ms))
-
-
-def at(ms: int) -> str:
-    """A time for a status reason: ISO 8601, UTC, milliseconds."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
-
-
-def span(ms: int) -> str:
-    """A period for a status reason: 250ms, 30s, 5m, 4h, 7d, or a mix such as 1m30s."""
-    if ms % 1000:
-        return f"{ms}ms"
-    seconds, parts = ms // 1000, []
-    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size:
-            parts.append(f"{seconds // size}{unit}")
-            seconds %= size
-    return "".join(parts) or "0s"

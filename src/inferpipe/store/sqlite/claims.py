@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inferpipe.core.records import ClaimedRun, Lease
-from inferpipe.store.sqlite.admission import at, concurrency_reason, span
+from inferpipe.store.flow_reasons import at, concurrency_reason, span
 from inferpipe.store.sqlite.rows import RUN_COLUMNS, STEP_COLUMNS, dec, run_from_row, step_from_row
 from inferpipe.store.sqlite.slots import Slots
 
