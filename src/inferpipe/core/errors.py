@@ -23,7 +23,8 @@ Hierarchy::
     EngineInterrupt (BaseException)       engine control flow, never caught by user code
     ├── Suspend                           park the run (sleep, wait, retry)
     ├── RunCancelled                      the run was cancelled
-    └── LeaseLost                         another worker owns the run now
+    └── LeaseLost                         this execution no longer holds the run
+        └── StoreUnavailable              the store failed under a run: it is taken up again
 """
 
 from __future__ import annotations
@@ -174,9 +175,21 @@ class RunCancelled(EngineInterrupt):
 
 
 class LeaseLost(EngineInterrupt):
-    def __init__(self, run_id: str) -> None:
-        super().__init__(f"lease on run {run_id} was lost to another worker")
+    """This execution no longer holds the run: it stops without writing; the lease's next
+    holder continues the run."""
+
+    def __init__(self, run_id: str, why: str = "was lost to another worker") -> None:
+        super().__init__(f"lease on run {run_id} {why}")
         self.run_id = run_id
+
+
+class StoreUnavailable(LeaseLost):
+    """The store failed during an execution (connection lost, commit failed, disk full): an
+    infrastructure fault, never a run failure. The execution stops; the run is taken up again
+    once its lease ends."""
+
+    def __init__(self, run_id: str, cause: BaseException) -> None:
+        super().__init__(run_id, f"cannot be kept: the store failed ({cause})")
 
 
 def error_payload(exc: BaseException) -> dict[str, Any]:

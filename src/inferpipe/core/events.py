@@ -24,6 +24,10 @@ CRON_TICK = "inferpipe/scheduled.tick"
 """The trigger event of a run started by a cron schedule."""
 
 
+MAX_TS_MS = 253_402_300_799_999
+"""The last millisecond of year 9999: a larger `ts` is a mistake (and overflows storage)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """Something that happened.
@@ -81,9 +85,14 @@ def validate_event(event: object, *, limit_bytes: int, now_ms: int | None = None
     if event.id is not None and (not isinstance(event.id, str) or not event.id):
         raise InvalidEventError(f"event {event.name!r}: 'id' must be a non-empty string")
     if event.ts_ms is not None and (
-        isinstance(event.ts_ms, bool) or not isinstance(event.ts_ms, int)
+        isinstance(event.ts_ms, bool)
+        or not isinstance(event.ts_ms, int)
+        or not 0 <= event.ts_ms <= MAX_TS_MS
     ):
-        raise InvalidEventError(f"event {event.name!r}: 'ts' must be integer milliseconds")
+        raise InvalidEventError(
+            f"event {event.name!r}: 'ts' must be integer Unix milliseconds"
+            f" between 0 and {MAX_TS_MS}"
+        )
     json.dumps(event.as_dict(), what=f"event {event.name!r}", limit_bytes=limit_bytes)
     return Event(
         name=event.name,

@@ -9,7 +9,14 @@ from collections.abc import Callable
 from typing import Any
 
 from inferpipe.core import json as jsonc
-from inferpipe.core.errors import InferpipeError, LeaseLost, RunCancelled, Suspend, error_payload
+from inferpipe.core.errors import (
+    InferpipeError,
+    LeaseLost,
+    RunCancelled,
+    StoreError,
+    Suspend,
+    error_payload,
+)
 from inferpipe.core.records import (
     ClaimedRun,
     IngestResult,
@@ -54,18 +61,35 @@ class Executor:
         self.limits = limits
         self.on_ingest = on_ingest
 
-    async def execute(self, claimed: ClaimedRun, *, drain: asyncio.Event | None = None) -> None:
+    async def execute(
+        self,
+        claimed: ClaimedRun,
+        *,
+        drain: asyncio.Event | None = None,
+        lease_deadline_ms: Callable[[], int | None] | None = None,
+    ) -> None:
         """Execute until the run finishes or parks. When `drain` is set, no new step starts and
-        the run is handed back once its steps in flight are recorded. LeaseLost ends it quietly."""
+        the run is handed back once its steps in flight are recorded. No step starts once
+        `lease_deadline_ms()` has passed. A lost lease or a failing store ends the execution
+        quietly, writing nothing more: the run is taken up again under a new lease."""
         journal = RunJournal(
             claimed, self.store, self.clock, self.planner, self.limits, self.on_ingest
         )
         journal.drain = drain
+        journal.lease_deadline_ms = lease_deadline_ms
         journal.on_recorded = self._published
         try:
             await self._execute(journal)
-        except LeaseLost:
-            _log.warning("run %s: lease lost; another worker continues it", claimed.run.id)
+        except LeaseLost as exc:
+            _log.warning(
+                "run %s: %s; stopped here, the run continues under a new lease", claimed.run.id, exc
+            )
+        except StoreError as exc:
+            _log.warning(
+                "run %s: the store failed (%s); the run is taken up again when its lease ends",
+                claimed.run.id,
+                exc,
+            )
 
     async def _execute(self, j: RunJournal) -> None:
         run = j.run
@@ -86,9 +110,17 @@ class Executor:
             self.pubsub, run.id, streaming.run_event(run, kind, attempt=run.attempts)
         )
         task: asyncio.Task[Any] = asyncio.ensure_future(fn.handler(Context(j, self.pubsub)))
-        if await self._drive(j, task):
-            await self._park(j)
-            return
+        try:
+            if await self._drive(j, task):
+                await self._park(j)
+                return
+        except asyncio.CancelledError:
+            j.lease_lost = True  # cancelled from outside: the lease is lost or being given up
+            raise
+        finally:
+            # Whatever stops this execution (a lost lease cancels it) stops the user's code
+            # too, at its next await: no step of it may start after the run is handed over.
+            task.cancel()
         if not task.cancelled() and isinstance(task.exception(), Suspend):
             await self._hand_back(j)
             return

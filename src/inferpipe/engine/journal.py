@@ -10,7 +10,14 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from inferpipe.core.errors import LeaseLost, RunCancelled, StepNestingError, Suspend
+from inferpipe.core.errors import (
+    LeaseLost,
+    RunCancelled,
+    StepNestingError,
+    StoreError,
+    StoreUnavailable,
+    Suspend,
+)
 from inferpipe.core.events import Event
 from inferpipe.core.json import KB, MB
 from inferpipe.core.records import ClaimedRun, IngestResult, LogRecord, NewRun, StepRecord
@@ -87,6 +94,9 @@ class RunJournal:
         self._unvisited = set(self.records)
         self.on_recorded: Callable[[list[StepRecord]], Awaitable[None]] | None = None
         self.drain: asyncio.Event | None = None
+        self.lease_deadline_ms: Callable[[], int | None] | None = None
+        """When this execution must stop starting steps: its lease, as last renewed, nearly
+        ends (None: no deadline, as in burst mode)."""
         self.changed = asyncio.Event()
         self._occurrences: dict[str, int] = {}
         self._next_seq = max((r.seq for r in self.records.values()), default=0) + 1
@@ -124,6 +134,12 @@ class RunJournal:
         """Before a new step starts: stop if the run was cancelled or ran out of time."""
         if self.lease_lost:
             raise LeaseLost(self.run.id)
+        deadline = self.lease_deadline_ms() if self.lease_deadline_ms is not None else None
+        if deadline is not None and self.now_ms() >= deadline:
+            # The last renewal this worker saw ends (nearly) now: another worker may hold the
+            # run already (this process was paused, or the store is out of reach).
+            self.lease_lost = True
+            raise LeaseLost(self.run.id, "ended before it could be renewed")
         if self.drain is not None and self.drain.is_set():
             raise Suspend("worker is shutting down")
         if self.cancel_reason is None and self.run.finish_timeout_ms is not None:
@@ -134,6 +150,8 @@ class RunJournal:
             raise RunCancelled(self.cancel_reason)
 
     async def commit(self, progress: Progress) -> ProgressResult:
+        if self.lease_lost:  # e.g. a parallel branch still running after the run was stopped
+            raise LeaseLost(self.run.id)
         progress.logs = self.pending_logs + progress.logs
         progress.steps = self.pending_steps + progress.steps
         self.pending_logs, self.pending_steps = [], []
@@ -142,6 +160,9 @@ class RunJournal:
         except LeaseLost:
             self.lease_lost = True
             raise
+        except StoreError as exc:
+            self.lease_lost = True
+            raise StoreUnavailable(self.run.id, exc) from exc
         for step in progress.steps:
             self.records[step.key] = result.final.get(step.key, step)
         if self.on_recorded is not None and progress.steps:

@@ -26,6 +26,10 @@ FALLBACK_POLL_MS = 250
 LISTEN_POLL_MS = 1000
 """The safety-net poll when the store pushes wake-ups across processes (LISTEN/NOTIFY)."""
 
+LEASE_MARGIN_DIVISOR = 10
+"""No step starts in the last tenth of a lease not renewed yet: another worker, whose clock may
+run a little ahead, could take the run over then."""
+
 STORE_RETRY_MAX_S = 5.0
 """Longest pause between attempts while the store fails (the database is down or restarting)."""
 
@@ -163,7 +167,15 @@ class Worker:
 
     def _start(self, claimed: ClaimedRun) -> None:
         run_id = claimed.run.id
-        task = asyncio.create_task(self.engine.executor.execute(claimed, drain=self._drain))
+        margin_ms = self.lease_ms // LEASE_MARGIN_DIVISOR
+
+        def deadline() -> int:
+            return self._lease_until_ms.get(run_id, 0) - margin_ms
+
+        execution = self.engine.executor.execute(
+            claimed, drain=self._drain, lease_deadline_ms=deadline
+        )
+        task = asyncio.create_task(execution)
         self._active[run_id] = (claimed.lease, task)
         until = claimed.run.lease_expires_at_ms
         self._lease_until_ms[run_id] = until if until is not None else 2**62

@@ -123,6 +123,9 @@ class Store(Protocol):
     def for_workspace(self, workspace: str) -> Store:
         """A view of the same database scoped to `workspace`."""
 
+    async def check_writable(self, now_ms: int) -> None:
+        """Commit a tiny durable write; raises StoreError when the store cannot be written."""
+
     # events -------------------------------------------------------------------------------
     async def ingest(self, events: list[PlannedEvent], now_ms: int) -> IngestResult:
         """Store events (dropping duplicates), create their runs, resume matching waits and

@@ -1,4 +1,4 @@
-"""Operations: liveness, readiness (the store answers), Prometheus metrics."""
+"""Operations: liveness, readiness (the store commits a write), Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from inferpipe.server.errors import error_body
 router = APIRouter(tags=["operations"])
 
 READY_TIMEOUT_S = 2.0
-"""A store that takes longer than this to answer a trivial query is not ready."""
+"""A store that takes longer than this to commit a one-row write is not ready."""
 
 
 @router.get("/healthz", response_model=schemas.Health, summary="Liveness")
@@ -27,16 +27,21 @@ async def healthz() -> schemas.Health:
 @router.get(
     "/readyz",
     response_model=schemas.Health,
-    responses={503: {"model": schemas.ErrorBody, "description": "The store is unreachable."}},
+    responses={503: {"model": schemas.ErrorBody, "description": "The store cannot be written."}},
     summary="Readiness",
 )
 async def readyz(request: Request) -> schemas.Health | JSONResponse:
-    """The store answers a query within two seconds."""
+    """The store commits a one-row write within two seconds (a read-only file, a full disk or
+    a database that is down or a standby answer 503, so traffic goes elsewhere)."""
     try:
-        store = services(request).workspaces.app.engine.store
-        await asyncio.wait_for(store.list_events(limit=1), READY_TIMEOUT_S)
+        engine = services(request).workspaces.app.engine
+        await asyncio.wait_for(engine.store.check_writable(engine.clock.now_ms()), READY_TIMEOUT_S)
+    except TimeoutError:
+        return JSONResponse(
+            error_body("not_ready", "the store did not commit a write within 2 s"), 503
+        )
     except Exception as exc:
-        return JSONResponse(error_body("not_ready", f"the store is not reachable: {exc}"), 503)
+        return JSONResponse(error_body("not_ready", f"the store cannot be written: {exc}"), 503)
     return schemas.Health(status="ready")
 
 

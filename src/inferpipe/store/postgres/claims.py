@@ -72,9 +72,7 @@ keys this claim filled), its throttle is ahead of now (in $5 too: a run not rese
 not start now), or it was passed over ($6); runs asked to cancel are exempt from keys."""
 
 _HEAD = f"""
-WITH cfg AS MATERIALIZED (
-    SELECT set_config('synchronous_commit', 'off', true)
-), full_keys AS MATERIALIZED (
+WITH full_keys AS MATERIALIZED (
     SELECT k FROM (
         SELECT concurrency_key1, concurrency_limit1 FROM runs
         WHERE workspace = $1 AND status = 'running' AND concurrency_key1 IS NOT NULL
@@ -87,18 +85,19 @@ WITH cfg AS MATERIALIZED (
 ), stale AS (
     SELECT 0 AS source, 0::bigint AS q, 0::bigint AS queue_seq, {_CANDIDATE_COLUMNS} FROM runs
     WHERE workspace = $1 AND status = 'running' AND lease_expires_at_ms < $2
-      AND function_id = ANY($3::text[]) AND $7::bool AND (SELECT count(*) FROM cfg) = 1
+      AND function_id = ANY($3::text[]) AND $7::bool
     LIMIT $4 FOR UPDATE SKIP LOCKED
 ), page AS (
     SELECT 1 AS source, {QUEUE_ORDER} AS q, queue_seq, {_CANDIDATE_COLUMNS} FROM runs
-    WHERE {_READY} AND (SELECT count(*) FROM cfg) = 1
+    WHERE {_READY}
     ORDER BY {QUEUE_ORDER}, queue_seq LIMIT $4 FOR UPDATE SKIP LOCKED
 )"""
 """Runs whose lease expired (first page only: they already hold their slots), then ready runs
 in queue order, row-locked, leaving out those of full keys ($5 adds the keys this claim filled)
-and those passed over ($6). A claim commits without waiting for its WAL flush: if the server
-lost it in a crash, the run is simply claimable again, and the worker's first durable write
-(which flushes the WAL up to and past the claim) is fenced unless the claim survived."""
+and those passed over ($6). A claim is durable before it returns, like every write: a claim
+lost in a crash would be issued again with the same lease token, and the first holder's
+execution could not be told from the second's (and it would start steps on a lease it no
+longer holds)."""
 
 _PAGE = f"""{_HEAD}, peek AS (
     SELECT 2 AS source, {QUEUE_ORDER} AS q, queue_seq, {_CANDIDATE_COLUMNS} FROM runs

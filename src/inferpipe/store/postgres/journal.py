@@ -31,20 +31,26 @@ MAX_IN_FLIGHT = 2
 """Batches written at once: the next one fills while the previous one waits on its flush."""
 
 _FIRST_STEP = 4
-_FIRST_LOG = _FIRST_STEP + len(STEP_TYPES)
+"""Parameters: $1-$3 the writes' leases, then the step columns and the log columns, each
+led by the number of the write (1-based, as WITH ORDINALITY counts) it belongs to."""
+_FIRST_LOG = _FIRST_STEP + 1 + len(STEP_TYPES)
 
 _WRITE = f"""
 WITH fence AS (
-    SELECT r.id, r.cancel_requested FROM runs r
-    WHERE (r.id, r.lease_token, r.lease_owner) IN
-        (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]))
-      AND r.status = 'running'
+    SELECT w.n, r.id, r.cancel_requested FROM runs r
+    JOIN unnest($1::text[], $2::bigint[], $3::text[]) WITH ORDINALITY AS w(id, token, owner, n)
+      ON r.id = w.id AND r.lease_token = w.token AND r.lease_owner = w.owner
+    WHERE r.status = 'running'
     ORDER BY r.id
-    FOR NO KEY UPDATE
+    FOR NO KEY UPDATE OF r
+), step_rows AS (
+    SELECT DISTINCT ON (s.run_id, s.key) s.*
+    FROM {unnest_sql(("int[]", *STEP_TYPES), _FIRST_STEP)} AS s(n, {STEP_COLUMNS})
+    WHERE s.n IN (SELECT n FROM fence)
+    ORDER BY s.run_id, s.key, s.n DESC
 ), written AS (
     INSERT INTO steps ({STEP_COLUMNS})
-    SELECT * FROM {unnest_sql(STEP_TYPES, _FIRST_STEP)} AS s({STEP_COLUMNS})
-    WHERE s.run_id IN (SELECT id FROM fence)
+    SELECT {STEP_COLUMNS} FROM step_rows
     ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status,
         attempt = excluded.attempt, output = excluded.output, error = excluded.error,
         started_at_ms = COALESCE(steps.started_at_ms, excluded.started_at_ms),
@@ -54,16 +60,19 @@ WITH fence AS (
     RETURNING run_id, key
 ), logged AS (
     INSERT INTO logs ({LOG_COLUMNS})
-    SELECT * FROM {unnest_sql(LOG_TYPES, _FIRST_LOG)} AS l({LOG_COLUMNS})
-    WHERE l.run_id IN (SELECT id FROM fence)
+    SELECT {LOG_COLUMNS} FROM {unnest_sql(("int[]", *LOG_TYPES), _FIRST_LOG)}
+        AS l(n, {LOG_COLUMNS})
+    WHERE l.n IN (SELECT n FROM fence)
     ON CONFLICT DO NOTHING
 )
-SELECT f.id, f.cancel_requested, ARRAY(SELECT w.key FROM written w WHERE w.run_id = f.id)
+SELECT f.n, f.cancel_requested, ARRAY(SELECT w.key FROM written w WHERE w.run_id = f.id)
 FROM fence f
 """
-"""Fence each run (its lease token and owner must still be the row's; the row stays locked to
-the end of the statement, so a takeover cannot slip in between), then append the steps and
-logs of the runs that passed. A completed or failed step is final: its row is not overwritten
+"""Fence each write by its own lease (run, token and owner must still be the row's; the row
+stays locked to the end of the statement, so a takeover cannot slip in between), then append
+the steps and logs of the writes that passed. A stale write in the batch is left out alone,
+even beside a valid write for the same run. A step written twice in one batch (by one lease)
+keeps its latest write. A completed or failed step is final: its row is not overwritten
 (exactly-once recording even when a stale replay writes it again), and its key is missing from
 the keys returned."""
 
@@ -82,23 +91,23 @@ class JournalResult:
 
 async def write(conn: Conn, writes: list[JournalWrite]) -> list[JournalResult | LeaseLost]:
     """Write journals in one statement; each write gets its result, or LeaseLost."""
-    steps = [step_params(s) for w in writes for s in w.progress.steps]
-    logs = [log_params(lg) for w in writes for lg in w.progress.logs]
+    steps = [(n, *step_params(s)) for n, w in enumerate(writes, 1) for s in w.progress.steps]
+    logs = [(n, *log_params(lg)) for n, w in enumerate(writes, 1) for lg in w.progress.logs]
     rows = await conn.fetch(
         _WRITE,
         [w.lease.run_id for w in writes],
         [w.lease.token for w in writes],
         [w.lease.owner for w in writes],
-        *columns_of(steps, len(STEP_TYPES)),
-        *columns_of(logs, len(LOG_TYPES)),
+        *columns_of(steps, len(STEP_TYPES) + 1),
+        *columns_of(logs, len(LOG_TYPES) + 1),
     )
     fenced = {r[0]: (r[1], set(r[2])) for r in rows}
     results: list[JournalResult | LeaseLost] = []
-    for w in writes:
-        if w.lease.run_id not in fenced:
+    for n, w in enumerate(writes, 1):
+        if n not in fenced:
             results.append(LeaseLost(w.lease.run_id))
             continue
-        cancel, written = fenced[w.lease.run_id]
+        cancel, written = fenced[n]
         final = {s.key for s in w.progress.steps if s.key not in written}
         results.append(JournalResult(cancel, final))
     return results

@@ -216,6 +216,15 @@ class SQLiteStore:
             lambda c: claims.next_ready_at(c, self.workspace, function_ids, after_ms)
         )
 
+    async def check_writable(self, now_ms: int) -> None:
+        await self._db.write(
+            lambda c: c.execute(
+                "INSERT INTO store_probes (workspace, at_ms) VALUES (?, ?)"
+                " ON CONFLICT (workspace) DO UPDATE SET at_ms = excluded.at_ms",
+                (self.workspace, now_ms),
+            )
+        )
+
     async def renew_leases(self, leases: list[Lease], until_ms: int) -> list[str]:
         if not leases:
             return []
