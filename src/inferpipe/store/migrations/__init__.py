@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from importlib import resources
 
 
@@ -14,7 +15,7 @@ def migration_files(dialect: str) -> list[tuple[int, str, str]]:
             version = int(entry.name.split("_", 1)[0])
             found.append((version, entry.name, entry.read_text()))
     found.sort()
-    for (v1, n1, _), (v2, n2, _) in zip(found, found[1:], strict=False):
+    for (v1, n1, _), (v2, n2, _) in itertools.pairwise(found):
         if v1 == v2:  # the second would be taken as applied and silently skipped
             raise RuntimeError(f"migrations {n1} and {n2} share version {v1}: renumber one")
     return found
