@@ -75,7 +75,7 @@ async def test_non_retriable_and_retry_after() -> None:
         def call() -> str:
             counts["ra"] += 1
             if counts["ra"] == 1:
-                raise ip.RetryAfterError("rate limited", delay_s=90)
+                raise ip.RetryAfterError("rate limited", 90)
             return "ok"
 
         return str(await ctx.step.run("call", call))

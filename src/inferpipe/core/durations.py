@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 Duration = float | int | timedelta | str
 """Seconds (int/float), a timedelta, or a string such as "30s", "5m", "1h30m", "7d", "250ms"."""
@@ -24,6 +24,11 @@ def to_ms(duration: Duration) -> int:
         if duration.total_seconds() < 0:
             raise ValueError(f"duration must not be negative: {duration!r}")
         return round(duration.total_seconds() * 1000)
+    if not isinstance(duration, str):
+        raise ValueError(
+            f"invalid duration {duration!r}: use a number of seconds, a timedelta or a string "
+            "like '30s', '5m', '1h30m', '7d'"
+        )
     text = duration.strip().replace(" ", "")
     pos, total = 0, 0.0
     for match in _PART.finditer(text):
@@ -37,3 +42,14 @@ def to_ms(duration: Duration) -> int:
             "'5m', '1h30m', '7d'"
         )
     return round(total)
+
+
+def datetime_to_ms(when: datetime) -> int:
+    """Unix time in milliseconds of a timezone-aware datetime; a naive one is a ValueError
+    (it would silently mean the machine's local time)."""
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError(
+            f"datetime {when.isoformat()} has no timezone: use an aware one, "
+            "e.g. datetime.now(UTC) + timedelta(hours=1)"
+        )
+    return round(when.timestamp() * 1000)

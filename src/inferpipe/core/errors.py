@@ -11,7 +11,6 @@ Hierarchy::
     ├── OutputNotSerializableError
     ├── UnknownFunctionError
     ├── RunNotFoundError
-    ├── StepNestingError                  a step called inside a step
     ├── InvalidScoreError                 a bad score name or value
     ├── InvalidDeferError                 bad data, duplicate id or too many deferrals
     ├── NonRetriableError                 raised by user code: do not retry
@@ -19,6 +18,8 @@ Hierarchy::
     ├── StepError                         a step failed for good; raised into user code
     └── StoreError                        persistence failed
         └── MigrationError
+
+    StepNestingError (BaseException)      a step called inside a step; fails the run
 
     EngineInterrupt (BaseException)       engine control flow, never caught by user code
     ├── Suspend                           park the run (sleep, wait, retry)
@@ -29,7 +30,10 @@ Hierarchy::
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+
+from inferpipe.core.durations import Duration, datetime_to_ms, to_ms
 
 
 class InferpipeError(Exception):
@@ -100,8 +104,13 @@ class RunNotFoundError(InferpipeError):
         self.run_id = run_id
 
 
-class StepNestingError(InferpipeError):
+class StepNestingError(BaseException):
+    """A step was called inside another step's callable. A BaseException, like the engine's
+    own interrupts, so `except Exception` in user code cannot swallow it; the run fails even
+    if user code catches it anyway."""
+
     code = "step_nesting"
+    retryable = False
 
     def __init__(self, inner: str, outer: str) -> None:
         super().__init__(
@@ -125,14 +134,30 @@ class NonRetriableError(InferpipeError):
 
 
 class RetryAfterError(InferpipeError):
-    """Raise from a step to retry it after `delay_s` seconds (counts as an attempt)."""
+    """Raise from a step to retry it after a delay (counts as an attempt).
+
+    `retry_after` is a delay (seconds as a number, a timedelta, or a string such as "30s",
+    "5m", "1h30m") or a timezone-aware datetime to retry at (a time in the past retries at
+    once). Anything else is a ValueError here, where the mistake is.
+    """
 
     code = "retry_after"
     retryable = True
 
-    def __init__(self, message: str, delay_s: float) -> None:
+    def __init__(self, message: str, retry_after: Duration | datetime) -> None:
         super().__init__(message)
-        self.delay_s = delay_s
+        self.retry_at_ms: int | None = None
+        self.delay_ms: int = 0
+        if isinstance(retry_after, datetime):
+            self.retry_at_ms = datetime_to_ms(retry_after)
+        else:
+            self.delay_ms = to_ms(retry_after)
+
+    def retry_delay_ms(self, now_ms: int) -> int:
+        """Milliseconds from `now_ms` until the retry is due."""
+        if self.retry_at_ms is not None:
+            return max(0, self.retry_at_ms - now_ms)
+        return self.delay_ms
 
 
 class StepError(InferpipeError):

@@ -49,6 +49,11 @@ class StepKind(enum.StrEnum):
     DEFER = "defer"
 
 
+def experiment_step_key(experiment_id: str) -> str:
+    """The journal key of a run's (first) assignment to `experiment_id`."""
+    return f"experiment:{experiment_id}"
+
+
 class StepStatus(enum.StrEnum):
     COMPLETED = "completed"  #: output recorded; replay returns it
     FAILED = "failed"  #: attempts exhausted; replay raises StepError

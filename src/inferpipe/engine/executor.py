@@ -167,6 +167,8 @@ class Executor:
         exc = task.exception()
         if isinstance(exc, LeaseLost):
             raise exc
+        if j.fatal is not None:
+            return Outcome(RunStatus.FAILED, error=error_payload(j.fatal))
         if isinstance(exc, RunCancelled):
             return Outcome(RunStatus.CANCELLED, reason=exc.reason)
         if exc is not None:

@@ -91,6 +91,8 @@ class RunJournal:
         self.inflight = 0
         self.cancel_reason: str | None = claimed.run.cancel_requested
         self.lease_lost = False
+        self.fatal: BaseException | None = None
+        """A misuse that fails the run whatever the function does after it."""
         self._unvisited = set(self.records)
         self.on_recorded: Callable[[list[StepRecord]], Awaitable[None]] | None = None
         self.drain: asyncio.Event | None = None
@@ -107,6 +109,8 @@ class RunJournal:
             raise ValueError("a step id must be a non-empty string")
         outer = active_step.get()
         if outer is not None:
+            # Kept on the journal too: the run fails even if user code catches the error.
+            self.fatal = self.fatal or StepNestingError(step_id, outer)
             raise StepNestingError(step_id, outer)
         n = self._occurrences.get(step_id, 0)
         self._occurrences[step_id] = n + 1
@@ -140,6 +144,8 @@ class RunJournal:
             # run already (this process was paused, or the store is out of reach).
             self.lease_lost = True
             raise LeaseLost(self.run.id, "ended before it could be renewed")
+        if self.fatal is not None:
+            raise self.fatal
         if self.drain is not None and self.drain.is_set():
             raise Suspend("worker is shutting down")
         if self.cancel_reason is None and self.run.finish_timeout_ms is not None:

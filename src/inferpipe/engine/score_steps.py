@@ -8,7 +8,7 @@ from typing import Any
 from inferpipe.core import json as jsonc
 from inferpipe.core.errors import ConfigurationError
 from inferpipe.core.experiments import Selector, Weighted
-from inferpipe.core.records import StepKind, StepRecord, StepStatus
+from inferpipe.core.records import StepKind, StepRecord, StepStatus, experiment_step_key
 from inferpipe.core.redaction import redact
 from inferpipe.core.scores import ScoreRecord, ScoreSource, validate_score
 from inferpipe.engine.journal import RunJournal
@@ -79,11 +79,12 @@ class ScoringSteps(ABC):
     ) -> Any:
         """Pick a variant deterministically (weighted by run id unless `select` says otherwise),
         record the choice once, and return the variant's value, or its result when callable
-        (run as step `<experiment_id>-<variant>`). Scores of this run carry the variant."""
+        (run as step `<experiment_id>-<variant>`). Every score of this run counts for this
+        variant of this experiment, in each experiment the run takes part in."""
         j = self._j
         if not variants:
             raise ConfigurationError(f"experiment {experiment_id!r} has no variants")
-        key = j.key_for(f"experiment:{experiment_id}")
+        key = j.key_for(experiment_step_key(experiment_id))
         rec = j.records.get(key)
         if rec is None:
             names = list(variants)

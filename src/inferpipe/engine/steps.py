@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from inferpipe.core import expr
 from inferpipe.core import json as jsonc
-from inferpipe.core.durations import Duration, to_ms
+from inferpipe.core.durations import Duration, datetime_to_ms, to_ms
 from inferpipe.core.errors import (
     InferpipeError,
     NonRetriableError,
@@ -19,7 +19,6 @@ from inferpipe.core.errors import (
     PayloadTooLargeError,
     RetryAfterError,
     StepError,
-    StepNestingError,
     error_payload,
 )
 from inferpipe.core.events import FUNCTION_FINISHED, Event, validate_event
@@ -38,7 +37,6 @@ _NEVER_RETRIED = (
     NonRetriableError,
     OutputNotSerializableError,
     PayloadTooLargeError,
-    StepNestingError,
 )
 """Errors another attempt cannot fix."""
 
@@ -108,20 +106,22 @@ class Steps(ScoringSteps):
         extra: dict[str, Any] = {}
         failure: Exception | None = None
         j.started()
-        try:
-            output = await _call(step_id, fn, args, kwargs)
-            if _meta is not None:
-                extra = redact(jsonc.roundtrip(_meta(output)), j.limits.redact_keys)
-            step.output = jsonc.roundtrip(
-                output, what=f"output of step {step_id!r}", limit_bytes=j.limits.step_output_bytes
-            )
-            # Redacted before it is stored *and* returned, so a replay sees the same value.
-            step.output = redact(step.output, j.limits.redact_keys)
-        except Exception as exc:
-            failure = exc
         # The step stays in flight until its record is committed: otherwise a run whose other
         # branches are parked looks quiescent during the commit and is suspended too early.
         try:
+            try:
+                output = await _call(step_id, fn, args, kwargs)
+                if _meta is not None:
+                    extra = redact(jsonc.roundtrip(_meta(output)), j.limits.redact_keys)
+                step.output = jsonc.roundtrip(
+                    output,
+                    what=f"output of step {step_id!r}",
+                    limit_bytes=j.limits.step_output_bytes,
+                )
+                # Redacted before it is stored *and* returned, so a replay sees the same value.
+                step.output = redact(step.output, j.limits.redact_keys)
+            except Exception as exc:
+                failure = exc
             if failure is not None:
                 retry_at_ms = await self._failed(step, failure, history, _retries)
             else:
@@ -157,7 +157,7 @@ class Steps(ScoringSteps):
             raise _step_error(j.records[step.key]) from exc
         delay = j.planner.backoff_ms(j.run.function_id, step.attempt)
         if isinstance(exc, RetryAfterError):
-            delay = to_ms(exc.delay_s)
+            delay = exc.retry_delay_ms(now)
         elif isinstance(getattr(exc, "retry_after_s", None), int | float):
             delay = max(delay, to_ms(exc.retry_after_s))  # type: ignore[attr-defined]
         step.status = StepStatus.RETRYING
@@ -173,9 +173,22 @@ class Steps(ScoringSteps):
         await self._sleep(key, step_id, wake or 0)
 
     async def sleep_until(self, step_id: str, when: datetime | int) -> None:
-        """Sleep until a datetime (timezone-aware) or a Unix time in milliseconds."""
+        """Sleep until a datetime (timezone-aware) or a Unix time in milliseconds. The target
+        is fixed when the sleep is first recorded: a replay uses the recorded wake time, so a
+        target computed from the current time (`datetime.now(UTC) + ...`) still wakes."""
         key = self._j.key_for(step_id)
-        wake = int(when.timestamp() * 1000) if isinstance(when, datetime) else int(when)
+        rec = self._j.records.get(key)
+        if rec is not None and rec.wake_at_ms is not None:
+            wake = rec.wake_at_ms
+        elif isinstance(when, datetime):
+            wake = datetime_to_ms(when)
+        elif isinstance(when, int) and not isinstance(when, bool):
+            wake = when
+        else:
+            raise ValueError(
+                f"sleep_until({step_id!r}) takes a timezone-aware datetime or Unix milliseconds "
+                f"(int), not {when!r}"
+            )
         await self._sleep(key, step_id, wake)
 
     async def _sleep(self, key: str, step_id: str, wake_at_ms: int) -> None:

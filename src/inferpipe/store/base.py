@@ -235,7 +235,11 @@ class Store(Protocol):
         """Attach a score to a run (RunNotFoundError if unknown); same id = update."""
 
     async def list_scores(self, flt: ScoreFilter, *, limit: int = 1000) -> list[ScoreRecord]:
-        """Scores oldest first, by run, function, scorer, name, experiment or time."""
+        """Scores oldest first, by run, function, scorer, name, experiment or time.
+
+        By experiment: every score of every run assigned to it (a run in two experiments has
+        its scores counted in both), each carrying that experiment and the run's variant in
+        it. Otherwise `experiment`/`variant` are those of the first experiment of the run."""
 
     async def purge(self, older_than_ms: int) -> int:
         """Delete finished runs (with journals and logs) and events older than a time, and flow

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from inferpipe.core.records import StepKind
+from inferpipe.core.records import StepKind, experiment_step_key
 from inferpipe.core.scores import ScoreRecord, ScoreSource
 from inferpipe.store.base import ScoreFilter
 from inferpipe.store.postgres.database import Conn
@@ -63,27 +63,43 @@ async def get(conn: Conn, ws: str, score_id: str) -> ScoreRecord | None:
 
 
 async def query(conn: Conn, ws: str, flt: ScoreFilter, limit: int) -> list[ScoreRecord]:
-    where = ["workspace = $1"]
+    where = ["s.workspace = $1"]
     params: list[object] = [ws]
+    join = ""
+    if flt.experiment is not None:
+        # Membership is the run's assignment step (a primary-key lookup per score), so a run
+        # in several experiments counts in each, not only in the one its rows name.
+        params += [experiment_step_key(flt.experiment), flt.experiment]
+        join = (
+            f" LEFT JOIN steps e ON e.run_id = s.run_id AND e.key = ${len(params) - 1}"
+            f" AND e.kind = '{StepKind.EXPERIMENT.value}' AND e.status = 'completed'"
+        )
+        where.append(f"(e.run_id IS NOT NULL OR s.experiment = ${len(params)})")
     for clause, value in (
-        ("run_id = {}", flt.run_id),
-        ("function_id = {}", flt.function_id),
-        ("scorer_id = {}", flt.scorer_id),
-        ("name = {}", flt.name),
-        ("experiment = {}", flt.experiment),
-        ("created_at_ms >= {}", flt.since_ms),
-        ("created_at_ms < {}", flt.until_ms),
+        ("s.run_id = {}", flt.run_id),
+        ("s.function_id = {}", flt.function_id),
+        ("s.scorer_id = {}", flt.scorer_id),
+        ("s.name = {}", flt.name),
+        ("s.created_at_ms >= {}", flt.since_ms),
+        ("s.created_at_ms < {}", flt.until_ms),
     ):
         if value is not None:
             params.append(value)
             where.append(clause.format(f"${len(params)}"))
+    columns = ", ".join(f"s.{c.strip()}" for c in _COLUMNS.split(","))
+    variant = "e.output::json ->> 'variant'" if join else "NULL"
     rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM scores WHERE {' AND '.join(where)}"
-        f" ORDER BY created_at_ms, id LIMIT ${len(params) + 1}",
+        f"SELECT {columns}, {variant} FROM scores s{join} WHERE {' AND '.join(where)}"
+        f" ORDER BY s.created_at_ms, s.id LIMIT ${len(params) + 1}",
         *params,
         limit,
     )
-    return [_from_row(r) for r in rows]
+    found = [_from_row(r) for r in rows]
+    if flt.experiment is not None:
+        for score, row in zip(found, rows, strict=True):
+            if row[-1] is not None:
+                score.experiment, score.variant = flt.experiment, row[-1]
+    return found
 
 
 def _from_row(row: Row) -> ScoreRecord:

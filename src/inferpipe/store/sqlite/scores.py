@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from inferpipe.core.records import StepKind
+from inferpipe.core.records import StepKind, experiment_step_key
 from inferpipe.core.scores import ScoreRecord, ScoreSource
 from inferpipe.store.base import ScoreFilter
 from inferpipe.store.sqlite.rows import dec, enc
@@ -64,26 +64,43 @@ def _experiment_of(conn: sqlite3.Connection, run_id: str) -> tuple[str | None, s
 
 
 def query(conn: sqlite3.Connection, ws: str, flt: ScoreFilter, limit: int) -> list[ScoreRecord]:
-    where: list[str] = ["workspace = ?"]
+    where: list[str] = ["s.workspace = ?"]
     params: list[str | int] = [ws]
+    join = ""
+    if flt.experiment is not None:
+        # Membership is the run's assignment step (a primary-key lookup per score), so a run
+        # in several experiments counts in each, not only in the one its rows name.
+        join = (
+            " LEFT JOIN steps e ON e.run_id = s.run_id AND e.key = ? AND e.kind = ?"
+            " AND e.status = 'completed'"
+        )
+        params = [experiment_step_key(flt.experiment), StepKind.EXPERIMENT.value, *params]
+        where.append("(e.run_id IS NOT NULL OR s.experiment = ?)")
+        params.append(flt.experiment)
     for clause, value in (
-        ("run_id = ?", flt.run_id),
-        ("function_id = ?", flt.function_id),
-        ("scorer_id = ?", flt.scorer_id),
-        ("name = ?", flt.name),
-        ("experiment = ?", flt.experiment),
-        ("created_at_ms >= ?", flt.since_ms),
-        ("created_at_ms < ?", flt.until_ms),
+        ("s.run_id = ?", flt.run_id),
+        ("s.function_id = ?", flt.function_id),
+        ("s.scorer_id = ?", flt.scorer_id),
+        ("s.name = ?", flt.name),
+        ("s.created_at_ms >= ?", flt.since_ms),
+        ("s.created_at_ms < ?", flt.until_ms),
     ):
         if value is not None:
             where.append(clause)
             params.append(value)
+    columns = ", ".join(f"s.{c.strip()}" for c in _COLUMNS.split(","))
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM scores WHERE {' AND '.join(where)}"
-        " ORDER BY created_at_ms, id LIMIT ?",
+        f"SELECT {columns}, {'e.output' if join else 'NULL'} FROM scores s{join}"
+        f" WHERE {' AND '.join(where)} ORDER BY s.created_at_ms, s.id LIMIT ?",
         (*params, limit),
     ).fetchall()
-    return [_from_row(r) for r in rows]
+    found = [_from_row(r) for r in rows]
+    if flt.experiment is not None:
+        for score, row in zip(found, rows, strict=True):
+            assigned = dec(row[-1])
+            if isinstance(assigned, dict):
+                score.experiment, score.variant = flt.experiment, assigned.get("variant")
+    return found
 
 
 def get(conn: sqlite3.Connection, ws: str, score_id: str) -> ScoreRecord | None:

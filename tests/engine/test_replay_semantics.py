@@ -1,0 +1,166 @@
+"""Step semantics that must survive replay, on both stores: sleep_until targets, nested steps,
+retry-after delays, and scores of a run in several experiments."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+import inferpipe as ip
+from inferpipe.testing import Harness
+from tests.store.conftest import PostgresServer, session_postgres
+from tests.store.pg_harness import PostgresHarness
+
+HarnessFactory = Callable[[ip.App], Harness]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> HarnessFactory:
+    """Builds a `Harness` for an app on the test's store."""
+    if request.param == "sqlite":
+        return lambda app: Harness(app, path=tmp_path / "test.db")
+    server: PostgresServer = session_postgres()
+    return lambda app: PostgresHarness(app, server.url)
+
+
+async def test_sleep_until_a_target_computed_from_now_wakes(harness: HarnessFactory) -> None:
+    app = ip.App("t")
+    clock: list[Harness] = []
+
+    @app.function(id="nap")
+    async def nap(ctx: ip.Context) -> str:
+        # The target moves with every execution; only the recorded one can be reached.
+        now = datetime.fromtimestamp(clock[0].now_ms / 1000, UTC)
+        await ctx.step.sleep_until("nap", now + timedelta(seconds=2))
+        return "awake"
+
+    async with harness(app) as h:
+        clock.append(h)
+        start = h.now_ms
+        run_id = await h.invoke("nap")
+        await h.run_ready()
+        assert (await h.run(run_id)).status is ip.RunStatus.SLEEPING
+        await h.advance("2s")
+        run = await h.run(run_id)
+        assert run.status is ip.RunStatus.COMPLETED and run.output == "awake"
+        assert run.finished_at_ms == start + 2_000
+
+
+async def test_sleep_until_refuses_a_naive_datetime() -> None:
+    app = ip.App("t")
+
+    @app.function(id="naive", retries=0)
+    async def naive(ctx: ip.Context) -> None:
+        await ctx.step.sleep_until("later", datetime(2030, 1, 1))
+
+    async with Harness(app) as h:
+        run = await h.settle(await h.invoke("naive"))
+        assert run is not None and run.status is ip.RunStatus.FAILED and run.error is not None
+        assert "has no timezone" in run.error["message"]
+
+
+@pytest.mark.parametrize("catch", [Exception, BaseException])
+async def test_a_nested_step_fails_the_run_even_when_user_code_catches_it(
+    harness: HarnessFactory, catch: type[BaseException]
+) -> None:
+    app = ip.App("t")
+    after: list[str] = []
+
+    @app.function(id="nest", retries=2)
+    async def nest(ctx: ip.Context) -> str:
+        async def outer() -> int:
+            try:
+                return int(await ctx.step.run("inner", lambda: 1))
+            except catch:
+                return -1
+
+        await ctx.step.run("outer", outer)
+        await ctx.step.run("after", lambda: after.append("ran"))
+        return "swallowed"
+
+    async with harness(app) as h:
+        run = await h.settle(await h.invoke("nest"))
+        assert run is not None and run.status is ip.RunStatus.FAILED and run.error is not None
+        assert run.error["code"] == "step_nesting"
+        assert "'inner' was called inside step 'outer'" in run.error["message"]
+        assert after == [], "a step ran after the nesting error"
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "delay_ms"),
+    [
+        (90, 90_000),
+        (1.5, 1_500),
+        (timedelta(minutes=2), 120_000),
+        ("1h30m", 5_400_000),
+        ("offset:45", 45_000),  # a datetime 45 s after the failure
+        ("offset:-10", 0),  # a datetime in the past: retry at once
+    ],
+)
+async def test_retry_after_takes_seconds_timedelta_string_or_datetime(
+    harness: HarnessFactory, retry_after: object, delay_ms: int
+) -> None:
+    app = ip.App("t")
+    calls: list[int] = []
+    clock: list[Harness] = []
+
+    @app.function(id="limited", retries=1)
+    async def limited(ctx: ip.Context) -> str:
+        def call() -> str:
+            calls.append(clock[0].now_ms)
+            if len(calls) == 1:
+                after = retry_after
+                if isinstance(after, str) and after.startswith("offset:"):
+                    now = datetime.fromtimestamp(clock[0].now_ms / 1000, UTC)
+                    after = now + timedelta(seconds=int(after.removeprefix("offset:")))
+                raise ip.RetryAfterError("rate limited", after)  # type: ignore[arg-type]
+            return "ok"
+
+        return str(await ctx.step.run("call", call))
+
+    async with harness(app) as h:
+        clock.append(h)
+        run = await h.settle(await h.invoke("limited"))
+        assert run is not None and run.status is ip.RunStatus.COMPLETED and run.output == "ok"
+        assert calls[1] - calls[0] == delay_ms
+
+
+@pytest.mark.parametrize("bad", ["soon", None, -5, datetime(2030, 1, 1)])
+def test_retry_after_refuses_what_is_not_a_delay_or_an_aware_datetime(bad: object) -> None:
+    with pytest.raises(ValueError, match=r"invalid duration|must not be negative|no timezone"):
+        ip.RetryAfterError("x", bad)  # type: ignore[arg-type]
+
+
+async def test_scores_of_a_run_in_two_experiments_count_in_both(
+    harness: HarnessFactory,
+) -> None:
+    app = ip.App("t")
+
+    @app.function(id="f")
+    async def f(ctx: ip.Context) -> list[str]:
+        prompt = await ctx.step.experiment("prompt", variants={"short": "s", "long": "l"})
+        model = await ctx.step.experiment("model", variants={"small": "a", "big": "b"})
+        await ctx.step.score("quality", 0.75)
+        return [prompt, model]
+
+    async with harness(app) as h:
+        run = await h.settle(await h.invoke("f"))
+        assert run is not None and run.status is ip.RunStatus.COMPLETED
+        steps = {s.key: s.output for s in await h.steps(run.id)}
+        await h.app.score(run.id, "helpful", 1.0)  # feedback, after the run
+        for experiment in ("prompt", "model"):
+            variant = steps[f"experiment:{experiment}"]["variant"]
+            scores = await h.app.scores(experiment=experiment)
+            assert sorted((s.name, s.experiment, s.variant) for s in scores) == [
+                ("helpful", experiment, variant),
+                ("quality", experiment, variant),
+            ]
+            results = await h.app.experiment_results(experiment)
+            assert {(r.variant, r.score, r.count) for r in results} == {
+                (variant, "helpful", 1),
+                (variant, "quality", 1),
+            }
+        assert await h.app.scores(experiment="other") == []
