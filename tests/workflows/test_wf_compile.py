@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from pathlib import Path
@@ -106,8 +107,15 @@ def test_branch_ownership() -> None:
     assert plan.arms[1].owned == ("no",)
     # join runs whichever arm is chosen; mixed also depends on a, so it always runs.
     assert plan.controlled == ("no", "yes", "after_yes")
-    assert plan.choose(lambda when: False) == 1
-    assert plan.choose(lambda when: True) == 0
+
+    async def never(when: str) -> bool:
+        return False
+
+    async def always(when: str) -> bool:
+        return True
+
+    assert asyncio.run(plan.choose(never)) == 1
+    assert asyncio.run(plan.choose(always)) == 0
 
 
 def test_secrets_stay_references_in_the_plan() -> None:

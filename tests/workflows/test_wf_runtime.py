@@ -84,12 +84,19 @@ async def test_branch_runs_the_chosen_arm_and_records_the_others_skipped() -> No
 
 async def test_map_keeps_item_order_and_bounds_concurrency() -> None:
     app, rt = runtime()
-    state = {"active": 0, "peak": 0}
+    state = {"active": 0, "peak": 0, "started": 0}
+    paired = asyncio.Event()
 
     @rt.task("work")
     async def work(x: int, index: int) -> int:
         state["active"] += 1
+        state["started"] += 1
         state["peak"] = max(state["peak"], state["active"])
+        # Items start as their arguments are evaluated (in worker processes), so overlap is not
+        # a given: the first items wait until two run at once (or the last has started).
+        if state["active"] == 2 or state["started"] == 6:
+            paired.set()
+        await paired.wait()
         for _ in range(10 - index):  # later items finish sooner once they start
             await asyncio.sleep(0)
         state["active"] -= 1

@@ -6,6 +6,7 @@ Hierarchy::
     ├── ConfigurationError                bad registration or settings
     │   ├── DuplicateFunctionError
     │   └── InvalidExpressionError
+    ├── ExpressionBudgetError             an expression ran over its time or memory budget
     ├── InvalidEventError                 malformed event
     ├── PayloadTooLargeError
     ├── OutputNotSerializableError
@@ -64,6 +65,17 @@ class InvalidExpressionError(ConfigurationError):
         self.expression = expression
         self.reason = reason
         self.where = where
+
+
+class ExpressionBudgetError(InferpipeError):
+    """A tenant's expression ran over its time or memory budget and was stopped."""
+
+    code = "expression_over_budget"
+
+    def __init__(self, expression: str, what: str) -> None:
+        shown = expression if len(expression) <= 200 else expression[:200] + "..."
+        super().__init__(f"CEL expression {shown!r} {what}; simplify it or filter less data")
+        self.expression = expression
 
 
 class InvalidEventError(InferpipeError):

@@ -5,6 +5,12 @@ wait is created, `event.<path>` references are replaced by the literal values of
 the stored expression mentions only `async.`. A conjunct of the form `async.<path> == <literal>`
 is a *pin*: the store indexes the wait by (event name, path, value) and looks candidates up
 instead of evaluating every waiting expression.
+
+Every expression is checked statically when compiled: at most `MAX_EXPRESSION_CHARS` characters
+and `MAX_COMPREHENSION_DEPTH` nested comprehension macros (`map`, `filter`, `all`, `exists`,
+`exists_one`), since the CEL library evaluates while holding the GIL: nothing else in the
+process runs meanwhile. Expressions a tenant writes (dashboard filters, graph nodes) are also
+evaluated with a time budget in worker processes (`inferpipe.engine.sandbox`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,18 @@ _PATH = r"async((?:\.[A-Za-z_]\w*)+)"
 _LITERAL = rf"{_STRING}|-?\d+(?:\.\d+)?|true|false"
 _PIN_LEFT = re.compile(rf"^\s*{_PATH}\s*==\s*({_LITERAL})\s*$")
 _PIN_RIGHT = re.compile(rf"^\s*({_LITERAL})\s*==\s*{_PATH}\s*$")
+# CEL string literals in every form (raw, bytes, triple-quoted), blanked before bracket counting.
+CEL_STRING = re.compile(
+    r"[rRbB]{0,2}(?:'''(?:[^\\]|\\.)*?'''|\"\"\"(?:[^\\]|\\.)*?\"\"\""
+    r"|'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\")",
+    re.DOTALL,
+)
+_MACRO = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(")
+
+MAX_EXPRESSION_CHARS = 4000
+"""Longest expression accepted anywhere (the dashboard's `where` is capped lower, at 2000)."""
+MAX_COMPREHENSION_DEPTH = 2
+"""Deepest nesting of comprehension macros: each level multiplies the work by a list's size."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +58,43 @@ def compile_expr(expression: str, where: str = "") -> Any:
     """Compile `expression`; raise InvalidExpressionError naming it and `where` it came from."""
     if not isinstance(expression, str) or not expression.strip():
         raise InvalidExpressionError(str(expression), "expression is empty", where=where)
+    if len(expression) > MAX_EXPRESSION_CHARS:
+        reason = f"it is {len(expression)} characters long; the limit is {MAX_EXPRESSION_CHARS}"
+        raise InvalidExpressionError(expression[:200] + "...", reason, where=where)
+    depth = comprehension_depth(expression)
+    if depth > MAX_COMPREHENSION_DEPTH:
+        reason = (
+            f"comprehensions (map, filter, all, exists, exists_one) are nested {depth} deep; "
+            f"the limit is {MAX_COMPREHENSION_DEPTH}"
+        )
+        raise InvalidExpressionError(expression, reason, where=where)
     try:
         return cel.compile(expression)
     except ValueError as exc:
         reason = str(exc).splitlines()[0] if str(exc) else "syntax error"
         raise InvalidExpressionError(expression, reason, where=where) from exc
+
+
+def comprehension_depth(expression: str) -> int:
+    """How deeply comprehension macros nest in `expression` (0: none), read lexically."""
+    code = CEL_STRING.sub(lambda m: " " * len(m.group(0)), expression)
+    starts = {m.end() - 1 for m in _MACRO.finditer(code)}
+    stack: list[bool] = []  # per open bracket: does it open a macro's arguments?
+    depth = deepest = 0
+    for position, ch in enumerate(code):
+        if ch in "([{":
+            macro = position in starts
+            stack.append(macro)
+            depth += macro
+            deepest = max(deepest, depth)
+        elif ch in ")]}" and stack:
+            depth -= stack.pop()
+    return deepest
+
+
+def uses_comprehensions(expression: str) -> bool:
+    """Whether `expression` calls a comprehension macro (its cost then grows with the data)."""
+    return comprehension_depth(expression) > 0
 
 
 def check_variables(expression: str, allowed: set[str], where: str = "") -> None:
@@ -80,9 +130,11 @@ def matches(expression: str, variables: dict[str, Any]) -> bool:
 class ExpressionEvalError(Exception):
     """An expression failed on the given data (missing field, wrong type)."""
 
-    def __init__(self, expression: str, cause: BaseException) -> None:
-        kind = "missing field" if isinstance(cause, KeyError) else type(cause).__name__
-        super().__init__(f"expression {expression!r} failed: {kind} {cause}")
+    def __init__(self, expression: str, cause: BaseException | str) -> None:
+        if isinstance(cause, BaseException):
+            kind = "missing field" if isinstance(cause, KeyError) else type(cause).__name__
+            cause = f"{kind} {cause}"
+        super().__init__(f"expression {expression!r} failed: {cause}")
         self.expression = expression
 
 

@@ -129,6 +129,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "invalid_event": 422,
     "output_not_serializable": 422,
     "invalid_expression": 422,
+    "expression_over_budget": 422,
     "unknown_function": 404,
     "run_not_found": 404,
     "store_error": 503,

@@ -32,12 +32,7 @@ _CEL_BOUND = re.compile(
     r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,"
     r"|\bcel\s*\.\s*bind\s*\(\s*([A-Za-z_]\w*)\s*,"
 )
-_CEL_STRING = re.compile(
-    r"[rRbB]{0,2}(?:"
-    r"'''(?:[^\\]|\\.)*?'''|\"\"\"(?:[^\\]|\\.)*?\"\"\""  # triple-quoted
-    r"|'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\")",  # single-line
-    re.DOTALL,
-)
+_CEL_STRING = expr.CEL_STRING
 
 
 @dataclass(frozen=True, slots=True)

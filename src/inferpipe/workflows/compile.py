@@ -23,7 +23,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, Literal
 
 import orjson
@@ -92,10 +92,11 @@ class BranchPlan(_Frozen):
     controlled: tuple[str, ...]
     """Nodes this branch's choice may cause to be skipped."""
 
-    def choose(self, is_true: Callable[[str], bool]) -> int:
-        """Index of the first arm whose condition holds, else of the else arm (the last)."""
+    async def choose(self, is_true: Callable[[str], Awaitable[bool]]) -> int:
+        """Index of the first arm whose condition holds, else of the else arm (the last).
+        Conditions are evaluated in order, and only until one holds."""
         for position, arm in enumerate(self.arms):
-            if arm.when is None or is_true(arm.when):
+            if arm.when is None or await is_true(arm.when):
                 return position
         return len(self.arms) - 1
 

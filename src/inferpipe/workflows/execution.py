@@ -61,7 +61,7 @@ class GraphExecution:
             raise self._interrupt
         for node_id in self.cursor.failed:
             raise _node_failure(self.plan.nodes[node_id], self._failures[node_id])
-        return self._mapped_output()
+        return await self._mapped_output()
 
     def _advance(self) -> None:
         """Start the ready nodes and record new skips; note when nothing is left to do."""
@@ -127,13 +127,13 @@ class GraphExecution:
         deps = ", ".join(repr(dep) for dep in node.depends_on)
         return f"every node it depends on was skipped ({deps})"
 
-    def _mapped_output(self) -> dict[str, Any]:
+    async def _mapped_output(self) -> dict[str, Any]:
         mapped = {}
         for key, source in self.plan.output.items():
             # Only the nodes it reads: CEL converts every variable it is given, each time.
             nodes = {ref: {"output": self.outputs.get(ref)} for ref in _node_refs(source)}
             try:
-                mapped[key] = evaluate_cel(source, {"input": self._input, "nodes": nodes})
+                mapped[key] = await evaluate_cel(source, {"input": self._input, "nodes": nodes})
             except ExpressionFailedError as exc:
                 raise ExpressionFailedError(f"output {key!r}: {exc}") from None
         return mapped

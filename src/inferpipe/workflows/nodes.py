@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from inferpipe.core import expr
+from inferpipe.core.errors import ExpressionBudgetError
 from inferpipe.core.records import StepKind
+from inferpipe.engine import sandbox
 from inferpipe.engine.context import Context
 from inferpipe.llm import step as llm_step
 from inferpipe.llm.providers import ProviderRegistry
@@ -143,7 +145,7 @@ class NodeRunner:
     # node types ---------------------------------------------------------------------------
     async def _transform(self, body: spec.TransformFields, place: _Place) -> Any:
         async def evaluate() -> Any:
-            return evaluate_cel(body.expression, place.scope, place.node_id)
+            return await evaluate_cel(body.expression, place.scope, place.node_id)
 
         recorded = {**place.recorded, "expression": body.expression}
         return await self._steps.run(
@@ -158,7 +160,10 @@ class NodeRunner:
         branch = self._plan.branches[node_id]
 
         async def choose() -> dict[str, Any]:
-            arm = branch.choose(lambda when: evaluate_cel(when, place.scope, node_id) is True)
+            async def holds(when: str) -> bool:
+                return await evaluate_cel(when, place.scope, node_id) is True
+
+            arm = await branch.choose(holds)
             chosen = branch.arms[arm]
             return {"arm": arm, "when": chosen.when, "targets": list(chosen.targets)}
 
@@ -187,7 +192,7 @@ class NodeRunner:
             if fn is None:
                 raise UnknownTaskError(body.task, self._s.tasks)
             kwargs = {
-                name: evaluate_cel(source, place.scope, place.node_id)
+                name: await evaluate_cel(source, place.scope, place.node_id)
                 for name, source in body.args.items()
             }
         except WorkflowError as exc:
@@ -281,7 +286,7 @@ class NodeRunner:
 
     async def _map(self, node: PlanNode, definition: spec.MapNode, place: _Place) -> list[Any]:
         try:
-            items = map_items(definition, place.scope, node.id)
+            items = await map_items(definition, place.scope, node.id)
         except WorkflowError as exc:
             await self._fail(place, StepKind.RUN, exc)
         gate = asyncio.Semaphore(definition.concurrency)
@@ -326,18 +331,20 @@ class NodeRunner:
         )
 
 
-def evaluate_cel(source: str, scope: Mapping[str, Any], node_id: str | None = None) -> Any:
-    """Evaluate a graph's CEL expression; a failure is an ExpressionFailedError."""
+async def evaluate_cel(source: str, scope: Mapping[str, Any], node_id: str | None = None) -> Any:
+    """Evaluate a graph's CEL expression in the expression sandbox (worker processes, with a
+    time and memory budget: a graph is a tenant's code); a failure, or running over the
+    budget, is an ExpressionFailedError (not retried)."""
     try:
-        return expr.evaluate(source, dict(scope))
-    except expr.ExpressionEvalError as exc:
+        return await sandbox.default_sandbox().evaluate(source, dict(scope))
+    except (expr.ExpressionEvalError, ExpressionBudgetError) as exc:
         where = f"node {node_id!r}: " if node_id else ""
         raise ExpressionFailedError(f"{where}{exc}") from None
 
 
-def map_items(definition: spec.MapNode, scope: Mapping[str, Any], node_id: str) -> list[Any]:
+async def map_items(definition: spec.MapNode, scope: Mapping[str, Any], node_id: str) -> list[Any]:
     """The list a map node runs over, checked against its `max_items`."""
-    items = evaluate_cel(definition.over, scope, node_id)
+    items = await evaluate_cel(definition.over, scope, node_id)
     if not isinstance(items, list):
         raise ExpressionFailedError(
             f"node {node_id!r}: `over` must yield a list, got {type(items).__name__}"

@@ -99,6 +99,7 @@ def validate_index(index: GraphIndex, options: ValidationOptions) -> list[Proble
         _http(index),
         _outputs(index),
         _trigger(index),
+        _event_matches(index),
         _limits(index, options.limits),
     )
     return [problem for check in checks for problem in check]
@@ -385,6 +386,30 @@ def _trigger(index: GraphIndex) -> Iterator[Problem]:
                 code=ProblemCode.INVALID_EXPRESSION,
                 message=f"trigger match: {reason}",
                 path="/trigger/match",
+            )
+
+
+_MATCH_COMPREHENSIONS = (
+    "{what} is evaluated in the server's process against every incoming event of that name, "
+    "so it may not use comprehensions (map, filter, all, exists, exists_one); compare fields "
+    "instead, e.g. async.data.ticket_id == input.ticket_id"
+)
+
+
+def _event_matches(index: GraphIndex) -> Iterator[Problem]:
+    """Wait and trigger matches run outside the expression sandbox (the store matches them
+    against events), so their cost must not grow with the data: no comprehensions."""
+    trigger = index.graph.trigger
+    if trigger is not None and trigger.match and expr.uses_comprehensions(trigger.match):
+        message = _MATCH_COMPREHENSIONS.format(what="a trigger match")
+        yield Problem(code=ProblemCode.INVALID_EXPRESSION, message=message, path="/trigger/match")
+    for node_id, node in index.nodes.items():
+        if isinstance(node, spec.WaitNode) and node.match and expr.uses_comprehensions(node.match):
+            yield Problem(
+                code=ProblemCode.INVALID_EXPRESSION,
+                message=_MATCH_COMPREHENSIONS.format(what="a wait node's match"),
+                node_id=node_id,
+                path=index.node_path(node_id) + "/match",
             )
 
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from inferpipe.core import expr
 from inferpipe.core.errors import RunNotFoundError
 from inferpipe.core.records import Run, RunStatus
+from inferpipe.engine import sandbox
 from inferpipe.scoring.experiments import compare
 from inferpipe.server import query, schemas, views
 from inferpipe.server.dashboard import bulk, explain, summaries
@@ -114,10 +115,11 @@ async def list_run_rows(
     while len(found) < limit and scanned < MAX_WHERE_SCAN and not exhausted:
         page = await scope.store.list_runs(flt, limit=limit, cursor=position)
         consumed = len(page.items)
+        kept = await _filtered(where, page.items)
         for index, run in enumerate(page.items):
             scanned += 1
             position = run.id
-            if where is None or expr.matches(where, summaries.cel_view(run)):
+            if kept[index]:
                 found.append(run)
             if len(found) == limit or scanned >= MAX_WHERE_SCAN:
                 consumed = index + 1
@@ -129,6 +131,15 @@ async def list_run_rows(
         next_cursor=query.encode_cursor("runs", None if exhausted else position),
         scanned=scanned,
     )
+
+
+async def _filtered(where: str | None, runs: list[Run]) -> list[bool]:
+    """Which runs match a tenant's filter, evaluated in the sandbox's worker processes (a slow
+    filter must not stop this process: CEL holds the GIL while it evaluates)."""
+    if where is None:
+        return [True] * len(runs)
+    views = [summaries.cel_view(run) for run in runs]
+    return await sandbox.default_sandbox().matches_many(where, views)
 
 
 @router.get(

@@ -1,0 +1,1 @@
+"""Attacks a tenant with an ordinary workspace key could try, kept blocked."""
