@@ -36,6 +36,9 @@ def test_failed_step_error_and_input_in_three_clicks(
     error = page.locator("#step-error")
     expect(error).to_contain_text("card declined for order ord-42")
     expect(error).to_contain_text("ValueError")
+    expect(error.locator("pre.traceback")).to_contain_text("in charge")  # the user's frame
+    page.locator("#run-error summary").click()
+    expect(page.locator("#run-error pre.traceback")).to_contain_text("in checkout")
     page.get_by_role("tab", name="Input").click()  # 3
     expect(page.get_by_role("tabpanel")).to_contain_text('"order_id": "ord-42"')
 

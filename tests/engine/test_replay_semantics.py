@@ -1,8 +1,11 @@
 """Step semantics that must survive replay, on both stores: sleep_until targets, nested steps,
-retry-after delays, and scores of a run in several experiments."""
+retry-after delays, scores of a run in several experiments, stored tracebacks, and how
+executions and attempts are counted."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,6 +13,8 @@ from pathlib import Path
 import pytest
 
 import inferpipe as ip
+from inferpipe.cli import main
+from inferpipe.core.tracebacks import MAX_TRACEBACK_CHARS
 from inferpipe.testing import Harness
 from tests.store.conftest import PostgresServer, session_postgres
 from tests.store.pg_harness import PostgresHarness
@@ -164,3 +169,95 @@ async def test_scores_of_a_run_in_two_experiments_count_in_both(
                 (variant, "quality", 1),
             }
         assert await h.app.scores(experiment="other") == []
+
+
+def _parse(text: str) -> object:
+    return json.loads(text)
+
+
+def _deep(n: int) -> None:
+    if n == 0:
+        raise RuntimeError("at the bottom")
+    _deep(n - 1)
+
+
+async def test_failed_step_and_run_carry_the_users_traceback(harness: HarnessFactory) -> None:
+    app = ip.App("t")
+
+    @app.function(id="parse", retries=1)
+    async def parse_input(ctx: ip.Context) -> object:
+        return await ctx.step.run("parse", _parse, "{not json")
+
+    @app.function(id="deep", retries=0)
+    async def deep(ctx: ip.Context) -> None:
+        _deep(500)
+
+    async with harness(app) as h:
+        run = await h.settle(await h.invoke("parse"))
+        assert run is not None and run.status is ip.RunStatus.FAILED and run.error is not None
+        (step,) = await h.steps(run.id)
+        assert step.error is not None
+        step_trace = step.error["traceback"]
+        here = f'File "{__file__}"'
+        assert step_trace.startswith("Traceback (most recent call last):\n")
+        assert f"{here}, line" in step_trace and "in _parse" in step_trace
+        assert "json.decoder.JSONDecodeError: Expecting property name" in step_trace
+        assert "/inferpipe/" not in step_trace and "asyncio" not in step_trace
+        assert "library frames" in step_trace  # json's own frames, collapsed
+        # each attempt's error stays in the history; the traceback only once, on the step
+        assert all("traceback" not in a for a in step.meta["attempts"])
+        run_trace = run.error["traceback"]
+        assert run_trace.startswith(step_trace)
+        assert "in parse_input" in run_trace.removeprefix(step_trace)
+        assert run_trace.rstrip().endswith("StepError: " + run.error["message"])
+
+        run = await h.settle(await h.invoke("deep"))
+        assert run is not None and run.error is not None
+        trace = run.error["traceback"]
+        assert len(trace) <= MAX_TRACEBACK_CHARS and "characters cut" in trace
+        assert "in deep" in trace and trace.rstrip().endswith("RuntimeError: at the bottom")
+
+
+async def test_executions_count_runs_and_attempts_count_retries(harness: HarnessFactory) -> None:
+    app = ip.App("t")
+    tries: list[int] = []
+
+    @app.function(id="flaky", retries=2)
+    async def flaky(ctx: ip.Context) -> int:
+        def call() -> int:
+            tries.append(ctx.attempt)
+            if len(tries) == 1:
+                raise ConnectionError("down")
+            return len(tries)
+
+        return int(await ctx.step.run("call", call))
+
+    async with harness(app) as h:
+        run = await h.settle(await h.invoke("flaky"))
+        assert run is not None and run.status is ip.RunStatus.COMPLETED and run.output == 2
+        (step,) = await h.steps(run.id)
+        assert tries == [0, 1] and step.attempt == 1  # the first retry is attempt 1
+        assert run.executions == 2  # the first execution, and the one that retried the step
+
+
+def test_cli_runs_show_prints_the_traceback_and_the_counts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = ip.App("t")
+
+    @app.function(id="parse", retries=1)
+    async def parse_input(ctx: ip.Context) -> object:
+        return await ctx.step.run("parse", _parse, "{not json")
+
+    async def failed_run() -> str:
+        async with Harness(app, path=tmp_path / "cli.db") as h:
+            run = await h.settle(await h.invoke("parse"))
+            assert run is not None and run.status is ip.RunStatus.FAILED
+            return run.id
+
+    run_id = asyncio.run(failed_run())
+    assert main(["runs", "show", run_id, "--database", f"sqlite:///{tmp_path / 'cli.db'}"]) == 0
+    out = capsys.readouterr().out
+    assert "executions 2" in out
+    assert "Traceback (most recent call last):" in out
+    assert "in _parse" in out and "in parse_input" in out

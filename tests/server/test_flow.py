@@ -17,7 +17,7 @@ def test_trigger_status_steps_logs(live: LiveServer, http_a: httpx.Client) -> No
     run = live.wait_status(http_a, run_id, {"completed"})
     assert run["function_id"] == "greet"
     assert run["output"] == {"text": "hello ada"}
-    assert run["attempts"] == 1 and run["error"] is None and run["parent_run_id"] is None
+    assert run["executions"] == 1 and run["error"] is None and run["parent_run_id"] is None
     assert run["created_at_ms"] <= run["started_at_ms"] <= run["finished_at_ms"]
     assert run["event_ids"] == body["ids"]
 
@@ -76,6 +76,12 @@ def test_invoke_fail_and_rerun_from_failed_step(live: LiveServer, http_a: httpx.
     assert explode["status"] == "failed"
     assert explode["error"]["code"] == "non_retriable"
     assert explode["meta"]["attempts"][0]["message"] == "boom"  # retry history
+    # where the user's code raised: the step's frame, then the function's call of the step
+    step_trace = explode["error"]["traceback"]
+    assert 'conftest.py", line' in step_trace and "in explode" in step_trace
+    assert "inferpipe/engine" not in step_trace
+    run_trace = failed["error"]["traceback"]
+    assert run_trace.startswith(step_trace) and "in fragile" in run_trace.removeprefix(step_trace)
 
     FRAGILE["fail"] = False
     try:

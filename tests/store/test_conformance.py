@@ -266,7 +266,7 @@ async def test_park_without_events_sleeps_until_ready_time(store: Store) -> None
     assert await store.claim("w", [FN], 5, NOW + 4999, LEASE_MS) == []
     assert await store.next_ready_at([FN]) == NOW + 5000
     (woken,) = await store.claim("w", [FN], 5, NOW + 5000, LEASE_MS)
-    assert woken.run.attempts == 2
+    assert woken.run.executions == 2
 
 
 async def test_park_is_capped_by_finish_timeout(store: Store) -> None:

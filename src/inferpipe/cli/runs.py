@@ -55,7 +55,7 @@ async def list_runs(store: Store, function_id: str | None, status: str | None, l
     flt = RunFilter(function_id=function_id, status=RunStatus(status) if status else None)
     page = await store.list_runs(flt, limit=limit)
     table = Table(title=f"runs ({len(page.items)}{'+' if page.next_cursor else ''})")
-    for col in ("status", "run id", "function", "created", "took", "tries"):
+    for col in ("status", "run id", "function", "created", "took", "executions"):
         table.add_column(col, no_wrap=True)
     table.add_column("reason", overflow="fold")
     for run in page.items:
@@ -65,7 +65,7 @@ async def list_runs(store: Store, function_id: str | None, status: str | None, l
             run.function_id,
             _when(run.created_at_ms),
             _took(run.started_at_ms, run.finished_at_ms),
-            str(run.attempts),
+            str(run.executions),
             run.status_reason or (run.error or {}).get("message", "")[:60],
         )
     console.print(table)
@@ -85,7 +85,7 @@ async def show_run(store: Store, run_id: str) -> None:
             step.key,
             step.kind.value,
             step.status.value,
-            str(step.attempt),
+            str(step.attempt + 1),
             _took(step.started_at_ms, step.finished_at_ms),
             _summary(step),
         )
@@ -100,7 +100,7 @@ def _print_header(run: Run) -> None:
     console.print(f"[bold]{run.function_id}[/] {run.id}  {status_text(run.status)}")
     console.print(
         f"created {_when(run.created_at_ms)} · started {_when(run.started_at_ms)} · "
-        f"finished {_when(run.finished_at_ms)} · attempts {run.attempts}"
+        f"finished {_when(run.finished_at_ms)} · executions {run.executions}"
     )
     if run.parent_run_id:
         console.print(f"parent run {run.parent_run_id}")
@@ -110,6 +110,8 @@ def _print_header(run: Run) -> None:
         console.print(f"reason: {run.status_reason}")
     if run.error:
         console.print(f"[red]error[/] {run.error.get('type', '')}: {run.error.get('message', '')}")
+        if run.error.get("traceback"):
+            console.print(str(run.error["traceback"]).rstrip(), markup=False, highlight=False)
     if run.output is not None:
         console.print(f"output: {json.dumps(run.output)[:500]}")
 

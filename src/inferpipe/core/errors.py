@@ -35,6 +35,7 @@ from datetime import datetime
 from typing import Any
 
 from inferpipe.core.durations import Duration, datetime_to_ms, to_ms
+from inferpipe.core.tracebacks import format_traceback
 
 
 class InferpipeError(Exception):
@@ -177,7 +178,14 @@ class StepError(InferpipeError):
 
     code = "step_failed"
 
-    def __init__(self, step_id: str, error_code: str, message: str, error_type: str = "") -> None:
+    def __init__(
+        self,
+        step_id: str,
+        error_code: str,
+        message: str,
+        error_type: str = "",
+        step_traceback: str | None = None,
+    ) -> None:
         super().__init__(
             f"step {step_id!r} failed: {error_type + ': ' if error_type else ''}{message}"
         )
@@ -185,6 +193,8 @@ class StepError(InferpipeError):
         self.error_code = error_code
         self.error_message = message
         self.error_type = error_type
+        self.step_traceback = step_traceback
+        """Where the step's own code failed, as recorded with the step."""
 
 
 class StoreError(InferpipeError):
@@ -230,11 +240,17 @@ class StoreUnavailable(LeaseLost):
 
 
 def error_payload(exc: BaseException) -> dict[str, Any]:
-    """The stored shape of an error: code, type, message."""
+    """The stored shape of an error: code, type, message, and `traceback` when it was raised
+    from user code (see `inferpipe.core.tracebacks`)."""
     code = exc.code if isinstance(exc, InferpipeError) else "user_error"
     own_code = getattr(exc, "code", None)
     if not isinstance(exc, InferpipeError) and isinstance(own_code, str):
         code = own_code  # e.g. provider errors that carry their own stable code
+    cause = None
     if isinstance(exc, StepError):
-        code = exc.error_code
-    return {"code": code, "type": type(exc).__name__, "message": str(exc)}
+        code, cause = exc.error_code, exc.step_traceback
+    payload: dict[str, Any] = {"code": code, "type": type(exc).__name__, "message": str(exc)}
+    trace = format_traceback(exc, cause=cause)
+    if trace is not None:
+        payload["traceback"] = trace
+    return payload

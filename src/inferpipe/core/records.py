@@ -77,6 +77,7 @@ class StepRecord:
     kind: StepKind
     status: StepStatus
     attempt: int = 0
+    """0 for the first try of the step, n for its n-th retry (as `ctx.attempt`)."""
     input: JSON = None
     output: JSON = None
     error: dict[str, Any] | None = None
@@ -112,7 +113,10 @@ class Run:
     parent_run_id: str | None = None
     rerun_of: str | None = None
     priority: int = 0
-    attempts: int = 0
+    executions: int = 0
+    """Times a worker has claimed and executed the run: 1 for the first execution, +1 for
+    every resume (after a sleep, a wait, a step's retry, a hand-back or a crash). Not a retry
+    count: retries are per step (`StepRecord.attempt`). Stored in the `attempts` column."""
     lease_owner: str | None = None
     lease_expires_at_ms: int | None = None
     lease_token: int = 0

@@ -95,7 +95,7 @@ class Executor:
         run = j.run
         if (
             run.start_deadline_ms is not None
-            and run.attempts <= 1
+            and run.executions <= 1
             and j.now_ms() > run.start_deadline_ms
         ):
             j.cancel_reason = "start timeout reached before the run started"
@@ -105,9 +105,9 @@ class Executor:
             await self._finish(j, Outcome(RunStatus.CANCELLED, reason=j.cancel_reason))
             return
         fn = self.functions(run.function_id)
-        kind = "started" if run.attempts <= 1 else "resumed"
+        kind = "started" if run.executions <= 1 else "resumed"
         await streaming.publish(
-            self.pubsub, run.id, streaming.run_event(run, kind, attempt=run.attempts)
+            self.pubsub, run.id, streaming.run_event(run, kind, execution=run.executions)
         )
         task: asyncio.Task[Any] = asyncio.ensure_future(fn.handler(Context(j, self.pubsub)))
         try:

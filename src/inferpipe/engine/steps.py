@@ -146,9 +146,11 @@ class Steps(ScoringSteps):
         if retries is None:
             retries = j.planner.retries_of(j.run.function_id)
         now = j.now_ms()
-        history.append({**error_payload(exc), "attempt": step.attempt, "at_ms": now})
-        step.finished_at_ms = now
         step.error = error_payload(exc)
+        # The history keeps what each attempt raised; the traceback is the last one's only.
+        brief = {k: v for k, v in step.error.items() if k != "traceback"}
+        history.append({**brief, "attempt": step.attempt, "at_ms": now})
+        step.finished_at_ms = now
         step.meta = {"attempts": history}
         final = isinstance(exc, _NEVER_RETRIED) or getattr(exc, "retryable", None) is False
         if final or step.attempt >= retries:
@@ -387,7 +389,11 @@ class Steps(ScoringSteps):
 def _step_error(rec: StepRecord) -> StepError:
     err = rec.error or {}
     return StepError(
-        rec.name, err.get("code", "step_failed"), err.get("message", ""), err.get("type", "")
+        rec.name,
+        err.get("code", "step_failed"),
+        err.get("message", ""),
+        err.get("type", ""),
+        err.get("traceback"),
     )
 
 

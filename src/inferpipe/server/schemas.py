@@ -112,6 +112,12 @@ class ErrorOut(WireModel):
     code: str
     message: str
     type: str | None = None
+    traceback: str | None = Field(
+        default=None,
+        description="Where user code raised: its frames (engine frames dropped, library frames "
+        "collapsed), at most 8 000 characters; for a failed step's error raised into the "
+        "function, the step's traceback first.",
+    )
 
 
 class RunInfo(WireModel):
@@ -127,7 +133,12 @@ class RunInfo(WireModel):
     output: Any = None
     output_truncated: bool = False
     error: ErrorOut | None = None
-    attempts: int = 0
+    executions: int = Field(
+        default=0,
+        description="Times a worker has executed the run: 1 for the first execution, +1 for each "
+        "resume (after a sleep, a wait, a step's retry, or recovery). Retries are counted per "
+        "step (`attempt`).",
+    )
     parent_run_id: str | None = None
     rerun_of: str | None = None
     event_ids: list[str] = Field(default_factory=list)
@@ -140,7 +151,10 @@ class StepInfo(WireModel):
     kind: StepKind
     status: StepStatus
     seq: int
-    attempt: int
+    attempt: int = Field(
+        description="0 for the step's first try, n for its n-th retry (as `ctx.attempt`); the "
+        "dashboard and CLI show it counting from 1."
+    )
     input: Any = None
     input_truncated: bool = False
     output: Any = None

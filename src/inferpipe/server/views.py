@@ -41,6 +41,7 @@ def error_out(error: dict[str, Any] | None) -> schemas.ErrorOut | None:
         code=str(error.get("code", "error")),
         message=str(error.get("message", "")),
         type=error.get("type"),
+        traceback=error.get("traceback") if isinstance(error.get("traceback"), str) else None,
     )
 
 
@@ -60,7 +61,7 @@ def run_info(run: Run, limit_bytes: int | None) -> schemas.RunInfo:
         output=output,
         output_truncated=output_cut,
         error=error_out(run.error),
-        attempts=run.attempts,
+        executions=run.executions,
         parent_run_id=run.parent_run_id,
         rerun_of=run.rerun_of,
         event_ids=list(run.event_ids or []),

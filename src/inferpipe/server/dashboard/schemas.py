@@ -51,7 +51,7 @@ class RunRow(WireModel):
     cost_usd: float | None = Field(default=None, description="Known model cost in USD.")
     cost_known: bool = Field(default=True, description="False when a model call has no price.")
     scores: list[ScoreSummary] = Field(default_factory=list)
-    attempts: int = 0
+    executions: int = Field(default=0, description="Times a worker has executed the run.")
     parent_run_id: str | None = None
     rerun_of: str | None = None
     cancel_requested: str | None = None

@@ -59,7 +59,7 @@ Where = Annotated[
     Query(
         min_length=1,
         max_length=2000,
-        description="A CEL filter over `run` (id, function_id, status, attempts, output, "
+        description="A CEL filter over `run` (id, function_id, status, executions, output, "
         "error, ...) and `event` (the trigger: name, data, user), e.g. "
         "`event.data.plan == 'pro'`.",
     ),

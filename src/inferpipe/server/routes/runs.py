@@ -46,7 +46,7 @@ async def list_runs(
 
 @router.get("/{run_id}", response_model=schemas.RunInfo, summary="Get a run")
 async def get_run(run_id: str, scope: RequestScope, full: Full = False) -> schemas.RunInfo:
-    """Status, timestamps, input, output, error, attempts and parent of a run."""
+    """Status, timestamps, input, output, error, executions and parent of a run."""
     return views.run_info(await _run(scope, run_id), scope.preview_limit(full))
 
 

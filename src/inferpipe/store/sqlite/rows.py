@@ -52,7 +52,7 @@ def run_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Run:
         parent_run_id=row[12],
         rerun_of=row[13],
         priority=row[14],
-        attempts=row[15],
+        executions=row[15],
         lease_owner=row[16],
         lease_expires_at_ms=row[17],
         lease_token=row[18],

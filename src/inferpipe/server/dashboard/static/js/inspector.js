@@ -83,7 +83,8 @@ const PANELS = {
     if (!error) return h("p", { class: "muted" }, "No error.");
     return h("div", { class: "error-box", id: "step-error" },
       h("p", {}, h("strong", {}, error.type || error.code), error.type ? ` (${error.code})` : ""),
-      h("pre", { class: "json" }, error.message || "(no message)"));
+      h("pre", { class: "json" }, error.message || "(no message)"),
+      error.traceback ? h("pre", { class: "traceback", "aria-label": "Traceback" }, error.traceback) : null);
   },
   retries(ctx) {
     const attempts = ctx.step.meta?.attempts || [];

@@ -125,7 +125,8 @@ class RunPage {
     clear(this.sections.header,
       h("h1", { id: "run-title" }, "Run ", h("code", { class: "small" }, run.id), statusBadge(run.status)),
       run.status_reason ? h("p", { class: "muted" }, run.status_reason) : null,
-      run.error ? h("div", { class: "error-box", id: "run-error" }, h("strong", {}, run.error.type || run.error.code), ": ", run.error.message) : null,
+      run.error ? h("div", { class: "error-box", id: "run-error" }, h("strong", {}, run.error.type || run.error.code), ": ", run.error.message,
+        run.error.traceback ? h("details", {}, h("summary", {}, "Traceback"), h("pre", { class: "traceback" }, run.error.traceback)) : null) : null,
       h("dl", { class: "facts" },
         fact("Function", h("a", { href: href("/runs", { function: run.function_id }) }, run.function_id)),
         fact("Trigger", triggers.length
@@ -133,7 +134,7 @@ class RunPage {
           : (summary.trigger || "—")),
         fact("Created", timeEl(run.created_at_ms), " · started ", timeEl(run.started_at_ms), " · finished ", timeEl(run.finished_at_ms)),
         fact("Duration", fmtDuration(summary.duration_ms)),
-        fact("Attempts", String(run.attempts)),
+        fact("Executions", String(run.executions)),
         run.parent_run_id ? fact("Parent run", runLink(run.parent_run_id)) : null,
         run.rerun_of ? fact("Re-run of", runLink(run.rerun_of)) : null,
         children.length ? fact("Child runs", h("ul", {}, children.map((c) => h("li", {}, runLink(c.id), " ", c.function_id, " ", statusBadge(c.status))))) : null,
