@@ -55,13 +55,19 @@ class RunStreamReader:
     Args:
         run_id: The run whose stream is followed.
         after: Start after this index (None: from the first retained event).
+        attempts: `final` (each step's output once, the final attempt's) or `all`.
         retry_for_s: Give up after reconnecting this long without receiving an event.
     """
 
-    def __init__(self, run_id: str, after: int | None, *, retry_for_s: float) -> None:
+    def __init__(
+        self, run_id: str, after: int | None, *, retry_for_s: float, attempts: str = "final"
+    ) -> None:
         if after is not None and (isinstance(after, bool) or after < 0):
             raise ValueError(f"after must be a non-negative index or None, got {after!r}")
+        if attempts not in ("final", "all"):
+            raise ValueError(f"attempts must be 'final' or 'all', got {attempts!r}")
         self.run_id = run_id
+        self.attempts = attempts
         self.cursor = after
         self.done = False
         self._topic = run_topic(run_id)
@@ -72,7 +78,8 @@ class RunStreamReader:
 
     def path(self) -> str:
         """The endpoint, with the run id escaped so it cannot change the route."""
-        return f"/v1/runs/{urllib.parse.quote(self.run_id, safe='')}/stream"
+        run = urllib.parse.quote(self.run_id, safe="")
+        return f"/v1/runs/{run}/stream?attempts={self.attempts}"
 
     def headers(self) -> dict[str, str]:
         """Headers of the next request: `Last-Event-ID` once an index is known."""

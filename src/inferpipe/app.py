@@ -41,13 +41,13 @@ from inferpipe.engine.functions import (
     failure_handler,
 )
 from inferpipe.engine.journal import Limits
-from inferpipe.engine.streaming import run_topic
+from inferpipe.engine.streaming import FinalAttemptStream, run_topic
 from inferpipe.engine.worker import Worker
 from inferpipe.scoring.experiments import VariantStats, compare
 from inferpipe.store import Store, store_from_url
 from inferpipe.store.base import Page, RunFilter, ScoreFilter
 from inferpipe.streams.memory import MemoryPubSub
-from inferpipe.streams.pubsub import PubSub, StreamEvent
+from inferpipe.streams.pubsub import PubSub, StreamEvent, Subscription
 from inferpipe.streams.store import StorePubSub
 
 
@@ -273,14 +273,27 @@ class App:
     async def logs(self, run_id: str) -> list[LogRecord]:
         return await self.engine.store.get_logs(run_id)
 
-    async def stream(self, run_id: str, after: int | None = None) -> AsyncIterator[StreamEvent]:
+    async def stream(
+        self, run_id: str, after: int | None = None, *, raw: bool = False
+    ) -> AsyncIterator[StreamEvent]:
         """The run's stream: lifecycle and user events after index `after`, then live ones,
-        each exactly once, ending with the run's final event."""
+        each exactly once, ending with the run's final event.
+
+        Each step's output is presented once, the final attempt's: output of an attempt known
+        to be abandoned (retried, or cut off by a crash) is left out, and one already yielded
+        before that was known is followed by its `step.abandoned` event, so the caller can take
+        it back (docs/streams.md). `raw=True` yields every event of the topic.
+        """
         await self.get_run(run_id)
         pubsub = self.engine.pubsub
         if pubsub is None:
             raise ConfigurationError("run streams are disabled for this app")
-        subscription = await pubsub.subscribe_with_replay(run_topic(run_id), after)
+        topic = run_topic(run_id)
+        subscription: Subscription | FinalAttemptStream
+        if raw:
+            subscription = await pubsub.subscribe_with_replay(topic, after)
+        else:
+            subscription = await FinalAttemptStream.open(pubsub, topic, after)
         async with subscription:
             async for event in subscription:
                 yield event

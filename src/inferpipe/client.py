@@ -161,6 +161,11 @@ class _calls:  # noqa: N801 - a namespace of request builders, one per API opera
         return _Call("GET", path, _page(StepInfo), _params(**query))
 
     @staticmethod
+    def step(run_id: str, step_key: str) -> _Call[StepInfo]:
+        path = f"/v1/runs/{_seg(run_id)}/steps/{_seg(step_key)}"
+        return _Call("GET", path, StepInfo.model_validate)
+
+    @staticmethod
     def logs(run_id: str, **query: Any) -> _Call[Page[LogInfo]]:
         return _Call("GET", f"/v1/runs/{_seg(run_id)}/logs", _page(LogInfo), _params(**query))
 
@@ -325,6 +330,11 @@ class Client:
         """The run's steps in journal order (a timeline)."""
         return self._do(_calls.steps(run_id, full=full, limit=limit, cursor=cursor))
 
+    def step(self, run_id: str, step_key: str) -> StepInfo:
+        """One step by its journal key, with its whole output (what a stream event's
+        `output_ref` points to)."""
+        return self._do(_calls.step(run_id, step_key))
+
     def logs(self, run_id: str, *, limit: int = 200, cursor: str | None = None) -> Page[LogInfo]:
         return self._do(_calls.logs(run_id, limit=limit, cursor=cursor))
 
@@ -347,7 +357,12 @@ class Client:
             return False
 
     def stream(
-        self, run_id: str, after: int | None = None, *, retry_for_s: float = RETRY_FOR_S
+        self,
+        run_id: str,
+        after: int | None = None,
+        *,
+        attempts: Literal["final", "all"] = "final",
+        retry_for_s: float = RETRY_FOR_S,
     ) -> Iterator[StreamEvent]:
         """Follow the run's stream: its lifecycle and user events after index `after`, each
         once and in order, until its final event.
@@ -357,13 +372,18 @@ class Client:
         raises `ApiConnectionError`. A cursor the server cannot honour raises `ApiError`
         (`cursor_ahead`, or `cursor_expired` once retention dropped the events after it).
 
+        With `attempts="final"` (the default) each step's output comes once, the final
+        attempt's: output of an attempt abandoned by a retry or a crash is left out, and if
+        some of it was already delivered, a `step.abandoned` event names the attempt so it can
+        be taken back (docs/streams.md). `attempts="all"` delivers every event.
+
         Example::
 
             for event in client.stream(run_id):
                 if event.data["type"] == "token":
                     print(event.data["data"], end="")
         """
-        reader = RunStreamReader(run_id, after, retry_for_s=retry_for_s)
+        reader = RunStreamReader(run_id, after, retry_for_s=retry_for_s, attempts=attempts)
         while not reader.done:
             try:
                 with connect_sse(
@@ -504,6 +524,9 @@ class AsyncClient:
     ) -> Page[StepInfo]:
         return await self._do(_calls.steps(run_id, full=full, limit=limit, cursor=cursor))
 
+    async def step(self, run_id: str, step_key: str) -> StepInfo:
+        return await self._do(_calls.step(run_id, step_key))
+
     async def logs(
         self, run_id: str, *, limit: int = 200, cursor: str | None = None
     ) -> Page[LogInfo]:
@@ -525,11 +548,16 @@ class AsyncClient:
             return False
 
     async def stream(
-        self, run_id: str, after: int | None = None, *, retry_for_s: float = RETRY_FOR_S
+        self,
+        run_id: str,
+        after: int | None = None,
+        *,
+        attempts: Literal["final", "all"] = "final",
+        retry_for_s: float = RETRY_FOR_S,
     ) -> AsyncIterator[StreamEvent]:
         """Follow the run's stream, resuming by itself after a dropped connection (see
         `Client.stream`)."""
-        reader = RunStreamReader(run_id, after, retry_for_s=retry_for_s)
+        reader = RunStreamReader(run_id, after, retry_for_s=retry_for_s, attempts=attempts)
         while not reader.done:
             try:
                 async with aconnect_sse(

@@ -58,7 +58,7 @@ def test_every_error_has_a_distinct_stable_code() -> None:
         if isinstance(value, type) and issubclass(value, StreamError)
     ]
     codes = [cls.code for cls in classes]
-    assert len(classes) == 11
+    assert len(classes) == 12
     assert len(set(codes)) == len(codes)
     assert all(code.islower() and " " not in code for code in codes)
     assert [cls.__name__ for cls in classes if cls.retryable] == ["StreamUnavailableError"]

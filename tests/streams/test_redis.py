@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from inferpipe.streams.caching import CachingPubSub
-from inferpipe.streams.errors import FutureCursorError, StreamUnavailableError
+from inferpipe.streams.errors import CorruptEventError, FutureCursorError, StreamUnavailableError
 from inferpipe.streams.memory import MemoryLivePubSub
 from inferpipe.streams.pubsub import Retention
 from inferpipe.streams.redis import RedisPubSub, RedisStreamCache, redis_client
@@ -216,3 +216,29 @@ async def test_silent_connection_loss_is_an_error_not_a_hang(redis_url: str) -> 
     finally:
         await proxy.close()
         await pubsub.close()
+
+
+async def test_a_malformed_entry_reaches_readers_as_a_stream_error(
+    make_redis_pubsub: MakeRedisPubSub,
+) -> None:
+    pubsub = make_redis_pubsub()
+    await pubsub.publish("t", {"n": 1})
+    stream_key, meta_key = pubsub.cache.keys("t")
+    client = pubsub.cache.client
+    # Entries written by something other than the publish script: data that is not JSON, then
+    # an entry without the expected fields.
+    await client.hincrby(meta_key, "last", 1)  # the head covers each entry added by hand
+    await client.xadd(stream_key, {"t": "1", "f": "0", "d": b"{not json"}, id="2-0")
+    with pytest.raises(CorruptEventError, match="not JSON"):
+        await pubsub.get_history("t")
+    with pytest.raises(CorruptEventError):
+        await pubsub.subscribe_with_replay("t", after=1)
+    async with await pubsub.subscribe("t") as live:
+        await client.hincrby(meta_key, "last", 1)
+        await client.xadd(stream_key, {"t": "1", "f": "0", "d": b"]"}, id="3-0")
+        with pytest.raises(CorruptEventError):
+            await asyncio.wait_for(anext(live), WAIT_S)
+    await client.hincrby(meta_key, "last", 1)
+    await client.xadd(stream_key, {"x": "y"}, id="4-0")
+    with pytest.raises(CorruptEventError, match="malformed Redis stream entry"):
+        await pubsub.get_history("t", after=3)

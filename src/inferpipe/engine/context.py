@@ -57,7 +57,7 @@ class RunLogger:
 class Context:
     """The run's view of itself: its trigger event(s), ids, logger and step API."""
 
-    def __init__(self, journal: RunJournal, pubsub: PubSub | None = None) -> None:
+    def __init__(self, journal: RunJournal, stream: RunStream | None = None) -> None:
         run = journal.run
         self._journal = journal
         self.run_id: str = run.id
@@ -66,7 +66,7 @@ class Context:
         self.event: Event = self.events[0] if self.events else Event("inferpipe/none")
         self.step = Steps(journal, run.events[0] if run.events else {})
         self.logger = RunLogger(journal)
-        self.stream = RunStream(journal, pubsub)
+        self.stream = stream if stream is not None else RunStream(journal, None)
         retrying = [r.attempt for r in journal.records.values() if r.status is StepStatus.RETRYING]
         self.attempt: int = max(retrying, default=-1) + 1
 

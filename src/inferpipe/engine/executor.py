@@ -21,8 +21,6 @@ from inferpipe.core.records import (
     ClaimedRun,
     IngestResult,
     RunStatus,
-    StepKind,
-    StepRecord,
     StepStatus,
 )
 from inferpipe.core.redaction import redact
@@ -77,9 +75,10 @@ class Executor:
         )
         journal.drain = drain
         journal.lease_deadline_ms = lease_deadline_ms
-        journal.on_recorded = self._published
+        stream = streaming.RunStream(journal, self.pubsub)
+        journal.on_recorded = stream.recorded
         try:
-            await self._execute(journal)
+            await self._execute(journal, stream)
         except LeaseLost as exc:
             _log.warning(
                 "run %s: %s; stopped here, the run continues under a new lease", claimed.run.id, exc
@@ -91,7 +90,7 @@ class Executor:
                 exc,
             )
 
-    async def _execute(self, j: RunJournal) -> None:
+    async def _execute(self, j: RunJournal, stream: streaming.RunStream) -> None:
         run = j.run
         if (
             run.start_deadline_ms is not None
@@ -109,7 +108,8 @@ class Executor:
         await streaming.publish(
             self.pubsub, run.id, streaming.run_event(run, kind, execution=run.executions)
         )
-        task: asyncio.Task[Any] = asyncio.ensure_future(fn.handler(Context(j, self.pubsub)))
+        await stream.recover()
+        task: asyncio.Task[Any] = asyncio.ensure_future(fn.handler(Context(j, stream)))
         try:
             if await self._drive(j, task):
                 await self._park(j)
@@ -217,8 +217,3 @@ class Executor:
             reason=outcome.reason,
         )
         await streaming.publish(self.pubsub, j.run.id, event, final=True)
-
-    async def _published(self, steps: list[StepRecord]) -> None:
-        for step in steps:
-            if step.kind not in (StepKind.DEFER,):
-                await streaming.publish(self.pubsub, step.run_id, streaming.step_event(step))

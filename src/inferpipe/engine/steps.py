@@ -24,6 +24,7 @@ from inferpipe.core.errors import (
 from inferpipe.core.events import FUNCTION_FINISHED, Event, validate_event
 from inferpipe.core.records import NewWait, StepKind, StepRecord, StepStatus, WaitKind
 from inferpipe.core.redaction import redact, redact_event
+from inferpipe.engine import streaming
 from inferpipe.engine.journal import RunJournal, active_step
 from inferpipe.engine.score_steps import ScoringSteps
 from inferpipe.store.base import PlannedEvent, Progress
@@ -110,7 +111,7 @@ class Steps(ScoringSteps):
         # branches are parked looks quiescent during the commit and is suspended too early.
         try:
             try:
-                output = await _call(step_id, fn, args, kwargs)
+                output = await _call(step_id, fn, args, kwargs, (key, attempt))
                 if _meta is not None:
                     extra = redact(jsonc.roundtrip(_meta(output)), j.limits.redact_keys)
                 step.output = jsonc.roundtrip(
@@ -407,9 +408,14 @@ def _safe_input(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 
 async def _call(
-    step_id: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    step_id: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    attempt: tuple[str, int],
 ) -> Any:
     token = active_step.set(step_id)
+    attempt_token = streaming.step_attempt.set(attempt)  # so its stream events name it
     try:
         if inspect.iscoroutinefunction(fn):
             return await fn(*args, **kwargs)
@@ -418,4 +424,5 @@ async def _call(
             return await result
         return result
     finally:
+        streaming.step_attempt.reset(attempt_token)
         active_step.reset(token)

@@ -17,7 +17,8 @@ Hierarchy::
         ├── UnauthorizedError         401  no key, wrong key, revoked key
         ├── ForbiddenError            403  read-only key on a mutation
         ├── NotFoundError             404  unknown route or resource
-        │   └── EventNotFoundError
+        │   ├── EventNotFoundError
+        │   └── StepNotFoundError
         ├── ConflictError             409  the resource is not in a state that allows it
         ├── InvalidRequestError       422  fields that fail validation (with details)
         ├── InvalidJSONError          400  the body is not JSON
@@ -80,6 +81,13 @@ class EventNotFoundError(NotFoundError):
         super().__init__(f"no event with id {event_id!r}")
 
 
+class StepNotFoundError(NotFoundError):
+    code = "step_not_found"
+
+    def __init__(self, run_id: str, step_key: str) -> None:
+        super().__init__(f"run {run_id!r} has no step {step_key!r}")
+
+
 class ConflictError(ApiRequestError):
     code = "conflict"
 
@@ -119,6 +127,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "forbidden": 403,
     "not_found": 404,
     "event_not_found": 404,
+    "step_not_found": 404,
     "method_not_allowed": 405,
     "conflict": 409,
     "payload_too_large": 413,

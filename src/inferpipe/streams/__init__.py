@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from inferpipe.streams.caching import CachingPubSub, MemoryStreamCache, StreamCache
 from inferpipe.streams.errors import (
+    CorruptEventError,
     CursorExpiredError,
     FutureCursorError,
     StreamError,
@@ -40,6 +41,7 @@ from inferpipe.streams.pubsub import (
 
 __all__ = [
     "CachingPubSub",
+    "CorruptEventError",
     "CursorExpiredError",
     "FutureCursorError",
     "MemoryLivePubSub",

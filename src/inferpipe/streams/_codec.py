@@ -6,7 +6,11 @@ from typing import cast
 
 import orjson
 
-from inferpipe.streams.errors import InvalidPayloadError, InvalidTopicError, StreamError
+from inferpipe.streams.errors import (
+    CorruptEventError,
+    InvalidPayloadError,
+    InvalidTopicError,
+)
 from inferpipe.streams.pubsub import JSONInput, JSONValue, StreamEvent
 
 #: Longest accepted topic name; topics become Redis keys and URL path segments.
@@ -39,9 +43,18 @@ def encode_data(topic: str, data: JSONInput, max_payload_bytes: int) -> bytes:
     return raw
 
 
-def decode_data(raw: bytes | str) -> JSONValue:
-    """Decode JSON produced by :func:`encode_data`."""
-    return cast(JSONValue, orjson.loads(raw))
+def decode_data(topic: str, raw: object) -> JSONValue:
+    """Decode JSON produced by :func:`encode_data`, as read back from a backend.
+
+    Raises:
+        CorruptEventError: The stored bytes are not JSON (a malformed entry).
+    """
+    if not isinstance(raw, bytes | bytearray | memoryview | str):
+        raise CorruptEventError(topic, f"event data is a {type(raw).__name__}, not JSON text")
+    try:
+        return cast(JSONValue, orjson.loads(raw))
+    except orjson.JSONDecodeError as exc:
+        raise CorruptEventError(topic, f"event data is not JSON ({exc})") from exc
 
 
 def event_to_message(event: StreamEvent) -> JSONValue:
@@ -60,4 +73,4 @@ def message_to_event(topic: str, message: JSONValue) -> StreamEvent:
             and "d" in message
         ):
             return StreamEvent(topic, index, message["d"], ts_ms, final)
-    raise StreamError(f"malformed message on live transport for topic {topic!r}: {message!r:.200}")
+    raise CorruptEventError(topic, f"malformed message on the live transport: {message!r:.200}")

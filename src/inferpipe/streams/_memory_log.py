@@ -87,7 +87,7 @@ class MemoryStreamCache:
         _codec.check_topic(topic)
         # Encode then decode: validates the payload exactly as Redis would, and stores a copy
         # the publisher can no longer mutate.
-        stored = _codec.decode_data(_codec.encode_data(topic, data, self._max_payload_bytes))
+        stored = _codec.decode_data(topic, _codec.encode_data(topic, data, self._max_payload_bytes))
         now_ms = self._clock_ms()
         self._sweep(now_ms)
         log = self._live_log(topic, now_ms)

@@ -134,4 +134,4 @@ def age_floor_ms(now_ms: int, retention: Retention) -> int:
 
 def event_from_row(topic: str, idx: int, data: bytes, ts_ms: int, final: object) -> StreamEvent:
     """An event from a ``stream_events`` row."""
-    return StreamEvent(topic, int(idx), _codec.decode_data(data), int(ts_ms), bool(final))
+    return StreamEvent(topic, int(idx), _codec.decode_data(topic, data), int(ts_ms), bool(final))

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Protocol, Self
 
-from inferpipe.streams.errors import CursorExpiredError, SubscriberOverflowError
+from inferpipe.streams.errors import CursorExpiredError, StreamError, SubscriberOverflowError
 from inferpipe.streams.pubsub import HistoryPage, StreamEvent
 
 #: Reads ``(topic, after, limit)`` from history, validating the cursor.
@@ -157,6 +157,16 @@ class CursorSubscription:
                     await self._read_history()
                 else:
                     await self._read_feed()
+            except StreamError:
+                await self.close()
+                raise
+            except Exception as exc:
+                # A backend's own exception (a bug, an untranslated driver error): consumers
+                # handle stream failures as StreamError only.
+                await self.close()
+                raise StreamError(
+                    f"the stream of topic {self._topic!r} failed: {type(exc).__name__}: {exc}"
+                ) from exc
             except BaseException:
                 await self.close()
                 raise

@@ -14,13 +14,16 @@ Hierarchy::
     │   └── SubscriberOverflowError      "subscriber_overflow" a live subscriber fell so far
     │                                                          behind that history no longer covers it
     ├── TopicFinishedError               "topic_finished"      publish after the final event
+    ├── CorruptEventError                "corrupt_event"       a stored event cannot be read
+    │                                                          (malformed entry in the backend)
     ├── MessagesLostError                "messages_lost"       a live-only transport dropped
     │                                                          messages (CachingPubSub recovers)
     ├── StreamUnavailableError           "stream_unavailable"  backend (Redis) unreachable; retryable
     └── PubSubClosedError                "pubsub_closed"       use after close()
 
 The streams layer never drops events silently: whenever a consumer cannot get every event after
-its cursor, it receives one of the cursor errors above instead.
+its cursor, it receives one of the cursor errors above instead. Every failure of a backend
+reaches callers as one of these errors, never as the backend's own exception.
 """
 
 from __future__ import annotations
@@ -131,6 +134,17 @@ class TopicFinishedError(StreamError):
     def __init__(self, topic: str) -> None:
         self.topic = topic
         super().__init__(f"topic {topic!r} has ended with a final event; clear it to reuse it")
+
+
+class CorruptEventError(StreamError):
+    """A stored event cannot be decoded (a malformed entry written into the backend by hand,
+    another program or a bug): the stream cannot go past it."""
+
+    code = "corrupt_event"
+
+    def __init__(self, topic: str, detail: str) -> None:
+        self.topic = topic
+        super().__init__(f"an event of topic {topic!r} cannot be read: {detail}")
 
 
 class MessagesLostError(StreamError):

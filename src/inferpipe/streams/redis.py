@@ -35,6 +35,7 @@ from inferpipe.streams import _codec, _redis_scripts
 from inferpipe.streams._redis_scripts import DEFAULT_KEY_PREFIX
 from inferpipe.streams._subscription import DEFAULT_PAGE_SIZE, CursorSubscription
 from inferpipe.streams.errors import (
+    CorruptEventError,
     CursorExpiredError,
     FutureCursorError,
     PubSubClosedError,
@@ -110,7 +111,19 @@ _LAYOUTS = {(b"t", b"f", b"d"), ("t", "f", "d")}
 
 
 def _entry_to_event(topic: str, entry_id: Any, fields: Any) -> StreamEvent:
-    """Build an event from a stream entry (flat ``[t, ts, f, final, d, data]`` or a mapping)."""
+    """Build an event from a stream entry (flat ``[t, ts, f, final, d, data]`` or a mapping).
+
+    Raises:
+        CorruptEventError: The entry was not written by the publish script.
+    """
+    try:
+        return _parse_entry(topic, entry_id, fields)
+    except (KeyError, ValueError, TypeError, IndexError, UnicodeDecodeError) as exc:
+        detail = f"malformed Redis stream entry {entry_id!r}: {type(exc).__name__}: {exc}"
+        raise CorruptEventError(topic, detail) from exc
+
+
+def _parse_entry(topic: str, entry_id: Any, fields: Any) -> StreamEvent:
     if (
         isinstance(fields, list | tuple)
         and len(fields) == 6
@@ -124,7 +137,7 @@ def _entry_to_event(topic: str, entry_id: Any, fields: Any) -> StreamEvent:
     return StreamEvent(
         topic=topic,
         index=int(_text(entry_id).partition("-")[0]),
-        data=_codec.decode_data(data),
+        data=_codec.decode_data(topic, data),
         ts_ms=int(ts_ms),
         final=final in (b"1", "1"),
     )
@@ -191,7 +204,9 @@ class RedisStreamCache:
         ]
         with _redis_errors(topic):
             index, ts_ms = await self._publish(keys=self.keys(topic), args=args)
-        return StreamEvent(topic, int(index), _codec.decode_data(raw), int(_text(ts_ms)), final)
+        return StreamEvent(
+            topic, int(index), _codec.decode_data(topic, raw), int(_text(ts_ms)), final
+        )
 
     async def read(self, topic: str, after: int | None, limit: int | None) -> HistoryPage:
         """Read history with the topic's head, trimming by age first (see ``StreamCache``)."""

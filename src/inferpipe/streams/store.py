@@ -145,7 +145,7 @@ class StorePubSub:
         index, ts_ms = await self._call(
             self._log.append(topic, raw, final=final, now_ms=now_ms, retention=self._retention)
         )
-        event = StreamEvent(topic, index, _codec.decode_data(raw), ts_ms, final)
+        event = StreamEvent(topic, index, _codec.decode_data(topic, raw), ts_ms, final)
         self._hub.publish(event)
         self._maybe_purge(now_ms)
         return event

@@ -1,4 +1,4 @@
-"""`/v1/runs`: list, get, the step timeline, logs, scores; cancel and re-run."""
+"""`/v1/runs`: list, get, the step timeline and one step, logs, scores; cancel and re-run."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from inferpipe.core.errors import RunNotFoundError
 from inferpipe.core.records import Run, RunStatus
 from inferpipe.server import query, schemas, views
 from inferpipe.server.deps import RequestScope, Scope
-from inferpipe.server.errors import ConflictError
+from inferpipe.server.errors import ConflictError, StepNotFoundError
 from inferpipe.server.routes import CONFLICT_RESPONSE, ERROR_RESPONSES
 from inferpipe.store.base import RunFilter
 
@@ -73,6 +73,21 @@ async def run_steps(
         items=[views.step_info(s, scope.preview_limit(full)) for s in page],
         next_cursor=query.encode_cursor("steps", nxt),
     )
+
+
+@router.get(
+    "/{run_id}/steps/{step_key}",
+    response_model=schemas.StepInfo,
+    summary="One step, with its whole input and output",
+)
+async def run_step(run_id: str, step_key: str, scope: RequestScope) -> schemas.StepInfo:
+    """A step by its journal key, never cut: how a stream client fetches an output that a
+    `step.completed` event only references (`output_ref`)."""
+    await _run(scope, run_id)
+    for step in await scope.store.get_steps(run_id):
+        if step.key == step_key:
+            return views.step_info(step, None)
+    raise StepNotFoundError(run_id, step_key)
 
 
 @router.get(

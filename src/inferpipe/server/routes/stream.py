@@ -3,8 +3,10 @@
 `GET /v1/runs/{id}/stream` relays the run's topic (`inferpipe.engine.streaming`): each message's
 `id:` is the event's index in the topic, so a client that lost its connection comes back with
 `Last-Event-ID` (browsers' `EventSource` does it by itself) or `?after=` and receives exactly the
-events it missed, then the live ones. The stream ends after the run's final event. Comments
-(`: ping`) every `HEARTBEAT_S` keep proxies from closing an idle connection.
+events it missed, then the live ones. With `?attempts=final` each step's output is sent once,
+the final attempt's (`inferpipe.core.run_stream`): ids then skip what was left out, and a
+message says how many events it skipped (`omitted`). The stream ends after the run's final
+event. Comments (`: ping`) every `HEARTBEAT_S` keep proxies from closing an idle connection.
 
 A cursor the topic cannot honour is refused before the stream starts, in the API's JSON error
 shape: malformed (400 `invalid_cursor`), ahead of the topic (400 `cursor_ahead`), or older than
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Request
@@ -27,7 +29,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from inferpipe.core.errors import RunNotFoundError
-from inferpipe.engine.streaming import run_topic
+from inferpipe.engine.streaming import FinalAttemptStream, run_topic
 from inferpipe.server import query, views
 from inferpipe.server.deps import RequestScope
 from inferpipe.server.errors import error_body
@@ -73,9 +75,23 @@ AfterQuery = Annotated[
 ]
 
 
+AttemptsQuery = Annotated[
+    Literal["all", "final"],
+    Query(
+        description="`final`: each step's output once, the final attempt's (output of "
+        "abandoned attempts is left out; a `step.abandoned` event takes back what was already "
+        "sent). `all` (default): every event of the topic.",
+    ),
+]
+
+
 @router.get("/runs/{run_id}/stream", include_in_schema=False)
 async def run_stream(
-    run_id: str, request: Request, scope: RequestScope, after: AfterQuery = None
+    run_id: str,
+    request: Request,
+    scope: RequestScope,
+    after: AfterQuery = None,
+    attempts: AttemptsQuery = "all",
 ) -> Any:
     """The run's lifecycle and user events as server-sent events (see the module docstring)."""
     run = await scope.store.get_run(run_id)
@@ -85,12 +101,18 @@ async def run_stream(
     if pubsub is None:
         return JSONResponse(error_body("streams_disabled", "run streams are disabled"), 503)
     raw = request.headers.get("last-event-id") or after
+    subscription: Subscription | FinalAttemptStream
     try:
         cursor = parse_cursor(raw)
-        subscription = await pubsub.subscribe_with_replay(run_topic(run_id), cursor)
+        if attempts == "final":
+            subscription = await FinalAttemptStream.open(pubsub, run_topic(run_id), cursor)
+        else:
+            subscription = await pubsub.subscribe_with_replay(run_topic(run_id), cursor)
     except (InvalidCursorError, FutureCursorError, CursorExpiredError) as exc:
         status = _STATUS_BY_STREAM_CODE.get(exc.code, 400)
         return JSONResponse(error_body(exc.code, str(exc)), status)
+    except StreamError as exc:  # the backend failed, or holds an entry it cannot read
+        return JSONResponse(error_body(exc.code, str(exc)), 503 if exc.retryable else 500)
     grace_s = FINAL_GRACE_S if run.status.finished else None
     return EventSourceResponse(
         _relay(subscription, grace_s),
@@ -100,13 +122,18 @@ async def run_stream(
     )
 
 
-async def _relay(subscription: Subscription, grace_s: float | None) -> AsyncIterator[Any]:
+async def _relay(
+    subscription: Subscription | FinalAttemptStream, grace_s: float | None
+) -> AsyncIterator[Any]:
     """The subscription's events as SSE messages, closing it however the stream ends."""
     async with subscription:
         yield ServerSentEvent(retry=RETRY_MS, comment="inferpipe run stream")
         try:
             async for event in _events(subscription, grace_s):
-                yield ServerSentEvent(data=_json(_message(event)), id=str(event.index))
+                message = _message(event)
+                if isinstance(subscription, FinalAttemptStream) and subscription.omitted:
+                    message["omitted"] = subscription.omitted
+                yield ServerSentEvent(data=_json(message), id=str(event.index))
                 if event.final:
                     break
             yield ServerSentEvent(data=_json({"reason": "the run's stream has ended"}), event="end")
@@ -115,7 +142,9 @@ async def _relay(subscription: Subscription, grace_s: float | None) -> AsyncIter
             yield ServerSentEvent(data=_json(body), event="error")
 
 
-async def _events(subscription: Subscription, grace_s: float | None) -> AsyncIterator[StreamEvent]:
+async def _events(
+    subscription: Subscription | FinalAttemptStream, grace_s: float | None
+) -> AsyncIterator[StreamEvent]:
     """The subscription's events; for a finished run, none after `grace_s` of silence means
     there is nothing left (the final event was replayed before, or the topic expired)."""
     iterator = subscription.__aiter__()

@@ -259,6 +259,7 @@ class RunPage {
     if (this.destroyed) return;
     this.stream = new RunStream(this.runId, {
       onEvent: (message) => {
+        if (message.data?.type === "step.abandoned") this.takeBack(message.data.abandoned || {});
         this.streamEvents.push(message);
         this.appendLive(message);
         if (this.params.tab === "stream") this.scheduleStreamTab();
@@ -316,6 +317,19 @@ class RunPage {
     for (const message of this.streamEvents) this.appendLive(message);
   }
 
+  // An attempt shown live turned out abandoned (retried, or cut off by a crash): its output is
+  // not the step's, so it leaves the page; the next attempt's output takes its place.
+  takeBack(attempt) {
+    const same = (d) => d.step === attempt.step && d.attempt === attempt.attempt
+      && d.execution === attempt.execution && !String(d.type || "").startsWith("step.");
+    this.streamEvents = this.streamEvents.filter((e) => !same(e.data || {}));
+    const log = this.main.querySelector("#stream-log");
+    if (log) {
+      clear(log);
+      for (const message of this.streamEvents) this.appendLive(message);
+    }
+  }
+
   appendLive(message) {
     const log = this.main.querySelector("#stream-log");
     if (!log) return;
@@ -333,9 +347,15 @@ class RunPage {
         "data-index": message.index,
         "data-step": step ?? "",
         "data-tokens": data.type === "llm.token" ? "1" : null,
-      }, `#${message.index} ${data.type || "event"}${step ? ` ${step}` : ""}${data.status ? ` ${data.status}` : ""}`));
+      }, `#${message.index} ${data.type || "event"}${step ? ` ${step}` : ""}${data.status ? ` ${data.status}` : ""}${abandonedText(data)}`));
     }
     const box = this.main.querySelector("#live-state");
     if (box && this.stream) box.dataset.lastIndex = String(this.stream.lastIndex);
   }
+}
+
+function abandonedText(data) {
+  if (data.type !== "step.abandoned" || !data.abandoned) return "";
+  const a = data.abandoned;
+  return ` ${a.step} attempt ${a.attempt} (${data.reason}): its output was replaced`;
 }

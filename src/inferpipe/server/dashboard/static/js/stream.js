@@ -1,7 +1,9 @@
 // A run's stream over server-sent events. The browser's EventSource reconnects by itself after a
 // dropped connection and sends Last-Event-ID, so the server replays exactly what was missed; this
 // class still checks every index (a duplicate is dropped, a gap is reported) so the page can
-// promise "no gap, no duplicate" and show it.
+// promise "no gap, no duplicate" and show it. The page asks for `attempts=final`: each step's
+// output once, the final attempt's; the server says how many events it left out before each
+// message (`omitted`), which is not a gap.
 
 export class RunStream {
   /**
@@ -22,7 +24,7 @@ export class RunStream {
   }
 
   start(after = null) {
-    const url = `/v1/runs/${encodeURIComponent(this.runId)}/stream${after ? `?after=${after}` : ""}`;
+    const url = `/v1/runs/${encodeURIComponent(this.runId)}/stream?attempts=final${after ? `&after=${after}` : ""}`;
     const source = new EventSource(url, { withCredentials: true });
     this.source = source;
     source.addEventListener("open", () => {
@@ -58,7 +60,7 @@ export class RunStream {
       this.duplicates += 1;
       return;
     }
-    if (index !== this.lastIndex + 1) this.gaps += 1;
+    if (index !== this.lastIndex + 1 + Number(message.omitted || 0)) this.gaps += 1;
     this.lastIndex = index;
     this.onEvent(message, this);
     if (message.final) this.finish("finished");
