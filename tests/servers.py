@@ -187,8 +187,9 @@ def start_postgres(
 
     Returns:
         The ``postgresql://`` URL, a function that stops the server and removes its files
-        (idempotent), and a function that restarts it at once (``pg_ctl restart -m immediate``:
-        every connection is cut, as in a crash).
+        (idempotent), and a function that crashes it and starts it again after a given number
+        of seconds (``pg_ctl stop -m immediate``: every connection is cut, as in a crash;
+        then ``pg_ctl start`` with the same settings and port).
 
     Raises:
         ServerStartError: the server binaries are missing, or the server did not start.
@@ -224,15 +225,15 @@ def start_postgres(
         )
         if started.returncode == 0:
             return f"postgresql://postgres@127.0.0.1:{port}/postgres", *_pg_controls(
-                pg_ctl, data, log
+                pg_ctl, data, log, options
             )
     tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
     raise ServerStartError(f"PostgreSQL did not start in {data}; last log:\n{tail}")
 
 
 def _pg_controls(
-    pg_ctl: str, data: Path, log: Path
-) -> tuple[Callable[[], None], Callable[[], None]]:
+    pg_ctl: str, data: Path, log: Path, options: str
+) -> tuple[Callable[[], None], Callable[[float], None]]:
     stopped = False
 
     def stop() -> None:
@@ -247,11 +248,10 @@ def _pg_controls(
         )
         shutil.rmtree(data.parent, ignore_errors=True)
 
-    def restart() -> None:
+    def control(*args: str) -> None:
         # -l: the new server must not inherit our pipes, or reading them would never end.
-        args = [pg_ctl, "restart", "-D", str(data), "-l", str(log), "-m", "immediate", "-w"]
         result = subprocess.run(
-            _as_server_user([*args, "-t", "60"]),
+            _as_server_user([pg_ctl, *args, "-D", str(data), "-w", "-t", "60"]),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -259,6 +259,11 @@ def _pg_controls(
             check=False,
         )
         if result.returncode != 0:
-            raise ServerStartError(f"PostgreSQL did not restart: {result.stderr[-2000:]}")
+            raise ServerStartError(f"pg_ctl {args[0]} failed: {result.stderr[-2000:]}")
+
+    def restart(down_s: float = 0.0) -> None:
+        control("stop", "-m", "immediate")
+        time.sleep(down_s)
+        control("start", "-l", str(log), "-o", options)
 
     return stop, restart

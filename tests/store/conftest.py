@@ -20,10 +20,11 @@ from tests.servers import ServerStartError, start_postgres
 
 @dataclass
 class PostgresServer:
-    """A running test cluster: its URL, and a crash-like restart."""
+    """A running test cluster: its URL, and a crash-like restart (after an outage of the
+    given seconds, 0 by default)."""
 
     url: str
-    restart: Callable[[], None]
+    restart: Callable[..., None]
 
     async def new_database(self) -> str:
         """A fresh empty database on this server; returns its URL."""

@@ -1,8 +1,10 @@
-"""The app run by worker processes in the multi-process tests (`inferpipe worker pg_app.py`).
+"""The app run by worker processes in the multi-process fault tests (`inferpipe worker
+pg_app.py`), on PostgreSQL or on one SQLite file.
 
-Every execution of a step appends `run key execution-id` to a file of its process, with an
-unbuffered write (it survives SIGKILL of the process), and returns its execution id: the step's
-recorded output then names the execution that won, and the files tell which ran.
+Every execution of a step appends two lines to a file of its process, with unbuffered writes
+(they survive SIGKILL of the process): `start` when the step's code begins and `done` when its
+side effect is made, each with the time (CLOCK_MONOTONIC, one order for every process of the
+machine). The files, not the engine's records, tell what ran where and when.
 """
 
 from __future__ import annotations
@@ -16,18 +18,20 @@ import inferpipe as ip
 
 STEPS = 5
 LOG_DIR = Path(os.environ.get("PG_TEST_LOG_DIR", "."))
+STEP_S = float(os.environ.get("PG_TEST_STEP_MS", "10")) / 1000
+"""The I/O each step waits for, so runs are in flight when a fault strikes."""
 _log_fd: int | None = None
 
 
-def execution(run_id: str, key: str) -> str:
-    """Log one execution of a step; returns its id `<pid>-<monotonic ns>` (system-wide order)."""
+def log_execution(run_id: str, key: str, phase: str) -> str:
+    """Append `run key phase pid ns`; returns `pid-ns`, an id for this execution."""
     global _log_fd  # noqa: PLW0603 - one append-only file per process
     if _log_fd is None:
         path = LOG_DIR / f"exec-{os.getpid()}.log"
         _log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    exec_id = f"{os.getpid()}-{time.monotonic_ns()}"
-    os.write(_log_fd, f"{run_id} {key} {exec_id}\n".encode())
-    return exec_id
+    now_ns = time.monotonic_ns()
+    os.write(_log_fd, f"{run_id} {key} {phase} {os.getpid()} {now_ns}\n".encode())
+    return f"{os.getpid()}-{now_ns}"
 
 
 def build_app(*, cron: bool = False) -> ip.App:
@@ -36,8 +40,9 @@ def build_app(*, cron: bool = False) -> ip.App:
     @app.function(id="five-steps", trigger=ip.on_event("load/item"), retries=10)
     async def five_steps(ctx: ip.Context) -> list[str]:
         async def work(key: str) -> str:
-            await asyncio.sleep(0.01)  # a little I/O, so runs are in flight when a worker dies
-            return execution(ctx.run_id, key)
+            log_execution(ctx.run_id, key, "start")
+            await asyncio.sleep(STEP_S)
+            return log_execution(ctx.run_id, key, "done")
 
         return [await ctx.step.run(f"s{i}", work, f"s{i}") for i in range(STEPS)]
 

@@ -1,0 +1,213 @@
+"""Faults under load, with worker processes on one database: workers SIGKILLed (during group
+commits), paused past their lease (SIGSTOP, then SIGCONT), PostgreSQL crashed and restarted over
+and over, and held down longer than the lease. On PostgreSQL and on one SQLite file.
+
+Afterwards every run has completed (a fault never fails a run), every step made its side
+effect, no recorded step started again, and a worker that lost its runs started none of their
+steps. Side effects are counted in files the steps write (`cluster.SideEffects`), not in the
+engine's records. Loop these before trusting a change: `scripts/fault-loop N`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from inferpipe.store.postgres import PostgresStore
+from inferpipe.store.sqlite import SQLiteStore
+from tests.store import pg_app
+from tests.store.cluster import LEASE_MS, Cluster, eventually, verify
+from tests.store.conftest import PostgresServer, launch_postgres
+
+RUNS = int(os.environ.get("INFERPIPE_FAULT_RUNS", "600"))
+"""Runs of five steps per scenario."""
+
+pytestmark = pytest.mark.timeout(300)
+WORKERS = 3
+CONCURRENCY = 20
+STEP_MS = 100
+"""With 60 runs in flight and 100 ms of I/O per step, the load lasts about 10 s: long enough
+for two takeovers, with a group commit in progress most of the time."""
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[PostgresServer]:
+    """A server of this module's own: restarting it must not cut other tests' connections."""
+    made, stop = launch_postgres()
+    try:
+        yield made
+    finally:
+        stop()
+
+
+async def _postgres_cluster(server: PostgresServer, folder: Path) -> Cluster:
+    url = await server.new_database()
+    store = PostgresStore(url)  # migrate once before the workers race to do it
+    await store.open()
+    await store.close()
+    return Cluster(url, folder, step_ms=STEP_MS)
+
+
+async def _sqlite_cluster(folder: Path) -> Cluster:
+    path = folder / "app.db"
+    store = SQLiteStore(path)
+    await store.open()
+    await store.close()
+    return Cluster(f"sqlite:///{path}", folder, step_ms=STEP_MS)
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+async def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Cluster]:
+    if request.param == "postgres":
+        made = await _postgres_cluster(request.getfixturevalue("server"), tmp_path)
+    else:
+        made = await _sqlite_cluster(tmp_path)
+    try:
+        yield made
+    finally:
+        made.stop_all()
+        await made.close()
+
+
+@pytest.fixture
+async def pg_cluster(server: PostgresServer, tmp_path: Path) -> AsyncIterator[Cluster]:
+    made = await _postgres_cluster(server, tmp_path)
+    try:
+        yield made
+    finally:
+        made.stop_all()
+        await made.close()
+
+
+async def _start(cluster: Cluster) -> None:
+    for _ in range(WORKERS):
+        cluster.start_worker(concurrency=CONCURRENCY)
+    await cluster.send_load(RUNS)
+
+
+async def _held_runs_of_busiest(cluster: Cluster) -> tuple[subprocess.Popen[bytes], list[str]]:
+    found: list[tuple[subprocess.Popen[bytes], list[str]]] = []
+
+    async def holding() -> bool:
+        found[:] = [await cluster.busiest_worker()]
+        if not found[0][1] and await cluster.completed() == RUNS:
+            raise AssertionError("the load ended before the fault: raise INFERPIPE_FAULT_RUNS")
+        return bool(found[0][1])
+
+    await eventually(holding)
+    return found[0]
+
+
+async def _finished_or_done(cluster: Cluster, runs: int) -> None:
+    async def all_done() -> bool:
+        return await cluster.completed() >= runs
+
+    await eventually(all_done)
+
+
+async def test_workers_killed_during_group_commits(cluster: Cluster) -> None:
+    """Two workers SIGKILLed in turn mid-load (each replaced): their runs are taken over."""
+    await _start(cluster)
+    takeovers, finishes = [], []
+    for kills in range(2):
+        await eventually(lambda k=kills: _completed_at_least(cluster, RUNS * (k + 1) // 10))
+        victim, held = await _held_runs_of_busiest(cluster)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        killed_at = time.monotonic()
+        cluster.start_worker(concurrency=CONCURRENCY)
+
+        async def taken_over(victim: subprocess.Popen[bytes] = victim) -> bool:
+            return not await cluster.held_by(victim)
+
+        async def finished(held: list[str] = held) -> bool:
+            return await cluster.unfinished(held) == 0
+
+        await eventually(taken_over)
+        takeovers.append(time.monotonic() - killed_at)
+        await eventually(finished)
+        finishes.append(time.monotonic() - killed_at)
+    await _finished_or_done(cluster, RUNS)
+    effects = await verify(cluster, RUNS)
+    print(
+        f"\nSIGKILL x2 ({cluster.url.split(':')[0]}): {RUNS} runs x {pg_app.STEPS} steps;"
+        f" the killed worker's runs taken over {', '.join(f'{t:.2f}' for t in takeovers)} s"
+        f" and finished {', '.join(f'{t:.2f}' for t in finishes)} s after each kill"
+        f" (lease {LEASE_MS} ms); side effects repeated: {effects.duplicated()}"
+    )
+
+
+async def test_worker_paused_past_its_lease(cluster: Cluster) -> None:
+    """A worker stopped (SIGSTOP) longer than its lease: on PostgreSQL the others take its runs
+    over, and once it continues (SIGCONT) it starts no step of them. SQLite has one writer: a
+    process stopped inside a write transaction holds every other writer back until it
+    continues, so there the pause lasts three leases, and the stopped worker, once going
+    again, must give up the runs whose lease ran out and not start their next steps."""
+    await _start(cluster)
+    await eventually(lambda: _completed_at_least(cluster, RUNS // 10))
+    paused, held = await _held_runs_of_busiest(cluster)
+    on_postgres = cluster.url.startswith("postgres")
+    paused.send_signal(signal.SIGSTOP)
+    try:
+
+        async def taken_over() -> bool:
+            return not set(held) & set(await cluster.held_by(paused))
+
+        if on_postgres:
+            await eventually(taken_over)
+        else:
+            await asyncio.sleep(3 * LEASE_MS / 1000)
+    finally:
+        resumed_ns = time.monotonic_ns()
+        paused.send_signal(signal.SIGCONT)
+    await _finished_or_done(cluster, RUNS)
+    effects = await verify(cluster, RUNS)
+    if on_postgres:
+        late = effects.started_by_after(paused.pid, held, resumed_ns)
+        assert not late, f"the paused worker started steps of runs it had lost: {late[:10]}"
+    assert paused.poll() is None, "the paused worker died"
+    print(
+        f"\nSIGSTOP past the lease ({cluster.url.split(':')[0]}): {len(held)} runs held;"
+        f" side effects repeated: {effects.duplicated()}"
+    )
+
+
+async def test_postgres_crashed_again_and_again(
+    pg_cluster: Cluster, server: PostgresServer
+) -> None:
+    """`pg_ctl stop -m immediate` + start, three times in a row, mid-load."""
+    await _start(pg_cluster)
+    for crash in range(3):
+        await eventually(lambda c=crash: _completed_at_least(pg_cluster, RUNS * (c + 1) // 10))
+        await asyncio.to_thread(server.restart)
+        await pg_cluster.reconnect()
+    await _finished_or_done(pg_cluster, RUNS)
+    effects = await verify(pg_cluster, RUNS)
+    assert all(proc.poll() is None for proc in pg_cluster.workers), "a worker died"
+    print(f"\n3 crashes: side effects repeated: {effects.duplicated()}")
+
+
+async def test_postgres_down_longer_than_the_lease(
+    pg_cluster: Cluster, server: PostgresServer
+) -> None:
+    """The server is down for three leases: every lease ends, the workers stop their runs and
+    take them up again once it is back."""
+    await _start(pg_cluster)
+    await eventually(lambda: _completed_at_least(pg_cluster, RUNS // 10))
+    await asyncio.to_thread(server.restart, 3 * LEASE_MS / 1000)
+    await pg_cluster.reconnect()
+    await _finished_or_done(pg_cluster, RUNS)
+    effects = await verify(pg_cluster, RUNS)
+    assert all(proc.poll() is None for proc in pg_cluster.workers), "a worker died"
+    print(f"\noutage of {3 * LEASE_MS} ms: side effects repeated: {effects.duplicated()}")
+
+
+async def _completed_at_least(cluster: Cluster, runs: int) -> bool:
+    return await cluster.completed() >= runs
