@@ -118,3 +118,43 @@ async def test_sigterm_finishes_the_step_in_flight_and_hands_the_run_back(tmp_pa
             second.send_signal(signal.SIGTERM)
             second.wait(timeout=20)
         assert log.read_text().split() == ["a", "b", "slow", "c", "d"]
+
+
+async def test_a_lost_lease_stops_the_user_code_at_once(tmp_path: Path) -> None:
+    """Another worker takes the run over while a step waits: the worker that lost the lease
+    cancels the function's own code (not only its driver), so no later step starts there."""
+    app = ip.App("lease-loss", database=f"sqlite:///{tmp_path / 'app.db'}")
+    in_step, stopped = asyncio.Event(), asyncio.Event()
+    started: list[str] = []
+
+    @app.function(id="slow")
+    async def slow(ctx: ip.Context) -> str:
+        async def wait_long() -> str:
+            in_step.set()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                stopped.set()
+                raise
+            return "never"
+
+        started.append("wait")
+        await ctx.step.run("wait", wait_long)
+        started.append("after")
+        return await ctx.step.run("after", lambda: "after")
+
+    async with app:
+        worker = app.worker(lease_ms=600)
+        running = asyncio.create_task(worker.run())
+        try:
+            await app.invoke("slow")
+            await asyncio.wait_for(in_step.wait(), 10)
+            # a thief claims the run as if its lease had expired: a new lease, a new token
+            later = app.engine.clock.now_ms() + 60_000
+            (taken,) = await app.engine.store.claim("thief", ["slow"], 1, later, 60_000)
+            await asyncio.wait_for(stopped.wait(), 10)
+        finally:
+            worker.notify_shutdown()
+            await running
+    assert taken.lease.owner == "thief"
+    assert started == ["wait"]

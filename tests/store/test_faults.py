@@ -18,10 +18,19 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncpg
+import httpx
 import pytest
 
-from inferpipe.store.postgres import PostgresStore
+import inferpipe as ip
+from inferpipe.core.errors import LeaseLost
+from inferpipe.core.records import NewRun, StepKind, StepRecord, StepStatus
+from inferpipe.engine.worker import Worker
+from inferpipe.store.base import Progress
+from inferpipe.store.postgres import PostgresStore, journal
 from inferpipe.store.sqlite import SQLiteStore
+from tests.server.conftest import build_app as build_server_app
+from tests.server.conftest import start_server
 from tests.store import pg_app
 from tests.store.cluster import LEASE_MS, Cluster, eventually, verify
 from tests.store.conftest import PostgresServer, launch_postgres
@@ -31,6 +40,7 @@ RUNS = int(os.environ.get("INFERPIPE_FAULT_RUNS", "600"))
 
 pytestmark = pytest.mark.timeout(300)
 WORKERS = 3
+NOW = 1_700_000_000_000
 CONCURRENCY = 20
 STEP_MS = 100
 """With 60 runs in flight and 100 ms of I/O per step, the load lasts about 10 s: long enough
@@ -211,3 +221,114 @@ async def test_postgres_down_longer_than_the_lease(
 
 async def _completed_at_least(cluster: Cluster, runs: int) -> bool:
     return await cluster.completed() >= runs
+
+
+async def test_a_stale_write_beside_a_valid_one_in_one_batch(server: PostgresServer) -> None:
+    """Group commit fences each write by its own lease: a stale lease's write for a run and
+    the new holder's write for the same step, in one statement, give LeaseLost to the first
+    and record the second."""
+    store = PostgresStore(await server.new_database(), "ws")
+    await store.open()
+    try:
+        await store.create_runs([NewRun("r1", "f", [], [], NOW)], NOW)
+        (old,) = await store.claim("worker-a", ["f"], 1, NOW, 1000)
+        (new,) = await store.claim("worker-b", ["f"], 1, NOW + 2000, 1000)  # a takes over
+        assert new.lease.token > old.lease.token
+
+        def step(output: str) -> StepRecord:
+            return StepRecord("r1", "s", "s", StepKind.RUN, StepStatus.COMPLETED, 0, output=output)
+
+        writes = [
+            journal.JournalWrite(old.lease, Progress(steps=[step("stale")])),
+            journal.JournalWrite(new.lease, Progress(steps=[step("fresh")])),
+        ]
+        results = await store._db.read(lambda c: journal.write(c, writes))
+        assert isinstance(results[0], LeaseLost)
+        assert isinstance(results[1], journal.JournalResult) and not results[1].final_keys
+        (recorded,) = await store.get_steps("r1")
+        assert recorded.output == "fresh"
+    finally:
+        await store.close()
+
+
+async def test_a_store_failure_under_a_step_hands_the_run_back(
+    server: PostgresServer, tmp_path: Path
+) -> None:
+    """The store fails while a step runs (the server is down longer than the store retries):
+    the run is not failed; it is taken up again once the server is back, and completes."""
+    effects = tmp_path / "effects"
+    in_step, gate = asyncio.Event(), asyncio.Event()
+    app = ip.App("faults")
+
+    @app.function(id="two-steps")
+    async def two_steps(ctx: ip.Context) -> str:
+        async def first() -> str:
+            with effects.open("a") as out:
+                out.write("first\n")
+            in_step.set()
+            await gate.wait()
+            return "one"
+
+        def second() -> str:
+            with effects.open("a") as out:
+                out.write("second\n")
+            return "two"
+
+        return await ctx.step.run("first", first) + await ctx.step.run("second", second)
+
+    await app.start(store=PostgresStore(await server.new_database(), retry_s=0.5))
+    worker = Worker(app.engine, lease_ms=1000, poll_ms=100)
+    running = asyncio.create_task(worker.run())
+    try:
+        run_id = await app.invoke("two-steps")
+        await asyncio.wait_for(in_step.wait(), 30)
+        outage = asyncio.create_task(asyncio.to_thread(server.restart, 2.0))
+        await asyncio.sleep(0.5)  # the server is down now
+        gate.set()  # the step's record cannot be written: the store gives up after 0.5 s
+        await outage
+        run = await app.result(run_id, timeout=60)
+    finally:
+        worker.notify_shutdown()
+        await running
+        await app.close()
+    assert run.status is ip.RunStatus.COMPLETED and run.output == "onetwo"
+    assert effects.read_text().splitlines() == ["first", "first", "second"]
+
+
+async def test_readiness_follows_whether_the_store_can_be_written(
+    server: PostgresServer,
+) -> None:
+    """`/readyz` commits a write: a read-only database and a server that is down answer 503."""
+    url = await server.new_database()
+    name = url.rsplit("/", 1)[1]
+    app = build_server_app(url)
+    api, stop = start_server(app)
+
+    def ready() -> int:
+        return httpx.get(f"http://127.0.0.1:{api.port}/readyz", timeout=10).status_code
+
+    async def set_read_only(on: bool) -> None:
+        conn = await asyncpg.connect(server.url)
+        try:
+            await conn.execute(
+                f"ALTER DATABASE {name} SET default_transaction_read_only = {'on' if on else 'off'}"
+            )
+            await conn.execute(  # sessions pick the setting up when they connect
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+            )
+        finally:
+            await conn.close()
+
+    try:
+        assert await asyncio.to_thread(ready) == 200
+        await set_read_only(True)
+        response = await asyncio.to_thread(
+            httpx.get, f"http://127.0.0.1:{api.port}/readyz", timeout=10
+        )
+        assert response.status_code == 503
+        assert "read-only" in response.json()["error"]["message"]
+        await set_read_only(False)
+        assert await asyncio.to_thread(ready) == 200
+    finally:
+        stop()
+        await app.close()
