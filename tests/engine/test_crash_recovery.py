@@ -122,7 +122,8 @@ async def test_sigterm_finishes_the_step_in_flight_and_hands_the_run_back(tmp_pa
 
 async def test_a_lost_lease_stops_the_user_code_at_once(tmp_path: Path) -> None:
     """Another worker takes the run over while a step waits: the worker that lost the lease
-    cancels the function's own code (not only its driver), so no later step starts there."""
+    cancels the function's own code (not only its driver), so no later step starts there; the
+    new holder runs the step again and its history shows the abandoned attempt."""
     app = ip.App("lease-loss", database=f"sqlite:///{tmp_path / 'app.db'}")
     in_step, stopped = asyncio.Event(), asyncio.Event()
     started: list[str] = []
@@ -130,6 +131,8 @@ async def test_a_lost_lease_stops_the_user_code_at_once(tmp_path: Path) -> None:
     @app.function(id="slow")
     async def slow(ctx: ip.Context) -> str:
         async def wait_long() -> str:
+            if stopped.is_set():
+                return "second try"
             in_step.set()
             try:
                 await asyncio.sleep(3600)
@@ -139,15 +142,15 @@ async def test_a_lost_lease_stops_the_user_code_at_once(tmp_path: Path) -> None:
             return "never"
 
         started.append("wait")
-        await ctx.step.run("wait", wait_long)
+        first = await ctx.step.run("wait", wait_long)
         started.append("after")
-        return await ctx.step.run("after", lambda: "after")
+        return str(first)
 
     async with app:
         worker = app.worker(lease_ms=600)
         running = asyncio.create_task(worker.run())
         try:
-            await app.invoke("slow")
+            run_id = await app.invoke("slow")
             await asyncio.wait_for(in_step.wait(), 10)
             # a thief claims the run as if its lease had expired: a new lease, a new token
             later = app.engine.clock.now_ms() + 60_000
@@ -156,5 +159,11 @@ async def test_a_lost_lease_stops_the_user_code_at_once(tmp_path: Path) -> None:
         finally:
             worker.notify_shutdown()
             await running
-    assert taken.lease.owner == "thief"
-    assert started == ["wait"]
+        assert started == ["wait"]
+        assert taken.lease.owner == "thief" and taken.taken_over
+        await app.engine.executor.execute(taken)
+        run = await app.get_run(run_id)
+        (step,) = await app.engine.store.get_steps(run_id)
+    assert run.output == "second try" and started == ["wait", "wait", "after"]
+    (abandoned,) = step.meta["attempts"]
+    assert abandoned["code"] == "abandoned" and abandoned["execution"] == 1

@@ -351,6 +351,7 @@ async def test_expired_lease_is_taken_over_and_old_writer_fenced(store: Store) -
     assert await store.next_ready_at([FN]) == NOW + LEASE_MS
     (new,) = await store.claim("w2", [FN], 1, NOW + LEASE_MS + 1, LEASE_MS)
     assert new.run.id == old.run.id and new.lease.token > old.lease.token
+    assert new.taken_over and not old.taken_over
 
     with pytest.raises(LeaseLost):
         await store.commit(old.lease, Progress(steps=[step(old.run.id, "x")]), NOW)

@@ -232,6 +232,9 @@ class ClaimedRun:
     lease: Lease
     journal: dict[str, StepRecord]
     log_count: int
+    taken_over: bool = False
+    """The run was taken from an execution whose lease expired (its worker died, stalled or
+    lost the store): a step that execution had in flight may have run, and runs again."""
 
 
 @dataclass(frozen=True, slots=True)

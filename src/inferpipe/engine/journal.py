@@ -90,6 +90,9 @@ class RunJournal:
         self.parked: dict[str, int | None] = {}
         self.inflight = 0
         self.cancel_reason: str | None = claimed.run.cancel_requested
+        self.taken_over = claimed.taken_over
+        """The execution before this one was abandoned (its lease expired); until this one
+        records a step, a step it starts may have been in flight there."""
         self.lease_lost = False
         self.fatal: BaseException | None = None
         """A misuse that fails the run whatever the function does after it."""
@@ -171,6 +174,8 @@ class RunJournal:
             raise StoreUnavailable(self.run.id, exc) from exc
         for step in progress.steps:
             self.records[step.key] = result.final.get(step.key, step)
+        if progress.steps:
+            self.taken_over = False
         if self.on_recorded is not None and progress.steps:
             await self.on_recorded([self.records[s.key] for s in progress.steps])
         if result.cancel_requested and self.cancel_reason is None:
@@ -184,6 +189,27 @@ class RunJournal:
         self.parked[key] = wake_at_ms
         self.changed.set()
         await asyncio.Future()
+
+    def abandoned_attempt(self, attempt: int) -> list[dict[str, Any]]:
+        """The history entry of a step attempt that starts right after a takeover, before this
+        execution recorded any step: the abandoned execution may have run it (at least once)."""
+        if not self.taken_over:
+            return []
+        previous = self.run.executions - 1
+        message = (
+            f"execution {previous} may have started this step: its lease expired before the"
+            " step was recorded (the worker died, stalled or lost the store), so it runs again"
+        )
+        return [
+            {
+                "code": "abandoned",
+                "type": "LeaseExpired",
+                "message": message,
+                "attempt": attempt,
+                "execution": previous,
+                "at_ms": self.now_ms(),
+            }
+        ]
 
     def started(self) -> None:
         self.inflight += 1

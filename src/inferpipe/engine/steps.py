@@ -90,6 +90,7 @@ class Steps(ScoringSteps):
         j.check_continue()
         attempt = rec.attempt + 1 if rec is not None else 0
         history = list(rec.meta.get("attempts", [])) if rec is not None else []
+        history += j.abandoned_attempt(attempt)
         step = StepRecord(
             j.run.id,
             key,

@@ -249,11 +249,12 @@ class _Taken:
     run: Run
     log_count: int
     steps: str | None  #: the journal as JSON
+    taken_over: bool = False  #: from an expired lease
 
     def claimed(self, owner: str) -> ClaimedRun:
         journal = {v[1]: step_of(v) for v in dec(self.steps) or []}
         lease = Lease(self.run.id, owner, self.run.lease_token)
-        return ClaimedRun(self.run, lease, journal, self.log_count)
+        return ClaimedRun(self.run, lease, journal, self.log_count, self.taken_over)
 
 
 @dataclass(slots=True)
@@ -281,6 +282,7 @@ class _Claim:
         self.busy: set[str] = set()  #: lock names another claim held (later pages)
         self.passed: set[str] = set()  #: runs passed over: one of their keys was busy
         self.taken: list[_Taken] = []
+        self.stale: set[str] = set()  #: runs taken from an expired lease
         self.checked = False  #: whether a candidate needed a flow control check
 
     async def run(self, lease_ms: int) -> list[_Taken]:
@@ -356,6 +358,7 @@ class _Claim:
                     self._explain_if_blocked(c, plan)
             elif c.stale:
                 plan.take.append(c.id)  # it already holds its slots
+                self.stale.add(c.id)
             elif self._is_busy(c):
                 self.passed.add(c.id)
             elif len(self.taken) + len(plan.take) >= self.limit:
@@ -441,7 +444,8 @@ class _Claim:
             plan.take,
         )
         for row in sorted(rows, key=lambda r: int(r[0])):
-            self.taken.append(_Taken(run_from_row(row[3:]), row[1], row[2]))
+            run = run_from_row(row[3:])
+            self.taken.append(_Taken(run, row[1], row[2], run.id in self.stale))
 
 
 async def claim_plain(
@@ -463,8 +467,9 @@ async def claim_plain(
     if not taken:
         return []
     runs = [run_from_row(row[4:]) for row in taken]
+    stale = {run.id for run, row in zip(runs, taken, strict=True) if row[1] == STALE}
     journals = {r[0]: (r[1], r[2]) for r in await conn.fetch(_JOURNALS, [r.id for r in runs])}
-    return [_Taken(run, *journals[run.id]).claimed(owner) for run in runs]
+    return [_Taken(run, *journals[run.id], run.id in stale).claimed(owner) for run in runs]
 
 
 async def claim(

@@ -74,7 +74,7 @@ def claim(
         f" AND function_id IN ({fns}) LIMIT ?",
         (now_ms, ws, *function_ids, limit),
     ).fetchall()
-    taken = [take(conn, run_id, owner, now_ms, lease_ms) for (run_id,) in stale]
+    taken = [take(conn, run_id, owner, now_ms, lease_ms, taken_over=True) for (run_id,) in stale]
     slots = Slots(conn, ws)
     for _ in range(MAX_PAGES):
         need = limit - len(taken)
@@ -193,7 +193,13 @@ def _throttle_start(
 
 
 def take(
-    conn: sqlite3.Connection, run_id: str, owner: str, now_ms: int, lease_ms: int
+    conn: sqlite3.Connection,
+    run_id: str,
+    owner: str,
+    now_ms: int,
+    lease_ms: int,
+    *,
+    taken_over: bool = False,
 ) -> ClaimedRun:
     conn.execute(
         "UPDATE runs SET status = 'running', lease_owner = ?, lease_expires_at_ms = ?,"
@@ -207,7 +213,7 @@ def take(
     steps = conn.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ?", (run_id,)).fetchall()
     journal = {row[1]: step_from_row(row) for row in steps}
     (log_count,) = conn.execute("SELECT COUNT(*) FROM logs WHERE run_id = ?", (run_id,)).fetchone()
-    return ClaimedRun(run, Lease(run_id, owner, run.lease_token), journal, log_count)
+    return ClaimedRun(run, Lease(run_id, owner, run.lease_token), journal, log_count, taken_over)
 
 
 def next_ready_at(
