@@ -235,12 +235,9 @@ async def test_a_stale_write_beside_a_valid_one_in_one_batch(server: PostgresSer
         (new,) = await store.claim("worker-b", ["f"], 1, NOW + 2000, 1000)  # a takes over
         assert new.lease.token > old.lease.token
 
-        def step(output: str) -> StepRecord:
-            return StepRecord("r1", "s", "s", StepKind.RUN, StepStatus.COMPLETED, 0, output=output)
-
         writes = [
-            journal.JournalWrite(old.lease, Progress(steps=[step("stale")])),
-            journal.JournalWrite(new.lease, Progress(steps=[step("fresh")])),
+            journal.JournalWrite(old.lease, Progress(steps=[_step("r1", "stale")])),
+            journal.JournalWrite(new.lease, Progress(steps=[_step("r1", "fresh")])),
         ]
         results = await store._db.read(lambda c: journal.write(c, writes))
         assert isinstance(results[0], LeaseLost)
@@ -298,7 +295,8 @@ async def test_a_store_failure_under_a_step_hands_the_run_back(
 async def test_readiness_follows_whether_the_store_can_be_written(
     server: PostgresServer,
 ) -> None:
-    """`/readyz` commits a write: a read-only database and a server that is down answer 503."""
+    """`/readyz` commits a write: a read-only database and a server that is down answer 503,
+    and 200 again once they can be written."""
     url = await server.new_database()
     name = url.rsplit("/", 1)[1]
     app = build_server_app(url)
@@ -329,6 +327,34 @@ async def test_readiness_follows_whether_the_store_can_be_written(
         assert "read-only" in response.json()["error"]["message"]
         await set_read_only(False)
         assert await asyncio.to_thread(ready) == 200
+        outage = asyncio.create_task(asyncio.to_thread(server.restart, 3.0))
+        seen = set()
+        while not outage.done():
+            seen.add(await asyncio.to_thread(ready))
+        await outage
+        assert 503 in seen
+        assert await asyncio.to_thread(ready) == 200
     finally:
         stop()
         await app.close()
+
+
+async def test_lease_tokens_grow_across_a_crash(server: PostgresServer) -> None:
+    """A claim is durable before it returns: after a crash the run's next lease has a greater
+    token, so the first holder's writes are fenced (with a lost claim the token would repeat)."""
+    store = PostgresStore(await server.new_database(), "ws")
+    await store.open()
+    try:
+        await store.create_runs([NewRun("r1", "f", [], [], NOW)], NOW)
+        (first,) = await store.claim("worker-a", ["f"], 1, NOW, 1000)
+        await asyncio.to_thread(server.restart)
+        (second,) = await store.claim("worker-a", ["f"], 1, NOW + 2000, 1000)
+        assert second.lease.token > first.lease.token and second.taken_over
+        with pytest.raises(LeaseLost):
+            await store.commit(first.lease, Progress(steps=[_step("r1", "stale")]), NOW)
+    finally:
+        await store.close()
+
+
+def _step(run_id: str, output: str) -> StepRecord:
+    return StepRecord(run_id, "s", "s", StepKind.RUN, StepStatus.COMPLETED, 0, output=output)
