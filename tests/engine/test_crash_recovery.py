@@ -167,3 +167,30 @@ async def test_a_lost_lease_stops_the_user_code_at_once(tmp_path: Path) -> None:
     assert run.output == "second try" and started == ["wait", "wait", "after"]
     (abandoned,) = step.meta["attempts"]
     assert abandoned["code"] == "abandoned" and abandoned["execution"] == 1
+
+
+async def test_a_step_has_one_idempotency_key_across_attempts(tmp_path: Path) -> None:
+    app = ip.App("keys", database=f"sqlite:///{tmp_path / 'app.db'}")
+    seen: list[str] = []
+
+    @app.function(id="charge", retries=2, backoff=ip.Backoff(base_s=0, jitter=0))
+    async def charge(ctx: ip.Context) -> list[str]:
+        def pay() -> str:
+            seen.append(ctx.idempotency_key())
+            if len(seen) < 2:
+                raise ConnectionError("payment API timed out")
+            return seen[-1]
+
+        keys = [await ctx.step.run("pay", pay) for _ in range(2)]
+        try:
+            ctx.idempotency_key()
+        except RuntimeError:
+            keys.append("outside a step")
+        return keys
+
+    async with app:
+        run_id = await app.invoke("charge")
+        await app.worker().run_until_idle()
+        run = await app.result(run_id, timeout=10)
+    assert seen == [f"{run_id}:pay", f"{run_id}:pay", f"{run_id}:pay:1"]
+    assert run.output == [f"{run_id}:pay", f"{run_id}:pay:1", "outside a step"]

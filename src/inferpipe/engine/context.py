@@ -14,7 +14,7 @@ from inferpipe.core.records import LogRecord, StepKind, StepRecord, StepStatus
 from inferpipe.core.redaction import redact
 from inferpipe.engine.journal import RunJournal, active_step
 from inferpipe.engine.steps import Steps
-from inferpipe.engine.streaming import RunStream
+from inferpipe.engine.streaming import RunStream, step_attempt
 from inferpipe.streams.pubsub import PubSub
 
 _log = logging.getLogger("inferpipe.run")
@@ -69,6 +69,15 @@ class Context:
         self.stream = stream if stream is not None else RunStream(journal, None)
         retrying = [r.attempt for r in journal.records.values() if r.status is StepStatus.RETRYING]
         self.attempt: int = max(retrying, default=-1) + 1
+
+    def idempotency_key(self) -> str:
+        """Inside a step's callable: `<run id>:<step key>`, the same on every attempt, on every
+        worker and after a crash. Pass it to an external API (a payment, an e-mail) so that a
+        step which runs again (it was in flight when its worker died) does not act twice."""
+        current = step_attempt.get()
+        if current is None:
+            raise RuntimeError("idempotency_key() is only known inside a step's callable")
+        return f"{self.run_id}:{current[0]}"
 
     @property
     def workspace(self) -> str:
