@@ -57,6 +57,11 @@ class SecureServer:
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=30.0)
 
 
+async def resolve(host: str, port: int) -> list[str]:
+    """A DNS with no network: `*.internal` names are private, every other name is public."""
+    return ["10.0.0.7"] if host.endswith(".internal") else ["93.184.216.34"]
+
+
 def build_app(database: str, listener: Listener) -> ip.App:
     app = ip.App("security-tests", database=database)
 
@@ -64,7 +69,7 @@ def build_app(database: str, listener: Listener) -> ip.App:
     async def echo(ctx: ip.Context) -> object:
         return ctx.event.data
 
-    http = HttpSettings(transport=httpx.MockTransport(listener.handle))
+    http = HttpSettings(transport=httpx.MockTransport(listener.handle), resolver=resolve)
     WorkflowRuntime(app, retries=0, http=http)
     return app
 

@@ -14,10 +14,13 @@ import pytest
 import inferpipe as ip
 from inferpipe.testing import Harness
 from inferpipe.workflows import HttpSettings, MappingSecrets
+from inferpipe.workflows.netpolicy import EgressPolicy
 from tests.workflows import wf_build as b
 from tests.workflows.wf_run import run_graph, runtime, steps_by_key
 
 TOKEN = "s3cr3t-token-value"
+OPERATOR_ALLOWS = EgressPolicy(allow_private=True)
+"""These tests call a listener on loopback: the operator's policy must allow it."""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -72,7 +75,7 @@ def http_graph(url: str, *, allow_private: bool) -> dict[str, Any]:
 
 
 async def test_loopback_call_works_when_allowed(server_url: str) -> None:
-    app, rt = runtime(secrets=MappingSecrets({"API_TOKEN": TOKEN}))
+    app, rt = runtime(secrets=MappingSecrets({"API_TOKEN": TOKEN}), egress=OPERATOR_ALLOWS)
     async with Harness(app) as h:
         run = await run_graph(h, rt, http_graph(server_url, allow_private=True), {"q": "t1"})
         step = (await steps_by_key(h, run.id))["node-call-http"]
@@ -86,7 +89,7 @@ async def test_loopback_call_works_when_allowed(server_url: str) -> None:
 
 
 async def test_loopback_call_is_refused_without_allow_private(server_url: str) -> None:
-    app, rt = runtime(secrets=MappingSecrets({"API_TOKEN": TOKEN}))
+    app, rt = runtime(secrets=MappingSecrets({"API_TOKEN": TOKEN}), egress=OPERATOR_ALLOWS)
     # The URL's host comes from the input, so only the run-time check can refuse it.
     document = http_graph("{{ input.base }}", allow_private=False)
     document["input_schema"]["properties"]["base"] = {"type": "string"}
@@ -102,7 +105,9 @@ async def test_loopback_call_is_refused_without_allow_private(server_url: str) -
 
 async def test_server_errors_are_retried(server_url: str) -> None:
     _Handler.failures_left["/tickets/flaky"] = 2
-    app, rt = runtime(secrets=MappingSecrets({"API_TOKEN": TOKEN}), retries=3)
+    app, rt = runtime(
+        secrets=MappingSecrets({"API_TOKEN": TOKEN}), retries=3, egress=OPERATOR_ALLOWS
+    )
     async with Harness(app) as h:
         run = await run_graph(h, rt, http_graph(server_url, allow_private=True), {"q": "flaky"})
         step = (await steps_by_key(h, run.id))["node-call-http"]
@@ -112,7 +117,7 @@ async def test_server_errors_are_retried(server_url: str) -> None:
 
 
 async def test_a_missing_secret_fails_the_node_at_once(server_url: str) -> None:
-    app, rt = runtime(secrets=MappingSecrets({}))
+    app, rt = runtime(secrets=MappingSecrets({}), egress=OPERATOR_ALLOWS)
     async with Harness(app) as h:
         run = await run_graph(h, rt, http_graph(server_url, allow_private=True), {"q": "t"})
         step = (await steps_by_key(h, run.id))["node-call-http"]

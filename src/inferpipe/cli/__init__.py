@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from inferpipe.cli import process, runs, server
+from inferpipe.cli import process, runs, secrets, server
 from inferpipe.cli.loading import load_app
 from inferpipe.cli.workflows import add_workflow_commands
 from inferpipe.core.errors import InferpipeError
@@ -57,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--concurrency", type=int, default=100, help="runs executed at once")
     dev.add_argument("--port", type=int, default=server.DEFAULT_PORT, help="API and dashboard port")
     dev.add_argument("--no-server", action="store_true", help="a worker only, no API")
+    dev.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name to answer besides loopback ones (repeatable)",
+    )
     dev.set_defaults(handler=_dev)
 
     worker = sub.add_parser("worker", help="run a worker for an app's functions")
@@ -101,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_workflow_commands(sub)
     server.add_commands(sub)
     server.add_database_commands(sub)
+    secrets.add_commands(sub)
     srv, keys, purge = (sub.choices[name] for name in ("serve", "keys", "purge"))
     srv.set_defaults(handler=_serve)
     keys.set_defaults(handler=server.keys)
@@ -117,7 +125,7 @@ async def _dev(args: argparse.Namespace) -> None:
             app, concurrency=args.concurrency, lease_ms=DEFAULT_LEASE_MS, banner="inferpipe dev"
         )
     else:
-        await server.dev(app, args.port, args.concurrency)
+        await server.dev(app, args.port, args.concurrency, tuple(args.allow_host))
 
 
 async def _serve(args: argparse.Namespace) -> None:

@@ -8,6 +8,7 @@ from rich.console import Console
 
 from inferpipe.app import App
 from inferpipe.server import keys_cli, retention, runner
+from inferpipe.server.deps import ApiSettings
 from inferpipe.store import admin, store_from_url
 
 console = Console(stderr=True)
@@ -15,15 +16,21 @@ console = Console(stderr=True)
 DEFAULT_PORT = 8288
 
 
-async def dev(app: App, port: int, concurrency: int) -> None:
-    """The app's functions, the API and the dashboard in one process, keyless on loopback."""
+async def dev(app: App, port: int, concurrency: int, allowed_hosts: tuple[str, ...] = ()) -> None:
+    """The app's functions, the API and the dashboard in one process, keyless on loopback
+    (answering loopback host names, and `allowed_hosts`, only)."""
     url = f"http://127.0.0.1:{port}"
     console.print(
         f"[bold]inferpipe dev[/] · dashboard and API at [cyan]{url}[/] "
         "(no API keys: loopback only) · Ctrl-C to stop"
     )
     await runner.serve_async(
-        app, "127.0.0.1", port, require_keys=False, worker_options={"concurrency": concurrency}
+        app,
+        "127.0.0.1",
+        port,
+        require_keys=False,
+        worker_options={"concurrency": concurrency},
+        settings=ApiSettings(allowed_hosts=allowed_hosts),
     )
 
 

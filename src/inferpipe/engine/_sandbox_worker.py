@@ -3,7 +3,8 @@
 Run as a script (``python -I _sandbox_worker.py MEMORY_BYTES``), so it imports only `cel` and
 the standard library. Each request is a frame (8-byte big-endian length, then a pickle) holding
 ``(expression, [variables, ...])``; each reply is a frame holding one ``(ok, value)`` per
-variables: the value, or the error message. The worker exits when stdin closes.
+variables: the value, or the error message. An empty frame first says the worker is ready.
+The worker exits when stdin closes.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def main() -> None:
     if memory_bytes > 0:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     source, sink = sys.stdin.buffer, sys.stdout.buffer
+    sink.write(_HEADER.pack(0))  # ready: the parent's time budget starts from here
+    sink.flush()
     while True:
         header = _read(source, _HEADER.size)
         if header is None:

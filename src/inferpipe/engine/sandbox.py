@@ -49,6 +49,8 @@ DEFAULT_MEMORY_BYTES = 1024 * 1024 * 1024
 """Address space of a worker process: the interpreter and `cel` need about a tenth of it."""
 DEFAULT_WORKERS = 2
 """Worker processes at most; calls beyond wait for one to be free."""
+STARTUP_TIMEOUT_S = 60.0
+"""How long a new worker may take to start (not counted in any budget)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,13 @@ class _Worker:
         assert self.process.stdin is not None and self.process.stdout is not None
         self._in = self.process.stdin
         self._out = self.process.stdout.fileno()
+
+    def ready(self) -> bool:
+        """Wait for the worker's ready frame; False when it did not start."""
+        try:
+            return self._read(_HEADER.size, time.monotonic() + STARTUP_TIMEOUT_S) is not None
+        except OSError:
+            return False
 
     def call(self, request: bytes, deadline: float) -> bytes | None:
         """Send a request and read its reply; None when the deadline passes or the worker
@@ -174,6 +183,9 @@ class ExpressionSandbox:
                 worker = self._idle.get_nowait()
             except queue.Empty:
                 worker = _Worker(self.budget.memory_bytes)
+                if not worker.ready():
+                    worker.kill()
+                    raise RuntimeError("an expression worker process did not start") from None
             started = time.monotonic()
             reply = worker.call(request, started + self.budget.time_s)
             if reply is None:

@@ -30,9 +30,19 @@ from inferpipe.server.deps import (
 )
 from inferpipe.server.errors import install_error_handlers
 from inferpipe.server.keys import KeyStore, key_store_for
+from inferpipe.server.local_origin import LocalOriginMiddleware
 from inferpipe.server.metrics import LatencyMiddleware, Metrics, run_counter_for
 from inferpipe.server.retention import RetentionJob
-from inferpipe.server.routes import dashboard, events, functions, ops, runs, stream, workflows
+from inferpipe.server.routes import (
+    dashboard,
+    events,
+    functions,
+    ops,
+    runs,
+    secrets,
+    stream,
+    workflows,
+)
 from inferpipe.server.workspaces import WorkerPool, Workspaces
 from inferpipe.store.base import Store
 
@@ -124,6 +134,7 @@ def create_api(
         runs.router,
         functions.router,
         workflows.router,
+        secrets.router,
         ops.router,
         dashboard.router,
     ):
@@ -132,6 +143,8 @@ def create_api(
     api.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     # AuthMiddleware, plus the dashboard's session cookie and login form.
     api.add_middleware(SessionAuthMiddleware, authenticator=authenticator)
+    if not require_keys:  # keyless (inferpipe dev): loopback names and same-origin writes
+        api.add_middleware(LocalOriginMiddleware, allowed_hosts=settings.allowed_hosts)
     api.add_middleware(LatencyMiddleware, metrics=metrics)
     api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]
     return api

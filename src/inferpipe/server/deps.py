@@ -27,11 +27,13 @@ class ApiSettings:
         max_batch_events: events in one POST /v1/events.
         preview_bytes: a step or run value whose JSON is larger is cut to a preview (and
             flagged) unless the caller asks for `?full=true`.
+        allowed_hosts: without keys, `Host` names served besides loopback ones.
     """
 
     max_body_bytes: int = 4 * MB
     max_batch_events: int = 1000
     preview_bytes: int = 16 * KB
+    allowed_hosts: tuple[str, ...] = ()
 
 
 class ScoreReader(Protocol):

@@ -147,6 +147,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "graph_not_found": 404,
     "workflow_input_invalid": 422,
     "workflows_not_enabled": 404,
+    # workspace secrets (routes/secrets.py)
+    "secret_not_found": 404,
+    "invalid_secret": 422,
 }
 """The status of each error code; a code not listed answers 500 (503 when retryable)."""
 

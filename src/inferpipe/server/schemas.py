@@ -374,3 +374,21 @@ __all__ = [
     "WorkflowVersionDetail",
     "WorkflowVersionInfo",
 ]
+
+
+SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+"""Secret names are identifiers, so templates read them as `secrets.NAME`."""
+
+
+class SecretIn(RequestModel):
+    value: str = Field(
+        min_length=1, description="The value (at most 65536 characters); never shown again."
+    )
+
+
+class SecretInfo(WireModel):
+    """A workspace secret, without its value."""
+
+    name: str
+    created_at_ms: int
+    updated_at_ms: int

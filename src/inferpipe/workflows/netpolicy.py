@@ -5,16 +5,22 @@ The host is resolved and *every* address it resolves to is checked, so a public 
 at 127.0.0.1 is refused too. A transport should connect to one of `UrlDecision.addresses`
 (not resolve again) so a DNS answer that changes between check and connect cannot slip through.
 
+Whether a node may set `allow_private` at all is the operator's decision, not the tenant's:
+an `EgressPolicy` (server-wide, or for listed workspaces) is checked when a graph is saved (a
+node beyond it is refused) and again when it runs.
+
 Example::
 
     decision = check_url("http://169.254.169.254/latest/meta-data", allow_private=False)
     assert not decision.allowed  # "169.254.169.254 is a link-local address (...)"
+    policy = EgressPolicy(private_workspaces=frozenset({"internal-tools"}))
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +35,31 @@ AsyncResolver = Callable[[str, int], Awaitable[Sequence[str]]]
 
 ALLOWED_SCHEMES = frozenset({"http", "https"})
 _LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
+
+
+PRIVATE_EGRESS_ENV = "INFERPIPE_EGRESS_PRIVATE"
+"""Workspaces whose HTTP nodes may reach private addresses: ``*`` (all) or a comma list."""
+
+
+@dataclass(frozen=True, slots=True)
+class EgressPolicy:
+    """The operator's decision on private addresses (loopback, private networks, link-local
+    and cloud metadata): nobody by default; every workspace (`allow_private`) or the listed
+    ones. A node still has to ask with its own `allow_private`.
+    """
+
+    allow_private: bool = False
+    private_workspaces: frozenset[str] = frozenset()
+
+    def allows_private(self, workspace: str) -> bool:
+        """Whether nodes of `workspace` may set `allow_private`."""
+        return self.allow_private or workspace in self.private_workspaces
+
+    @classmethod
+    def from_env(cls) -> EgressPolicy:
+        """The policy in `PRIVATE_EGRESS_ENV` (unset: nobody)."""
+        names = {n.strip() for n in os.environ.get(PRIVATE_EGRESS_ENV, "").split(",")} - {""}
+        return cls(allow_private="*" in names, private_workspaces=frozenset(names - {"*"}))
 
 
 @dataclass(frozen=True, slots=True)

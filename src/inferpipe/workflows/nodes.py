@@ -29,11 +29,11 @@ from inferpipe.engine.context import Context
 from inferpipe.llm import step as llm_step
 from inferpipe.llm.providers import ProviderRegistry
 from inferpipe.llm.types import Message
-from inferpipe.workflows import _http, spec
+from inferpipe.workflows import _http, _secret_use, netpolicy, spec
 from inferpipe.workflows._bind import bind_refs, scrub, scrubbed_error
 from inferpipe.workflows.compile import ExecutionPlan, PlanNode
 from inferpipe.workflows.errors import ExpressionFailedError, UnknownTaskError, WorkflowError
-from inferpipe.workflows.secrets import SecretProvider, placeholders, resolve_secrets
+from inferpipe.workflows.secrets import SecretMisuseError, SecretResolver, placeholders
 from inferpipe.workflows.templates import TemplateRenderer
 
 TaskFunction = Callable[..., Any]
@@ -45,9 +45,10 @@ class NodeServices:
     """What nodes use at run time: model providers, secrets, the network, registered tasks."""
 
     providers: ProviderRegistry
-    secrets: SecretProvider
+    secrets: SecretResolver
     http: _http.HttpSettings
     tasks: Mapping[str, TaskFunction]
+    egress: netpolicy.EgressPolicy = field(default_factory=netpolicy.EgressPolicy)
     renderer: TemplateRenderer = field(default_factory=TemplateRenderer)
 
 
@@ -244,19 +245,23 @@ class NodeRunner:
 
     async def _http(self, body: spec.HttpFields, place: _Place) -> Any:
         try:
+            for path, reason in _secret_use.http_misuse(body):  # a graph saved before the rule
+                raise SecretMisuseError(f"node {place.node_id!r} at {path}: {reason}")
             shown = self._http_request(body, place, placeholders(place.secrets))
         except WorkflowError as exc:
             await self._fail(place, StepKind.RUN, exc)
 
         async def call() -> Any:
-            values = resolve_secrets(self._s.secrets, place.secrets)
+            values = await self._s.secrets.resolve(self._ctx.workspace, place.secrets)
             request = self._http_request(body, place, values)
             try:
                 response = await _http.send(
                     self._s.http,
                     **request,
                     timeout_s=body.timeout_s,
-                    allow_private=body.allow_private,
+                    # The policy again: the graph may have been saved under another one.
+                    allow_private=body.allow_private
+                    and self._s.egress.allows_private(self._ctx.workspace),
                 )
             except Exception as exc:
                 raise scrubbed_error(exc, values) from None

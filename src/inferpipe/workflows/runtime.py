@@ -47,8 +47,10 @@ from inferpipe.workflows.errors import PlanIntegrityError, WorkflowInputError
 from inferpipe.workflows.execution import GraphExecution
 from inferpipe.workflows.graphstore import GraphStore, SaveResult
 from inferpipe.workflows.graphstore_backends import graph_store_for, saved_graphs
+from inferpipe.workflows.netpolicy import EgressPolicy
 from inferpipe.workflows.nodes import NodeRunner, NodeServices, TaskFunction
-from inferpipe.workflows.secrets import EnvSecrets, SecretProvider
+from inferpipe.workflows.secret_store import WorkspaceSecrets, workspace_secrets
+from inferpipe.workflows.secrets import SecretProvider, SecretResolver
 from inferpipe.workflows.validate import Limits, PatternModelCatalog, ValidationOptions
 
 WORKFLOW_FUNCTION_ID = "workflow-run"
@@ -87,11 +89,15 @@ class WorkflowRuntime:
             PostgreSQL (tables of migration 0003), opened with the app. A store given here
             serves other workspaces through its `for_workspace`.
         providers: model providers for `llm` nodes (by default "fake", and "openai").
-        secrets: where `secrets.<NAME>` of `http` nodes come from (environment variables).
+        secrets: an operator's provider of `secrets.<NAME>` shared by every workspace, read
+            when the run's workspace has no secret of that name (e.g.
+            ``EnvSecrets(prefix="INFERPIPE_SECRET_")``); None: workspace secrets only.
         http: the network access of `http` nodes (transport, resolver, response size).
         retries: attempts after the first, per node step (the function's retries).
         backoff: delays between a node's attempts.
         limits: size limits graphs are validated against when saved.
+        egress: which workspaces' HTTP nodes may reach private addresses (the operator's
+            decision; by default `EgressPolicy.from_env()`: nobody unless configured).
     """
 
     def __init__(
@@ -105,6 +111,7 @@ class WorkflowRuntime:
         retries: int = 3,
         backoff: Backoff | None = None,
         limits: Limits | None = None,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self.app = app
         self.providers = providers or ProviderRegistry.with_defaults()
@@ -116,12 +123,26 @@ class WorkflowRuntime:
         # Graph stores per workspace, for the store they were made for (an app started again
         # - tests, the CLI - gets stores of its own).
         self._views: tuple[object, dict[str, GraphStore]] = (None, {})
+        self._secret_views: tuple[object, WorkspaceSecrets | None] = (None, None)
+        resolver = SecretResolver(self._workspace_secret, secrets)
+        self.egress = egress or EgressPolicy.from_env()
         self._services = NodeServices(
-            self.providers, secrets or EnvSecrets(), http or HttpSettings(), self.tasks
+            self.providers, resolver, http or HttpSettings(), self.tasks, self.egress
         )
         self._plans: OrderedDict[tuple[str, int, str], ExecutionPlan] = OrderedDict()
         app.add(self._function(WORKFLOW_FUNCTION_ID, self._on_invoke, [], "Runs a saved graph."))
         _RUNTIMES[app] = self
+
+    async def _workspace_secret(self, workspace: str, name: str) -> str | None:
+        store = self.app.engine.store
+        if self._secret_views[0] is not store:
+            try:
+                found: WorkspaceSecrets | None = workspace_secrets(store)
+            except ConfigurationError:
+                found = None  # a store of another kind keeps no secrets: the shared ones only
+            self._secret_views = (store, found)
+        secrets = self._secret_views[1]
+        return None if secrets is None else await secrets.value(workspace, name)
 
     # registration -------------------------------------------------------------------------
     def task(self, name: str | None = None) -> Callable[[F], F]:
@@ -230,13 +251,17 @@ class WorkflowRuntime:
                 return base
             return base.for_workspace(workspace)
         store = base if workspace in (None, base.workspace) else base.for_workspace(workspace)
-        return graph_store_for(store, options=self.validation_options())
+        return graph_store_for(store, options=self.validation_options(workspace))
 
-    def validation_options(self) -> ValidationOptions:
-        """Validation against this runtime's providers, registered tasks and limits."""
+    def validation_options(self, workspace: str | None = None) -> ValidationOptions:
+        """Validation against this runtime's providers, registered tasks, limits and the
+        egress policy of `workspace` (the app's by default)."""
         patterns = tuple(f"{name}/*" for name in self.providers.names())
         return ValidationOptions(
-            models=PatternModelCatalog(patterns), limits=self.limits, tasks=tuple(self.tasks)
+            models=PatternModelCatalog(patterns),
+            limits=self.limits,
+            tasks=tuple(self.tasks),
+            private_egress=self.egress.allows_private(workspace or self.app.workspace),
         )
 
     async def save(
@@ -249,7 +274,7 @@ class WorkflowRuntime:
             GraphInvalidError: listing every problem; nothing is saved.
         """
         graphs = self.graphs_for(workspace)
-        return await graphs.save(graph, options=self.validation_options())
+        return await graphs.save(graph, options=self.validation_options(workspace))
 
     # runs ---------------------------------------------------------------------------------
     async def run(

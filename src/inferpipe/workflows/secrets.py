@@ -1,8 +1,13 @@
 """Where HTTP nodes' secrets come from: resolved by name when the node runs, never recorded.
 
-A graph writes ``{{ secrets.HELPDESK_TOKEN }}``; the compiled plan keeps the reference, the step
-records the request with the value replaced by ``[secret:HELPDESK_TOKEN]``, and only the
-outgoing request carries the value.
+A graph writes ``{{ secrets.HELPDESK_TOKEN }}`` (whole, in a header or the body); the compiled
+plan keeps the reference, the step records the request with the value replaced by
+``[secret:HELPDESK_TOKEN]``, and only the outgoing request carries the value.
+
+A name is looked up among the secrets of the run's workspace (`secret_store`); then, only when
+the operator gave one, in a `SecretProvider` shared by every workspace. Reading the process
+environment is such an opt-in, and always under a prefix, so a tenant cannot name the server's
+own variables.
 
 Example::
 
@@ -12,10 +17,14 @@ Example::
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol, runtime_checkable
 
+from inferpipe.core.errors import ConfigurationError
 from inferpipe.workflows.errors import WorkflowError
+
+WorkspaceLookup = Callable[[str, str], Awaitable[str | None]]
+"""(workspace, name) -> the value of that workspace's secret, or None."""
 
 
 @runtime_checkable
@@ -26,14 +35,24 @@ class SecretProvider(Protocol):
 
 
 class EnvSecrets:
-    """Secrets from environment variables: `name` is read from ``<prefix><name>``.
+    """Secrets from environment variables: `name` is read from ``<prefix><name>``; every
+    workspace can read them, so only variables meant for graphs should carry the prefix.
 
     Args:
-        prefix: prepended to every name (e.g. ``INFERPIPE_SECRET_``); none by default.
+        prefix: prepended to every name (e.g. ``INFERPIPE_SECRET_``); required, so the
+            server's own variables (a database password) are out of reach.
         environ: the mapping to read (the process environment by default).
+
+    Raises:
+        ConfigurationError: the prefix is empty.
     """
 
-    def __init__(self, *, prefix: str = "", environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, *, prefix: str, environ: Mapping[str, str] | None = None) -> None:
+        if not prefix:
+            raise ConfigurationError(
+                "EnvSecrets needs a prefix (e.g. 'INFERPIPE_SECRET_'): without one, any "
+                "workspace's graph could read any variable of the server's environment"
+            )
         self.prefix = prefix
         self._environ = environ
 
@@ -58,23 +77,48 @@ class SecretMissingError(WorkflowError):
     code = "secret_missing"
 
     def __init__(self, name: str) -> None:
-        super().__init__(f"secret {name!r} is not set (the node references secrets.{name})")
+        super().__init__(
+            f"secret {name!r} is not set in this workspace (the node references "
+            f"secrets.{name}; set it with PUT /v1/secrets/{name} or `inferpipe secrets set`)"
+        )
         self.name = name
 
 
-def resolve_secrets(provider: SecretProvider, names: tuple[str, ...]) -> dict[str, str]:
-    """The values of `names`.
+class SecretResolver:
+    """Resolves an HTTP node's secrets for its run's workspace.
 
-    Raises:
-        SecretMissingError: naming the first secret that is not set.
+    Args:
+        workspace: looks a name up among a workspace's own secrets (None: there are none).
+        shared: the operator's opt-in provider, read when the workspace has no such secret.
     """
-    values = {}
-    for name in names:
-        value = provider.get_secret(name)
-        if value is None:
-            raise SecretMissingError(name)
-        values[name] = value
-    return values
+
+    def __init__(
+        self, workspace: WorkspaceLookup | None, shared: SecretProvider | None = None
+    ) -> None:
+        self._workspace = workspace
+        self._shared = shared
+
+    async def resolve(self, workspace: str, names: tuple[str, ...]) -> dict[str, str]:
+        """The values of `names` for a run of `workspace`.
+
+        Raises:
+            SecretMissingError: naming the first secret that is not set.
+        """
+        values = {}
+        for name in names:
+            value = None if self._workspace is None else await self._workspace(workspace, name)
+            if value is None and self._shared is not None:
+                value = self._shared.get_secret(name)
+            if value is None:
+                raise SecretMissingError(name)
+            values[name] = value
+        return values
+
+
+class SecretMisuseError(WorkflowError):
+    """A template uses a secret other than whole (see `_secret_use`); the node fails at once."""
+
+    code = "secret_misuse"
 
 
 def placeholders(names: tuple[str, ...]) -> dict[str, str]:

@@ -20,7 +20,7 @@ from croniter import croniter
 
 from inferpipe.core import expr
 from inferpipe.core.errors import InvalidExpressionError
-from inferpipe.workflows import _dag, _refs, netpolicy, spec
+from inferpipe.workflows import _dag, _refs, _secret_use, netpolicy, spec
 from inferpipe.workflows._index import GraphIndex, index_graph
 from inferpipe.workflows.errors import GraphInvalidError, Problem, ProblemCode
 
@@ -73,6 +73,9 @@ class ValidationOptions:
     limits: Limits = field(default_factory=Limits)
     tasks: Collection[str] | None = None
     """Names of registered task functions; None skips the check (no registry at hand)."""
+    private_egress: bool = True
+    """Whether the operator's egress policy lets this workspace's nodes set `allow_private`
+    (True when no policy is at hand)."""
 
 
 def validate_graph(graph: spec.Graph, options: ValidationOptions | None = None) -> list[Problem]:
@@ -96,7 +99,7 @@ def validate_index(index: GraphIndex, options: ValidationOptions) -> list[Proble
         _expressions(index),
         _cycles_and_reachability(index),
         _models_and_tasks(index, options),
-        _http(index),
+        _http(index, options),
         _outputs(index),
         _trigger(index),
         _event_matches(index),
@@ -291,12 +294,23 @@ def _literal_secret(value: str) -> bool:
     return len(literal.strip()) >= 8
 
 
-def _http(index: GraphIndex) -> Iterator[Problem]:
+def _http(index: GraphIndex, options: ValidationOptions) -> Iterator[Problem]:
     for node_id, node in index.nodes.items():
         inner = node.node if isinstance(node, spec.MapNode) else node
         if not isinstance(inner, spec.HttpFields):
             continue
         base = index.node_path(node_id) + ("/node" if isinstance(node, spec.MapNode) else "")
+        if inner.allow_private and not options.private_egress:
+            message = (
+                "allow_private is beyond this server's egress policy: the operator decides "
+                f"which workspaces may reach private addresses ({netpolicy.PRIVATE_EGRESS_ENV})"
+            )
+            yield Problem(
+                code=ProblemCode.PRIVATE_ADDRESS,
+                message=message,
+                node_id=node_id,
+                path=f"{base}/allow_private",
+            )
         static = _static_url(inner.url)
         if static is not None and not inner.allow_private:
             reason = netpolicy.literal_refusal(static)
@@ -307,6 +321,10 @@ def _http(index: GraphIndex) -> Iterator[Problem]:
                     node_id=node_id,
                     path=f"{base}/url",
                 )
+        for path, reason in _secret_use.http_misuse(inner):
+            yield Problem(
+                code=ProblemCode.SECRET, message=reason, node_id=node_id, path=base + path
+            )
         for where, path, value in _sensitive_values(inner, static):
             if _literal_secret(value):
                 message = (
