@@ -16,6 +16,32 @@ FUNCTION_FINISHED = "inferpipe/function.finished"
 """Sent when any run finalizes; `invoke` waits on it."""
 FUNCTION_FAILED = "inferpipe/function.failed"
 """Sent when a run fails; `on_failure` handlers are triggered by it."""
+
+
+def invoke_outcome(finished: dict[str, Any]) -> tuple[bool, Any, dict[str, Any] | None]:
+    """What an `invoke` step records when its child's `function.finished` event comes:
+    (completed, the child's return value, the child's error). A child that did not complete
+    (failed, cancelled, skipped) fails the step with its error (every field of it, e.g. a
+    traceback), its message prefixed with the child's function and status, or its reason."""
+    data = finished.get("data") or {}
+    status = data.get("status")
+    if status == "completed":
+        return True, data.get("output"), None
+    err = data.get("error") or {}
+    detail = err.get("message") or data.get("reason") or ""
+    return (
+        False,
+        None,
+        {
+            **err,
+            "code": err.get("code", "invoke_failed"),
+            "type": err.get("type", ""),
+            "message": f"invoked {data.get('function_id')} {status}: {detail}",
+            "run_id": data.get("run_id"),
+        },
+    )
+
+
 FUNCTION_INVOKED = "inferpipe/function.invoked"
 """The trigger event of a run started by direct invocation."""
 DEFERRED = "inferpipe/deferred"

@@ -17,6 +17,9 @@ from inferpipe.engine.journal import Limits
 from inferpipe.store.base import PlannedEvent, Store
 from inferpipe.streams.pubsub import PubSub
 
+FINALIZE_LEASE_MS = 60_000
+"""Lease on a cancelled run while this engine finalizes it (one store write)."""
+
 
 class Engine:
     """Ties a store, a function registry and a clock together.
@@ -40,6 +43,8 @@ class Engine:
         self.limits = limits or Limits()
         self.pubsub = pubsub
         self._listeners: list[Callable[[], None]] = []
+        self.owner = f"engine:{new_id()}"
+        """The lease owner of runs this engine finalizes itself (a cancelled run)."""
         self.executor = Executor(store, self.clock, registry, self.limits, self._ingested, pubsub)
 
     def subscribe_wakeups(self, listener: Callable[[], None]) -> Callable[[], None]:
@@ -67,6 +72,8 @@ class Engine:
         planned = [PlannedEvent(e, self.registry.plan(e, now)) for e in valid]
         result = await self.store.ingest(planned, now)
         self._ingested(result)
+        for run_id in result.runs_cancelled:  # by a `cancel_on` match
+            await self._finalize_cancelled(run_id)
         return result
 
     async def invoke(self, function_id: str, data: dict[str, object] | None = None) -> str:
@@ -81,10 +88,26 @@ class Engine:
         return run.id
 
     async def cancel(self, run_id: str, reason: str = "cancelled by request") -> Run:
-        """Cancel a run: a step in flight finishes, nothing after it runs."""
+        """Cancel a run: a step in flight finishes, nothing after it runs. A cancel accepted
+        before the run's finish is committed wins (the run ends `cancelled`, whatever its code
+        returned); a run that no worker executes now (queued, sleeping, waiting) is finalized
+        here at once, when its function is registered in this process."""
         run = await self.store.request_cancel(run_id, reason, self.clock.now_ms())
         self._ingested(None)
+        if await self._finalize_cancelled(run_id):
+            return await self.store.get_run(run_id) or run
         return run
+
+    async def _finalize_cancelled(self, run_id: str) -> bool:
+        """Finalize a run asked to cancel, if no worker executes it; whether it was."""
+        now = self.clock.now_ms()
+        claimed = await self.store.claim_cancelled(
+            self.owner, run_id, self.registry.ids, now, FINALIZE_LEASE_MS
+        )
+        if claimed is None:
+            return False
+        await self.executor.execute(claimed)
+        return True
 
     async def rerun(self, run_id: str, *, from_failed_step: bool = False) -> Run:
         """Run a finished run again from the start, or keep its completed steps."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +37,15 @@ _log = logging.getLogger("inferpipe.executor")
 
 SETTLE_ROUNDS = 3
 """Event-loop turns to wait, once every step is parked, for sibling branches to start one."""
+
+WAKE_BATCH_PER_REPLAY = 10
+"""A run resumed without progress batches its next wake-ups for this many times as long as its
+replay took, so replays take at most about a tenth of the time it waits (a parent gathering N
+children is replayed a bounded number of times, not once per child)."""
+
+WAKE_BATCH_MIN_MS = 20
+WAKE_BATCH_MAX_MS = 2_000
+"""Bounds on that batch time: the longest a resolved wait may wait to resume such a run."""
 
 
 class Executor:
@@ -109,10 +119,11 @@ class Executor:
             self.pubsub, run.id, streaming.run_event(run, kind, execution=run.executions)
         )
         await stream.recover()
+        started = time.monotonic()
         task: asyncio.Task[Any] = asyncio.ensure_future(fn.handler(Context(j, stream)))
         try:
             if await self._drive(j, task):
-                await self._park(j)
+                await self._park(j, started)
                 return
         except asyncio.CancelledError:
             j.lease_lost = True  # cancelled from outside: the lease is lost or being given up
@@ -183,9 +194,13 @@ class Executor:
             return Outcome(RunStatus.FAILED, error=error_payload(err))
         return Outcome(RunStatus.COMPLETED, output=redact(output, self.limits.redact_keys))
 
-    async def _park(self, j: RunJournal) -> None:
+    async def _park(self, j: RunJournal, started: float) -> None:
         if j.pending_logs or j.pending_steps:
             await j.commit(Progress())
+        batch_ms = None
+        if not j.wrote_steps:  # replayed, and every branch still waits: batch the next wakes
+            replay_ms = (time.monotonic() - started) * 1000 * WAKE_BATCH_PER_REPLAY
+            batch_ms = int(min(WAKE_BATCH_MAX_MS, max(WAKE_BATCH_MIN_MS, replay_ms)))
         timed = [w for w in j.parked.values() if w is not None]
         ready_at = min(timed) if timed else None
         sleeping = any(
@@ -194,7 +209,7 @@ class Executor:
             for k in j.parked
         )
         status = RunStatus.SLEEPING if sleeping else RunStatus.WAITING
-        await self.store.park(j.lease, status, ready_at, j.now_ms())
+        await self.store.park(j.lease, status, ready_at, j.now_ms(), batch_wakes_ms=batch_ms)
         await streaming.publish(
             self.pubsub, j.run.id, streaming.run_event(j.run, status.value, ready_at_ms=ready_at)
         )
@@ -206,7 +221,11 @@ class Executor:
         fn = self.functions(j.run.function_id)
         outcome = finalize.scorer_outcome(fn, j.run, outcome, now)
         planned = finalize.plan_finish(self.registry, fn, j.run, j.records, outcome, now)
-        await self.store.finish(j.lease, outcome, planned, now)
+        cancel = await self.store.finish(j.lease, outcome, planned, now)
+        if cancel is not None:  # a cancel accepted before this finish wins over its outcome
+            outcome = Outcome(RunStatus.CANCELLED, reason=cancel)
+            planned = finalize.plan_finish(self.registry, fn, j.run, j.records, outcome, now)
+            await self.store.finish(j.lease, outcome, planned, now)
         self.on_ingest(None)
         event = streaming.run_event(
             j.run,

@@ -96,6 +96,7 @@ class RunJournal:
         self.lease_lost = False
         self.fatal: BaseException | None = None
         """A misuse that fails the run whatever the function does after it."""
+        self.wrote_steps = False  #: whether this execution recorded a step (it progressed)
         self._unvisited = set(self.records)
         self.on_recorded: Callable[[list[StepRecord]], Awaitable[None]] | None = None
         self.drain: asyncio.Event | None = None
@@ -164,6 +165,9 @@ class RunJournal:
         progress.logs = self.pending_logs + progress.logs
         progress.steps = self.pending_steps + progress.steps
         self.pending_logs, self.pending_steps = [], []
+        # In flight while it commits: a step opening a wait or a sleep is not parked yet, so
+        # its parked siblings must not make the run look quiescent (and suspend it) meanwhile.
+        self.started()
         try:
             result = await self.store.commit(self.lease, progress, self.now_ms())
         except LeaseLost:
@@ -172,6 +176,9 @@ class RunJournal:
         except StoreError as exc:
             self.lease_lost = True
             raise StoreUnavailable(self.run.id, exc) from exc
+        finally:
+            self.finished()
+        self.wrote_steps |= bool(progress.steps)
         for step in progress.steps:
             self.records[step.key] = result.final.get(step.key, step)
         if progress.steps:

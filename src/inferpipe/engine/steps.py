@@ -348,7 +348,7 @@ class Steps(ScoringSteps):
         timeout: Duration | None = None,
     ) -> Any:
         """Start `function_id` as a child run and wait for its result; its failure raises
-        `StepError` here."""
+        `StepError` here. The step records the child's return value (or its error)."""
         j = self._j
         key = j.key_for(step_id)
         rec = j.records.get(key)
@@ -373,19 +373,20 @@ class Steps(ScoringSteps):
                 {"function_id": function_id, "run_id": child.id, "data": data},
                 Progress(runs=[child]),
             )
-        finished = await self._await_wait(key, rec)
-        if finished is None:
-            raise StepError(step_id, "invoke_timeout", f"{function_id} did not finish in time")
-        result = finished["data"]
-        if result.get("status") != "completed":
-            err = result.get("error") or {}
-            raise StepError(
-                step_id,
-                err.get("code", "invoke_failed"),
-                f"invoked {function_id} {result.get('status')}: {err.get('message', '')}",
-                err.get("type", ""),
-            )
-        return result.get("output")
+        if rec.status is StepStatus.COMPLETED:
+            return rec.output
+        if rec.status is StepStatus.FAILED:
+            raise _step_error(rec)
+        if rec.wake_at_ms is not None and j.now_ms() >= rec.wake_at_ms:
+            rec.status, rec.finished_at_ms = StepStatus.FAILED, j.now_ms()
+            rec.error = {
+                "code": "invoke_timeout",
+                "type": "InvokeTimeout",
+                "message": f"{function_id} did not finish in time",
+            }
+            await j.commit(Progress(steps=[rec]))
+            raise _step_error(j.records[key])
+        return await j.park(key, rec.wake_at_ms)
 
 
 def _step_error(rec: StepRecord) -> StepError:

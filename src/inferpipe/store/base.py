@@ -221,14 +221,40 @@ class Store(Protocol):
         """Append to a run's journal (and what goes with it) under its lease."""
 
     async def park(
-        self, lease: Lease, status: RunStatus, ready_at_ms: int | None, now_ms: int
+        self,
+        lease: Lease,
+        status: RunStatus,
+        ready_at_ms: int | None,
+        now_ms: int,
+        *,
+        batch_wakes_ms: int | None = None,
     ) -> None:
-        """Release the run until `ready_at_ms` (None: until an event) and drop the lease."""
+        """Release the run until `ready_at_ms` (None: until an event) and drop the lease; a
+        cancel request, or an event that resolved one of its waits while it ran, makes it
+        ready now instead.
+
+        With `batch_wakes_ms` (the run was resumed and could not continue: its code still waits
+        on other steps, e.g. a gather of many invokes), a resolved wait makes it ready at most
+        that long later rather than at once, unless no step wait of the run is left open (then
+        at once); a cancel still wakes it at once. Until it parks again."""
 
     async def finish(
         self, lease: Lease, outcome: Outcome, events: list[PlannedEvent], now_ms: int
-    ) -> None:
-        """Finalize the run, drop its waits, and ingest the events its end produces."""
+    ) -> str | None:
+        """Finalize the run, drop its waits, and ingest the events its end produces.
+
+        A cancel accepted before the finish wins: when the run was asked to cancel and
+        `outcome` is not `cancelled`, nothing is written and the cancel reason is returned
+        (the caller finishes it again as cancelled). Checked in the finish's transaction, so
+        a cancel is either seen here or refused as too late (`request_cancel` on a finished
+        run changes nothing). Returns None once the run is finished."""
+
+    async def claim_cancelled(
+        self, owner: str, run_id: str, function_ids: list[str], now_ms: int, lease_ms: int
+    ) -> ClaimedRun | None:
+        """Take one run of `function_ids` that was asked to cancel and is not executing
+        (queued, sleeping or waiting, ready or not) under a lease, to finalize it now; None
+        otherwise."""
 
     # scores -------------------------------------------------------------------------------
     async def put_score(self, score: ScoreRecord, now_ms: int) -> ScoreRecord:

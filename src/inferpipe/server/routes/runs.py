@@ -127,8 +127,10 @@ async def run_scores(run_id: str, scope: RequestScope) -> schemas.Page[schemas.S
 async def cancel_run(
     run_id: str, scope: RequestScope, body: Annotated[schemas.CancelIn | None, Body()] = None
 ) -> schemas.RunInfo:
-    """Request cancellation: a step in flight finishes, nothing after it runs. The run shows
-    `cancel_requested` at once and status `cancelled` when a worker has stopped it."""
+    """Request cancellation: a step in flight finishes, nothing after it runs, and the run ends
+    `cancelled` even if its code returns meanwhile. The run shows `cancel_requested` at once;
+    one that no worker executes (queued, sleeping, waiting) is answered `cancelled` already,
+    a running one once its worker has stopped it."""
     run = await _run(scope, run_id)
     if run.status.finished:
         raise ConflictError(f"run {run_id} has already finished ({run.status.value})")

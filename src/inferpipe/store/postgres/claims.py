@@ -489,6 +489,32 @@ async def claim(
     return [t.claimed(owner) for t in taken], claim.checked
 
 
+async def claim_cancelled(
+    conn: Conn,
+    ws: str,
+    owner: str,
+    run_id: str,
+    function_ids: list[str],
+    now_ms: int,
+    lease_ms: int,
+) -> ClaimedRun | None:
+    """Take a run asked to cancel that no worker executes (see `Store.claim_cancelled`); in a
+    transaction. The row lock skips a run that a claim is taking right now."""
+    locked = await conn.fetchval(
+        f"SELECT id FROM runs WHERE id = $1 AND workspace = $2 AND status IN {_PARKED}"
+        " AND cancel_requested IS NOT NULL AND function_id = ANY($3::text[])"
+        " FOR UPDATE SKIP LOCKED",
+        run_id,
+        ws,
+        function_ids,
+    )
+    if locked is None:
+        return None
+    claim = _Claim(conn, ws, owner, [], 1, now_ms)
+    await claim._write(_Plan(take=[run_id]), lease_ms)
+    return claim.taken[0].claimed(owner) if claim.taken else None
+
+
 async def next_ready_at(
     conn: Conn, ws: str, function_ids: list[str], after_ms: int | None
 ) -> int | None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inferpipe.core import expr
-from inferpipe.core.events import FUNCTION_FINISHED, Event
+from inferpipe.core.events import FUNCTION_FINISHED, Event, invoke_outcome
 from inferpipe.core.records import IngestResult, NewRun, NewWait, RunStatus, StepStatus, WaitKind
 from inferpipe.store.base import DEDUPE_WINDOW_MS, PlannedEvent
 from inferpipe.store.postgres import admission
@@ -51,6 +51,27 @@ _WAKE = (
 )
 """Make a parked run ready now, or flag a running one to resume as soon as it parks; with a
 reason, also ask it to stop. One statement, so a park racing it is seen either way."""
+
+OPEN_STEP_WAITS = """EXISTS (SELECT 1 FROM waits w WHERE w.run_id = runs.id AND w.kind = 'step'
+    AND (w.expires_at_ms IS NULL OR w.expires_at_ms > {now}) AND w.id <> {skip})"""
+"""Whether a step of the run still waits for an event (other than wait `skip`)."""
+
+_HELD = f"""(status IN ('waiting', 'sleeping') AND wake_batch_ms IS NOT NULL
+    AND {OPEN_STEP_WAITS.format(now="$2", skip="$3")})"""
+
+_WAKE_RESOLVED = f"""
+UPDATE runs SET
+    ready_at_ms = CASE WHEN status = 'running' THEN ready_at_ms
+        WHEN {_HELD} THEN LEAST(COALESCE(ready_at_ms, $2 + wake_batch_ms), $2 + wake_batch_ms)
+        ELSE $2 END,
+    wake_pending = wake_pending OR status = 'running',
+    status = CASE WHEN status = 'running' OR {_HELD} THEN status ELSE 'queued' END
+WHERE id = $1 AND status IN {_LIVE}
+"""
+"""`_WAKE` for a run whose wait `$3` an event resolves: a run that batches its wakes and has
+other waits open is made ready at most its batch time from now instead. (Two events resolving
+its last two waits at once may both see the other's wait open: it then wakes after its batch
+time, not at once.)"""
 
 
 def lock_keys(ws: str, shared: Collection[str], exclusive: Collection[str] = ()) -> list[int]:
@@ -375,20 +396,36 @@ _RESOLVE = """
 WITH gate AS (
     DELETE FROM waits WHERE id = $1 RETURNING id
 ), resolved AS (
-    UPDATE steps SET status = 'completed', output = $4, finished_at_ms = $5
+    UPDATE steps SET
+        status = CASE WHEN kind = 'invoke' THEN $6 ELSE 'completed' END,
+        output = CASE WHEN kind = 'invoke' THEN $7::json ELSE $4::json END,
+        error = CASE WHEN kind = 'invoke' THEN $8::json ELSE error END,
+        finished_at_ms = $5
     WHERE run_id = $2 AND key = $3 AND status = 'waiting' AND EXISTS (SELECT 1 FROM gate)
 )
 SELECT count(*) FROM gate
 """
-"""Consume the wait and complete its step with the event. Deleting the wait is the claim on
-the match: two intakes racing for one wait resolve it once."""
+"""Consume the wait and complete its step with the event (an `invoke` step: with its child's
+return value, $7, or failed with the child's error, $8). Deleting the wait is the claim on the
+match: two intakes racing for one wait resolve it once."""
 
 
 async def _resolve(
     conn: Conn, wait_id: int, run_id: str, step_key: str, event: dict[str, Any], now_ms: int
 ) -> bool:
-    await conn.execute(_WAKE, run_id, now_ms, None)  # the run's row first: lock order
-    taken = await conn.fetchval(_RESOLVE, wait_id, run_id, step_key, enc(event), now_ms)
+    await conn.execute(_WAKE_RESOLVED, run_id, now_ms, wait_id)  # the run's row first: lock order
+    completed, output, error = invoke_outcome(event)
+    taken = await conn.fetchval(
+        _RESOLVE,
+        wait_id,
+        run_id,
+        step_key,
+        enc(event),
+        now_ms,
+        (StepStatus.COMPLETED if completed else StepStatus.FAILED).value,
+        enc_opt(output),
+        enc_opt(error),
+    )
     return bool(taken)
 
 

@@ -289,19 +289,36 @@ class PostgresStore:
         return ProgressResult(cancel_requested=written.cancel_requested, resolved={}, final=final)
 
     async def park(
-        self, lease: Lease, status: RunStatus, ready_at_ms: int | None, now_ms: int
+        self,
+        lease: Lease,
+        status: RunStatus,
+        ready_at_ms: int | None,
+        now_ms: int,
+        *,
+        batch_wakes_ms: int | None = None,
     ) -> None:
         ready, freed = await self._db.read(
-            lambda c: work.park(c, lease, status, ready_at_ms, now_ms)
+            lambda c: work.park(c, lease, status, ready_at_ms, now_ms, batch_wakes_ms)
         )
         if freed or (ready is not None and ready <= now_ms):
             await self._db.read(lambda c: notify(c, self.workspace))
 
     async def finish(
         self, lease: Lease, outcome: Outcome, events: list[PlannedEvent], now_ms: int
-    ) -> None:
-        await self._db.transaction(
+    ) -> str | None:
+        return await self._db.transaction(
             lambda c: work.finish(c, self.workspace, lease, outcome, events, now_ms)
+        )
+
+    async def claim_cancelled(
+        self, owner: str, run_id: str, function_ids: list[str], now_ms: int, lease_ms: int
+    ) -> ClaimedRun | None:
+        if not function_ids:
+            return None
+        return await self._db.transaction(
+            lambda c: claims.claim_cancelled(
+                c, self.workspace, owner, run_id, function_ids, now_ms, lease_ms
+            )
         )
 
     # scores -------------------------------------------------------------------------------

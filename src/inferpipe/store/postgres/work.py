@@ -20,19 +20,27 @@ _HOLDS_SLOTS = "(concurrency_key1 IS NOT NULL OR singleton_key IS NOT NULL)"
 """Whether a run counts against concurrency keys while it runs: when it stops, other workers
 are told (NOTIFY), as runs held back by its keys may start now."""
 
+_HELD = f"""($7::bigint IS NOT NULL AND cancel_requested IS NULL
+    AND {intake.OPEN_STEP_WAITS.format(now="$5", skip="0")})"""
+
+_NOW = f"(cancel_requested IS NOT NULL OR (wake_pending AND NOT {_HELD}))"
+
 _PARK = f"""
 UPDATE runs SET
-    status = CASE WHEN wake_pending OR cancel_requested IS NOT NULL THEN 'queued' ELSE $4 END,
+    status = CASE WHEN {_NOW} THEN 'queued' ELSE $4 END,
     ready_at_ms = LEAST(
-        CASE WHEN wake_pending OR cancel_requested IS NOT NULL THEN $5 ELSE $6::bigint END,
+        CASE WHEN {_NOW} THEN $5
+             WHEN wake_pending THEN LEAST(COALESCE($6::bigint, $5 + $7), $5 + $7)
+             ELSE $6::bigint END,
         started_at_ms + finish_timeout_ms),
-    lease_owner = NULL, lease_expires_at_ms = NULL, wake_pending = FALSE
+    lease_owner = NULL, lease_expires_at_ms = NULL, wake_pending = FALSE, wake_batch_ms = $7
 WHERE id = $1 AND lease_token = $2 AND lease_owner = $3 AND status = 'running'
 RETURNING ready_at_ms, {_HOLDS_SLOTS}
 """
 """Release the run until its ready time; an event that resolved one of its waits while it ran
-(wake_pending) or a cancel request makes it ready now instead. Returns its ready time, and
-whether it frees concurrency slots."""
+(wake_pending) or a cancel request makes it ready now instead (a run batching its wakes, $7,
+with other waits open: at most its batch time from now). Returns its ready time, and whether
+it frees concurrency slots."""
 
 _FINISH = f"""
 WITH locks AS MATERIALIZED (
@@ -42,6 +50,7 @@ WITH locks AS MATERIALIZED (
         ready_at_ms = NULL, lease_owner = NULL, lease_expires_at_ms = NULL,
         wake_pending = FALSE, status_reason = $8
     WHERE id = $1 AND lease_token = $2 AND lease_owner = $3 AND status = 'running'
+      AND ($4 = 'cancelled' OR cancel_requested IS NULL)
       AND (SELECT count(*) FROM locks) >= 0
     RETURNING id, {_HOLDS_SLOTS} AS holds_slots
 ), dropped AS (
@@ -50,7 +59,14 @@ WITH locks AS MATERIALIZED (
 SELECT id, holds_slots FROM done
 """
 """Finalize a run under its lease and drop its waits, after taking the shared locks on the names
-of the events its end sends (advisory locks come before row locks everywhere)."""
+of the events its end sends (advisory locks come before row locks everywhere). A run asked to
+cancel is finalized only as cancelled: the row lock of the UPDATE orders it with the cancel
+request, so a cancel committed first is seen here (`_REFUSED` then tells it from a lost lease)."""
+
+_REFUSED = """
+SELECT cancel_requested FROM runs
+WHERE id = $1 AND lease_token = $2 AND lease_owner = $3 AND status = 'running'
+"""
 
 
 async def renew(conn: Conn, leases: list[Lease], until_ms: int) -> list[str]:
@@ -126,12 +142,24 @@ async def commit(
 
 
 async def park(
-    conn: Conn, lease: Lease, status: RunStatus, ready_at_ms: int | None, now_ms: int
+    conn: Conn,
+    lease: Lease,
+    status: RunStatus,
+    ready_at_ms: int | None,
+    now_ms: int,
+    batch_wakes_ms: int | None = None,
 ) -> tuple[int | None, bool]:
     """Park the run; returns its ready time (now when an event or a cancel came meanwhile),
     and whether it freed concurrency slots."""
     row = await conn.fetchrow(
-        _PARK, lease.run_id, lease.token, lease.owner, status.value, now_ms, ready_at_ms
+        _PARK,
+        lease.run_id,
+        lease.token,
+        lease.owner,
+        status.value,
+        now_ms,
+        ready_at_ms,
+        batch_wakes_ms,
     )
     if row is None:
         raise LeaseLost(lease.run_id)
@@ -145,7 +173,8 @@ async def finish(
     outcome: Outcome,
     events: list[PlannedEvent],
     now_ms: int,
-) -> None:
+) -> str | None:
+    """Finalize the run; a pending cancel refuses any other outcome (returns its reason)."""
     runs = [run for p in events for run in p.runs]
     if any(run.flow is not None for run in runs):  # flow keys before the run's row
         names = {p.event.name for p in events} | intake.flow_event_names(runs)
@@ -164,12 +193,16 @@ async def finish(
         intake.lock_keys(ws, {p.event.name for p in events}),
     )
     if done is None:
-        raise LeaseLost(lease.run_id)
+        cancel = await conn.fetchval(_REFUSED, lease.run_id, lease.token, lease.owner)
+        if cancel is None:
+            raise LeaseLost(lease.run_id)
+        return str(cancel)
     if done[1]:
         await notify(conn, ws)  # its slots are free: runs held back may start
     await scores.put(conn, ws, outcome.scores, now_ms)
     if events:
         await intake.ingest(conn, ws, events, now_ms, locked=True)
+    return None
 
 
 async def rerun(

@@ -192,6 +192,24 @@ def _throttle_start(
     return -(-start_units // rate)
 
 
+def claim_cancelled(
+    conn: sqlite3.Connection,
+    ws: str,
+    owner: str,
+    run_id: str,
+    function_ids: list[str],
+    now_ms: int,
+    lease_ms: int,
+) -> ClaimedRun | None:
+    """Take a run asked to cancel that no worker executes (see `Store.claim_cancelled`)."""
+    row = conn.execute(
+        f"SELECT 1 FROM runs WHERE id = ? AND workspace = ? AND status IN {_PARKED}"
+        f" AND cancel_requested IS NOT NULL AND function_id IN ({', '.join('?' * len(function_ids))})",
+        (run_id, ws, *function_ids),
+    ).fetchone()
+    return None if row is None else take(conn, run_id, owner, now_ms, lease_ms)
+
+
 def take(
     conn: sqlite3.Connection,
     run_id: str,
@@ -220,10 +238,15 @@ def next_ready_at(
     conn: sqlite3.Connection, ws: str, function_ids: list[str], after_ms: int | None
 ) -> int | None:
     fns = ", ".join("?" * len(function_ids))
+    # One index range per status, from `after_ms` on: not a scan of every parked run.
+    first = (
+        f"(SELECT ready_at_ms FROM runs WHERE workspace = ? AND status = ? AND ready_at_ms > ?"
+        f" AND function_id IN ({fns}) ORDER BY ready_at_ms LIMIT 1)"
+    )
+    statuses = ("queued", "sleeping", "waiting")
     (ready,) = conn.execute(
-        f"SELECT MIN(ready_at_ms) FROM runs WHERE workspace = ? AND status IN {_PARKED}"
-        f" AND function_id IN ({fns}) AND (? IS NULL OR ready_at_ms > ?)",
-        (ws, *function_ids, after_ms, after_ms),
+        f"SELECT MIN(t) FROM ({' UNION ALL '.join(f'SELECT {first} AS t' for _ in statuses)})",
+        [p for s in statuses for p in (ws, s, -1 if after_ms is None else after_ms, *function_ids)],
     ).fetchone()
     (lease,) = conn.execute(
         f"SELECT MIN(lease_expires_at_ms) FROM runs WHERE status = 'running' AND workspace = ?"

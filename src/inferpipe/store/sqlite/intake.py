@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inferpipe.core import expr
-from inferpipe.core.events import FUNCTION_FINISHED, Event
+from inferpipe.core.events import FUNCTION_FINISHED, Event, invoke_outcome
 from inferpipe.core.records import (
     FINISHED_STATUSES,
     IngestResult,
     NewRun,
     NewWait,
     RunStatus,
+    StepKind,
     StepStatus,
     WaitKind,
 )
@@ -242,8 +243,8 @@ def match_waits(
         if expression and not expr.matches(expression, variables):
             continue
         if WaitKind(kind) is WaitKind.STEP:
-            resolve_step_wait(conn, run_id, step_key, event, now_ms)
             conn.execute("DELETE FROM waits WHERE id = ?", (wait_id,))
+            resolve_step_wait(conn, run_id, step_key, event, now_ms)
             hits.append((run_id, WaitKind.STEP))
         else:
             reason = f"cancelled by event {event['name']} ({event['id']})"
@@ -255,19 +256,56 @@ def match_waits(
 def resolve_step_wait(
     conn: sqlite3.Connection, run_id: str, step_key: str, event: dict[str, Any] | None, now_ms: int
 ) -> None:
+    """Complete a waiting step with the event that satisfied it; an `invoke` step records its
+    child's return value instead (or fails with the child's error)."""
+    row = conn.execute(
+        "SELECT kind FROM steps WHERE run_id = ? AND key = ? AND status = ?",
+        (run_id, step_key, StepStatus.WAITING.value),
+    ).fetchone()
+    status, output, error = StepStatus.COMPLETED, event, None
+    if row is not None and row[0] == StepKind.INVOKE.value and event is not None:
+        completed, output, error = invoke_outcome(event)
+        status = StepStatus.COMPLETED if completed else StepStatus.FAILED
     conn.execute(
-        "UPDATE steps SET status = ?, output = ?, finished_at_ms = ? "
+        "UPDATE steps SET status = ?, output = ?, error = ?, finished_at_ms = ? "
         "WHERE run_id = ? AND key = ? AND status = ?",
         (
-            StepStatus.COMPLETED.value,
-            enc_opt(event),
+            status.value,
+            enc_opt(output),
+            enc_opt(error),
             now_ms,
             run_id,
             step_key,
             StepStatus.WAITING.value,
         ),
     )
-    wake_run(conn, run_id, now_ms)
+    _wake_resolved(conn, run_id, now_ms)
+
+
+def _wake_resolved(conn: sqlite3.Connection, run_id: str, now_ms: int) -> None:
+    """One of the run's waits resolved (and is gone): wake it, or, when it batches its wakes
+    and other waits are open, make it ready at most its batch time from now."""
+    row = conn.execute(
+        "SELECT wake_batch_ms FROM runs WHERE id = ? AND status IN ('waiting', 'sleeping')",
+        (run_id,),
+    ).fetchone()
+    if row is None or row[0] is None or not has_open_step_waits(conn, run_id, now_ms):
+        wake_run(conn, run_id, now_ms)
+        return
+    conn.execute(
+        "UPDATE runs SET ready_at_ms = MIN(COALESCE(ready_at_ms, ?), ?) WHERE id = ?",
+        (now_ms + row[0], now_ms + row[0], run_id),
+    )
+
+
+def has_open_step_waits(conn: sqlite3.Connection, run_id: str, now_ms: int) -> bool:
+    """Whether a step of the run still waits for an event (one that has not expired)."""
+    row = conn.execute(
+        "SELECT 1 FROM waits WHERE run_id = ? AND kind = ?"
+        " AND (expires_at_ms IS NULL OR expires_at_ms > ?) LIMIT 1",
+        (run_id, WaitKind.STEP.value, now_ms),
+    ).fetchone()
+    return row is not None
 
 
 def wake_run(conn: sqlite3.Connection, run_id: str, now_ms: int) -> None:

@@ -236,15 +236,34 @@ class SQLiteStore:
         )
 
     async def park(
-        self, lease: Lease, status: RunStatus, ready_at_ms: int | None, now_ms: int
+        self,
+        lease: Lease,
+        status: RunStatus,
+        ready_at_ms: int | None,
+        now_ms: int,
+        *,
+        batch_wakes_ms: int | None = None,
     ) -> None:
-        await self._db.write(lambda c: work.park(c, lease, status, ready_at_ms, now_ms))
+        await self._db.write(
+            lambda c: work.park(c, lease, status, ready_at_ms, now_ms, batch_wakes_ms)
+        )
 
     async def finish(
         self, lease: Lease, outcome: Outcome, events: list[PlannedEvent], now_ms: int
-    ) -> None:
-        await self._db.write(
+    ) -> str | None:
+        return await self._db.write(
             lambda c: work.finish(c, self.workspace, lease, outcome, events, now_ms)
+        )
+
+    async def claim_cancelled(
+        self, owner: str, run_id: str, function_ids: list[str], now_ms: int, lease_ms: int
+    ) -> ClaimedRun | None:
+        if not function_ids:
+            return None
+        return await self._db.write(
+            lambda c: claims.claim_cancelled(
+                c, self.workspace, owner, run_id, function_ids, now_ms, lease_ms
+            )
         )
 
     # scores -------------------------------------------------------------------------------

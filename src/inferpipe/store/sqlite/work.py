@@ -122,10 +122,21 @@ def _lookback(conn: sqlite3.Connection, ws: str, wait: NewWait, now_ms: int) -> 
 
 
 def park(
-    conn: sqlite3.Connection, lease: Lease, status: RunStatus, ready_at_ms: int | None, now_ms: int
+    conn: sqlite3.Connection,
+    lease: Lease,
+    status: RunStatus,
+    ready_at_ms: int | None,
+    now_ms: int,
+    batch_wakes_ms: int | None = None,
 ) -> None:
     cancel, wake_pending = fence(conn, lease)
-    if wake_pending or cancel:
+    if wake_pending and not cancel and batch_wakes_ms is not None:
+        if intake.has_open_step_waits(conn, lease.run_id, now_ms):
+            held = now_ms + batch_wakes_ms
+            ready_at_ms = held if ready_at_ms is None else min(ready_at_ms, held)
+        else:
+            ready_at_ms, status = now_ms, RunStatus.QUEUED
+    elif wake_pending or cancel:
         ready_at_ms, status = now_ms, RunStatus.QUEUED
     deadline = conn.execute(
         "SELECT started_at_ms + finish_timeout_ms FROM runs WHERE id = ?", (lease.run_id,)
@@ -134,8 +145,8 @@ def park(
         ready_at_ms = deadline if ready_at_ms is None else min(ready_at_ms, deadline)
     conn.execute(
         "UPDATE runs SET status = ?, ready_at_ms = ?, lease_owner = NULL,"
-        " lease_expires_at_ms = NULL, wake_pending = 0 WHERE id = ?",
-        (status.value, ready_at_ms, lease.run_id),
+        " lease_expires_at_ms = NULL, wake_pending = 0, wake_batch_ms = ? WHERE id = ?",
+        (status.value, ready_at_ms, batch_wakes_ms, lease.run_id),
     )
 
 
@@ -146,8 +157,11 @@ def finish(
     outcome: Outcome,
     events: list[PlannedEvent],
     now_ms: int,
-) -> None:
-    fence(conn, lease)
+) -> str | None:
+    """Finalize the run; a pending cancel refuses any other outcome (returns its reason)."""
+    cancel, _ = fence(conn, lease)
+    if cancel is not None and outcome.status is not RunStatus.CANCELLED:
+        return cancel
     conn.execute(
         "UPDATE runs SET status = ?, output = ?, error = ?, finished_at_ms = ?, ready_at_ms = NULL,"
         " lease_owner = NULL, lease_expires_at_ms = NULL, status_reason = ? WHERE id = ?",
@@ -163,6 +177,7 @@ def finish(
     conn.execute("DELETE FROM waits WHERE run_id = ?", (lease.run_id,))
     scores.put(conn, ws, outcome.scores, now_ms)
     intake.ingest(conn, ws, events, now_ms)
+    return None
 
 
 def rerun(
