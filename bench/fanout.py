@@ -32,8 +32,13 @@ async def _double(i: int) -> int:
     return i * 2
 
 
+executions: list[int] = []
+"""One entry per execution of the parent (its start and each resume)."""
+
+
 def build_app() -> ip.App:
     app = ip.App("bench-fanout")
+    executions.clear()
 
     @app.function(id="child")
     async def child(ctx: ip.Context) -> int:
@@ -41,6 +46,7 @@ def build_app() -> ip.App:
 
     @app.function(id="parent")
     async def parent(ctx: ip.Context) -> int:
+        executions.append(1)
         n = int(ctx.input["n"])
         results = await asyncio.gather(
             *(ctx.step.invoke(f"child-{i}", "child", {"i": i}) for i in range(n))
@@ -72,7 +78,7 @@ async def one(n: int, store: Store) -> tuple[float, int]:
         run = await app.result(run_id, timeout=3600)
         elapsed = time.perf_counter() - t0
         assert run.output == n * (n - 1), run
-        return elapsed, run.attempts
+        return elapsed, len(executions)
     finally:
         worker.notify_shutdown()
         await task
@@ -86,7 +92,7 @@ async def one_burst(n: int) -> tuple[float, int]:
         run = await h.settle(await h.invoke("parent", {"n": n}))
         elapsed = time.perf_counter() - t0
         assert run is not None and run.output == n * (n - 1), run
-        return elapsed, run.attempts
+        return elapsed, len(executions)
 
 
 async def main(children: list[int], database: str | None, burst: bool) -> None:
