@@ -98,6 +98,12 @@ class FakeProvider:
     def __repr__(self) -> str:
         return f"FakeProvider(name={self.name!r})"
 
+    def knows_model(self, model: str) -> bool | None:
+        """A scripted fake answers any model (None); otherwise only its default behaviours."""
+        if self._function is not None or self._queue is not None:
+            return None
+        return model in DEFAULT_BEHAVIOURS
+
     async def chat(self, request: ChatRequest, on_token: TokenSink | None = None) -> ChatResult:
         """Reply to `request`; stream the reply's words to `on_token` when given."""
         started_s = self._clock()

@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from inferpipe.llm import errors, pricing
 from inferpipe.llm._openai_wire import (
@@ -97,6 +98,13 @@ class OpenAICompatibleProvider:
 
     def __repr__(self) -> str:
         return f"OpenAICompatibleProvider(name={self.name!r}, base_url={self.base_url!r})"
+
+    def knows_model(self, model: str) -> bool | None:
+        """At OpenAI's own API, whether genai-prices lists the model; elsewhere (Ollama, vLLM,
+        a gateway) the server decides what it serves: None."""
+        if urlsplit(self.base_url).hostname != "api.openai.com":
+            return None
+        return pricing.known_model(self.pricing_provider_id, model)
 
     async def chat(self, request: ChatRequest, on_token: TokenSink | None = None) -> ChatResult:
         """Send one chat request; stream the reply's text to `on_token` when given.

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import genai_prices
+import genai_prices.data_snapshot
 
 from inferpipe.llm.types import Cost, Usage
 
@@ -53,6 +54,16 @@ def price_call(
         if amount is not None:
             return Cost(amount_usd=amount, known=True)
     return Cost.unknown(f"no price for model {model!r} of provider {provider_id!r} in genai-prices")
+
+
+def known_model(provider_id: str, model: str) -> bool | None:
+    """Whether genai-prices lists `model` for `provider_id` (dated variants included); None
+    when it does not know the provider at all."""
+    snapshot = genai_prices.data_snapshot.get_snapshot()
+    provider = genai_prices.data_snapshot.find_provider_by_id(snapshot.providers, provider_id)
+    if provider is None:
+        return None
+    return provider.find_model(model) is not None
 
 
 def _lookup(

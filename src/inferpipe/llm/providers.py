@@ -29,6 +29,7 @@ from inferpipe.llm.types import ChatRequest, ChatResult, TokenSink
 __all__ = [
     "DEFAULT_BEHAVIOURS",
     "FakeProvider",
+    "ModelLister",
     "OpenAICompatibleProvider",
     "Provider",
     "ProviderConfig",
@@ -55,6 +56,14 @@ class Provider(Protocol):
     name: str
 
     async def chat(self, request: ChatRequest, on_token: TokenSink | None = None) -> ChatResult: ...
+
+
+@runtime_checkable
+class ModelLister(Protocol):
+    """A provider that knows which models it serves (used to validate graphs when saved)."""
+
+    def knows_model(self, model: str) -> bool | None:
+        """Whether `model` (the bare name) is served; None when the provider cannot tell."""
 
 
 class ProviderConfig(BaseModel):

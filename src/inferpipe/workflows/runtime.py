@@ -51,7 +51,12 @@ from inferpipe.workflows.netpolicy import EgressPolicy
 from inferpipe.workflows.nodes import NodeRunner, NodeServices, TaskFunction
 from inferpipe.workflows.secret_store import WorkspaceSecrets, workspace_secrets
 from inferpipe.workflows.secrets import SecretProvider, SecretResolver
-from inferpipe.workflows.validate import Limits, PatternModelCatalog, ValidationOptions
+from inferpipe.workflows.validate import (
+    Limits,
+    ModelCatalog,
+    RegistryModelCatalog,
+    ValidationOptions,
+)
 
 WORKFLOW_FUNCTION_ID = "workflow-run"
 """The generic function that runs any saved graph."""
@@ -98,6 +103,8 @@ class WorkflowRuntime:
         limits: size limits graphs are validated against when saved.
         egress: which workspaces' HTTP nodes may reach private addresses (the operator's
             decision; by default `EgressPolicy.from_env()`: nobody unless configured).
+        models: the models graphs may use (by default `RegistryModelCatalog(providers)`: each
+            provider's own list; pass one with `allow`/`only_allowed` for an allowlist).
     """
 
     def __init__(
@@ -112,6 +119,7 @@ class WorkflowRuntime:
         backoff: Backoff | None = None,
         limits: Limits | None = None,
         egress: EgressPolicy | None = None,
+        models: ModelCatalog | None = None,
     ) -> None:
         self.app = app
         self.providers = providers or ProviderRegistry.with_defaults()
@@ -126,6 +134,7 @@ class WorkflowRuntime:
         self._secret_views: tuple[object, WorkspaceSecrets | None] = (None, None)
         resolver = SecretResolver(self._workspace_secret, secrets)
         self.egress = egress or EgressPolicy.from_env()
+        self.models = models or RegistryModelCatalog(self.providers)
         self._services = NodeServices(
             self.providers, resolver, http or HttpSettings(), self.tasks, self.egress
         )
@@ -256,9 +265,8 @@ class WorkflowRuntime:
     def validation_options(self, workspace: str | None = None) -> ValidationOptions:
         """Validation against this runtime's providers, registered tasks, limits and the
         egress policy of `workspace` (the app's by default)."""
-        patterns = tuple(f"{name}/*" for name in self.providers.names())
         return ValidationOptions(
-            models=PatternModelCatalog(patterns),
+            models=self.models,
             limits=self.limits,
             tasks=tuple(self.tasks),
             private_egress=self.egress.allows_private(workspace or self.app.workspace),

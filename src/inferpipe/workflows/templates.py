@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, Undefined, UndefinedError
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -32,9 +32,19 @@ _UNSET: Any = object()
 
 
 class _BoundedSandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, plus bounds on `*` and `**` so a template cannot exhaust memory."""
+    """The immutable sandbox, plus bounds on `*` and `**` so a template cannot exhaust memory,
+    and mapping keys read before attributes: data is JSON, so ``input.items`` is the input's
+    `items` field, never the bound method `dict.items` (whose text leaks a memory address)."""
 
     intercepted_binops = frozenset({"*", "**"})
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, Mapping) and isinstance(attribute, str):
+            try:
+                return obj[attribute]
+            except (KeyError, TypeError):
+                pass
+        return super().getattr(obj, attribute)
 
     def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
         if operator_name == "**":
@@ -56,7 +66,10 @@ class TemplateRenderer:
         self._cache_size = cache_size
         self._cache: OrderedDict[str, Template] = OrderedDict()
         self._env = _BoundedSandbox(
-            undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
+            undefined=StrictUndefined,
+            autoescape=False,
+            keep_trailing_newline=True,
+            finalize=_value_only,
         )
 
     def render(self, source: str, context: Mapping[str, Any], *, where: str = "") -> str:
@@ -76,6 +89,11 @@ class TemplateRenderer:
             ) from None
         except UndefinedError as exc:
             raise TemplateError(f"template{place} reads something undefined: {exc}") from None
+        except _NotAValueError as exc:
+            raise TemplateError(
+                f"template{place} prints {exc.args[0]!r}, a method, not a value: "
+                "the data has no such field"
+            ) from None
         except Exception as exc:  # a template is user input: any failure is a template error
             raise TemplateError(f"template{place} failed: {type(exc).__name__}: {exc}") from None
         if len(text) > self.max_output_chars:
@@ -116,6 +134,19 @@ class TemplateRenderer:
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return template
+
+
+class _NotAValueError(Exception):
+    """A template printed a method or function; `render` reports it with its place."""
+
+
+def _value_only(value: Any) -> Any:
+    """What `{{ ... }}` may print: data, not a method or function (a missing `input.items`
+    would otherwise print ``<built-in method items of dict object at 0x...>``)."""
+    if callable(value) and not isinstance(value, Undefined):
+        name = getattr(value, "__name__", type(value).__name__)
+        raise _NotAValueError(name)
+    return value
 
 
 def template_context(

@@ -20,6 +20,7 @@ from croniter import croniter
 
 from inferpipe.core import expr
 from inferpipe.core.errors import InvalidExpressionError
+from inferpipe.llm.providers import ModelLister, ProviderRegistry
 from inferpipe.workflows import _dag, _refs, _secret_use, netpolicy, spec
 from inferpipe.workflows._index import GraphIndex, index_graph
 from inferpipe.workflows.errors import GraphInvalidError, Problem, ProblemCode
@@ -51,7 +52,43 @@ class PatternModelCatalog:
         return f"unknown model {model!r} for provider {provider!r}"
 
 
-DEFAULT_MODEL_CATALOG = PatternModelCatalog()
+@dataclass(frozen=True, slots=True)
+class RegistryModelCatalog:
+    """The models of registered providers, as each provider lists them, plus an operator's
+    allowlist.
+
+    Args:
+        providers: the registry whose providers serve the models.
+        allow: glob patterns ('openai/ft:*', 'local/*') accepted whatever the provider lists.
+        only_allowed: accept nothing but `allow` (the operator's list is the whole catalog).
+    """
+
+    providers: ProviderRegistry
+    allow: tuple[str, ...] = ()
+    only_allowed: bool = False
+
+    def check(self, model: str) -> str | None:
+        """None when `model` can be used; else the reason it cannot."""
+        provider_name, slash, name = model.partition("/")
+        if not slash or not provider_name or not name:
+            return f"model {model!r} must be written 'provider/name', e.g. 'openai/gpt-4o-mini'"
+        known = self.providers.names()
+        if provider_name not in known:
+            return f"unknown provider {provider_name!r} (known providers: {', '.join(known)})"
+        if any(fnmatchcase(model, pattern) for pattern in self.allow):
+            return None
+        if self.only_allowed:
+            allowed = ", ".join(self.allow) or "none"
+            return f"model {model!r} is not in this server's model allowlist ({allowed})"
+        provider = self.providers.get(provider_name)
+        listed = provider.knows_model(name) if isinstance(provider, ModelLister) else None
+        if listed is False:
+            return f"unknown model {model!r}: provider {provider_name!r} does not list it"
+        return None
+
+
+DEFAULT_MODEL_CATALOG = RegistryModelCatalog(ProviderRegistry.with_defaults())
+"""The built-in providers' models ("fake", and "openai" as genai-prices lists them)."""
 
 
 @dataclass(frozen=True, slots=True)

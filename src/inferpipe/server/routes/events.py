@@ -8,6 +8,7 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
 
+from inferpipe.core import json as jsonc
 from inferpipe.core.events import Event
 from inferpipe.core.ids import new_id
 from inferpipe.server import query, schemas, views
@@ -132,9 +133,11 @@ async def json_body(request: Request) -> Any:
     if not raw.strip():
         raise InvalidRequestError("the request body is empty", [FieldProblem("body", "required")])
     try:
-        return orjson.loads(raw)
+        return jsonc.loads_exact(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidJSONError(f"the request body is not valid JSON: {exc}") from None
+    except jsonc.IntegerOutOfRangeError as exc:
+        raise InvalidRequestError(str(exc), [FieldProblem("body", str(exc))]) from None
 
 
 def parse_events(payload: Any, max_events: int) -> list[Event]:
