@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,19 +15,7 @@ import inferpipe as ip
 from inferpipe.cli import main
 from inferpipe.core.tracebacks import MAX_TRACEBACK_CHARS
 from inferpipe.testing import Harness
-from tests.store.conftest import PostgresServer, session_postgres
-from tests.store.pg_harness import PostgresHarness
-
-HarnessFactory = Callable[[ip.App], Harness]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def harness(request: pytest.FixtureRequest, tmp_path: Path) -> HarnessFactory:
-    """Builds a `Harness` for an app on the test's store."""
-    if request.param == "sqlite":
-        return lambda app: Harness(app, path=tmp_path / "test.db")
-    server: PostgresServer = session_postgres()
-    return lambda app: PostgresHarness(app, server.url)
+from tests.engine.conftest import HarnessFactory
 
 
 async def test_sleep_until_a_target_computed_from_now_wakes(harness: HarnessFactory) -> None:

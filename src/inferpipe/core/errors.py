@@ -17,6 +17,7 @@ Hierarchy::
     ├── NonRetriableError                 raised by user code: do not retry
     ├── RetryAfterError                   raised by user code: retry after a delay
     ├── StepError                         a step failed for good; raised into user code
+    ├── NondeterminismError               a replay diverged from the run's journal
     └── StoreError                        persistence failed
         └── MigrationError
 
@@ -195,6 +196,26 @@ class StepError(InferpipeError):
         self.error_type = error_type
         self.step_traceback = step_traceback
         """Where the step's own code failed, as recorded with the step."""
+
+
+class NondeterminismError(InferpipeError):
+    """A replay reached a step the journal does not have while recorded steps were still
+    ahead: the function's code changed under the run (without `ctx.patched`), or it decides
+    which steps to call from something outside steps (random numbers, the time, I/O). The run
+    fails and is not retried; fix the code and re-run it."""
+
+    code = "nondeterminism"
+
+    def __init__(self, new_steps: list[str], recorded_step: str) -> None:
+        new = ", ".join(repr(k) for k in new_steps)
+        super().__init__(
+            f"replay reached step {new}, which this run's journal does not have, while recorded "
+            f"step {recorded_step!r} was never reached: the code changed under the run, or "
+            "chooses its steps from something outside steps (random, time, I/O); guard the "
+            "change with ctx.patched(...) so runs recorded before it keep their path"
+        )
+        self.new_steps = new_steps
+        self.recorded_step = recorded_step
 
 
 class StoreError(InferpipeError):

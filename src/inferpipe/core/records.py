@@ -47,6 +47,7 @@ class StepKind(enum.StrEnum):
     LLM = "llm"
     EXPERIMENT = "experiment"
     DEFER = "defer"
+    PATCH = "patch"  #: a `ctx.patched` decision, not a step the code has to reach
 
 
 def experiment_step_key(experiment_id: str) -> str:

@@ -102,6 +102,19 @@ class Context:
         model = self._journal.planner.input_model_of(self.function_id)
         return model.model_validate(data) if model is not None else data
 
+    def patched(self, patch_id: str) -> bool:
+        """Version a change to this function's steps so runs started before it finish on the
+        old path. True: take the new code; False: this run was already past this point under
+        the old code, keep the old one. Decided once per run and recorded in its journal::
+
+            if ctx.patched("validate-before-charge"):
+                await ctx.step.run("validate", validate, order)   # added by the change
+            await ctx.step.run("charge", charge, order)
+
+        Once no run from before the change is open, delete the old branch and the call.
+        """
+        return self._journal.patched(patch_id)
+
     def defer(self, defer_id: str, target: Any, data: dict[str, Any] | BaseModel) -> None:
         """Run `target` (a scorer or function, or its id) with `data` once this run finalizes,
         whatever its outcome. `data` is validated now against the target's input model. The

@@ -123,7 +123,12 @@ class Executor:
         task: asyncio.Task[Any] = asyncio.ensure_future(fn.handler(Context(j, stream)))
         try:
             if await self._drive(j, task):
-                await self._park(j, started)
+                if j.held:  # settled on a step the journal does not have, short of its steps
+                    await self._finish(
+                        j, Outcome(RunStatus.FAILED, error=error_payload(j.divergence()))
+                    )
+                else:
+                    await self._park(j, started)
                 return
         except asyncio.CancelledError:
             j.lease_lost = True  # cancelled from outside: the lease is lost or being given up
@@ -164,7 +169,7 @@ class Executor:
         await self.store.park(j.lease, RunStatus.QUEUED, j.now_ms(), j.now_ms())
 
     async def _quiescent(self, j: RunJournal, task: asyncio.Task[Any]) -> bool:
-        if not j.parked or j.inflight:
+        if not (j.parked or j.held) or j.inflight:
             return False
         for _ in range(SETTLE_ROUNDS):
             await asyncio.sleep(0)

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from inferpipe.core.errors import (
     LeaseLost,
+    NondeterminismError,
     RunCancelled,
     StepNestingError,
     StoreError,
@@ -20,7 +21,15 @@ from inferpipe.core.errors import (
 )
 from inferpipe.core.events import Event
 from inferpipe.core.json import KB, MB
-from inferpipe.core.records import ClaimedRun, IngestResult, LogRecord, NewRun, StepRecord
+from inferpipe.core.records import (
+    ClaimedRun,
+    IngestResult,
+    LogRecord,
+    NewRun,
+    StepKind,
+    StepRecord,
+    StepStatus,
+)
 from inferpipe.core.redaction import DEFAULT_REDACTED_KEYS
 from inferpipe.engine.clock import Clock
 from inferpipe.store.base import Progress, ProgressResult, Store
@@ -97,7 +106,13 @@ class RunJournal:
         self.fatal: BaseException | None = None
         """A misuse that fails the run whatever the function does after it."""
         self.wrote_steps = False  #: whether this execution recorded a step (it progressed)
-        self._unvisited = set(self.records)
+        # What the replay has yet to reach; a patch marker is a decision, not a step to reach.
+        self._unvisited = {k for k, r in self.records.items() if r.kind is not StepKind.PATCH}
+        self._caught_up = asyncio.Event()
+        if not self._unvisited:
+            self._caught_up.set()
+        self.held: list[str] = []
+        """New steps waiting for the replay to reach every recorded step (see `reach_new`)."""
         self.on_recorded: Callable[[list[StepRecord]], Awaitable[None]] | None = None
         self.drain: asyncio.Event | None = None
         self.lease_deadline_ms: Callable[[], int | None] | None = None
@@ -124,6 +139,55 @@ class RunJournal:
 
     def visit(self, key: str) -> None:
         self._unvisited.discard(key)
+        if not self._unvisited:
+            self._caught_up.set()
+
+    async def reach_new(self, key: str) -> None:
+        """Before a step the journal does not have starts: while recorded steps are still
+        unvisited, hold it until they are. Parallel branches replay in their own order, so a
+        branch at its frontier waits for its siblings to pass their recorded steps; if the run
+        settles with this step held and recorded steps unreached, the replay has diverged and
+        the executor fails the run with `divergence()`."""
+        if self._caught_up.is_set():
+            return
+        self.held.append(key)
+        self.changed.set()
+        await self._caught_up.wait()
+        # Not on cancellation: a held step that is cancelled is what `divergence()` names.
+        self.held.remove(key)
+
+    def divergence(self) -> NondeterminismError:
+        """The error of a replay that settled with new steps held (see `reach_new`)."""
+        first = min(self._unvisited, key=lambda k: self.records[k].seq)
+        return NondeterminismError(list(self.held), first)
+
+    def patched(self, patch_id: str) -> bool:
+        """`ctx.patched`: whether this run takes the code path of change `patch_id`. Decided
+        once per run and recorded: True for a run that reaches this point at its frontier
+        (new runs, and old ones that had not got this far), False for one whose journal
+        already holds steps beyond it (it started under the code before the change)."""
+        if not isinstance(patch_id, str) or not patch_id:
+            raise ValueError("a patch id must be a non-empty string")
+        key = f"patch:{patch_id}"
+        rec = self.records.get(key) or next((s for s in self.pending_steps if s.key == key), None)
+        if rec is not None:
+            return bool(rec.output)
+        decided = self._caught_up.is_set()
+        now = self.now_ms()
+        self.pending_steps.append(
+            StepRecord(
+                self.run.id,
+                key,
+                patch_id,
+                StepKind.PATCH,
+                StepStatus.COMPLETED,
+                seq=self.next_seq(),
+                started_at_ms=now,
+                finished_at_ms=now,
+                output=decided,
+            )
+        )
+        return decided
 
     @property
     def replaying(self) -> bool:
@@ -223,5 +287,5 @@ class RunJournal:
 
     def finished(self) -> None:
         self.inflight -= 1
-        if self.parked:  # only a parked run can become quiescent
+        if self.parked or self.held:  # only a parked or held run can become quiescent
             self.changed.set()

@@ -42,6 +42,7 @@ class ScoringSteps(ABC):
         key = j.key_for(f"score:{name}")
         if key in j.records:
             return
+        await j.reach_new(key)
         j.check_continue()
         now = j.now_ms()
         meta = redact(jsonc.roundtrip(metadata or {}), j.limits.redact_keys)
@@ -87,6 +88,8 @@ class ScoringSteps(ABC):
         key = j.key_for(experiment_step_key(experiment_id))
         rec = j.records.get(key)
         if rec is None:
+            await j.reach_new(key)
+            j.check_continue()
             names = list(variants)
             chosen = (select or Weighted(dict.fromkeys(names, 1.0))).choose(
                 experiment_id, j.run.id, names

@@ -87,6 +87,8 @@ class Steps(ScoringSteps):
             and (rec.wake_at_ms or 0) > j.now_ms()
         ):
             return await j.park(key, rec.wake_at_ms)
+        if rec is None:
+            await j.reach_new(key)
         j.check_continue()
         attempt = rec.attempt + 1 if rec is not None else 0
         history = list(rec.meta.get("attempts", [])) if rec is not None else []
@@ -201,6 +203,7 @@ class Steps(ScoringSteps):
         if rec is not None and rec.status is StepStatus.COMPLETED:
             return
         if rec is None:
+            await j.reach_new(key)
             j.check_continue()
         now = j.now_ms()
         step = StepRecord(
@@ -240,6 +243,7 @@ class Steps(ScoringSteps):
         if rec is None:
             if if_exp:
                 expr.check_variables(if_exp, {"event", "async"}, where=f"step {step_id!r}")
+            await j.reach_new(key)
             j.check_continue()
             bound = expr.bind_event(if_exp, self._trigger) if if_exp else None
             wait = NewWait(
@@ -313,6 +317,7 @@ class Steps(ScoringSteps):
         rec = j.records.get(key)
         if rec is not None and rec.status is StepStatus.COMPLETED:
             return list(rec.output)
+        await j.reach_new(key)
         j.check_continue()
         now = j.now_ms()
         batch = [
@@ -353,6 +358,7 @@ class Steps(ScoringSteps):
         key = j.key_for(step_id)
         rec = j.records.get(key)
         if rec is None:
+            await j.reach_new(key)
             j.check_continue()
             now = j.now_ms()
             data = redact(data or {}, j.limits.redact_keys)

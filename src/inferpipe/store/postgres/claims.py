@@ -194,7 +194,8 @@ SELECT LEAST(
     (SELECT ready_at_ms FROM runs WHERE workspace = $1 AND status IN {_PARKED}
        AND ready_at_ms > COALESCE($3::bigint, -1) AND function_id = ANY($2::text[])
      ORDER BY ready_at_ms LIMIT 1),
-    (SELECT lease_expires_at_ms FROM runs WHERE workspace = $1 AND status = 'running'
+    -- a lease is claimable once the clock is past its end (claims take `< now`)
+    (SELECT lease_expires_at_ms + 1 FROM runs WHERE workspace = $1 AND status = 'running'
        AND function_id = ANY($2::text[])
      ORDER BY lease_expires_at_ms LIMIT 1))
 """

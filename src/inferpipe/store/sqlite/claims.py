@@ -249,7 +249,8 @@ def next_ready_at(
         [p for s in statuses for p in (ws, s, -1 if after_ms is None else after_ms, *function_ids)],
     ).fetchone()
     (lease,) = conn.execute(
-        f"SELECT MIN(lease_expires_at_ms) FROM runs WHERE status = 'running' AND workspace = ?"
+        # A lease is claimable once the clock is past its end (claims take `< now`).
+        f"SELECT MIN(lease_expires_at_ms) + 1 FROM runs WHERE status = 'running' AND workspace = ?"
         f" AND function_id IN ({fns})",
         (ws, *function_ids),
     ).fetchone()
