@@ -24,3 +24,8 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> HarnessFactory:
         return lambda app: Harness(app, path=tmp_path / "test.db")
     server: PostgresServer = session_postgres()
     return lambda app: PostgresHarness(app, server.url)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> PostgresServer:
+    return session_postgres()
