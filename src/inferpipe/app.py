@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -49,6 +50,8 @@ from inferpipe.store.base import Page, RunFilter, ScoreFilter
 from inferpipe.streams.memory import MemoryPubSub
 from inferpipe.streams.pubsub import PubSub, StreamEvent, Subscription
 from inferpipe.streams.store import StorePubSub
+
+_log = logging.getLogger("inferpipe.app")
 
 
 class App:
@@ -401,8 +404,44 @@ def pubsub_from(streams: PubSub | str | None, store: Store | None = None) -> Pub
     )
 
 
+def shared_streams(app: App, process: str, *, alone_ok: bool = False) -> str:
+    """Settle the streams of a process that shares its runs with other processes: an API
+    without workers, a worker serving an API elsewhere. Call it before the app starts.
+
+    With no setting (neither `App(streams=...)` nor $INFERPIPE_STREAMS_URL) the streams go in
+    the store, which every process on the database shares. In-memory streams cannot cross
+    processes (the API would relay none of its workers' events), so they are refused - or,
+    with `alone_ok` (a process that also runs workers, and may be alone), warned about.
+
+    Returns:
+        A line for the start-up banner saying where the streams are.
+
+    Raises:
+        ConfigurationError: In-memory streams, and not `alone_ok`.
+    """
+    setting = app.streams if app.streams is not None else os.environ.get("INFERPIPE_STREAMS_URL")
+    if app._engine is not None:
+        setting = app._engine.pubsub
+    if not setting:
+        app.streams = "store"
+        return "streams: in the store (shared by every process on the database)"
+    if setting != "memory://" and not isinstance(setting, MemoryPubSub):
+        # A URL's host only: no credentials in a banner.
+        shown = setting.rsplit("@", 1)[-1] if isinstance(setting, str) else type(setting).__name__
+        return f"streams: {shown}"
+    problem = (
+        f"{process} keeps run streams in memory (streams='memory://'), which other processes "
+        "cannot see: an API would relay none of the events of workers in other processes. "
+        "Use streams='store' (the default when none is set) or a redis:// URL"
+    )
+    if not alone_ok:
+        raise ConfigurationError(problem + ".")
+    _log.warning("%s; this works only while this process is the app's only worker.", problem)
+    return "streams: in memory (this process only)"
+
+
 def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
-__all__ = ["App", "create_scorer", "sample"]
+__all__ = ["App", "create_scorer", "sample", "shared_streams"]

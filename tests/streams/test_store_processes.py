@@ -4,8 +4,10 @@ The worker runs `python -m inferpipe worker` with INFERPIPE_STREAMS_URL=store on
 the test subscribes through `app.stream` on the same file. A worker killed with SIGKILL mid-step
 is recovered by another one; subscribers see one ordered, duplicate-free stream that ends with
 the run's final event. The step that was in flight runs again (at least once), so its tokens are
-published again after a `run.resumed` event: what the design guarantees is no duplicate index,
-every recorded event delivered once and in order, and the final event.
+published again after a `run.resumed` event and a `step.abandoned` event naming the attempt cut
+off: the raw topic (read here with `raw=True`) has no duplicate index, every recorded event once
+and in order, and the final event. (The presented view, each token once, is tested through the
+HTTP client in tests/server/test_stream_crash.py.)
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def observer(database: str) -> ip.App:
 
 async def collect(app: ip.App, run_id: str, after: int | None = None) -> list[ip.StreamEvent]:
     async with asyncio.timeout(WAIT_S):
-        return [event async for event in app.stream(run_id, after=after)]
+        return [event async for event in app.stream(run_id, after=after, raw=True)]
 
 
 def kinds(events: list[ip.StreamEvent]) -> list[str]:
@@ -129,7 +131,21 @@ async def test_stream_survives_a_killed_worker_for_staying_and_reconnecting_clie
     assert tokens(everything) == spoken + spoken
     resumed = kinds(everything).index("run.resumed")
     assert tokens(everything[:resumed]) == spoken and tokens(everything[resumed:]) == spoken
-    assert _data(everything[resumed])["attempt"] == 2
+    assert _data(everything[resumed])["execution"] == 2
+    # ...and the second execution first named the attempt the first one left unfinished.
+    notice = everything[resumed + 1]
+    first = [e for e in everything[:resumed] if _data(e)["type"] == "token"]
+    assert _data(notice) == {
+        "type": "step.abandoned",
+        "execution": 2,
+        "reason": "interrupted",
+        "abandoned": {"step": "speak", "attempt": 0, "execution": 1},
+        "published": {
+            "first_index": first[0].index,
+            "last_index": first[-1].index,
+            "events": stream_app.TOKENS,
+        },
+    }
 
 
 async def read_until_tokens(app: ip.App, run_id: str, count: int) -> list[ip.StreamEvent]:
@@ -146,7 +162,7 @@ async def read_until_tokens(app: ip.App, run_id: str, count: int) -> list[ip.Str
 
 def follow(app: ip.App, run_id: str) -> AsyncGenerator[ip.StreamEvent, None]:
     """`app.stream`, typed as the generator it is, to close it when leaving early."""
-    return cast(AsyncGenerator[ip.StreamEvent, None], app.stream(run_id))
+    return cast(AsyncGenerator[ip.StreamEvent, None], app.stream(run_id, raw=True))
 
 
 async def wait_for_tokens(app: ip.App, run_id: str, count: int) -> None:

@@ -8,14 +8,17 @@ import signal
 
 from rich.console import Console
 
-from inferpipe.app import App
+from inferpipe.app import App, shared_streams
 from inferpipe.engine.worker import Worker
 
 console = Console(stderr=True)
 
 
 async def run_worker(app: App, *, concurrency: int, lease_ms: int, banner: str) -> None:
-    """Run a worker until SIGINT/SIGTERM, then drain: steps in flight finish, leases go back."""
+    """Run a worker until SIGINT/SIGTERM, then drain: steps in flight finish, leases go back.
+    Its runs' streams must reach an API in another process: they default to the store, and
+    in-memory streams are refused."""
+    streams = shared_streams(app, f"{banner} worker")
     await app.start()
     worker = Worker(app.engine, concurrency=concurrency, lease_ms=lease_ms)
     loop = asyncio.get_running_loop()
@@ -23,7 +26,9 @@ async def run_worker(app: App, *, concurrency: int, lease_ms: int, banner: str) 
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, worker.notify_shutdown)
     functions = ", ".join(app.registry.ids) or "(none)"
-    console.print(f"[bold]{banner}[/] worker [cyan]{worker.id}[/] · functions: {functions}")
+    console.print(
+        f"[bold]{banner}[/] worker [cyan]{worker.id}[/] · functions: {functions} · {streams}"
+    )
     try:
         await worker.run()
     finally:

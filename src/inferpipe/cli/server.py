@@ -6,7 +6,7 @@ import argparse
 
 from rich.console import Console
 
-from inferpipe.app import App
+from inferpipe.app import App, shared_streams
 from inferpipe.server import keys_cli, retention, runner
 from inferpipe.server.deps import ApiSettings
 from inferpipe.store import admin, store_from_url
@@ -35,8 +35,14 @@ async def dev(app: App, port: int, concurrency: int, allowed_hosts: tuple[str, .
 
 
 async def serve(app: App, args: argparse.Namespace) -> None:
-    """The API (keys required), with workers unless --no-worker."""
-    console.print(f"[bold]inferpipe serve[/] on http://{args.host}:{args.port} (API keys required)")
+    """The API (keys required), with workers unless --no-worker. Other processes may serve the
+    same database (workers, more APIs): streams default to the store."""
+    streams = (
+        "" if args.no_worker else shared_streams(app, "inferpipe serve", alone_ok=True) + " · "
+    )
+    console.print(
+        f"[bold]inferpipe serve[/] on http://{args.host}:{args.port} · {streams}API keys required"
+    )
     await runner.serve_async(
         app,
         args.host,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any, NamedTuple, TypeGuard
 
 from inferpipe.core.records import StepRecord, StepStatus
 
@@ -38,9 +38,8 @@ ENGINE_PREFIXES = ("run.", "step.")
 """Types of the engine's own lifecycle events; user code cannot publish them."""
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptId:
-    """One execution of one attempt of a step."""
+class AttemptId(NamedTuple):
+    """One execution of one attempt of a step (a tuple: built and hashed per event read)."""
 
     step: str
     attempt: int

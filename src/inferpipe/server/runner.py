@@ -9,7 +9,7 @@ from typing import Any
 
 import uvicorn
 
-from inferpipe.app import App
+from inferpipe.app import App, shared_streams
 from inferpipe.core.errors import ConfigurationError
 from inferpipe.server.api import create_api
 from inferpipe.server.deps import ApiSettings
@@ -51,7 +51,8 @@ class ApiServer:
         host: the address to bind; without keys only loopback is allowed.
         port: the TCP port; 0 picks a free one (see `port` once started).
         require_keys: refuse requests without an API key.
-        worker: also run workers here (False: an API-only process, `--no-worker`).
+        worker: also run workers here (False: an API-only process, `--no-worker`, whose
+            streams default to the store and may not be in memory: see `shared_streams`).
         settings: API limits; `retention_days`, `worker_options`: see `create_api`.
         log_level: uvicorn's log level.
     """
@@ -70,6 +71,8 @@ class ApiServer:
         log_level: str = "info",
     ) -> None:
         check_binding(host, require_keys=require_keys)
+        if not worker:
+            _log.info(shared_streams(app, "an API without workers"))
         self.require_keys = require_keys
         self.api = create_api(
             app,
@@ -128,7 +131,8 @@ async def serve_async(
     serve` with keys; ``worker=False`` makes an API-only process.
 
     Raises:
-        ConfigurationError: keys are not required and `host` is not loopback.
+        ConfigurationError: keys are not required and `host` is not loopback, or an API-only
+            process (``worker=False``) has in-memory streams.
     """
     server = ApiServer(
         app,
