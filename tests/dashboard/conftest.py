@@ -82,6 +82,19 @@ def build_app(database: str) -> ip.App:
             await ctx.step.run(f"tick-{tick}", pass_gate, ctx.event.data["gate"], tick)
         return {"ticks": ticks}
 
+    @app.function(id="retold", retries=1, backoff=quick)
+    async def retold(ctx: ip.Context) -> str:
+        async def tell() -> str:
+            first = ctx.attempt == 0
+            for n in range(2 if first else 3):
+                await ctx.stream.publish(f"{'draft' if first else 'tok'}{n}", kind="token")
+            if first:  # the first attempt streams, then fails when the test says so
+                await asyncio.to_thread(pass_gate, ctx.event.data["gate"], 0)
+                raise RuntimeError("the model connection dropped")
+            return "told"
+
+        return str(await ctx.step.run("tell", tell))
+
     @app.function(id="approval", trigger=ip.on_event("shop/order.placed"), retries=0)
     async def approval(ctx: ip.Context) -> object:
         await ctx.step.run("notify", lambda: "asked a human")
@@ -165,6 +178,13 @@ class Dashboard:
                 return list(steps)
             assert time.monotonic() < deadline, f"run {run_id} has {len(steps)} steps"
             time.sleep(0.02)
+
+    def gated(self, function: str) -> tuple[str, threading.Semaphore]:
+        """A run of `function` whose steps wait on a gate the test opens."""
+        gate = f"gate-{len(GATES)}"
+        GATES[gate] = threading.Semaphore(0)
+        self.gates_made.append(gate)
+        return self.invoke(function, {"gate": gate}), GATES[gate]
 
     def ticker(self, ticks: int) -> tuple[str, threading.Semaphore]:
         """A `ticker` run that waits for the test before each of its `ticks` steps."""

@@ -1,6 +1,7 @@
 """The dashboard in Chromium against the live server: from the runs list to a failed step's
 error and input in three clicks, a running run updating live, a dropped stream resumed with no
-gap and no duplicate, bulk cancel, the waiting explanation, large values loaded in full."""
+gap and no duplicate, a retried attempt's streamed output taken back, bulk cancel, the waiting
+explanation, large values loaded in full."""
 
 from __future__ import annotations
 
@@ -92,6 +93,32 @@ def test_dropped_stream_resumes_without_gap_or_duplicate(
     assert live.get_attribute("data-duplicates") == "0"
     assert live.get_attribute("data-gaps") == "0"
     expect(page.locator('button.wf-row[data-step-key="tick-5"]')).to_be_visible()
+
+
+def stream_lines(page: Page) -> list[str]:
+    return [str(t) for t in page.locator("#stream-log li").all_inner_texts()]
+
+
+def test_a_retried_attempt_shown_live_is_taken_back(
+    dashboard: Dashboard, new_page: Callable[..., Page]
+) -> None:
+    run_id, gate = dashboard.gated("retold")
+    page = new_page()
+    open_app(page, dashboard.base_url, f"/run/{run_id}")
+    live = page.locator("#stream-log")
+    expect(live.locator("li", has_text="token tell")).to_have_count(2)  # the first attempt's
+    gate.release()  # it fails now; the retry streams three tokens and completes
+    expect(page.locator("#live-state")).to_have_attribute("data-state", "finished")
+    expect(live.locator("li", has_text="step.abandoned")).to_have_count(1)
+    expect(live.locator("li", has_text="token tell")).to_have_count(3)
+    assert page.locator("#live-state").get_attribute("data-gaps") == "0"
+    # Opened afterwards: the retried attempt's output was never shown, so nothing is taken back.
+    later = new_page()
+    open_app(later, dashboard.base_url, f"/run/{run_id}")
+    expect(later.locator("#live-state")).to_have_attribute("data-state", "finished")
+    assert not [line for line in stream_lines(later) if "step.abandoned" in line]
+    assert len([line for line in stream_lines(later) if "token tell" in line]) == 3
+    assert later.locator("#live-state").get_attribute("data-gaps") == "0"
 
 
 def test_bulk_cancel_with_preview_and_confirmation(

@@ -28,10 +28,13 @@ import pytest
 from rich.console import Console
 
 import inferpipe as ip
+from inferpipe.app import shared_streams
 from inferpipe.client import Client
 from inferpipe.core import run_stream
+from inferpipe.core.errors import ConfigurationError
 from inferpipe.server import keys_cli
 from inferpipe.store.sqlite import SQLiteStore
+from inferpipe.streams.memory import MemoryPubSub
 from tests.servers import free_port
 from tests.streams import stream_app
 
@@ -223,3 +226,18 @@ def sse_tokens(url: str, key: str, run_id: str) -> list[Any]:
     return [
         m["data"]["data"] for m in messages if "index" in m and m["data"].get("type") == "token"
     ]
+
+
+def test_the_shared_streams_rule(monkeypatch: pytest.MonkeyPatch, caplog: Any) -> None:
+    monkeypatch.delenv("INFERPIPE_STREAMS_URL", raising=False)
+    unset = ip.App("a")
+    assert "in the store" in shared_streams(unset, "a worker") and unset.streams == "store"
+    with pytest.raises(ConfigurationError, match="other processes"):
+        shared_streams(ip.App("b", streams="memory://"), "a worker")
+    with pytest.raises(ConfigurationError):
+        shared_streams(ip.App("c", streams=MemoryPubSub()), "a worker")
+    assert "memory" in shared_streams(ip.App("d", streams="memory://"), "serve", alone_ok=True)
+    assert "only worker" in caplog.text
+    monkeypatch.setenv("INFERPIPE_STREAMS_URL", "redis://:secret@cache:6379/0")
+    banner = shared_streams(ip.App("e"), "a worker")
+    assert banner == "streams: cache:6379/0"  # the setting wins; no credentials shown
