@@ -38,6 +38,7 @@ def test_failed_step_error_and_input_in_three_clicks(
     expect(error).to_contain_text("card declined for order ord-42")
     expect(error).to_contain_text("ValueError")
     expect(error.locator("pre.traceback")).to_contain_text("in charge")  # the user's frame
+    expect(page.locator("#run-header")).to_contain_text("Executions")
     page.locator("#run-error summary").click()
     expect(page.locator("#run-error pre.traceback")).to_contain_text("in checkout")
     page.get_by_role("tab", name="Input").click()  # 3
