@@ -66,7 +66,7 @@ async def test_a_choice_outside_steps_is_caught_on_replay(harness: HarnessFactor
     async with harness(app) as h:
         run = await h.settle(await h.invoke("flip"))
         assert run is not None and run.status is ip.RunStatus.FAILED and run.error is not None
-        assert run.error["type"] == "NondeterminismError"
+        assert run.error["type"] == ip.NondeterminismError.__name__
         assert "step 'tails'" in run.error["message"] and "step 'heads'" in run.error["message"]
 
 

@@ -95,7 +95,7 @@ class RunStream:
         """Publish the lifecycle events of steps just recorded; a failed attempt that will be
         retried and had published output is announced as abandoned."""
         for step in steps:
-            if step.kind is StepKind.DEFER:
+            if step.kind in (StepKind.DEFER, StepKind.PATCH):  # records, not steps that ran
                 continue
             await publish(self._pubsub, step.run_id, step_event(step, self.execution))
             span = self._published.pop((step.key, step.attempt), None)
