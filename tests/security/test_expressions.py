@@ -3,12 +3,16 @@ worker processes when evaluated, so no filter or graph can stop the server's pro
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import httpx
+import pytest
 from bench.hostile_expressions import capped_filter, issue_filter
 
 from inferpipe.core import expr
+from inferpipe.core.errors import ExpressionBudgetError
+from inferpipe.engine import sandbox
 from tests.security.conftest import SecureServer, graph
 from tests.server.conftest import assert_error, wait_status
 
@@ -95,3 +99,30 @@ def test_every_expression_is_checked_statically_when_compiled() -> None:
 
 def transform(node_id: str, expression: str) -> dict[str, object]:
     return {"id": node_id, "type": "transform", "expression": expression}
+
+
+async def test_the_sandbox_recovers_after_a_budget_error_and_reports_eval_errors() -> None:
+    box = sandbox.ExpressionSandbox(sandbox.Budget(time_s=0.5), workers=1)
+    heavy = capped_filter(3900)
+    try:
+        with pytest.raises(ExpressionBudgetError, match=r"time budget of 0\.5 s"):
+            await box.evaluate(heavy, {})
+        assert await box.evaluate("input.n * 2", {"input": {"n": 21}}) == 42  # a new worker
+        with pytest.raises(expr.ExpressionEvalError) as failed:
+            await box.evaluate("input.missing", {"input": {}})
+        assert str(failed.value) == str(in_process_error("input.missing", {"input": {}}))
+        assert await box.matches_many("x > 1", [{"x": 1}, {"x": 2}, {}]) == [False, True, False]
+        outcomes = await asyncio.gather(
+            *(box.evaluate(heavy, {}) for _ in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(o, ExpressionBudgetError) for o in outcomes)
+    finally:
+        box.close()
+
+
+def in_process_error(source: str, variables: dict[str, object]) -> Exception:
+    try:
+        expr.evaluate(source, variables)
+    except expr.ExpressionEvalError as exc:
+        return exc
+    raise AssertionError("no error")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import os
 import pickle
@@ -133,7 +134,11 @@ class ExpressionSandbox:
     def __init__(self, budget: Budget | None = None, *, workers: int = DEFAULT_WORKERS) -> None:
         self.budget = budget or Budget()
         self._idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
-        self._slots = threading.BoundedSemaphore(workers)
+        # One thread per worker process waits on its pipe: calls beyond queue here, not in
+        # the event loop's default executor (which DNS lookups and sync tasks share).
+        self._threads = concurrent.futures.ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="inferpipe-cel"
+        )
         self._closed = False
 
     async def evaluate(self, expression: str, variables: dict[str, Any]) -> Any:
@@ -164,6 +169,7 @@ class ExpressionSandbox:
     def close(self) -> None:
         """Stop every idle worker; calls after this start none."""
         self._closed = True
+        self._threads.shutdown(wait=False, cancel_futures=True)
         while True:
             try:
                 self._idle.get_nowait().kill()
@@ -173,30 +179,35 @@ class ExpressionSandbox:
     async def _run(self, expression: str, batch: list[dict[str, Any]]) -> list[tuple[bool, Any]]:
         expr.compile_expr(expression)  # static checks and syntax, before any worker is used
         request = pickle.dumps((expression, batch))
-        return await asyncio.to_thread(self._call, expression, request)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, self._call, expression, request)
 
     def _call(self, expression: str, request: bytes) -> list[tuple[bool, Any]]:
-        with self._slots:
-            if self._closed:
-                raise RuntimeError("the expression sandbox is closed")
-            try:
-                worker = self._idle.get_nowait()
-            except queue.Empty:
-                worker = _Worker(self.budget.memory_bytes)
-                if not worker.ready():
-                    worker.kill()
-                    raise RuntimeError("an expression worker process did not start") from None
-            started = time.monotonic()
-            reply = worker.call(request, started + self.budget.time_s)
-            if reply is None:
-                timed_out = time.monotonic() - started >= self.budget.time_s
+        if self._closed:
+            raise RuntimeError("the expression sandbox is closed")
+        try:
+            worker = self._idle.get_nowait()
+        except queue.Empty:
+            worker = _Worker(self.budget.memory_bytes)
+            if not worker.ready():
                 worker.kill()
-                what = (
-                    f"ran over its time budget of {self.budget.time_s:g} s"
-                    if timed_out
-                    else f"ran over its memory budget of {self.budget.memory_bytes >> 20} MB"
-                )
-                raise ExpressionBudgetError(expression, what)
+                raise RuntimeError("an expression worker process did not start") from None
+        started = time.monotonic()
+        reply = worker.call(request, started + self.budget.time_s)
+        if reply is None:
+            timed_out = time.monotonic() - started >= self.budget.time_s
+            exit_code = worker.process.poll()
+            worker.kill()
+            what = (
+                f"ran over its time budget of {self.budget.time_s:g} s"
+                if timed_out or exit_code is None
+                else f"ended its worker process (exit {exit_code}): most likely over the "
+                f"memory budget of {self.budget.memory_bytes >> 20} MB"
+            )
+            raise ExpressionBudgetError(expression, what)
+        if self._closed:
+            worker.kill()
+        else:
             self._idle.put(worker)
         replies: list[tuple[bool, Any]] = pickle.loads(reply)
         return replies
