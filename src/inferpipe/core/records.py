@@ -200,6 +200,16 @@ class RunFlow:
     skip_reason: str | None = None  #: record the run as skipped at once (a key failed)
     note: str | None = None  #: a remark kept as the queued run's status reason
 
+    def queue_group(self, function_id: str) -> str | None:
+        """The runs that flow control treats alike (same function, concurrency, singleton and
+        throttle keys): one may start in another's turn of the fair queue. None without a fair
+        key."""
+        if self.fair_key is None:
+            return None
+        throttle = self.throttle.key if self.throttle is not None else ""
+        keys = [key for key, _ in self.concurrency]
+        return "\x1f".join([function_id, *keys, self.singleton_key or "", throttle])
+
 
 @dataclass(slots=True)
 class NewWait:

@@ -123,7 +123,10 @@ class Batch:
 @dataclass(frozen=True, slots=True)
 class Priority:
     """`run`: a CEL expression over `event` giving an integer number of seconds: the run is
-    queued that far ahead (positive) or behind (negative), within ±600 s.
+    queued as if it had been enqueued that much earlier (positive) or later (negative), within
+    ±600 s, also behind a backlog (a run 60 s behind waits for the runs enqueued in the next
+    60 s, no more: it is never starved). With concurrency keys, keys take turns and priority
+    orders the runs of each key.
 
     Example: ``Priority(run="event.data.plan == 'enterprise' ? 120 : 0")``
     """

@@ -195,8 +195,11 @@ class Store(Protocol):
     ) -> list[ClaimedRun]:
         """Take up to `limit` ready runs under a lease; runs whose lease expired are taken
         over first. Ready runs are taken in queue order: a run that never started by its fair
-        queue tag (else its ready time), minus `priority` seconds. Inside the claim's
-        transaction, flow control applies:
+        queue tag (a turn of its key), else by its ready time minus `priority` seconds. The
+        run that starts in a turn is the one of its queue group (`RunFlow.queue_group`, not
+        asked to cancel, without a throttle reservation) first by ready time minus priority;
+        the run whose turn it took gets its tag. Inside the claim's transaction, flow control
+        applies:
 
         - concurrency: a run whose key (`flow.concurrency`, or its singleton key with limit 1)
           already has `limit` running runs in the workspace is left queued, with the reason

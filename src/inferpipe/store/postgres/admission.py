@@ -48,6 +48,7 @@ class Admitted:
     reason: str | None = None
     skipped: bool = False
     queue_at_ms: int | None = None
+    queue_group: str | None = None  #: `RunFlow.queue_group`, with a fair queue tag
 
 
 @dataclass(slots=True)
@@ -178,6 +179,7 @@ class _Decider:
             return None
         if flow.fair_key is not None:
             row.queue_at_ms = self._fair_tag(run.function_id, flow.fair_key)
+            row.queue_group = flow.queue_group(run.function_id)
         keys = [*flow.concurrency, *([(flow.singleton_key, 1)] if flow.singleton_key else [])]
         if row.reason is None:
             for key, limit in keys:

@@ -35,10 +35,15 @@ _PARKED = "('queued', 'sleeping', 'waiting')"
 _R_RUN_COLUMNS = ", ".join(f"r.{c.strip()}" for c in RUN_COLUMNS.split(","))
 _S_STEP_COLUMNS = ", ".join(f"s.{c.strip()}" for c in STEP_COLUMNS.split(","))
 
-QUEUE_ORDER = "COALESCE(CASE WHEN attempts = 0 THEN queue_at_ms END, ready_at_ms) - priority * 1000"
-"""A run that never started goes by its fair queue tag (when it has one), a resumed run by its
-ready time; `priority` moves it that many seconds; insertion order (`queue_seq`) breaks ties.
-The index `runs_queue` is on this very expression."""
+QUEUE_ORDER = (
+    "(CASE WHEN attempts = 0 AND queue_at_ms IS NOT NULL THEN queue_at_ms"
+    " ELSE ready_at_ms - priority * 1000 END)"
+)
+"""A run that never started goes by its fair queue tag (a turn of its key), others by their
+ready time moved `priority` seconds; insertion order (`queue_seq`) breaks ties. The index
+`runs_queue` is on this very expression. In a key's turn starts the run of its group first by
+ready time minus priority (`_GROUP_FIRST`), so priority is seconds ahead within a key however
+long its backlog, and keys still take turns."""
 
 MAX_PAGES = 8
 """Bound on candidate pages per claim: a claim blocked this often returns what it has."""
@@ -56,7 +61,8 @@ reason (the page itself holds only as many runs as the claim may take)."""
 
 _CANDIDATE_COLUMNS = (
     "id, attempts, cancel_requested, concurrency_key1, concurrency_limit1, concurrency_key2,"
-    " concurrency_limit2, singleton_key, throttle, throttled_until_ms, status_reason"
+    " concurrency_limit2, singleton_key, throttle, throttled_until_ms, status_reason,"
+    " queue_group, queue_at_ms"
 )
 
 _READY = f"""workspace = $1 AND status IN {_PARKED} AND ready_at_ms <= $2
@@ -165,6 +171,9 @@ WITH paces AS (
     FROM unnest($8::text[], $9::text[]) AS e(id, reason)
     WHERE r.id = e.id AND r.status IN {_PARKED} AND r.id IN (
         SELECT id FROM runs WHERE id = ANY($8::text[]) FOR UPDATE SKIP LOCKED)
+), retagged AS (
+    UPDATE runs r SET queue_at_ms = g.tag
+    FROM unnest($14::text[], $15::bigint[]) AS g(id, tag) WHERE r.id = g.id
 )
 UPDATE runs r SET status = 'running', lease_owner = $10,
     lease_expires_at_ms = $11::bigint + $12::bigint, lease_token = r.lease_token + 1,
@@ -179,6 +188,21 @@ RETURNING t.n, (SELECT count(*) FROM logs l WHERE l.run_id = r.id),
 held back by a full key (a peeked run only if it is still parked and nobody holds it), and the
 runs taken (already row-locked by the page), with their journals: this statement starts after
 the page locked them, so its snapshot holds every step their previous holder committed."""
+
+_GROUP_FIRST = """
+SELECT g.grp, r.id, r.queue_at_ms, r.e, r.queue_seq
+FROM unnest($2::text[], $3::int[]) AS g(grp, n) CROSS JOIN LATERAL (
+    SELECT id, queue_at_ms, ready_at_ms - priority * 1000 AS e, queue_seq FROM runs
+    WHERE workspace = $1 AND queue_group = g.grp AND status = 'queued' AND attempts = 0
+      AND ready_at_ms <= $4 AND cancel_requested IS NULL AND throttled_until_ms IS NULL
+      AND id <> ALL($5::text[])
+    ORDER BY ready_at_ms - priority * 1000, queue_seq LIMIT g.n FOR UPDATE SKIP LOCKED
+) AS r
+"""
+"""The runs of queue groups ($2, $3: how many of each) that take the groups' next turns: first
+by ready time minus priority (the index `runs_queue_group`), row-locked, skipping those another
+claim holds and those this one took ($5). The same keys hold them back as the runs whose turns
+they take: the page's checks stand for them."""
 
 _JOURNALS = f"""
 SELECT r.id, (SELECT count(*) FROM logs l WHERE l.run_id = r.id),
@@ -216,13 +240,36 @@ class _Candidate:
     throttle: list[Any] | None
     throttled_until_ms: int | None
     status_reason: str | None
+    queue_group: str | None
+    queue_at_ms: int | None
 
     @classmethod
     def of(cls, row: Any) -> _Candidate:
         keys = [(row[6], row[7]), (row[8], row[9]), (row[10], 1)]
         slots = [(k, n) for k, n in keys if k]
         return cls(
-            row[0], (row[1], row[2]), row[3], row[4], row[5], slots, dec(row[11]), row[12], row[13]
+            row[0],
+            (row[1], row[2]),
+            row[3],
+            row[4],
+            row[5],
+            slots,
+            dec(row[11]),
+            row[12],
+            row[13],
+            row[14],
+            row[15],
+        )
+
+    @property
+    def turn(self) -> bool:
+        """Whether it holds a turn of a fair queue that a run of its group may take."""
+        return (
+            self.source == PAGE
+            and self.attempts == 0
+            and self.queue_group is not None
+            and self.cancel_requested is None
+            and self.throttled_until_ms is None  # a reserved start is its own
         )
 
     @property
@@ -266,6 +313,7 @@ class _Plan:
     delayed: list[tuple[str, int, str]] = field(default_factory=list)  #: id, start, reason
     explained: list[tuple[str, str]] = field(default_factory=list)  #: id, reason
     paces: set[str] = field(default_factory=set)  #: throttle keys whose state changed
+    retagged: list[tuple[str, int]] = field(default_factory=list)  #: id, its new queue tag
 
 
 class _Claim:
@@ -285,6 +333,8 @@ class _Claim:
         self.taken: list[_Taken] = []
         self.stale: set[str] = set()  #: runs taken from an expired lease
         self.checked = False  #: whether a candidate needed a flow control check
+        self.group_first: dict[str, list[tuple[str, int]]] = {}  #: group -> (id, tag), in order
+        self.started: set[str] = set()  #: runs taken in the turn of another run of their group
 
     async def run(self, lease_ms: int) -> list[_Taken]:
         for page_no in range(MAX_PAGES):
@@ -306,6 +356,7 @@ class _Claim:
             candidates = sorted(map(_Candidate.of, rows), key=lambda c: (c.source, c.order))
             page = [c for c in candidates if c.source != PEEK]
             self.checked |= any(c.keys or c.paced for c in page if not (c.stale or c.exempt))
+            await self._read_groups(page)
             await self._lock_and_count(page, wait=first)
             await self._write(self._decide(candidates), lease_ms)
             if sum(1 for c in page if not c.stale) < size:
@@ -351,9 +402,44 @@ class _Claim:
             else:
                 self.paces[key] = (int(a), int(b))
 
+    async def _read_groups(self, page: list[_Candidate]) -> None:
+        """For the queue groups of the page's turns: their runs first by ready time minus
+        priority, as many as the page has turns of each (row-locked, skipping those locked)."""
+        turns = Counter(c.queue_group for c in page if c.turn and c.queue_group is not None)
+        self.group_first = {}
+        if not turns:
+            return
+        rows = await self.conn.fetch(
+            _GROUP_FIRST,
+            self.ws,
+            list(turns),
+            list(turns.values()),
+            self.now_ms,
+            sorted(self.started),
+        )
+        for group, run_id, tag, _, _ in sorted(rows, key=lambda r: (r[0], r[3], r[4])):
+            self.group_first.setdefault(group, []).append((run_id, int(tag)))
+
+    def _in_turn_of(self, c: _Candidate, plan: _Plan) -> str:
+        """The run that starts in the turn `c` holds: its group's first one not started yet
+        (`c` itself, or another that gives `c` its tag, a later turn of the key)."""
+        if not c.turn or c.queue_group is None or c.queue_at_ms is None:
+            return c.id
+        first = self.group_first.get(c.queue_group, [])
+        while first and (first[0][0] in self.started or first[0][0] in plan.take):
+            first.pop(0)
+        if not first or first[0][0] == c.id:
+            return c.id
+        run_id, tag = first.pop(0)
+        plan.retagged.append((c.id, tag))
+        self.started.add(run_id)
+        return run_id
+
     def _decide(self, candidates: list[_Candidate]) -> _Plan:
         plan = _Plan()
         for c in candidates:
+            if c.id in self.started:
+                continue  # it started in the turn of another run of its group
             if c.source == PEEK:
                 if all(k in self.counted for k, _ in c.keys):
                     self._explain_if_blocked(c, plan)
@@ -365,7 +451,7 @@ class _Claim:
             elif len(self.taken) + len(plan.take) >= self.limit:
                 self._explain_if_blocked(c, plan)
             elif self._admit(c, plan):
-                plan.take.append(c.id)
+                plan.take.append(self._in_turn_of(c, plan))
         return plan
 
     def _is_busy(self, c: _Candidate) -> bool:
@@ -425,7 +511,7 @@ class _Claim:
         return -(-start_units // rate)
 
     async def _write(self, plan: _Plan, lease_ms: int) -> None:
-        if not (plan.take or plan.delayed or plan.explained or plan.paces):
+        if not (plan.take or plan.delayed or plan.explained or plan.paces or plan.retagged):
             return
         paces = [(key, state) for key in plan.paces if (state := self.paces[key]) is not None]
         rows = await self.conn.fetch(
@@ -443,6 +529,8 @@ class _Claim:
             self.now_ms,
             lease_ms,
             plan.take,
+            [r[0] for r in plan.retagged],
+            [r[1] for r in plan.retagged],
         )
         for row in sorted(rows, key=lambda r: int(r[0])):
             run = run_from_row(row[3:])

@@ -174,17 +174,17 @@ WITH made AS (
     INSERT INTO runs (workspace, created_at_ms, id, function_id, status, event_ids, input,
         ready_at_ms, finished_at_ms, status_reason, parent_run_id, rerun_of, priority,
         start_deadline_ms, finish_timeout_ms, concurrency_key1, concurrency_limit1,
-        concurrency_key2, concurrency_limit2, singleton_key, queue_at_ms, throttle)
+        concurrency_key2, concurrency_limit2, singleton_key, queue_at_ms, throttle, queue_group)
     SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::text[], $6::json[], $7::json[],
         $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::int[],
         $14::bigint[], $15::bigint[], $16::text[], $17::int[], $18::text[], $19::int[],
-        $20::text[], $21::bigint[], $22::json[])
+        $20::text[], $21::bigint[], $22::json[], $23::text[])
     ON CONFLICT (id) DO NOTHING
 ), triggers AS (
     INSERT INTO run_triggers (event_id, run_id)
-    SELECT * FROM unnest($23::text[], $24::text[]) ON CONFLICT DO NOTHING
+    SELECT * FROM unnest($24::text[], $25::text[]) ON CONFLICT DO NOTHING
 )
-SELECT pg_notify($25, $1) WHERE $26::bool
+SELECT pg_notify($26, $1) WHERE $27::bool
 """
 """Insert runs as admitted, with their trigger links (a run id already present is left alone:
 a retried write is harmless), and tell listeners when some are ready now: one round trip."""
@@ -222,10 +222,11 @@ def _row_params(row: admission.Admitted, now_ms: int) -> tuple[Any, ...]:
         flow.singleton_key if flow else None,
         row.queue_at_ms,
         enc([pace.key, pace.limit, pace.period_ms, pace.burst]) if pace else None,
+        row.queue_group,
     )
 
 
-_RUN_WIDTH = 20
+_RUN_WIDTH = 21
 
 
 async def insert_runs(

@@ -27,6 +27,7 @@ class Verdict:
     skipped: bool = False
     absorbed_into: str | None = None  #: the pending debounce/batch run that took its event
     queue_at_ms: int | None = None
+    queue_group: str | None = None  #: `RunFlow.queue_group`, with a fair queue tag
     cancels: list[tuple[str, str]] = field(default_factory=list)  #: (run id, reason)
 
 
@@ -54,6 +55,7 @@ def admit(
             return verdict
     if flow.fair_key is not None:
         verdict.queue_at_ms = _fair_tag(conn, ws, run.function_id, flow.fair_key, now_ms)
+        verdict.queue_group = flow.queue_group(run.function_id)
     keys = [*flow.concurrency, *([(flow.singleton_key, 1)] if flow.singleton_key else [])]
     if verdict.reason is None and keys:
         blocked = (slots or Slots(conn, ws)).blocking(keys)

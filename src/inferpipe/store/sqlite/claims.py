@@ -19,10 +19,16 @@ from inferpipe.store.sqlite.slots import Slots
 _PARKED = "('queued', 'sleeping', 'waiting')"
 
 QUEUE_ORDER = (
-    "COALESCE(CASE WHEN attempts = 0 THEN queue_at_ms END, ready_at_ms) - priority * 1000, rowid"
+    "CASE WHEN attempts = 0 AND queue_at_ms IS NOT NULL THEN queue_at_ms"
+    " ELSE ready_at_ms - priority * 1000 END, rowid"
 )
-"""A run that never started goes by its fair queue tag (when it has one), a resumed run by its
-ready time; `priority` moves it that many seconds; insertion order breaks ties."""
+"""A run that never started goes by its fair queue tag (a turn of its key), others by their
+ready time moved `priority` seconds; insertion order breaks ties. In a key's turn starts the
+run of its group first by ready time minus priority (`GROUP_ORDER`), so priority is seconds
+ahead within a key however long its backlog, and keys still take turns."""
+
+GROUP_ORDER = "ready_at_ms - priority * 1000, rowid"
+"""The order of a queue group's runs (the index `runs_queue_group` is on it)."""
 
 PAGE_MIN_ROWS = 32
 """Candidates read at once; more pages are read while runs are blocked by full keys."""
@@ -38,7 +44,8 @@ MAX_EXCLUDED_KEYS = 500
 
 _CANDIDATE_COLUMNS = (
     "id, attempts, cancel_requested, concurrency_key1, concurrency_limit1, concurrency_key2,"
-    " concurrency_limit2, singleton_key, throttle, throttled_until_ms, status_reason"
+    " concurrency_limit2, singleton_key, throttle, throttled_until_ms, status_reason,"
+    " queue_group, queue_at_ms"
 )
 
 
@@ -51,11 +58,24 @@ class _Candidate:
     throttle: Any
     throttled_until_ms: int | None
     status_reason: str | None
+    queue_group: str | None
+    queue_at_ms: int | None
 
     @classmethod
     def of(cls, row: tuple[Any, ...]) -> _Candidate:
         keys = [(row[3], row[4]), (row[5], row[6]), (row[7], 1)]
-        return cls(row[0], row[1], row[2], [(k, n) for k, n in keys if k], row[8], row[9], row[10])
+        slots = [(k, n) for k, n in keys if k]
+        return cls(row[0], row[1], row[2], slots, row[8], row[9], row[10], row[11], row[12])
+
+    @property
+    def turn(self) -> bool:
+        """Whether it holds a turn of a fair queue that a run of its group may take."""
+        return (
+            self.attempts == 0
+            and self.queue_group is not None
+            and self.cancel_requested is None
+            and self.throttled_until_ms is None  # a reserved start is its own
+        )
 
 
 def claim(
@@ -76,6 +96,7 @@ def claim(
     ).fetchall()
     taken = [take(conn, run_id, owner, now_ms, lease_ms, taken_over=True) for (run_id,) in stale]
     slots = Slots(conn, ws)
+    started: set[str] = set()
     for _ in range(MAX_PAGES):
         need = limit - len(taken)
         if need <= 0:
@@ -87,10 +108,14 @@ def claim(
         blocked_in_a_row = 0
         for row in rows:
             candidate = _Candidate.of(row)
+            if candidate.id in started:
+                continue  # it started in the turn of another run of its group
             if len(taken) >= limit:
                 _explain_if_blocked(conn, candidate, slots)
             elif _admit(conn, ws, candidate, slots, now_ms):
-                taken.append(take(conn, candidate.id, owner, now_ms, lease_ms))
+                run_id = _in_turn_of(conn, ws, candidate, now_ms) if candidate.turn else None
+                started.add(run_id or candidate.id)
+                taken.append(take(conn, run_id or candidate.id, owner, now_ms, lease_ms))
                 blocked_in_a_row = 0
             else:
                 blocked_in_a_row += 1
@@ -150,6 +175,22 @@ def _admit(conn: sqlite3.Connection, ws: str, run: _Candidate, slots: Slots, now
             return False
     slots.hold(run.keys)
     return True
+
+
+def _in_turn_of(conn: sqlite3.Connection, ws: str, turn: _Candidate, now_ms: int) -> str | None:
+    """The run of the group that starts in `turn`'s place, when not `turn` itself: first by
+    ready time minus priority. It gives `turn` its own tag (a later turn of the key)."""
+    row = conn.execute(
+        "SELECT id, queue_at_ms FROM runs INDEXED BY runs_queue_group WHERE workspace = ?"
+        " AND queue_group = ? AND status = 'queued' AND attempts = 0 AND ready_at_ms <= ?"
+        f" AND cancel_requested IS NULL AND throttled_until_ms IS NULL ORDER BY {GROUP_ORDER}"
+        " LIMIT 1",
+        (ws, turn.queue_group, now_ms),
+    ).fetchone()
+    if row is None or row[0] == turn.id:
+        return None
+    conn.execute("UPDATE runs SET queue_at_ms = ? WHERE id = ?", (row[1], turn.id))
+    return str(row[0])
 
 
 def _explain_if_blocked(conn: sqlite3.Connection, run: _Candidate, slots: Slots) -> bool:

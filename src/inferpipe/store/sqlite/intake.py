@@ -128,8 +128,9 @@ def _insert_run(
         "INSERT INTO runs (id, workspace, function_id, status, event_ids, input, created_at_ms,"
         " ready_at_ms, finished_at_ms, status_reason, parent_run_id, rerun_of, priority,"
         " start_deadline_ms, finish_timeout_ms, concurrency_key1, concurrency_limit1,"
-        " concurrency_key2, concurrency_limit2, singleton_key, queue_at_ms, throttle)"
-        f" VALUES ({', '.join('?' * 22)})",
+        " concurrency_key2, concurrency_limit2, singleton_key, queue_at_ms, throttle,"
+        " queue_group)"
+        f" VALUES ({', '.join('?' * 23)})",
         (
             run.id,
             ws,
@@ -151,6 +152,7 @@ def _insert_run(
             flow.singleton_key if flow else None,
             verdict.queue_at_ms,
             enc([pace.key, pace.limit, pace.period_ms, pace.burst]) if pace else None,
+            verdict.queue_group,
         ),
     )
     conn.executemany(
