@@ -12,6 +12,7 @@ from cryptography.fernet import Fernet
 from inferpipe.core.errors import ConfigurationError
 from inferpipe.store.base import Store
 from inferpipe.store.postgres import PostgresStore
+from inferpipe.store.secrets import SealedSecret
 from inferpipe.store.sqlite import SQLiteStore
 from inferpipe.workflows import secret_store
 from tests.store.conftest import session_postgres
@@ -61,7 +62,7 @@ async def test_a_token_moved_to_another_row_is_refused_and_rotation_keeps_values
     await secret_store.workspace_secrets(store).set("w1", "A", "value-a")
     sealed = await table.fetch("w1", "A")
     assert sealed is not None
-    await table.upsert(secret_store.SealedSecret("w2", "A", sealed.ciphertext, 1, 1))
+    await table.upsert(SealedSecret("w2", "A", sealed.ciphertext, 1, 1))
     with pytest.raises(ConfigurationError, match="sealed for another secret"):
         await secret_store.workspace_secrets(store).value("w2", "A")
     monkeypatch.setenv(secret_store.KEY_ENV, f"{new},{old}")

@@ -15,6 +15,7 @@ from inferpipe.core.errors import ConfigurationError
 from inferpipe.server import keys, keys_cli, retention
 from inferpipe.server.auth import RateLimiter
 from inferpipe.server.errors import NotFoundError, UnauthorizedError
+from inferpipe.store.keys import Role
 from inferpipe.store.sqlite import SQLiteStore
 from inferpipe.testing import Harness
 
@@ -28,7 +29,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
 
 
 async def test_keys_are_stored_hashed_and_verified(store: SQLiteStore, tmp_path: Path) -> None:
-    ks = keys.key_store_for(store)
+    ks = store.keys
     record, secret = await keys.create_key(ks, workspace="Acme_Corp", name="ci", role="read")
     assert secret.startswith("ip_acmecorp_") and len(secret.split("_", 2)[2]) == 40
     assert record.prefix == secret[: len("ip_acmecorp_") + 8]
@@ -38,7 +39,7 @@ async def test_keys_are_stored_hashed_and_verified(store: SQLiteStore, tmp_path:
     assert secret not in dump and secret[-20:] not in dump
 
     verified = await keys.verify_key(ks, secret)
-    assert (verified.workspace, verified.role) == ("Acme_Corp", keys.Role.READ)
+    assert (verified.workspace, verified.role) == ("Acme_Corp", Role.READ)
     with pytest.raises(UnauthorizedError, match="no such key"):
         await keys.verify_key(ks, secret[:-1] + ("0" if secret[-1] != "0" else "1"))
     with pytest.raises(UnauthorizedError, match="malformed"):
@@ -53,7 +54,7 @@ async def test_keys_are_stored_hashed_and_verified(store: SQLiteStore, tmp_path:
 
 
 async def test_key_options_are_validated(store: SQLiteStore) -> None:
-    ks = keys.key_store_for(store)
+    ks = store.keys
     for bad in ("", "has space", "-dash-first", "x" * 65):
         with pytest.raises(ConfigurationError, match="workspace"):
             await keys.create_key(ks, workspace=bad, name="n")

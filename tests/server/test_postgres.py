@@ -30,7 +30,7 @@ async def test_key_store_on_postgres(postgres_server: PostgresServer) -> None:
     store = PostgresStore(await postgres_server.new_database())
     await store.open()
     try:
-        ks = keys.key_store_for(store)
+        ks = store.keys
         record, secret = await keys.create_key(ks, workspace="acme", name="ci", role="read")
         assert (await keys.verify_key(ks, secret)).id == record.id
         assert [k.name for k in await keys.list_keys(ks, "acme")] == ["ci"]

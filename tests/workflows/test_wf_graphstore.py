@@ -10,12 +10,11 @@ import pytest
 from inferpipe.core.errors import ConfigurationError
 from inferpipe.store.base import Store
 from inferpipe.store.postgres import PostgresStore
+from inferpipe.store.postgres.graphs import PostgresGraphs
 from inferpipe.store.sqlite import SQLiteStore
+from inferpipe.store.sqlite.graphs import SQLiteGraphs
 from inferpipe.workflows.errors import GraphInvalidError, GraphNotFoundError, ProblemCode
 from inferpipe.workflows.graphstore import GraphStore, MemoryGraphStore
-from inferpipe.workflows.graphstore_backends import graph_store_for
-from inferpipe.workflows.graphstore_postgres import PostgresGraphStore
-from inferpipe.workflows.graphstore_sqlite import SQLiteGraphStore
 from tests.store.conftest import PostgresServer, unique_workspace
 from tests.workflows import wf_build as b
 
@@ -36,7 +35,7 @@ async def graphs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         store = PostgresStore(server.url, unique_workspace())  # one database, own workspace
     await store.open()
     try:
-        yield graph_store_for(store)
+        yield GraphStore(store.graphs)
     finally:
         await store.close()
 
@@ -98,14 +97,14 @@ async def test_sqlite_versions_persist_and_are_scoped_by_workspace(tmp_path: Pat
     path = tmp_path / "graphs.db"
     store = SQLiteStore(path)
     await store.open()
-    await SQLiteGraphStore(store).save(V1)
-    other = SQLiteGraphStore(store.for_workspace("other"))
+    await GraphStore(store.graphs).save(V1)
+    other = GraphStore(store.for_workspace("other").graphs)
     assert await other.graphs() == []
     await store.close()
     reopened = SQLiteStore(path)
     await reopened.open()
     try:
-        saved = await SQLiteGraphStore(reopened).get("g")
+        saved = await GraphStore(reopened.graphs).get("g")
         assert saved.info.version == 1 and saved.plan.nodes.keys() == {"ask", "t"}
     finally:
         await reopened.close()
@@ -123,9 +122,9 @@ async def test_each_backend_is_picked_for_its_store_and_scoped_by_workspace(
         store = PostgresStore(await server.new_database(), unique_workspace())
     await store.open()
     try:
-        mine = graph_store_for(store)
-        expected = SQLiteGraphStore if backend == "sqlite" else PostgresGraphStore
-        assert type(mine) is expected
+        mine = GraphStore(store.graphs)
+        expected = SQLiteGraphs if backend == "sqlite" else PostgresGraphs
+        assert type(mine.table) is expected
         await mine.save(V1)
         theirs = mine.for_workspace("other")
         assert await theirs.graphs() == []
@@ -135,8 +134,8 @@ async def test_each_backend_is_picked_for_its_store_and_scoped_by_workspace(
         await theirs.save(V1)
         assert [v.version for v in await theirs.versions("g")] == [1, 2]
         assert [v.version for v in await mine.versions("g")] == [1]
-        view = graph_store_for(store.for_workspace("other"))
-        assert isinstance(view, SQLiteGraphStore | PostgresGraphStore)
+        view = GraphStore(store.for_workspace("other").graphs)
+        assert isinstance(view.table, SQLiteGraphs | PostgresGraphs)
         assert view.workspace == "other"
         assert [v.version for v in await view.versions("g")] == [1, 2]
     finally:

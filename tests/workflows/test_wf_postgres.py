@@ -17,8 +17,9 @@ from inferpipe.core.errors import StoreError
 from inferpipe.engine.engine import Engine
 from inferpipe.engine.worker import Worker
 from inferpipe.store.postgres import PostgresStore
+from inferpipe.store.postgres.graphs import PostgresGraphs
 from inferpipe.workflows.errors import GraphNotFoundError
-from inferpipe.workflows.graphstore_postgres import PostgresGraphStore
+from inferpipe.workflows.graphstore import GraphStore
 from inferpipe.workflows.runtime import WorkflowRuntime
 from tests.store.conftest import PostgresServer
 from tests.workflows import wf_build as b
@@ -34,7 +35,7 @@ def _app(url: str, workspace: str = "default") -> tuple[ip.App, WorkflowRuntime]
 async def test_a_graph_saved_and_run_on_postgres(postgres: PostgresServer) -> None:
     app, rt = _app(await postgres.new_database())
     async with app:
-        assert isinstance(rt.graphs, PostgresGraphStore)
+        assert isinstance(rt.graphs.table, PostgresGraphs)
         saved = await rt.save(DOCUMENT)
         assert saved.created and saved.version.info.version == 1
         run_id = await rt.run("g", {"q": "hi"})
@@ -101,7 +102,7 @@ async def test_concurrent_saves_from_two_pools_get_distinct_versions(
     for store in stores:
         await store.open()
     try:
-        first, second = (PostgresGraphStore(store) for store in stores)
+        first, second = (GraphStore(store.graphs) for store in stores)
         documents = [
             b.document([b.transform("t", f"'v{i}'")], name=f"variant {i}") for i in range(6)
         ]

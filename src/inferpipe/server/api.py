@@ -29,9 +29,8 @@ from inferpipe.server.deps import (
     reject_unknown_query,
 )
 from inferpipe.server.errors import install_error_handlers
-from inferpipe.server.keys import KeyStore, key_store_for
 from inferpipe.server.local_origin import LocalOriginMiddleware
-from inferpipe.server.metrics import LatencyMiddleware, Metrics, run_counter_for
+from inferpipe.server.metrics import LatencyMiddleware, Metrics
 from inferpipe.server.retention import RetentionJob
 from inferpipe.server.routes import (
     dashboard,
@@ -44,7 +43,6 @@ from inferpipe.server.routes import (
     workflows,
 )
 from inferpipe.server.workspaces import WorkerPool, Workspaces
-from inferpipe.store.base import Store
 
 API_TITLE = "inferpipe"
 API_DESCRIPTION = (
@@ -93,13 +91,12 @@ def create_api(
         opened_here = not _started(app)
         engine = await app.start()
         try:
-            authenticator.keys = _key_store(engine.store, required=require_keys)
+            authenticator.keys = engine.store.keys
             workspaces = Workspaces(app)
             api.state.services = Services(
                 workspaces,
                 settings,
                 metrics,
-                run_counter_for(engine.store),
                 scores or StoreScores(),
             )
             async with contextlib.AsyncExitStack() as stack:
@@ -156,15 +153,6 @@ def _started(app: App) -> bool:
     except ConfigurationError:
         return False
     return True
-
-
-def _key_store(store: Store, *, required: bool) -> KeyStore | None:
-    try:
-        return key_store_for(store)
-    except ConfigurationError:
-        if required:
-            raise
-        return None
 
 
 def _openapi(api: FastAPI) -> dict[str, Any]:

@@ -20,7 +20,8 @@ from inferpipe.server.errors import (
     UnauthorizedError,
     error_response,
 )
-from inferpipe.server.keys import KeyStore, Role, verify_key
+from inferpipe.server.keys import verify_key
+from inferpipe.store.keys import KeyStore, Role
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc"})
 """Paths served without a key: probes, metrics (aggregates, no workspace names) and the docs."""

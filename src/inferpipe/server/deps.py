@@ -13,7 +13,7 @@ from inferpipe.engine.engine import Engine
 from inferpipe.server import schemas, views
 from inferpipe.server.auth import Principal
 from inferpipe.server.errors import FieldProblem, InvalidRequestError
-from inferpipe.server.metrics import Metrics, RunCounter
+from inferpipe.server.metrics import Metrics
 from inferpipe.server.workspaces import Workspaces
 from inferpipe.store.base import ScoreFilter, Store
 
@@ -58,7 +58,6 @@ class Services:
     workspaces: Workspaces
     settings: ApiSettings
     metrics: Metrics
-    run_counter: RunCounter | None
     scores: ScoreReader = field(default_factory=StoreScores)
 
 

@@ -4,12 +4,12 @@ A key reads ``ip_<workspace-hint>_<random>``, e.g. ``ip_acme_3f9c...``. Its firs
 (``ip_acme_3f9c1a2b``) are kept in clear as a `prefix`, to find the row and to show the key in
 listings; the rest is only ever compared through its hash, in constant time.
 
-The operations are functions over a small `KeyStore` protocol, so each backend implements only
-storage (`inferpipe.server.keys_sqlite` for SQLite); the core `Store` protocol is unchanged.
+The operations are functions over the store's key table (`Store.keys`, see
+`inferpipe.store.keys`), which keeps rows only.
 
 Example::
 
-    keys = key_store_for(app.engine.store)
+    keys = app.engine.store.keys
     record, secret = await create_key(keys, workspace="acme", name="ci")
     print(secret)                      # shown once
     principal = await verify_key(keys, secret)
@@ -17,19 +17,16 @@ Example::
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import hmac
 import re
 import secrets
 import time
-from dataclasses import dataclass
-from typing import Protocol
 
 from inferpipe.core.errors import ConfigurationError
 from inferpipe.core.ids import new_id
 from inferpipe.server.errors import NotFoundError, UnauthorizedError
-from inferpipe.store.base import Store
+from inferpipe.store.keys import DEFAULT_RATE_LIMIT_PER_MIN, ApiKey, KeyStore, Role
 
 KEY_SCHEME = "ip"
 """The first segment of every key, so a leaked key is recognizable by secret scanners."""
@@ -43,79 +40,9 @@ PREFIX_RANDOM_CHARS = 8
 HINT_MAX_CHARS = 12
 """The workspace hint in a key is the workspace name's first alphanumerics, lowercased."""
 
-DEFAULT_RATE_LIMIT_PER_MIN = 1200
-"""Requests per minute a new key may make unless told otherwise (None: unlimited)."""
-
 WORKSPACE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 _HASH_SCHEME = "sha256"
-
-
-class Role(enum.StrEnum):
-    """What a key may do."""
-
-    ADMIN = "admin"  #: read and write: send events, invoke, cancel, re-run
-    READ = "read"  #: read only; mutations answer 403
-
-
-@dataclass(frozen=True, slots=True)
-class ApiKey:
-    """A stored key (never its secret)."""
-
-    id: str
-    workspace: str
-    name: str
-    prefix: str
-    role: Role
-    created_at_ms: int
-    hash: str = ""
-    revoked_at_ms: int | None = None
-    rate_limit_per_min: int | None = DEFAULT_RATE_LIMIT_PER_MIN
-
-    @property
-    def revoked(self) -> bool:
-        return self.revoked_at_ms is not None
-
-
-class KeyStore(Protocol):
-    """Storage of API keys; implementations do no hashing and no policy."""
-
-    async def insert(self, key: ApiKey) -> None: ...
-
-    async def by_prefix(self, prefix: str) -> list[ApiKey]:
-        """Keys whose prefix is exactly `prefix` (normally one)."""
-
-    async def get(self, key_id: str) -> ApiKey | None: ...
-
-    async def list_keys(self, workspace: str | None = None) -> list[ApiKey]:
-        """Keys, oldest first, of one workspace or of all."""
-
-    async def revoke(self, key_id: str, now_ms: int) -> bool:
-        """Mark a key revoked; False when there is no such key."""
-
-    async def workspaces(self) -> list[str]:
-        """Workspaces that have or had a key (revoked keys count: their runs still need a
-        worker, and their data a retention policy)."""
-
-
-def key_store_for(store: Store) -> KeyStore:
-    """The key store living in the same database as `store` (SQLite or PostgreSQL)."""
-    from inferpipe.store.sqlite import SQLiteStore  # noqa: PLC0415 - per backend
-
-    if isinstance(store, SQLiteStore):
-        from inferpipe.server.keys_sqlite import SQLiteKeyStore  # noqa: PLC0415
-
-        return SQLiteKeyStore(store)
-    if type(store).__name__ == "PostgresStore":  # checked by name: asyncpg may be absent
-        from inferpipe.server.keys_postgres import PostgresKeyStore  # noqa: PLC0415
-        from inferpipe.store.postgres import PostgresStore  # noqa: PLC0415
-
-        if isinstance(store, PostgresStore):
-            return PostgresKeyStore(store)
-    raise ConfigurationError(
-        f"API keys are not supported on {type(store).__name__}: implement "
-        "inferpipe.server.keys.KeyStore for it"
-    )
 
 
 async def create_key(

@@ -20,8 +20,8 @@ from rich.panel import Panel
 from rich.table import Table
 
 from inferpipe.server import keys as api_keys
-from inferpipe.server.keys import DEFAULT_RATE_LIMIT_PER_MIN, ApiKey
 from inferpipe.store.base import Store
+from inferpipe.store.keys import DEFAULT_RATE_LIMIT_PER_MIN, ApiKey
 
 
 async def create_key(
@@ -36,7 +36,7 @@ async def create_key(
     """Create a key and print it once; returns the secret."""
     out = console or Console()
     record, secret = await api_keys.create_key(
-        api_keys.key_store_for(store),
+        store.keys,
         workspace=workspace,
         name=name,
         role=role,
@@ -59,7 +59,7 @@ async def list_keys(
 ) -> list[ApiKey]:
     """Print the keys (never their secrets), of one workspace or all; returns them."""
     out = console or Console()
-    found = await api_keys.list_keys(api_keys.key_store_for(store), workspace)
+    found = await api_keys.list_keys(store.keys, workspace)
     table = Table(title="API keys" + (f" of {workspace}" if workspace else ""))
     for column in ("id", "workspace", "name", "prefix", "role", "limit/min", "created", "status"):
         table.add_column(column)
@@ -85,7 +85,7 @@ async def revoke_key(store: Store, key_id: str, *, console: Console | None = Non
         NotFoundError: no key has this id.
     """
     out = console or Console()
-    key = await api_keys.revoke_key(api_keys.key_store_for(store), key_id)
+    key = await api_keys.revoke_key(store.keys, key_id)
     out.print(f"Revoked API key {key.id} ({key.prefix}…, {key.name!r}) of {key.workspace}.")
     return key
 

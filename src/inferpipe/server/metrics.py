@@ -7,24 +7,15 @@ list tenants.
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inferpipe.core.records import RunStatus
 from inferpipe.store.base import Store
-from inferpipe.store.sqlite import SQLiteStore
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-
-
-class RunCounter(Protocol):
-    """Counts runs by status across all workspaces (a backend-specific aggregate query)."""
-
-    async def count_by_status(self) -> dict[str, int]: ...
 
 
 class Metrics:
@@ -51,12 +42,11 @@ class Metrics:
             registry=self.registry,
         )
 
-    async def render(self, counter: RunCounter | None) -> bytes:
-        """The exposition text, with the run gauge refreshed first."""
-        if counter is not None:
-            counts = await counter.count_by_status()
-            for status in RunStatus:
-                self.runs.labels(status=status.value).set(counts.get(status.value, 0))
+    async def render(self, store: Store) -> bytes:
+        """The exposition text, with the run gauge refreshed first (runs of every workspace)."""
+        counts = await store.count_runs_by_status()
+        for status in RunStatus:
+            self.runs.labels(status=status.value).set(counts.get(status.value, 0))
         return generate_latest(self.registry)
 
 
@@ -89,30 +79,3 @@ class LatencyMiddleware:
             self.metrics.request_latency.labels(
                 method=scope["method"], route=template, status=str(status)
             ).observe(time.perf_counter() - started)
-
-
-class SQLiteRunCounter:
-    """`RunCounter` on the SQLite store's database."""
-
-    def __init__(self, store: SQLiteStore) -> None:
-        self._db = store._db  # shared on purpose: one connection thread per SQLite file
-
-    async def count_by_status(self) -> dict[str, int]:
-        def count(c: sqlite3.Connection) -> dict[str, int]:
-            rows = c.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()
-            return {str(status): int(n) for status, n in rows}
-
-        return await self._db.read(count)
-
-
-def run_counter_for(store: Store) -> RunCounter | None:
-    """The run counter for a store's backend, or None (the gauge is then left out)."""
-    if isinstance(store, SQLiteStore):
-        return SQLiteRunCounter(store)
-    if type(store).__name__ == "PostgresStore":  # checked by name: asyncpg may be absent
-        from inferpipe.server.keys_postgres import PostgresRunCounter  # noqa: PLC0415
-        from inferpipe.store.postgres import PostgresStore  # noqa: PLC0415
-
-        if isinstance(store, PostgresStore):
-            return PostgresRunCounter(store)
-    return None

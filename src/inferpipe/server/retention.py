@@ -7,7 +7,6 @@ in the background of a server, across every workspace it serves.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -15,7 +14,6 @@ from collections.abc import Callable, Sequence
 from rich.console import Console
 
 from inferpipe.core.errors import ConfigurationError
-from inferpipe.server import keys
 from inferpipe.store.base import Store
 
 _log = logging.getLogger("inferpipe.retention")
@@ -102,9 +100,7 @@ async def purge(
     out = console or Console()
     names = list(workspaces or [])
     if not names:
-        names = [store.workspace]
-        with contextlib.suppress(ConfigurationError):
-            names += await keys.key_store_for(store).workspaces()
+        names = [store.workspace, *await store.keys.workspaces()]
     total = 0
     for name in dict.fromkeys(names):
         removed = await purge_older_than(store.for_workspace(name), days)

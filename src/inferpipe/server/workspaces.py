@@ -19,7 +19,7 @@ from inferpipe.engine.cron import CronSchedule
 from inferpipe.engine.engine import Engine
 from inferpipe.engine.functions import Registry
 from inferpipe.engine.worker import Worker
-from inferpipe.server.keys import KeyStore
+from inferpipe.store.keys import KeyStore
 
 _log = logging.getLogger("inferpipe.server")
 

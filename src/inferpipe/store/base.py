@@ -27,6 +27,9 @@ from inferpipe.core.records import (
     StepRecord,
 )
 from inferpipe.core.scores import ScoreRecord
+from inferpipe.store.graphs import GraphTable
+from inferpipe.store.keys import KeyStore
+from inferpipe.store.secrets import SecretTable
 
 DEDUPE_WINDOW_MS = 24 * 3600 * 1000
 """A producer-set event id is deduplicated for this long."""
@@ -115,6 +118,18 @@ class Store(Protocol):
 
     workspace: str
 
+    @property
+    def keys(self) -> KeyStore:
+        """The API keys of every workspace, in the same database."""
+
+    @property
+    def graphs(self) -> GraphTable:
+        """The saved graph versions of this workspace, in the same database."""
+
+    @property
+    def secrets(self) -> SecretTable:
+        """The sealed workspace secrets of every workspace, in the same database."""
+
     async def open(self) -> None:
         """Connect and apply pending migrations."""
 
@@ -122,6 +137,9 @@ class Store(Protocol):
 
     def for_workspace(self, workspace: str) -> Store:
         """A view of the same database scoped to `workspace`."""
+
+    async def count_runs_by_status(self) -> dict[str, int]:
+        """How many runs each status has, over every workspace (for the metrics gauge)."""
 
     async def check_writable(self, now_ms: int) -> None:
         """Commit a tiny durable write; raises StoreError when the store cannot be written."""

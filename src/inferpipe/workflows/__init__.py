@@ -3,13 +3,14 @@
 `spec` holds the graph models and loaders, `validate` the save-time checks, `compile` the
 execution plan, `schedule` a pure reference scheduler over a plan, `templates` the sandboxed
 Jinja2 renderer, `netpolicy` the HTTP destination policy and `versions` the diff of two versions.
-`graphstore` keeps saved versions (`graphstore_sqlite`, `graphstore_postgres`; `graph_store_for`
-picks the one of a store); `runtime` runs them durably (one generic function,
+`graphstore` keeps saved versions (over a store's `graphs` table, or `MemoryGraphStore`);
+`runtime` runs them durably (one generic function,
 `workflow-run`; `nodes` and `execution` are its parts); `cli` is `inferpipe workflows ...`.
 """
 
 from __future__ import annotations
 
+from inferpipe.store.graphs import VersionInfo
 from inferpipe.workflows._http import HttpSettings
 from inferpipe.workflows.compile import ExecutionPlan, PlanNode, compile_graph
 from inferpipe.workflows.errors import (
@@ -24,15 +25,7 @@ from inferpipe.workflows.errors import (
     WorkflowError,
     WorkflowInputError,
 )
-from inferpipe.workflows.graphstore import (
-    GraphStore,
-    GraphVersion,
-    MemoryGraphStore,
-    SaveResult,
-    VersionInfo,
-)
-from inferpipe.workflows.graphstore_backends import graph_store_for
-from inferpipe.workflows.graphstore_sqlite import SQLiteGraphStore
+from inferpipe.workflows.graphstore import GraphStore, GraphVersion, MemoryGraphStore, SaveResult
 from inferpipe.workflows.runtime import (
     RunCost,
     WorkflowRuntime,
@@ -81,7 +74,6 @@ __all__ = [
     "Problem",
     "ProblemCode",
     "RunCost",
-    "SQLiteGraphStore",
     "SaveResult",
     "SecretProvider",
     "TemplateError",
@@ -96,7 +88,6 @@ __all__ = [
     "compile_graph",
     "diff_graphs",
     "graph_json_schema",
-    "graph_store_for",
     "load_graph",
     "load_graph_file",
     "register_workflows",

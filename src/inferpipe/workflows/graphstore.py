@@ -7,12 +7,12 @@ makes no new version. A rollback makes an older version current again (history i
 Versions live in the app's own database, in tables of their own (migration 0003): saves are
 transactional (two concurrent saves get distinct version numbers), scoped by workspace,
 backed up with the runs they explain, and shared by every worker that shares the database.
-The core `Store` protocol is untouched: `SQLiteGraphStore` uses the SQLite store's connection,
-`PostgresGraphStore` the PostgreSQL store's pool (`graph_store_for` picks the one of a store).
+The rows are the store's (`Store.graphs`, see `inferpipe.store.graphs`); this module validates,
+compiles and diffs.
 
 Example::
 
-    graphs = SQLiteGraphStore(app.engine.store)
+    graphs = GraphStore(app.engine.store.graphs)
     saved = await graphs.save(load_graph_file("triage.json"))    # GraphInvalidError if invalid
     await graphs.versions("ticket-triage")                       # [VersionInfo(version=1, ...)]
     print((await graphs.diff("ticket-triage", 1, 2)).render())
@@ -21,16 +21,16 @@ Example::
 
 from __future__ import annotations
 
-import abc
 import hashlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from inferpipe.core.errors import ConfigurationError
+from inferpipe.store.graphs import GraphTable, StoredVersion, VersionInfo
 from inferpipe.workflows import spec
 from inferpipe.workflows.compile import ExecutionPlan, compile_graph
 from inferpipe.workflows.errors import GraphNotFoundError
@@ -39,30 +39,6 @@ from inferpipe.workflows.versions import GraphDiff, diff_graphs
 
 MAX_VERSION = 2**31 - 1
 """The highest version number (an SQL INTEGER); larger numbers name no version."""
-
-
-@dataclass(frozen=True, slots=True)
-class VersionInfo:
-    """What a listing shows of one saved version."""
-
-    graph_id: str
-    version: int
-    name: str
-    content_hash: str
-    """The compiled plan's hash: equal plans, equal hashes."""
-    document_hash: str
-    """The graph document's hash (every field but the version)."""
-    created_at_ms: int
-    current: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class StoredVersion:
-    """A version as a backend keeps it: its info and its documents as JSON text."""
-
-    info: VersionInfo
-    graph_json: str
-    plan_json: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,20 +58,25 @@ class SaveResult:
     created: bool
 
 
-class GraphStore(abc.ABC):
-    """Versions of graphs. Backends implement the five storage hooks; the rest is shared.
+class GraphStore:
+    """Versions of graphs: validated and compiled here, kept as rows by a `GraphTable`.
 
     Args:
+        table: where the versions are kept (`store.graphs` for the app's database, scoped to
+            the store's workspace; `MemoryGraphTable()` for nothing persisted).
         options: what saved graphs are validated against (models, tasks, limits).
         clock: milliseconds since the epoch, for `created_at_ms`.
     """
 
     def __init__(
         self,
+        table: GraphTable,
         *,
         options: ValidationOptions | None = None,
         clock: Callable[[], int] | None = None,
     ) -> None:
+        self.table = table
+        self.workspace = table.workspace
         self.options = options or ValidationOptions()
         self._clock = clock or (lambda: int(time.time() * 1000))
 
@@ -103,37 +84,11 @@ class GraphStore(abc.ABC):
         """The versions of `workspace` in the same database (a view sharing its connection).
 
         Raises:
-            ConfigurationError: this backend keeps a single workspace (the in-memory one).
+            ConfigurationError: the table keeps a single workspace (the in-memory one).
         """
-        raise ConfigurationError(
-            f"{type(self).__name__} keeps the graphs of one workspace only: use the graph "
-            "store of the app's database (SQLite or PostgreSQL) to serve several"
+        return GraphStore(
+            self.table.for_workspace(workspace), options=self.options, clock=self._clock
         )
-
-    # storage hooks --------------------------------------------------------------------------
-    @abc.abstractmethod
-    async def _append(self, row: StoredVersion) -> tuple[StoredVersion, bool]:
-        """Atomically: when the current version has `row`'s document hash, return it and
-        False; else store `row` as the next version number, make it current, return it and
-        True (the `version` of `row.info` is a placeholder)."""
-
-    @abc.abstractmethod
-    async def _fetch(
-        self, graph_id: str, version: int | None, content_hash: str | None
-    ) -> StoredVersion | None:
-        """A version by number, else the newest with `content_hash`, else the current one."""
-
-    @abc.abstractmethod
-    async def _infos(self, graph_id: str) -> list[VersionInfo]:
-        """Every version of a graph, oldest first."""
-
-    @abc.abstractmethod
-    async def _heads(self) -> list[VersionInfo]:
-        """The current version of every graph, by graph id."""
-
-    @abc.abstractmethod
-    async def _set_current(self, graph_id: str, version: int, now_ms: int) -> bool:
-        """Make `version` current; False when there is no such version."""
 
     # API ------------------------------------------------------------------------------------
     async def save(
@@ -158,7 +113,7 @@ class GraphStore(abc.ABC):
             current=True,
         )
         row = StoredVersion(info, orjson.dumps(document).decode(), plan.model_dump_json())
-        stored, created = await self._append(row)
+        stored, created = await self.table.append(row)
         return SaveResult(_decode(stored), created)
 
     async def get(
@@ -171,7 +126,7 @@ class GraphStore(abc.ABC):
         """
         if version is not None and not 1 <= version <= MAX_VERSION:
             raise GraphNotFoundError(graph_id, version)  # never stored; nor storable in SQL
-        stored = await self._fetch(graph_id, version, content_hash)
+        stored = await self.table.fetch(graph_id, version, content_hash)
         if stored is None:
             raise GraphNotFoundError(graph_id, version, content_hash or "")
         return _decode(stored)
@@ -182,14 +137,14 @@ class GraphStore(abc.ABC):
         Raises:
             GraphNotFoundError: the graph was never saved.
         """
-        infos = await self._infos(graph_id)
+        infos = await self.table.infos(graph_id)
         if not infos:
             raise GraphNotFoundError(graph_id)
         return infos
 
     async def graphs(self) -> list[VersionInfo]:
         """The current version of every saved graph."""
-        return await self._heads()
+        return await self.table.heads()
 
     async def diff(self, graph_id: str, old: int, new: int) -> GraphDiff:
         """What changed from version `old` to version `new`."""
@@ -204,34 +159,9 @@ class GraphStore(abc.ABC):
             GraphNotFoundError: no such version.
         """
         in_range = 1 <= version <= MAX_VERSION
-        if not in_range or not await self._set_current(graph_id, version, self._clock()):
+        if not in_range or not await self.table.set_current(graph_id, version, self._clock()):
             raise GraphNotFoundError(graph_id, version)
         return (await self.get(graph_id, version)).info
-
-
-INFO_COLUMNS = (
-    "v.graph_id, v.version, v.name, v.content_hash, v.document_hash, v.created_at_ms,"
-    " h.version IS NOT NULL"
-)
-"""What the SQL backends select of a version (`info_from_row` reads it), aliased `v`/`h`."""
-VERSIONS_FROM = (
-    "FROM workflow_versions v LEFT JOIN workflow_heads h ON h.workspace = v.workspace"
-    " AND h.graph_id = v.graph_id AND h.version = v.version"
-)
-"""The versions joined with the current-version pointers (migration 0003, both backends)."""
-
-
-def info_from_row(row: Sequence[Any]) -> VersionInfo:
-    """A `VersionInfo` from the first columns of a row selected with `INFO_COLUMNS`."""
-    return VersionInfo(
-        graph_id=str(row[0]),
-        version=int(row[1]),
-        name=str(row[2]),
-        content_hash=str(row[3]),
-        document_hash=str(row[4]),
-        created_at_ms=int(row[5]),
-        current=bool(row[6]),
-    )
 
 
 def document_hash(document: Mapping[str, Any]) -> str:
@@ -248,20 +178,22 @@ def _decode(stored: StoredVersion) -> GraphVersion:
     return GraphVersion(stored.info, graph, plan)
 
 
-class MemoryGraphStore(GraphStore):
+class MemoryGraphTable:
     """Versions in a dict: for tests, benchmarks and one-off runs (nothing is persisted)."""
 
-    def __init__(
-        self,
-        *,
-        options: ValidationOptions | None = None,
-        clock: Callable[[], int] | None = None,
-    ) -> None:
-        super().__init__(options=options, clock=clock)
+    workspace = "default"
+
+    def __init__(self) -> None:
         self._rows: dict[str, list[StoredVersion]] = {}
         self._current: dict[str, int] = {}
 
-    async def _append(self, row: StoredVersion) -> tuple[StoredVersion, bool]:
+    def for_workspace(self, workspace: str) -> GraphTable:
+        raise ConfigurationError(
+            "a memory graph store keeps the graphs of one workspace only: use the graph "
+            "store of the app's database (SQLite or PostgreSQL) to serve several"
+        )
+
+    async def append(self, row: StoredVersion) -> tuple[StoredVersion, bool]:
         graph_id = row.info.graph_id
         rows = self._rows.setdefault(graph_id, [])
         head = self._current.get(graph_id)
@@ -272,7 +204,7 @@ class MemoryGraphStore(GraphStore):
         self._current[graph_id] = len(rows)
         return self._mark(stored), True
 
-    async def _fetch(
+    async def fetch(
         self, graph_id: str, version: int | None, content_hash: str | None
     ) -> StoredVersion | None:
         rows = self._rows.get(graph_id, [])
@@ -284,16 +216,16 @@ class MemoryGraphStore(GraphStore):
         head = self._current.get(graph_id)
         return None if head is None else self._mark(rows[head - 1])
 
-    async def _infos(self, graph_id: str) -> list[VersionInfo]:
+    async def infos(self, graph_id: str) -> list[VersionInfo]:
         return [self._mark(row).info for row in self._rows.get(graph_id, [])]
 
-    async def _heads(self) -> list[VersionInfo]:
+    async def heads(self) -> list[VersionInfo]:
         return [
             self._mark(self._rows[graph_id][head - 1]).info
             for graph_id, head in sorted(self._current.items())
         ]
 
-    async def _set_current(self, graph_id: str, version: int, now_ms: int) -> bool:
+    async def set_current(self, graph_id: str, version: int, now_ms: int) -> bool:
         if not 1 <= version <= len(self._rows.get(graph_id, [])):
             return False
         self._current[graph_id] = version
@@ -302,3 +234,12 @@ class MemoryGraphStore(GraphStore):
     def _mark(self, row: StoredVersion) -> StoredVersion:
         current = self._current.get(row.info.graph_id) == row.info.version
         return replace(row, info=replace(row.info, current=current))
+
+
+class MemoryGraphStore(GraphStore):
+    """A `GraphStore` over a fresh `MemoryGraphTable`: for tests and one-off runs."""
+
+    def __init__(
+        self, *, options: ValidationOptions | None = None, clock: Callable[[], int] | None = None
+    ) -> None:
+        super().__init__(MemoryGraphTable(), options=options, clock=clock)

@@ -46,7 +46,7 @@ from inferpipe.workflows.compile import ExecutionPlan
 from inferpipe.workflows.errors import PlanIntegrityError, WorkflowInputError
 from inferpipe.workflows.execution import GraphExecution
 from inferpipe.workflows.graphstore import GraphStore, SaveResult
-from inferpipe.workflows.graphstore_backends import graph_store_for, saved_graphs
+from inferpipe.workflows.graphstore_backends import saved_graphs
 from inferpipe.workflows.netpolicy import EgressPolicy
 from inferpipe.workflows.nodes import NodeRunner, NodeServices, TaskFunction
 from inferpipe.workflows.secret_store import WorkspaceSecrets, workspace_secrets
@@ -260,7 +260,7 @@ class WorkflowRuntime:
                 return base
             return base.for_workspace(workspace)
         store = base if workspace in (None, base.workspace) else base.for_workspace(workspace)
-        return graph_store_for(store, options=self.validation_options(workspace))
+        return GraphStore(store.graphs, options=self.validation_options(workspace))
 
     def validation_options(self, workspace: str | None = None) -> ValidationOptions:
         """Validation against this runtime's providers, registered tasks, limits and the

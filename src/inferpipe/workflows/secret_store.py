@@ -11,8 +11,8 @@ several, comma-separated, to rotate: the first encrypts, all decrypt), else for 
 SQLite database a key file ``secrets.key`` beside it, created (mode 0600) on first use. A
 PostgreSQL deployment must set the variable.
 
-The operations are functions over a small `SecretTable` protocol (`secret_store_sqlite`,
-`secret_store_postgres`), like API keys.
+The operations are functions over the store's secret table (`Store.secrets`, see
+`inferpipe.store.secrets`), which keeps sealed rows only, like API keys.
 
 Example::
 
@@ -29,12 +29,12 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from inferpipe.core.errors import ConfigurationError, InferpipeError
 from inferpipe.store.base import Store
+from inferpipe.store.secrets import SealedSecret, SecretTable
 from inferpipe.store.sqlite import SQLiteStore
 
 KEY_ENV = "INFERPIPE_SECRETS_KEY"
@@ -66,32 +66,6 @@ class SecretInfo:
     name: str
     created_at_ms: int
     updated_at_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class SealedSecret:
-    """A row of `workspace_secrets`: the value only as ciphertext."""
-
-    workspace: str
-    name: str
-    ciphertext: str
-    created_at_ms: int
-    updated_at_ms: int
-
-
-class SecretTable(Protocol):
-    """Storage of sealed secrets; implementations do no encryption and no policy."""
-
-    async def upsert(self, row: SealedSecret) -> SealedSecret:
-        """Insert or replace; returns the row as stored (the first `created_at_ms` kept)."""
-
-    async def fetch(self, workspace: str, name: str) -> SealedSecret | None: ...
-
-    async def list_rows(self, workspace: str) -> list[SealedSecret]:
-        """A workspace's rows, by name."""
-
-    async def delete(self, workspace: str, name: str) -> bool:
-        """False when there was no such secret."""
 
 
 class SecretCipher:
@@ -244,21 +218,5 @@ def _info(row: SealedSecret) -> SecretInfo:
 
 
 def workspace_secrets(store: Store, cipher: SecretCipher | None = None) -> WorkspaceSecrets:
-    """The secrets kept in `store`'s database (SQLite or PostgreSQL).
-
-    Raises:
-        ConfigurationError: the store is neither.
-    """
-    if isinstance(store, SQLiteStore):
-        from inferpipe.workflows.secret_store_sqlite import SQLiteSecretTable  # noqa: PLC0415
-
-        return WorkspaceSecrets(SQLiteSecretTable(store), cipher, store=store)
-    if type(store).__name__ == "PostgresStore":  # by name: PostgreSQL support is optional
-        from inferpipe.store.postgres import PostgresStore  # noqa: PLC0415
-        from inferpipe.workflows.secret_store_postgres import PostgresSecretTable  # noqa: PLC0415
-
-        if isinstance(store, PostgresStore):
-            return WorkspaceSecrets(PostgresSecretTable(store), cipher, store=store)
-    raise ConfigurationError(
-        f"workspace secrets are kept only in SQLite and PostgreSQL, not {type(store).__name__}"
-    )
+    """The secrets kept in `store`'s database (its `secrets` table)."""
+    return WorkspaceSecrets(store.secrets, cipher, store=store)

@@ -54,5 +54,5 @@ async def readyz(request: Request) -> schemas.Health | JSONResponse:
 async def metrics(request: Request) -> Response:
     """Events accepted, runs by status, request latency by route."""
     svc = services(request)
-    body = await svc.metrics.render(svc.run_counter)
+    body = await svc.metrics.render(svc.workspaces.app.engine.store)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

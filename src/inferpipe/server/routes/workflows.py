@@ -19,8 +19,9 @@ from inferpipe.server import schemas
 from inferpipe.server.deps import RequestScope, Scope
 from inferpipe.server.errors import FieldProblem, InvalidRequestError, NotFoundError, field_path
 from inferpipe.server.routes import ERROR_RESPONSES
+from inferpipe.store.graphs import VersionInfo
 from inferpipe.workflows.errors import GraphInvalidError, Problem, WorkflowInputError
-from inferpipe.workflows.graphstore import GraphStore, GraphVersion, VersionInfo
+from inferpipe.workflows.graphstore import GraphStore, GraphVersion
 from inferpipe.workflows.runtime import WorkflowRuntime, runtime_of
 from inferpipe.workflows.spec import GRAPH_ID_PATTERN
 from inferpipe.workflows.versions import FieldChange, GraphDiff

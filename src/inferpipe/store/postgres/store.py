@@ -28,7 +28,9 @@ from inferpipe.store.base import (
 )
 from inferpipe.store.postgres import claims, intake, schema, scores, work
 from inferpipe.store.postgres.database import POOL_SIZE, RETRY_S, Conn, Database, notify
+from inferpipe.store.postgres.graphs import PostgresGraphs
 from inferpipe.store.postgres.journal import JournalWriter
+from inferpipe.store.postgres.keys import PostgresKeys
 from inferpipe.store.postgres.listener import Listener
 from inferpipe.store.postgres.rows import (
     RUN_COLUMNS,
@@ -38,6 +40,7 @@ from inferpipe.store.postgres.rows import (
     run_from_row,
     step_from_row,
 )
+from inferpipe.store.postgres.secrets import PostgresSecrets
 
 
 class PostgresStore:
@@ -73,6 +76,9 @@ class PostgresStore:
         self._journal = _journal or JournalWriter(self._db)
         self._owner = _db is None
         self._flow_checks = False  #: the last claim met runs that flow control checks
+        self.keys = PostgresKeys(self._db)
+        self.graphs = PostgresGraphs(self._db, workspace)
+        self.secrets = PostgresSecrets(self._db)
 
     def for_workspace(self, workspace: str) -> PostgresStore:
         return PostgresStore(self.url, workspace, _db=self._db, _journal=self._journal)
@@ -259,6 +265,13 @@ class PostgresStore:
         return await self._db.read(
             lambda c: claims.next_ready_at(c, self.workspace, function_ids, after_ms)
         )
+
+    async def count_runs_by_status(self) -> dict[str, int]:
+        async def count(c: Conn) -> dict[str, int]:
+            rows = await c.fetch("SELECT status, COUNT(*) FROM runs GROUP BY status")
+            return {str(r[0]): int(r[1]) for r in rows}
+
+        return await self._db.read(count)
 
     async def check_writable(self, now_ms: int) -> None:
         await self._db.transaction(

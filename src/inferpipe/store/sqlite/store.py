@@ -31,6 +31,8 @@ from inferpipe.store.base import (
 from inferpipe.store.migrations import migration_files
 from inferpipe.store.sqlite import admission, claims, intake, scores, work
 from inferpipe.store.sqlite.database import Database
+from inferpipe.store.sqlite.graphs import SQLiteGraphs
+from inferpipe.store.sqlite.keys import SQLiteKeys
 from inferpipe.store.sqlite.rows import (
     RUN_COLUMNS,
     STEP_COLUMNS,
@@ -39,6 +41,7 @@ from inferpipe.store.sqlite.rows import (
     run_from_row,
     step_from_row,
 )
+from inferpipe.store.sqlite.secrets import SQLiteSecrets
 
 
 class SQLiteStore:
@@ -56,6 +59,9 @@ class SQLiteStore:
         self.workspace = workspace
         self._db = _db or Database(self.path)
         self._owner = _db is None
+        self.keys = SQLiteKeys(self._db)
+        self.graphs = SQLiteGraphs(self._db, workspace)
+        self.secrets = SQLiteSecrets(self._db)
 
     def for_workspace(self, workspace: str) -> SQLiteStore:
         return SQLiteStore(self.path, workspace, _db=self._db)
@@ -215,6 +221,13 @@ class SQLiteStore:
         return await self._db.read(
             lambda c: claims.next_ready_at(c, self.workspace, function_ids, after_ms)
         )
+
+    async def count_runs_by_status(self) -> dict[str, int]:
+        def count(c: sqlite3.Connection) -> dict[str, int]:
+            rows = c.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()
+            return {str(status): int(n) for status, n in rows}
+
+        return await self._db.read(count)
 
     async def check_writable(self, now_ms: int) -> None:
         await self._db.write(

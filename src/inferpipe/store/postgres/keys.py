@@ -1,28 +1,23 @@
-"""`KeyStore` and run counts on the PostgreSQL store's pool (table `api_keys`, migration 0002)."""
+"""`KeyStore` on PostgreSQL (table `api_keys`, migration 0002)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from inferpipe.server.keys import ApiKey, Role
-from inferpipe.store.postgres import PostgresStore
-from inferpipe.store.postgres.database import Conn
-
-_COLUMNS = (
-    "id, workspace, name, prefix, role, created_at_ms, hash, revoked_at_ms, rate_limit_per_min"
-)
+from inferpipe.store.keys import KEY_COLUMNS, ApiKey, key_from_row
+from inferpipe.store.postgres.database import Conn, Database
 
 
-class PostgresKeyStore:
-    """API keys in the same PostgreSQL database as the runs, through the store's pool."""
+class PostgresKeys:
+    """API keys in the same database as the runs, through the store's pool."""
 
-    def __init__(self, store: PostgresStore) -> None:
-        self._db = store._db  # shared on purpose: one pool per process and database
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def insert(self, key: ApiKey) -> None:
         async def insert(c: Conn) -> None:
             await c.execute(
-                f"INSERT INTO api_keys ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 key.id,
                 key.workspace,
                 key.name,
@@ -71,35 +66,7 @@ class PostgresKeyStore:
 
     async def _select(self, clause: str, *params: Any) -> list[ApiKey]:
         async def select(c: Conn) -> list[ApiKey]:
-            rows = await c.fetch(f"SELECT {_COLUMNS} FROM api_keys {clause}", *params)
-            return [_key_from_row(tuple(r)) for r in rows]
+            rows = await c.fetch(f"SELECT {KEY_COLUMNS} FROM api_keys {clause}", *params)
+            return [key_from_row(tuple(r)) for r in rows]
 
         return await self._db.read(select)
-
-
-class PostgresRunCounter:
-    """`RunCounter` on the PostgreSQL store's pool."""
-
-    def __init__(self, store: PostgresStore) -> None:
-        self._db = store._db
-
-    async def count_by_status(self) -> dict[str, int]:
-        async def count(c: Conn) -> dict[str, int]:
-            rows = await c.fetch("SELECT status, COUNT(*) FROM runs GROUP BY status")
-            return {str(r[0]): int(r[1]) for r in rows}
-
-        return await self._db.read(count)
-
-
-def _key_from_row(row: tuple[Any, ...]) -> ApiKey:
-    return ApiKey(
-        id=row[0],
-        workspace=row[1],
-        name=row[2],
-        prefix=row[3],
-        role=Role(row[4]),
-        created_at_ms=int(row[5]),
-        hash=row[6],
-        revoked_at_ms=None if row[7] is None else int(row[7]),
-        rate_limit_per_min=row[8],
-    )

@@ -1,28 +1,25 @@
-"""`SecretTable` on the PostgreSQL store's pool (table `workspace_secrets`, migration 0008)."""
+"""`SecretTable` on PostgreSQL (table `workspace_secrets`, migration 0008)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from inferpipe.store.postgres import PostgresStore
-from inferpipe.store.postgres.database import Conn
-from inferpipe.workflows.secret_store import SealedSecret
-
-_COLUMNS = "workspace, name, ciphertext, created_at_ms, updated_at_ms"
+from inferpipe.store.postgres.database import Conn, Database
+from inferpipe.store.secrets import SECRET_COLUMNS, SealedSecret, secret_from_row
 
 
-class PostgresSecretTable:
+class PostgresSecrets:
     """Sealed secrets in the same PostgreSQL database as the runs, through the store's pool."""
 
-    def __init__(self, store: PostgresStore) -> None:
-        self._db = store._db  # shared on purpose: one pool per process and database
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def upsert(self, row: SealedSecret) -> SealedSecret:
         async def upsert(c: Conn) -> SealedSecret:
             found = await c.fetchrow(
-                f"INSERT INTO workspace_secrets ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"
+                f"INSERT INTO workspace_secrets ({SECRET_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"
                 " ON CONFLICT (workspace, name) DO UPDATE SET ciphertext = excluded.ciphertext,"
-                f" updated_at_ms = excluded.updated_at_ms RETURNING {_COLUMNS}",
+                f" updated_at_ms = excluded.updated_at_ms RETURNING {SECRET_COLUMNS}",
                 row.workspace,
                 row.name,
                 row.ciphertext,
@@ -30,7 +27,7 @@ class PostgresSecretTable:
                 row.updated_at_ms,
             )
             assert found is not None  # RETURNING always yields the row
-            return _row(tuple(found))
+            return secret_from_row(tuple(found))
 
         return await self._db.transaction(upsert)
 
@@ -54,11 +51,9 @@ class PostgresSecretTable:
 
     async def _select(self, clause: str, *params: Any) -> list[SealedSecret]:
         async def select(c: Conn) -> list[SealedSecret]:
-            rows = await c.fetch(f"SELECT {_COLUMNS} FROM workspace_secrets {clause}", *params)
-            return [_row(tuple(r)) for r in rows]
+            rows = await c.fetch(
+                f"SELECT {SECRET_COLUMNS} FROM workspace_secrets {clause}", *params
+            )
+            return [secret_from_row(tuple(r)) for r in rows]
 
         return await self._db.read(select)
-
-
-def _row(r: tuple[Any, ...]) -> SealedSecret:
-    return SealedSecret(r[0], r[1], r[2], int(r[3]), int(r[4]))

@@ -1,53 +1,37 @@
-"""`GraphStore` in the SQLite store's file (tables of migration 0003_workflows.sql)."""
+"""`GraphTable` in a SQLite file (tables of migration 0003_workflows.sql)."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from inferpipe.store.sqlite import SQLiteStore
-from inferpipe.workflows.graphstore import (
+from inferpipe.store.graphs import (
+    CURRENT_GRAPHS,
     INFO_COLUMNS,
     VERSIONS_FROM,
-    GraphStore,
     StoredVersion,
     VersionInfo,
     info_from_row,
 )
-from inferpipe.workflows.validate import ValidationOptions
+from inferpipe.store.sqlite.database import Database
 
 _INFO = INFO_COLUMNS
 _FROM = VERSIONS_FROM
 
 
-class SQLiteGraphStore(GraphStore):
-    """Graph versions beside the runs, through the open store's connection thread (so saves
-    take part in its group commits and need no second connection).
+class SQLiteGraphs:
+    """One workspace's graph versions beside the runs, through the store's connection thread
+    (so saves take part in its group commits and need no second connection)."""
 
-    Args:
-        store: an open `SQLiteStore`; its workspace scopes the versions.
-        options: what saved graphs are validated against.
-    """
+    def __init__(self, db: Database, workspace: str) -> None:
+        self._db = db
+        self.workspace = workspace
 
-    def __init__(
-        self,
-        store: SQLiteStore,
-        *,
-        options: ValidationOptions | None = None,
-        clock: Callable[[], int] | None = None,
-    ) -> None:
-        super().__init__(options=options, clock=clock)
-        self._store = store
-        self._db = store._db  # shared on purpose: one writer thread per SQLite file
-        self.workspace = store.workspace
+    def for_workspace(self, workspace: str) -> SQLiteGraphs:
+        return SQLiteGraphs(self._db, workspace)
 
-    def for_workspace(self, workspace: str) -> SQLiteGraphStore:
-        return SQLiteGraphStore(
-            self._store.for_workspace(workspace), options=self.options, clock=self._clock
-        )
-
-    async def _append(self, row: StoredVersion) -> tuple[StoredVersion, bool]:
+    async def append(self, row: StoredVersion) -> tuple[StoredVersion, bool]:
         return await self._db.write(lambda conn: self._append_in(conn, row))
 
     def _append_in(
@@ -94,7 +78,7 @@ class SQLiteGraphStore(GraphStore):
         assert stored is not None  # inserted just above, in this transaction
         return stored, True
 
-    async def _fetch(
+    async def fetch(
         self, graph_id: str, version: int | None, content_hash: str | None
     ) -> StoredVersion | None:
         where = "WHERE v.workspace = ? AND v.graph_id = ?"
@@ -109,19 +93,19 @@ class SQLiteGraphStore(GraphStore):
             where += " AND h.version IS NOT NULL"
         return await self._db.read(lambda conn: _one(conn, where, *params))
 
-    async def _infos(self, graph_id: str) -> list[VersionInfo]:
+    async def infos(self, graph_id: str) -> list[VersionInfo]:
         sql = f"SELECT {_INFO} {_FROM} WHERE v.workspace = ? AND v.graph_id = ? ORDER BY v.version"
         rows = await self._db.read(
             lambda conn: conn.execute(sql, (self.workspace, graph_id)).fetchall()
         )
         return [info_from_row(row) for row in rows]
 
-    async def _heads(self) -> list[VersionInfo]:
+    async def heads(self) -> list[VersionInfo]:
         sql = f"SELECT {_INFO} {_FROM} WHERE v.workspace = ? AND h.version IS NOT NULL ORDER BY v.graph_id"
         rows = await self._db.read(lambda conn: conn.execute(sql, (self.workspace,)).fetchall())
         return [info_from_row(row) for row in rows]
 
-    async def _set_current(self, graph_id: str, version: int, now_ms: int) -> bool:
+    async def set_current(self, graph_id: str, version: int, now_ms: int) -> bool:
         def move(conn: sqlite3.Connection) -> bool:
             found = conn.execute(
                 "SELECT 1 FROM workflow_versions WHERE workspace = ? AND graph_id = ?"
@@ -150,3 +134,16 @@ def _one(conn: sqlite3.Connection, where: str, *params: Any) -> StoredVersion | 
     if row is None:
         return None
     return StoredVersion(info_from_row(row), str(row[7]), str(row[8]))
+
+
+def saved_documents(path: Path | str, workspace: str) -> list[str]:
+    """The current graph documents of `workspace` in the file at `path`, read without opening
+    a store: a missing file or missing tables read as none."""
+    if str(path) == ":memory:" or not Path(path).exists():
+        return []
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        try:
+            rows = conn.execute(CURRENT_GRAPHS.format(param="?"), (workspace,)).fetchall()
+        except sqlite3.OperationalError:  # the workflow tables do not exist yet
+            return []
+    return [str(row[0]) for row in rows]

@@ -1,29 +1,25 @@
-"""`KeyStore` on the SQLite store's database (table `api_keys`, migration 0002)."""
+"""`KeyStore` on a SQLite file (table `api_keys`, migration 0002)."""
 
 from __future__ import annotations
 
 import sqlite3
 from typing import Any
 
-from inferpipe.server.keys import ApiKey, Role
-from inferpipe.store.sqlite import SQLiteStore
-
-_COLUMNS = (
-    "id, workspace, name, prefix, role, created_at_ms, hash, revoked_at_ms, rate_limit_per_min"
-)
+from inferpipe.store.keys import KEY_COLUMNS, ApiKey, key_from_row
+from inferpipe.store.sqlite.database import Database
 
 
-class SQLiteKeyStore:
-    """API keys in the same SQLite file as the runs, through the store's own connection thread
-    (so key writes take part in its group commits and need no second connection)."""
+class SQLiteKeys:
+    """API keys beside the runs, through the store's connection thread (so key writes take
+    part in its group commits and need no second connection)."""
 
-    def __init__(self, store: SQLiteStore) -> None:
-        self._db = store._db  # shared on purpose: one writer thread per SQLite file
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def insert(self, key: ApiKey) -> None:
         await self._db.write(
             lambda c: c.execute(
-                f"INSERT INTO api_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     key.id,
                     key.workspace,
@@ -71,20 +67,6 @@ class SQLiteKeyStore:
         return [str(r[0]) for r in rows]
 
     async def _select(self, clause: str, params: tuple[Any, ...]) -> list[ApiKey]:
-        sql = f"SELECT {_COLUMNS} FROM api_keys {clause}"
+        sql = f"SELECT {KEY_COLUMNS} FROM api_keys {clause}"
         rows = await self._db.read(lambda c: c.execute(sql, params).fetchall())
-        return [_key_from_row(r) for r in rows]
-
-
-def _key_from_row(row: tuple[Any, ...]) -> ApiKey:
-    return ApiKey(
-        id=row[0],
-        workspace=row[1],
-        name=row[2],
-        prefix=row[3],
-        role=Role(row[4]),
-        created_at_ms=row[5],
-        hash=row[6],
-        revoked_at_ms=row[7],
-        rate_limit_per_min=row[8],
-    )
+        return [key_from_row(r) for r in rows]

@@ -1,26 +1,24 @@
-"""`SecretTable` in the SQLite store's file (table `workspace_secrets`, migration 0008)."""
+"""`SecretTable` in a SQLite file (table `workspace_secrets`, migration 0008)."""
 
 from __future__ import annotations
 
 import sqlite3
 from typing import Any
 
-from inferpipe.store.sqlite import SQLiteStore
-from inferpipe.workflows.secret_store import SealedSecret
-
-_COLUMNS = "workspace, name, ciphertext, created_at_ms, updated_at_ms"
+from inferpipe.store.secrets import SECRET_COLUMNS, SealedSecret, secret_from_row
+from inferpipe.store.sqlite.database import Database
 
 
-class SQLiteSecretTable:
+class SQLiteSecrets:
     """Sealed secrets beside the runs, through the store's own connection thread."""
 
-    def __init__(self, store: SQLiteStore) -> None:
-        self._db = store._db  # shared on purpose: one writer thread per SQLite file
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def upsert(self, row: SealedSecret) -> SealedSecret:
         def upsert(c: sqlite3.Connection) -> SealedSecret:
             c.execute(
-                f"INSERT INTO workspace_secrets ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
+                f"INSERT INTO workspace_secrets ({SECRET_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (workspace, name) DO UPDATE SET ciphertext = excluded.ciphertext,"
                 " updated_at_ms = excluded.updated_at_ms",
                 (row.workspace, row.name, row.ciphertext, row.created_at_ms, row.updated_at_ms),
@@ -52,5 +50,5 @@ class SQLiteSecretTable:
 
 
 def _select(c: sqlite3.Connection, clause: str, params: tuple[Any, ...]) -> list[SealedSecret]:
-    rows = c.execute(f"SELECT {_COLUMNS} FROM workspace_secrets {clause}", params).fetchall()
-    return [SealedSecret(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows]
+    rows = c.execute(f"SELECT {SECRET_COLUMNS} FROM workspace_secrets {clause}", params).fetchall()
+    return [secret_from_row(r) for r in rows]

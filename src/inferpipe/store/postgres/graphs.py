@@ -1,27 +1,28 @@
-"""`GraphStore` in the PostgreSQL store's database (tables of migration 0003_workflows.sql).
+"""`GraphTable` on PostgreSQL (tables of migration 0003_workflows.sql).
 
 The versions live beside the runs they explain, through the store's own pool (the `Store`
-protocol is untouched, as for API keys). Concurrent saves of one graph, from any number of
+and its workspace, as for API keys). Concurrent saves of one graph, from any number of
 processes, are serialized by a transaction-scoped advisory lock on (workspace, graph id), so
 each gets its own version number and an unchanged document never makes a second version.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from inferpipe.store.postgres import PostgresStore
-from inferpipe.store.postgres.database import Conn, lock_key
-from inferpipe.workflows.graphstore import (
+from inferpipe.core.errors import StoreError
+from inferpipe.store.graphs import (
+    CURRENT_GRAPHS,
     INFO_COLUMNS,
     VERSIONS_FROM,
-    GraphStore,
     StoredVersion,
     VersionInfo,
     info_from_row,
 )
-from inferpipe.workflows.validate import ValidationOptions
+from inferpipe.store.postgres.database import Conn, Database, lock_key
+
+CONNECT_TIMEOUT_S = 10.0
+"""How long `saved_documents` waits for a connection."""
 
 SAVE_LOCK_PREFIX = "workflow-graph:"
 """Advisory lock name of a graph's saves: the prefix keeps it apart from event-name locks."""
@@ -30,39 +31,18 @@ _INFO = INFO_COLUMNS
 _FROM = VERSIONS_FROM
 
 
-class PostgresGraphStore(GraphStore):
-    """Graph versions in PostgreSQL, shared by every worker and API process on the database.
+class PostgresGraphs:
+    """One workspace's graph versions in PostgreSQL, shared by every worker and API process
+    on the database."""
 
-    Args:
-        store: a `PostgresStore` (opened before the first call); its workspace scopes the
-            versions.
-        options: what saved graphs are validated against.
-        clock: milliseconds since the epoch, for `created_at_ms`.
+    def __init__(self, db: Database, workspace: str) -> None:
+        self._db = db
+        self.workspace = workspace
 
-    Example::
+    def for_workspace(self, workspace: str) -> PostgresGraphs:
+        return PostgresGraphs(self._db, workspace)
 
-        graphs = PostgresGraphStore(app.engine.store)
-        await graphs.save(load_graph_file("triage.json"))
-    """
-
-    def __init__(
-        self,
-        store: PostgresStore,
-        *,
-        options: ValidationOptions | None = None,
-        clock: Callable[[], int] | None = None,
-    ) -> None:
-        super().__init__(options=options, clock=clock)
-        self._store = store
-        self._db = store._db  # shared on purpose: one pool per process and database
-        self.workspace = store.workspace
-
-    def for_workspace(self, workspace: str) -> PostgresGraphStore:
-        return PostgresGraphStore(
-            self._store.for_workspace(workspace), options=self.options, clock=self._clock
-        )
-
-    async def _append(self, row: StoredVersion) -> tuple[StoredVersion, bool]:
+    async def append(self, row: StoredVersion) -> tuple[StoredVersion, bool]:
         async def append(conn: Conn) -> tuple[StoredVersion, bool]:
             return await self._append_in(conn, row)
 
@@ -112,7 +92,7 @@ class PostgresGraphStore(GraphStore):
         assert stored is not None  # inserted just above, in this transaction
         return stored, True
 
-    async def _fetch(
+    async def fetch(
         self, graph_id: str, version: int | None, content_hash: str | None
     ) -> StoredVersion | None:
         where = "WHERE v.workspace = $1 AND v.graph_id = $2"
@@ -131,7 +111,7 @@ class PostgresGraphStore(GraphStore):
 
         return await self._db.read(fetch)
 
-    async def _infos(self, graph_id: str) -> list[VersionInfo]:
+    async def infos(self, graph_id: str) -> list[VersionInfo]:
         sql = (
             f"SELECT {_INFO} {_FROM} WHERE v.workspace = $1 AND v.graph_id = $2 ORDER BY v.version"
         )
@@ -143,7 +123,7 @@ class PostgresGraphStore(GraphStore):
 
         return await self._db.read(select)
 
-    async def _heads(self) -> list[VersionInfo]:
+    async def heads(self) -> list[VersionInfo]:
         sql = (
             f"SELECT {_INFO} {_FROM} WHERE v.workspace = $1 AND h.version IS NOT NULL"
             " ORDER BY v.graph_id"
@@ -154,7 +134,7 @@ class PostgresGraphStore(GraphStore):
 
         return await self._db.read(select)
 
-    async def _set_current(self, graph_id: str, version: int, now_ms: int) -> bool:
+    async def set_current(self, graph_id: str, version: int, now_ms: int) -> bool:
         async def move(conn: Conn) -> bool:
             found = await conn.fetchval(
                 "SELECT 1 FROM workflow_versions WHERE workspace = $1 AND graph_id = $2"
@@ -189,3 +169,25 @@ async def _one(conn: Conn, where: str, *params: Any) -> StoredVersion | None:
         return None
     values = tuple(row)
     return StoredVersion(info_from_row(values), str(values[7]), str(values[8]))
+
+
+async def saved_documents(url: str, workspace: str) -> list[str]:
+    """The current graph documents of `workspace` in the database at `url`, read over a
+    connection of its own without opening a store: missing tables read as none.
+
+    Raises:
+        StoreError: the database cannot be reached or read.
+    """
+    import asyncpg  # noqa: PLC0415 - PostgreSQL support is optional
+
+    try:
+        conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S)
+        try:
+            if not await conn.fetchval("SELECT to_regclass('workflow_heads') IS NOT NULL"):
+                return []
+            rows = await conn.fetch(CURRENT_GRAPHS.format(param="$1"), workspace)
+        finally:
+            await conn.close()
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise StoreError(f"cannot read the saved workflow graphs from PostgreSQL: {exc}") from exc
+    return [str(row[0]) for row in rows]
