@@ -1,9 +1,9 @@
 """``PostgresStreamLog``: topic logs in the PostgreSQL store's database (migration ``0006``).
 
-- An append is one transaction on the store's pool: an upsert of the topic's head row assigns
-  the index (and holds the row lock until commit, so appends to a topic commit in index order),
-  then one statement inserts the event, trims by count and sends ``NOTIFY inferpipe_streams``
-  with ``'<index> <topic>'``, delivered to listeners when the transaction commits.
+- An append is one statement on the store's pool, committing by itself: an upsert of the
+  topic's head row assigns the index (its row lock, held until the commit, makes appends to a
+  topic commit in index order), and the same statement inserts the event, trims by count and
+  sends ``NOTIFY inferpipe_streams`` with ``'<index> <topic>'``, delivered when it commits.
 - Each pubsub LISTENs on a dedicated connection that reconnects by itself; after a
   reconnection every subscriber re-reads the log (notifications sent meanwhile are lost), and a
   slow poll of waited-on topics' heads backs the notifications up.
@@ -55,24 +55,35 @@ _EXPIRED = (
     "((t.final AND $4::bigint > 0 AND t.last_ts_ms <= $2::bigint - $4::bigint)"
     " OR (NOT t.final AND $5::bigint > 0 AND t.last_ts_ms <= $2::bigint - $5::bigint))"
 )
-_ADVANCE = f"""
-INSERT INTO stream_topics AS t (topic, last_idx, last_ts_ms, final) VALUES ($1, 1, $2, $3)
-ON CONFLICT (topic) DO UPDATE SET
-    last_idx = CASE WHEN {_EXPIRED} THEN 1 ELSE t.last_idx + 1 END,
-    last_ts_ms = CASE WHEN {_EXPIRED} THEN $2 ELSE GREATEST(t.last_ts_ms, $2) END,
-    final = $3
-WHERE NOT t.final OR {_EXPIRED}
-RETURNING last_idx, last_ts_ms
-"""
-# $1 topic, $2 index, $3 data, $4 ts_ms, $5 final, $6 trim at or below, $7 channel, $8 payload
-_INSERT = """
-WITH added AS (
-    INSERT INTO stream_events (topic, idx, data, ts_ms, final) VALUES ($1, $2, $3, $4, $5)
+_APPEND = f"""
+WITH head AS (
+    INSERT INTO stream_topics AS t (topic, last_idx, last_ts_ms, final) VALUES ($1, 1, $2, $3)
+    ON CONFLICT (topic) DO UPDATE SET
+        last_idx = CASE WHEN {_EXPIRED} THEN 1 ELSE t.last_idx + 1 END,
+        last_ts_ms = CASE WHEN {_EXPIRED} THEN $2 ELSE GREATEST(t.last_ts_ms, $2) END,
+        final = $3
+    WHERE NOT t.final OR {_EXPIRED}
+    RETURNING last_idx, last_ts_ms
+), added AS (
+    INSERT INTO stream_events (topic, idx, data, ts_ms, final)
+    SELECT $1, last_idx, $6, last_ts_ms, $3 FROM head
+    ON CONFLICT (topic, idx) DO UPDATE
+        SET data = excluded.data, ts_ms = excluded.ts_ms, final = excluded.final
+), restarted AS (
+    DELETE FROM stream_events WHERE topic = $1 AND idx > 1
+      AND EXISTS (SELECT 1 FROM head WHERE last_idx = 1)
 ), trimmed AS (
-    DELETE FROM stream_events WHERE topic = $1 AND idx <= $6
+    DELETE FROM stream_events WHERE topic = $1 AND $7::bigint > 0
+      AND idx <= (SELECT last_idx FROM head) - $7::bigint
 )
-SELECT pg_notify($7, $8)
+SELECT last_idx, last_ts_ms, pg_notify($8, last_idx::text || ' ' || $1) FROM head
 """
+"""One statement, so one round trip that commits by itself: the head's row lock is never held
+while waiting for this process (a worker paused mid-append would otherwise block every other
+publisher of the topic). $1 topic, $2 now_ms, $3 final, $4 finished_ttl_ms, $5 idle_ttl_ms
+(0: none), $6 data, $7 max_events (0: none), $8 channel. No row back means the topic has a
+final event. An expired topic starts over at index 1: its old event 1 is overwritten and the
+others deleted (all sub-statements see the rows as they were before it)."""
 _HEAD = "SELECT last_idx, last_ts_ms, final FROM stream_topics WHERE topic = $1"
 # $1 now_ms, $2 finished_ttl_ms, $3 idle_ttl_ms (0: none), $4 batch size.
 _PURGE_TOPICS = """
@@ -110,23 +121,25 @@ class PostgresStreamLog:
     async def append(
         self, topic: str, data: bytes, *, final: bool, now_ms: int, retention: Retention
     ) -> tuple[int, int]:
-        """Assign the next index and insert, in one transaction (see ``StreamLog.append``)."""
-        finished_ttl = retention.finished_ttl_ms or 0
-        idle_ttl = retention.idle_ttl_ms or 0
+        """Assign the next index and insert, in one statement (see ``StreamLog.append``)."""
+        args = (
+            topic,
+            now_ms,
+            final,
+            retention.finished_ttl_ms or 0,
+            retention.idle_ttl_ms or 0,
+            data,
+            retention.max_events or 0,
+            CHANNEL,
+        )
 
         async def append(c: Conn) -> tuple[int, int]:
-            head = await c.fetchrow(_ADVANCE, topic, now_ms, final, finished_ttl, idle_ttl)
+            head = await c.fetchrow(_APPEND, *args)
             if head is None:
                 raise TopicFinishedError(topic)
-            index, ts_ms = int(head[0]), int(head[1])
-            if index == 1:  # a new topic, or an expired one starting over
-                await c.execute("DELETE FROM stream_events WHERE topic = $1", topic)
-            floor = count_floor(index, retention)
-            payload = f"{index} {topic}"
-            await c.execute(_INSERT, topic, index, data, ts_ms, final, floor, CHANNEL, payload)
-            return index, ts_ms
+            return int(head[0]), int(head[1])
 
-        return await self._db.transaction(append)
+        return await self._db.read(append)
 
     async def read(
         self, topic: str, after: int, limit: int | None, *, now_ms: int, retention: Retention
