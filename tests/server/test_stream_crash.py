@@ -1,6 +1,6 @@
 """A split deployment with no streams setting, as a new user runs it: `inferpipe serve
---no-worker` and `inferpipe worker` processes on one SQLite file, nothing about streams in the
-environment. The API relays the workers' tokens (the default is the store), in-memory streams
+--no-worker` and `inferpipe worker` processes on one database (a SQLite file, or PostgreSQL),
+nothing about streams in the environment. The API relays the workers' tokens (the default is the store), in-memory streams
 are refused at start-up, and a worker SIGKILLed mid-stream costs clients nothing: through the
 Python client and over raw SSE, each token is presented once.
 
@@ -33,9 +33,11 @@ from inferpipe.client import Client
 from inferpipe.core import run_stream
 from inferpipe.core.errors import ConfigurationError
 from inferpipe.server import keys_cli
+from inferpipe.store.postgres import PostgresStore
 from inferpipe.store.sqlite import SQLiteStore
 from inferpipe.streams.memory import MemoryPubSub
 from tests.servers import free_port
+from tests.store.conftest import session_postgres
 from tests.streams import stream_app
 
 APP_FILE = Path(stream_app.__file__)
@@ -98,15 +100,23 @@ def _answers(url: str) -> bool:
         return False
 
 
-def create_key(db_path: Path) -> str:
-    async def create() -> str:
-        store = SQLiteStore(db_path)
+def deployment_database(kind: str, tmp_path: Path) -> tuple[str, str]:
+    """A fresh database of `kind` (`sqlite`: a file; `postgres`: a database on the session's
+    server) with an API key in it; returns its URL and the key."""
+
+    async def create() -> tuple[str, str]:
+        if kind == "sqlite":
+            url, store = f"sqlite:///{tmp_path / 'app.db'}", SQLiteStore(tmp_path / "app.db")
+        else:
+            url = await session_postgres().new_database()
+            store = PostgresStore(url)
         await store.open()
         try:
             quiet = Console(file=io.StringIO())
-            return await keys_cli.create_key(store, workspace="default", name="t", console=quiet)
+            key = await keys_cli.create_key(store, workspace="default", name="t", console=quiet)
         finally:
             await store.close()
+        return url, key
 
     return asyncio.run(create())
 
@@ -130,10 +140,9 @@ def presented(events: list[ip.StreamEvent]) -> list[Any]:
     return [t for _, t in shown]
 
 
-def test_a_split_deployment_streams_with_no_setting(tmp_path: Path) -> None:
-    db_path = tmp_path / "split.db"
-    database = f"sqlite:///{db_path}"
-    key = create_key(db_path)
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_split_deployment_streams_with_no_setting(tmp_path: Path, kind: str) -> None:
+    database, key = deployment_database(kind, tmp_path)
     env = environment(tmp_path / "no-hold")
     with api(database, env) as url, worker(database, env), Client(url, api_key=key) as client:
         run_id = client.invoke("talk")
@@ -165,10 +174,9 @@ def test_in_memory_streams_are_refused_where_processes_are_split(
 
 
 @pytest.mark.parametrize("loop", range(LOOPS))
-def test_sigkill_mid_stream_presents_each_token_once(tmp_path: Path, loop: int) -> None:
-    db_path = tmp_path / "crash.db"
-    database = f"sqlite:///{db_path}"
-    key = create_key(db_path)
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_sigkill_mid_stream_presents_each_token_once(tmp_path: Path, kind: str, loop: int) -> None:
+    database, key = deployment_database(kind, tmp_path)
     hold = tmp_path / "hold"
     hold.touch()
     env = environment(hold)
