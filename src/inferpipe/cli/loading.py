@@ -1,7 +1,9 @@
-"""Find the application a command should run: `module:attr`, `file.py:attr` or `file.py`."""
+"""Find the application a command should run (`module:attr`, `file.py:attr` or `file.py`) and
+the workspace it reads."""
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import importlib.util
 import os
@@ -33,6 +35,24 @@ def load_app(target: str | None) -> App:
             f"{location!r} defines {len(apps)} inferpipe Apps; name one as '{location}:attribute'"
         )
     return apps[0]
+
+
+DEFAULT_WORKSPACE = "default"
+
+
+def workspace_of(given: str | None) -> str:
+    """The workspace a command reads: `--workspace`, else $INFERPIPE_WORKSPACE, else default."""
+    return given or os.environ.get("INFERPIPE_WORKSPACE") or DEFAULT_WORKSPACE
+
+
+def add_workspace_option(parser: argparse.ArgumentParser) -> None:
+    """`--workspace NAME` on a command that reads or writes a workspace's runs and events."""
+    parser.add_argument(
+        "--workspace",
+        metavar="NAME",
+        default=None,
+        help=f"the workspace (default: $INFERPIPE_WORKSPACE or {DEFAULT_WORKSPACE!r})",
+    )
 
 
 def _import(location: str) -> object:

@@ -11,9 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from inferpipe.app import App
-from inferpipe.core.errors import InvalidEventError
+from inferpipe.core.errors import InferpipeError, InvalidEventError
 from inferpipe.core.events import Event
-from inferpipe.core.ids import new_id
 from inferpipe.core.records import Run, RunStatus, StepRecord
 from inferpipe.store import Store
 from inferpipe.store.base import RunFilter
@@ -132,8 +131,20 @@ async def cancel_run(store: Store, run_id: str, now_ms: int) -> None:
         console.print(f"run {run_id}: cancel requested; a worker stops it after its step in flight")
 
 
-async def rerun(store: Store, run_id: str, from_failed_step: bool, now_ms: int) -> None:
-    run = await store.rerun(run_id, new_id(), from_failed_step=from_failed_step, now_ms=now_ms)
+async def rerun(app: App, run_id: str, from_failed_step: bool) -> None:
+    """Queue a re-run of a finished run (from its failed step: of a failed run only) through
+    the app's engine, which refuses a run of a function the app does not define."""
+    old = await app.get_run(run_id)
+    if not old.status.finished:
+        raise InferpipeError(
+            f"run {run_id} is still {old.status.value}: cancel it or wait for it to finish"
+        )
+    if from_failed_step and old.status is not RunStatus.FAILED:
+        raise InferpipeError(
+            f"run {run_id} is {old.status.value}, not failed: it has no failed step to resume "
+            "at; re-run it from the start (without --from-failed-step)"
+        )
+    run = await app.rerun(run_id, from_failed_step=from_failed_step)
     how = "from the failed step" if from_failed_step else "from the start"
     console.print(f"re-run {run.id} of {run_id} queued {how}")
 

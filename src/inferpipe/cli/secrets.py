@@ -14,6 +14,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
+from inferpipe.cli.loading import workspace_of
 from inferpipe.store import store_from_url
 from inferpipe.workflows.secret_store import workspace_secrets
 
@@ -25,13 +26,22 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     secrets_p = sub.add_parser("secrets", help="set, list and delete a workspace's secrets")
     actions = secrets_p.add_subparsers(dest="secrets_command", required=True, metavar="ACTION")
     set_p = actions.add_parser("set", help="set a secret (the value is read from stdin)")
-    set_p.add_argument("name", metavar="NAME")
+    set_p.add_argument("name", metavar="NAME", help="the secret's name")
     lst = actions.add_parser("list", help="the secrets' names (never their values)")
     delete = actions.add_parser("delete", help="delete a secret")
-    delete.add_argument("name", metavar="NAME")
+    delete.add_argument("name", metavar="NAME", help="the secret's name")
     for p in (set_p, lst, delete):
-        p.add_argument("--workspace", default="default")
-        p.add_argument("--database", metavar="URL")
+        p.add_argument(
+            "--workspace",
+            metavar="NAME",
+            default="default",
+            help="the workspace (default: default)",
+        )
+        p.add_argument(
+            "--database",
+            metavar="URL",
+            help="sqlite:///path or postgresql://... (default: $INFERPIPE_DATABASE_URL)",
+        )
     secrets_p.set_defaults(handler=run)
 
 
@@ -42,6 +52,7 @@ def _value() -> str:
 
 
 async def run(args: argparse.Namespace) -> None:
+    args.workspace = workspace_of(args.workspace)
     store = store_from_url(args.database, args.workspace)
     await store.open()
     try:

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -51,21 +52,25 @@ def add_workflow_commands(subparsers: Any) -> None:
     validate = sub.add_parser("validate", help="check a graph file; list every problem")
     validate.add_argument("file", metavar="FILE", help="a graph as .json, .yaml or .yml")
     save = sub.add_parser("save", help="validate a graph file and save it as a new version")
-    save.add_argument("file", metavar="FILE")
+    save.add_argument("file", metavar="FILE", help="a graph as .json, .yaml or .yml")
     versions = sub.add_parser("versions", help="list a graph's versions")
-    versions.add_argument("graph_id", metavar="ID")
+    versions.add_argument("graph_id", metavar="ID", help="the graph's id")
     diff = sub.add_parser("diff", help="what changed between two versions (or a file)")
     diff.add_argument("target", metavar="FILE|ID", help="a graph file (vs. its current version)")
     diff.add_argument("old", nargs="?", type=int, help="old version (default: current - 1)")
     diff.add_argument("new", nargs="?", type=int, help="new version (default: current)")
     rollback = sub.add_parser("rollback", help="make an older version current again")
-    rollback.add_argument("graph_id", metavar="ID")
-    rollback.add_argument("version", type=int)
+    rollback.add_argument("graph_id", metavar="ID", help="the graph's id")
+    rollback.add_argument("version", type=int, help="the version to make current")
     run = sub.add_parser("run", help="run a graph (a file is saved first) and show the result")
-    run.add_argument("target", metavar="FILE|ID")
+    run.add_argument("target", metavar="FILE|ID", help="a graph file (saved first) or a graph id")
     run.add_argument("--input", default="{}", help="the graph input as a JSON object")
     run.add_argument("--version", type=int, help="a saved version (default: the current one)")
-    run.add_argument("--timeout", default=DEFAULT_RUN_TIMEOUT, help="e.g. 30s, 10m")
+    run.add_argument(
+        "--timeout",
+        default=DEFAULT_RUN_TIMEOUT,
+        help="how long to wait for the result, e.g. 30s (default: %(default)s)",
+    )
     for p in (save, versions, diff, rollback, run):
         p.add_argument(
             "--database",
@@ -73,6 +78,11 @@ def add_workflow_commands(subparsers: Any) -> None:
             help="sqlite:///path or postgresql://... (default: the app's)",
         )
         p.add_argument("--app", help="module:attribute or path/to/app.py with a WorkflowRuntime")
+        p.add_argument(
+            "--workspace",
+            metavar="NAME",
+            help="the workspace of the graphs and runs (default: $INFERPIPE_WORKSPACE or the app's)",
+        )
     wf.set_defaults(handler=workflows_command)
 
 
@@ -81,7 +91,7 @@ async def workflows_command(args: argparse.Namespace) -> None:
     if args.workflows_command == "validate":
         validate_file(Path(args.file))
         return
-    async with _runtime(args.database, args.app) as (runtime, checks_tasks):
+    async with _runtime(args.database, args.app, args.workspace) as (runtime, checks_tasks):
         action = args.workflows_command
         if action == "save":
             await save_file(runtime, Path(args.file), checks_tasks=checks_tasks)
@@ -202,7 +212,7 @@ async def print_run(app: App, run: Run) -> None:
 
 @contextlib.asynccontextmanager
 async def _runtime(
-    database: str | None, app_target: str | None
+    database: str | None, app_target: str | None, workspace: str | None = None
 ) -> AsyncIterator[tuple[WorkflowRuntime, bool]]:
     """The runtime to use, with its app started; and whether task names can be checked."""
     if app_target:
@@ -217,6 +227,9 @@ async def _runtime(
         runtime = WorkflowRuntime(app)
     if database:
         app.database = database
+    workspace = workspace or os.environ.get("INFERPIPE_WORKSPACE")
+    if workspace:
+        app.workspace = workspace
     async with app:
         yield runtime, app_target is not None
 

@@ -21,6 +21,8 @@ from inferpipe.workflows import spec
 
 _GRAPH_FIELDS = ("name", "description", "input_schema", "output", "trigger")
 _MAX_SHOWN_CHARS = 60
+_CONTEXT_CHARS = 20
+"""Unchanged characters shown before the first difference of a long value."""
 
 
 class _Frozen(BaseModel):
@@ -143,9 +145,23 @@ def _value_changes(path: str, before: Any, after: Any) -> list[FieldChange]:
 
 
 def _change_text(change: FieldChange) -> str:
-    return f"{_shown(change.before)} -> {_shown(change.after)}"
+    """Both sides of a change; long values are shown from a little before where they first
+    differ (a cut at a common prefix would show two equal texts)."""
+    before, after = repr(change.before), repr(change.after)
+    if len(before) <= _MAX_SHOWN_CHARS and len(after) <= _MAX_SHOWN_CHARS:
+        return f"{before} -> {after}"
+    same = 0
+    for left, right in zip(before, after, strict=False):
+        if left != right:
+            break
+        same += 1
+    start = max(0, same - _CONTEXT_CHARS)
+    return f"{_window(before, start)} -> {_window(after, start)}"
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= _MAX_SHOWN_CHARS else text[: _MAX_SHOWN_CHARS - 3] + "..."
+def _window(text: str, start: int) -> str:
+    """At most _MAX_SHOWN_CHARS of `text` from `start`, '...' marking what is left out."""
+    shown = text[start : start + _MAX_SHOWN_CHARS]
+    head = "..." if start > 0 else ""
+    tail = "..." if start + _MAX_SHOWN_CHARS < len(text) else ""
+    return f"{head}{shown}{tail}"
