@@ -1,4 +1,5 @@
-# Sourced by scripts/demo and scripts/test: a virtualenv in .venv with inferpipe installed.
+# Sourced by scripts/demo and scripts/test: a virtualenv in .venv with inferpipe installed,
+# with the extras named by the first argument (scripts/test: `all`; the demo: none).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PYTHON:-python3}"
@@ -6,4 +7,5 @@ if [ ! -x .venv/bin/python ]; then
     echo "creating .venv with $("$PYTHON" --version)"
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$1]"
+EXTRAS="${1:-}"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${EXTRAS:+[$EXTRAS]}"
