@@ -62,6 +62,10 @@ def pass_gate(gate: str, tick: int) -> dict[str, int]:
     return {"tick": tick}
 
 
+MANY_STEPS = 80
+"""Steps of the `many-steps` run: over the dashboard's threshold for its compact list."""
+
+
 def build_app(database: str) -> ip.App:
     app = ip.App("dashboard-tests", database=database)
     quick = ip.Backoff(base_s=0.01, max_s=0.02, jitter=0.0)
@@ -133,6 +137,12 @@ def build_app(database: str) -> ip.App:
     @app.function(id="big", retries=0)
     async def big(ctx: ip.Context) -> str:
         return str(await ctx.step.run("make", lambda: "x" * (8 * KB) + "THE-END"))
+
+    @app.function(id="many-steps", retries=0)
+    async def many_steps(ctx: ip.Context) -> int:
+        for item in range(MANY_STEPS):
+            await ctx.step.run(f"item-{item}", lambda item=item: item)
+        return MANY_STEPS
 
     return app
 

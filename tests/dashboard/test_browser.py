@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from playwright.sync_api import Page, expect
 
-from tests.dashboard.conftest import Dashboard, open_app
+from tests.dashboard.conftest import MANY_STEPS, Dashboard, open_app
 from tests.dashboard.proxy import DroppableProxy
 
 
@@ -177,3 +177,25 @@ def test_large_output_is_cut_and_loads_in_full(
     expect(panel).not_to_contain_text("THE-END")
     panel.get_by_role("button", name="Load full value").click()
     expect(panel).to_contain_text("THE-END")
+
+
+def test_a_long_run_compact_list_is_searched_by_step_name(
+    dashboard: Dashboard, new_page: Callable[..., Page]
+) -> None:
+    run_id = dashboard.invoke("many-steps")
+    dashboard.wait(run_id, "completed")
+    page = new_page()
+    open_app(page, dashboard.base_url, f"/run/{run_id}")
+    rows = page.locator("table.compact-steps tbody tr")
+    expect(rows).to_have_count(MANY_STEPS)
+    page.get_by_role("searchbox", name="Search steps by name").fill("item-7")
+    expect(rows).to_have_count(11)  # item-7 and item-70 .. item-79
+    expect(page.locator("#step-search-count")).to_have_text(f"11 of {MANY_STEPS} steps match")
+    expect(page.locator('button[data-step-key="item-79"]')).to_be_visible()
+    expect(page.locator('button[data-step-key="item-8"]')).to_have_count(0)
+    page.locator('button[data-step-key="item-79"]').click()
+    expect(page.locator("#step-search")).to_have_value("item-7")  # kept when the page re-renders
+    expect(rows).to_have_count(11)
+    page.get_by_role("searchbox", name="Search steps by name").fill("")
+    expect(rows).to_have_count(MANY_STEPS)
+    assert page.page_errors() == []

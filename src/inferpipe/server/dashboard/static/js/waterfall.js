@@ -137,7 +137,10 @@ function legend() {
     item("backoff", "retry backoff"), item("sleep", "sleep"), item("wait", "waiting for an event or child run"));
 }
 
-/** A compact, chunked table for runs with hundreds of steps. */
+/** The step search of each run's compact list, kept while live updates re-render it. */
+const stepQueries = new Map();
+
+/** A compact, chunked table for runs with hundreds of steps, with a search by step name. */
 export function renderCompactList(run, steps, selectedKey, onSelect) {
   const body = h("tbody");
   const table = h("table", { class: "compact-steps" },
@@ -145,9 +148,11 @@ export function renderCompactList(run, steps, selectedKey, onSelect) {
     h("thead", {}, h("tr", {}, ["#", "Step", "Kind", "Status", "Attempts", "Started", "Duration"].map((t) => h("th", { scope: "col" }, t)))),
     body);
   let shown = 0;
+  let matching = steps;
   const more = h("button", { class: "btn", type: "button" });
+  const found = h("span", { id: "step-search-count", role: "status" });
   const showMore = () => {
-    for (const step of steps.slice(shown, shown + LIST_CHUNK)) {
+    for (const step of matching.slice(shown, shown + LIST_CHUNK)) {
       body.append(h("tr", { class: step.key === selectedKey ? "selected" : "" },
         h("td", { class: "num" }, step.seq),
         h("td", {}, h("button", { type: "button", class: "btn link", "data-step-key": step.key,
@@ -158,13 +163,30 @@ export function renderCompactList(run, steps, selectedKey, onSelect) {
         h("td", { class: "nowrap" }, step.started_at_ms ? `+${fmtDuration(step.started_at_ms - run.created_at_ms)}` : "—"),
         h("td", { class: "num" }, fmtDuration(step.duration_ms))));
     }
-    shown = Math.min(steps.length, shown + LIST_CHUNK);
-    more.textContent = `Show ${Math.min(LIST_CHUNK, steps.length - shown)} more steps (${shown} of ${steps.length} shown)`;
-    more.hidden = shown >= steps.length;
+    shown = Math.min(matching.length, shown + LIST_CHUNK);
+    more.textContent = `Show ${Math.min(LIST_CHUNK, matching.length - shown)} more steps (${shown} of ${matching.length} shown)`;
+    more.hidden = shown >= matching.length;
+  };
+  const search = (query) => {
+    stepQueries.set(run.id, query);
+    const needle = query.trim().toLowerCase();
+    matching = needle
+      ? steps.filter((s) => s.name.toLowerCase().includes(needle) || s.key.toLowerCase().includes(needle))
+      : steps;
+    found.textContent = needle ? `${matching.length} of ${steps.length} steps match` : "";
+    body.replaceChildren();
+    shown = 0;
+    // Make sure a deep-linked step is rendered.
+    const wanted = matching.findIndex((s) => s.key === selectedKey);
+    do { showMore(); } while (wanted >= shown && shown < matching.length);
   };
   more.addEventListener("click", showMore);
-  // Make sure a deep-linked step is rendered.
-  const wanted = steps.findIndex((s) => s.key === selectedKey);
-  do { showMore(); } while (wanted >= shown && shown < steps.length);
-  return h("div", { class: "table-wrap" }, table, h("div", { class: "pager" }, more));
+  const query = stepQueries.get(run.id) || "";
+  const input = h("input", { type: "search", id: "step-search", class: "step-search", value: query,
+    placeholder: "Search steps by name", "aria-label": "Search steps by name",
+    oninput: (event) => search(event.target.value) });
+  search(query);
+  return h("div", {},
+    h("div", { class: "pager" }, input, found),
+    h("div", { class: "table-wrap" }, table, h("div", { class: "pager" }, more)));
 }
