@@ -7,6 +7,7 @@ import asyncio
 import logging
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 import inferpipe as ip
@@ -19,8 +20,11 @@ from inferpipe.store import admin, store_from_url
 from inferpipe.store.base import PlannedEvent
 from inferpipe.store.migrations import migration_files
 from inferpipe.store.postgres import PostgresStore
+from inferpipe.store.postgres.listener import APPLICATION_NAME
+from inferpipe.streams.store import StorePubSub
 from tests.servers import free_port
 from tests.store.conftest import PostgresServer, unique_workspace
+from tests.streams.test_conformance import take
 
 NOW = 1_700_000_000_000
 MIGRATIONS = [name for _, name, _ in migration_files("postgres")]
@@ -121,6 +125,65 @@ async def test_notifications_of_other_workspaces_do_not_wake(postgres: PostgresS
     finally:
         await unlisten()
         await mine.close()
+
+
+async def test_wake_ups_and_stream_appends_share_one_listen_connection(
+    postgres: PostgresServer,
+) -> None:
+    url = await postgres.new_database()
+    workspace = unique_workspace()
+    mine, theirs = PostgresStore(url, workspace), PostgresStore(url, workspace)
+    await mine.open()
+    await theirs.open()  # another process's store: its own pool, not listening
+    woken = asyncio.Event()
+    unlisten = await mine.listen(woken.set)
+    unlisten_view = await mine.for_workspace(workspace + "-b").listen(lambda: None)
+    consumer, producer = StorePubSub.for_store(mine), StorePubSub.for_store(theirs)
+    try:
+        async with await consumer.subscribe("t") as sub:
+            assert await _listening(url) == 1
+            await producer.publish("t", "before")
+            assert [e.data for e in await take(sub, 1)] == ["before"]
+            await theirs.ingest([_planned("m", runs=1)], NOW)
+            await asyncio.wait_for(woken.wait(), timeout=10)
+            woken.clear()
+            await _cut_listening(url)  # both are restored on the one reconnected connection
+            await asyncio.wait_for(woken.wait(), timeout=10)
+            await producer.publish("t", "after")
+            assert [e.data for e in await take(sub, 1)] == ["after"]
+    finally:
+        await unlisten_view()
+        await unlisten()
+        await consumer.close()
+        await producer.close()
+        await mine.close()
+        await theirs.close()
+
+
+async def _listening(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = $1 AND pid <> pg_backend_pid()",
+                APPLICATION_NAME,
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def _cut_listening(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = $1",
+            APPLICATION_NAME,
+        )
+    finally:
+        await conn.close()
 
 
 class _Counter(logging.Handler):

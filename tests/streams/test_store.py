@@ -18,10 +18,10 @@ import inferpipe as ip
 from inferpipe.core.errors import ConfigurationError
 from inferpipe.store.base import Store
 from inferpipe.store.sqlite import SQLiteStore
+from inferpipe.store.stream_log import StreamLog
 from inferpipe.streams.errors import FutureCursorError, StreamUnavailableError
 from inferpipe.streams.pubsub import Retention, wall_clock_ms
 from inferpipe.streams.store import Purged, StorePubSub
-from inferpipe.streams.store_sqlite import SQLiteStreamLog
 from tests.store.conftest import PostgresServer
 from tests.streams.conftest import BackendSpec, FakeClock
 from tests.streams.test_conformance import drain, indices, publish_many, take
@@ -156,7 +156,7 @@ async def test_sqlite_polls_only_while_a_subscriber_waits(
         producer = await process(spec)
         store = await spec.open_store()
         assert isinstance(store, SQLiteStore)
-        log = CountingLog(SQLiteStreamLog(store))
+        log = CountingLog(store.stream_log)
         consumer = StorePubSub(log, poll_interval_s=0.01)
         spec.made.append(consumer)
         async with await consumer.subscribe("t") as sub:
@@ -173,7 +173,7 @@ async def test_sqlite_polls_only_while_a_subscriber_waits(
 class CountingLog:
     """A stream log that counts head reads (the poller's queries)."""
 
-    def __init__(self, inner: SQLiteStreamLog) -> None:
+    def __init__(self, inner: StreamLog) -> None:
         self.inner = inner
         self.head_reads = 0
 
@@ -224,8 +224,3 @@ async def test_app_puts_run_streams_in_its_store_when_told(
     monkeypatch.setenv("INFERPIPE_STREAMS_URL", "kafka://nope")
     with pytest.raises(ConfigurationError, match="store"):
         await ip.App("c", database=database).start()
-
-
-def test_only_sql_stores_can_hold_streams() -> None:
-    with pytest.raises(ConfigurationError, match="SQLiteStore or a PostgresStore"):
-        StorePubSub.for_store(object())  # type: ignore[arg-type]

@@ -30,6 +30,7 @@ from inferpipe.core.scores import ScoreRecord
 from inferpipe.store.graphs import GraphTable
 from inferpipe.store.keys import KeyStore
 from inferpipe.store.secrets import SecretTable
+from inferpipe.store.stream_log import StreamLog
 
 DEDUPE_WINDOW_MS = 24 * 3600 * 1000
 """A producer-set event id is deduplicated for this long."""
@@ -129,6 +130,10 @@ class Store(Protocol):
     @property
     def secrets(self) -> SecretTable:
         """The sealed workspace secrets of every workspace, in the same database."""
+
+    @property
+    def stream_log(self) -> StreamLog:
+        """The stream topics (of every workspace: topics are global), in the same database."""
 
     async def open(self) -> None:
         """Connect and apply pending migrations."""

@@ -9,9 +9,8 @@ Public modules (extension points):
   protocols, ``MemoryStreamCache``;
 - :mod:`inferpipe.streams.redis` - ``RedisPubSub`` and ``RedisStreamCache`` (needs ``redis``;
   not imported here so the package works without it);
-- :mod:`inferpipe.streams.store` - ``StorePubSub`` and the ``StreamLog`` protocol, with
-  ``SQLiteStreamLog`` (:mod:`~inferpipe.streams.store_sqlite`) and ``PostgresStreamLog``
-  (:mod:`~inferpipe.streams.store_postgres`): streams in the application's own database.
+- :mod:`inferpipe.streams.store` - ``StorePubSub``: streams in the application's own database,
+  over the store's ``stream_log`` (:mod:`inferpipe.store.stream_log`).
 
 Choosing a backend (docs/streams.md): one process - ``MemoryPubSub``; several processes sharing
 a database - ``StorePubSub`` (no extra service; history survives a crashed producer); many

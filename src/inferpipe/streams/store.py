@@ -32,18 +32,18 @@ from collections.abc import Awaitable, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from inferpipe.core.errors import ConfigurationError, StoreError
+from inferpipe.core.errors import StoreError
 from inferpipe.store.base import Store
-from inferpipe.store.sqlite import SQLiteStore
+from inferpipe.store.stream_log import LogEntry, LogSlice, Purged, StopWatch, StreamLog
 from inferpipe.streams import _codec
 from inferpipe.streams._store_feed import FeedHub, LogFeed
-from inferpipe.streams._store_log import LogSlice, Purged, StopWatch, StreamLog
 from inferpipe.streams._subscription import DEFAULT_PAGE_SIZE, CursorSubscription
 from inferpipe.streams.errors import (
     CursorExpiredError,
     FutureCursorError,
     PubSubClosedError,
     StreamUnavailableError,
+    TopicFinishedError,
 )
 from inferpipe.streams.pubsub import (
     ClockMs,
@@ -56,7 +56,6 @@ from inferpipe.streams.pubsub import (
     check_limit,
     wall_clock_ms,
 )
-from inferpipe.streams.store_sqlite import SQLiteStreamLog
 
 __all__ = [
     "DEFAULT_MAX_QUEUE",
@@ -121,15 +120,12 @@ class StorePubSub:
 
     @classmethod
     def for_store(cls, store: Store, retention: Retention | None = None, **options: Any) -> Self:
-        """A pubsub in ``store``'s database, sharing its connections.
+        """A pubsub on ``store.stream_log``, sharing the store's connections.
 
-        ``store`` is a ``SQLiteStore`` or a ``PostgresStore``, opened (which applies the
-        streams migration) before the pubsub is first used.
-
-        Raises:
-            ConfigurationError: The store is of another kind.
+        ``store`` is opened (which applies the streams migration) before the pubsub is first
+        used.
         """
-        return cls(_log_for(store), retention, **options)
+        return cls(store.stream_log, retention, **options)
 
     @property
     def retention(self) -> Retention:
@@ -142,9 +138,12 @@ class StorePubSub:
         _codec.check_topic(topic)
         raw = _codec.encode_data(topic, data, self._max_payload_bytes)
         now_ms = self._clock_ms()
-        index, ts_ms = await self._call(
+        appended = await self._call(
             self._log.append(topic, raw, final=final, now_ms=now_ms, retention=self._retention)
         )
+        if appended is None:
+            raise TopicFinishedError(topic)
+        index, ts_ms = appended
         event = StreamEvent(topic, index, _codec.decode_data(topic, raw), ts_ms, final)
         self._hub.publish(event)
         self._maybe_purge(now_ms)
@@ -243,7 +242,7 @@ class StorePubSub:
                 raise FutureCursorError(topic, after, found.last_index)
             if after < found.oldest_index - 1:
                 raise CursorExpiredError(topic, after, found.oldest_index)
-        return HistoryPage(found.events, found.last_index, found.finished)
+        return HistoryPage(_events(topic, found.events), found.last_index, found.finished)
 
     async def _read_after(self, topic: str, after: int, limit: int) -> list[StreamEvent]:
         """A stale feed's read: whatever is retained after ``after`` (gaps are the
@@ -255,7 +254,7 @@ class StorePubSub:
         )
         if found.last_index < after:
             raise FutureCursorError(topic, after, found.last_index)
-        return found.events
+        return _events(topic, found.events)
 
     async def _read_heads(self, topics: Sequence[str]) -> dict[str, int]:
         now_ms = self._clock_ms()
@@ -292,16 +291,8 @@ class StorePubSub:
             raise PubSubClosedError("StorePubSub")
 
 
-def _log_for(store: Store) -> StreamLog:
-    """The stream log of a store's dialect, sharing the store's connections."""
-    if isinstance(store, SQLiteStore):
-        return SQLiteStreamLog(store)
-    # Loaded on demand, as `store_from_url` does: importing asyncpg costs every SQLite app.
-    from inferpipe.store.postgres import PostgresStore  # noqa: PLC0415
-    from inferpipe.streams.store_postgres import PostgresStreamLog  # noqa: PLC0415
-
-    if isinstance(store, PostgresStore):
-        return PostgresStreamLog(store)
-    raise ConfigurationError(
-        f"streams in the store need a SQLiteStore or a PostgresStore, not {type(store).__name__}"
-    )
+def _events(topic: str, entries: list[LogEntry]) -> list[StreamEvent]:
+    return [
+        StreamEvent(topic, e.index, _codec.decode_data(topic, e.data), e.ts_ms, e.final)
+        for e in entries
+    ]

@@ -1,46 +1,92 @@
-"""LISTEN on the ready channel over a dedicated connection that reconnects when it drops."""
+"""One LISTEN connection per process and database, shared by run wake-ups and stream appends.
+
+The connection is opened with the first subscription and closed with the last; it LISTENs on
+every channel some subscription wants, and reconnects by itself when it drops. Notifications
+sent while it was disconnected are lost, so after each reconnection every subscription is told
+(`on_restored`) to assume it missed some.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import asyncpg
 from asyncpg import exceptions as pgexc
 
-from inferpipe.store.postgres.database import CHANNEL
-
 _log = logging.getLogger("inferpipe.store.postgres")
+
+APPLICATION_NAME = "inferpipe-listen"
+"""How the LISTEN connection shows in `pg_stat_activity`."""
 
 CONNECT_TIMEOUT_S = 5.0
 RECONNECT_MAX_S = 2.0
-"""Longest pause between reconnection attempts; the worker's fallback poll covers the gap."""
+"""Longest pause between reconnection attempts; the subscribers' fallback polls cover the gap."""
 
 _CONNECT_ERRORS = (OSError, TimeoutError, pgexc.PostgresError, asyncpg.InterfaceError)
 
 
-class Listener:
-    """Calls `callback` for every notification about `workspace`, and once after each
-    reconnection (notifications sent while disconnected are lost, so assume work is ready).
+@dataclass(eq=False, slots=True)
+class _Subscription:
+    channel: str
+    on_notify: Callable[[str], None]
+    on_restored: Callable[[], None]
+
+
+class Notifications:
+    """The process's LISTEN connection to one database (shared by every workspace view).
 
     Args:
         url: the database URL.
-        workspace: only notifications with this payload call back.
-        callback: called on the event loop; must not block.
     """
 
-    def __init__(self, url: str, workspace: str, callback: Callable[[], None]) -> None:
+    def __init__(self, url: str) -> None:
         self.url = url
-        self.workspace = workspace
-        self.callback = callback
+        self._subscriptions: list[_Subscription] = []
         self._conn: asyncpg.Connection[asyncpg.Record] | None = None
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._changing = asyncio.Lock()
 
-    async def start(self) -> None:
-        """Connect (once; if the server is unreachable, keep trying in the background)."""
+    async def subscribe(
+        self,
+        channel: str,
+        on_notify: Callable[[str], None],
+        on_restored: Callable[[], None],
+    ) -> Callable[[], Awaitable[None]]:
+        """Call `on_notify(payload)` for every notification on `channel`, and `on_restored()`
+        after each reconnection; both on the event loop, and must not block. If the server is
+        unreachable, keep trying in the background.
+
+        Returns:
+            An async function that ends the subscription.
+        """
+        subscription = _Subscription(channel, on_notify, on_restored)
+        async with self._changing:
+            new_channel = all(s.channel != channel for s in self._subscriptions)
+            self._subscriptions.append(subscription)
+            if self._task is None:
+                await self._start()
+            elif new_channel and self._conn is not None:
+                try:
+                    await self._conn.add_listener(channel, self._on_notification)
+                except _CONNECT_ERRORS as exc:  # reconnecting LISTENs on every channel
+                    _log.debug("cannot LISTEN on %s yet (%r)", channel, exc)
+                    self._lost.set()
+
+        async def unsubscribe() -> None:
+            async with self._changing:
+                if subscription in self._subscriptions:
+                    self._subscriptions.remove(subscription)
+                    if not self._subscriptions:
+                        await self._stop()
+
+        return unsubscribe
+
+    async def _start(self) -> None:
         try:
             await self._connect()
         except _CONNECT_ERRORS as exc:
@@ -48,7 +94,7 @@ class Listener:
             self._lost.set()
         self._task = asyncio.create_task(self._supervise(), name="inferpipe-pg-listener")
 
-    async def stop(self) -> None:
+    async def _stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -62,10 +108,15 @@ class Listener:
                 conn.terminate()
 
     async def _connect(self) -> None:
-        conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT_S)
+        conn = await asyncpg.connect(
+            self.url,
+            timeout=CONNECT_TIMEOUT_S,
+            server_settings={"application_name": APPLICATION_NAME},
+        )
         try:
             conn.add_termination_listener(self._on_terminated)
-            await conn.add_listener(CHANNEL, self._on_notification)
+            for channel in dict.fromkeys(s.channel for s in self._subscriptions):
+                await conn.add_listener(channel, self._on_notification)
         except BaseException:
             conn.terminate()
             raise
@@ -80,7 +131,8 @@ class Listener:
             if old is not None:
                 old.terminate()
             try:
-                await self._connect()
+                async with self._changing:
+                    await self._connect()
             except _CONNECT_ERRORS as exc:
                 _log.debug("LISTEN reconnection failed: %r", exc)
                 await asyncio.sleep(delay_s)
@@ -88,7 +140,8 @@ class Listener:
                 continue
             _log.info("LISTEN connection restored")
             delay_s = 0.05
-            self.callback()
+            for subscription in list(self._subscriptions):
+                subscription.on_restored()
 
     def _on_terminated(self, conn: object) -> None:
         if conn is self._conn:
@@ -96,5 +149,6 @@ class Listener:
             self._lost.set()
 
     def _on_notification(self, conn: object, pid: int, channel: str, payload: object) -> None:
-        if payload == self.workspace:
-            self.callback()
+        for subscription in list(self._subscriptions):
+            if subscription.channel == channel:
+                subscription.on_notify(str(payload))

@@ -27,11 +27,11 @@ from inferpipe.store.base import (
     ScoreFilter,
 )
 from inferpipe.store.postgres import claims, intake, schema, scores, work
-from inferpipe.store.postgres.database import POOL_SIZE, RETRY_S, Conn, Database, notify
+from inferpipe.store.postgres.database import CHANNEL, POOL_SIZE, RETRY_S, Conn, Database, notify
 from inferpipe.store.postgres.graphs import PostgresGraphs
 from inferpipe.store.postgres.journal import JournalWriter
 from inferpipe.store.postgres.keys import PostgresKeys
-from inferpipe.store.postgres.listener import Listener
+from inferpipe.store.postgres.listener import Notifications
 from inferpipe.store.postgres.rows import (
     RUN_COLUMNS,
     STEP_COLUMNS,
@@ -41,6 +41,7 @@ from inferpipe.store.postgres.rows import (
     step_from_row,
 )
 from inferpipe.store.postgres.secrets import PostgresSecrets
+from inferpipe.store.postgres.stream_log import PostgresStreamLog
 
 
 class PostgresStore:
@@ -69,19 +70,28 @@ class PostgresStore:
         retry_s: float = RETRY_S,
         _db: Database | None = None,
         _journal: JournalWriter | None = None,
+        _notifications: Notifications | None = None,
     ) -> None:
         self.url = url
         self.workspace = workspace
         self._db = _db or Database(url, pool_size=pool_size, retry_s=retry_s)
         self._journal = _journal or JournalWriter(self._db)
+        self._notifications = _notifications or Notifications(url)
         self._owner = _db is None
         self._flow_checks = False  #: the last claim met runs that flow control checks
         self.keys = PostgresKeys(self._db)
         self.graphs = PostgresGraphs(self._db, workspace)
         self.secrets = PostgresSecrets(self._db)
+        self.stream_log = PostgresStreamLog(self._db, self._notifications)
 
     def for_workspace(self, workspace: str) -> PostgresStore:
-        return PostgresStore(self.url, workspace, _db=self._db, _journal=self._journal)
+        return PostgresStore(
+            self.url,
+            workspace,
+            _db=self._db,
+            _journal=self._journal,
+            _notifications=self._notifications,
+        )
 
     async def open(self) -> None:
         await self._db.start()
@@ -96,14 +106,19 @@ class PostgresStore:
 
     async def listen(self, callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
         """Call `callback` whenever another process (or this one) makes runs of this workspace
-        ready: LISTEN/NOTIFY on a dedicated connection that reconnects by itself.
+        ready: LISTEN/NOTIFY on the process's one listening connection (`Notifications`), and
+        once after each reconnection (notifications sent meanwhile are lost).
 
         Returns:
             An async function that stops listening.
         """
-        listener = Listener(self.url, self.workspace, callback)
-        await listener.start()
-        return listener.stop
+        workspace = self.workspace
+
+        def on_ready(payload: str) -> None:
+            if payload == workspace:
+                callback()
+
+        return await self._notifications.subscribe(CHANNEL, on_ready, callback)
 
     # events -------------------------------------------------------------------------------
     async def ingest(self, events: list[PlannedEvent], now_ms: int) -> IngestResult:

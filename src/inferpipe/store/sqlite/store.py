@@ -42,6 +42,7 @@ from inferpipe.store.sqlite.rows import (
     step_from_row,
 )
 from inferpipe.store.sqlite.secrets import SQLiteSecrets
+from inferpipe.store.sqlite.stream_log import SQLiteStreamLog
 
 
 class SQLiteStore:
@@ -62,6 +63,7 @@ class SQLiteStore:
         self.keys = SQLiteKeys(self._db)
         self.graphs = SQLiteGraphs(self._db, workspace)
         self.secrets = SQLiteSecrets(self._db)
+        self.stream_log = SQLiteStreamLog(self._db)
 
     def for_workspace(self, workspace: str) -> SQLiteStore:
         return SQLiteStore(self.path, workspace, _db=self._db)

@@ -1,28 +1,23 @@
-"""``PostgresStreamLog``: topic logs in the PostgreSQL store's database (migration ``0006``).
+"""``PostgresStreamLog``: topic logs in a PostgreSQL database (migration ``0006``).
 
 - An append is one statement on the store's pool, committing by itself: an upsert of the
   topic's head row assigns the index (its row lock, held until the commit, makes appends to a
   topic commit in index order), and the same statement inserts the event, trims by count and
   sends ``NOTIFY inferpipe_streams`` with ``'<index> <topic>'``, delivered when it commits.
-- Each pubsub LISTENs on a dedicated connection that reconnects by itself; after a
+- Each pubsub listens on the process's one LISTEN connection (``Notifications``); after a
   reconnection every subscriber re-reads the log (notifications sent meanwhile are lost), and a
   slow poll of waited-on topics' heads backs the notifications up.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from collections.abc import Sequence
 
-import asyncpg
-from asyncpg import exceptions as pgexc
-
-from inferpipe.store.postgres import PostgresStore
-from inferpipe.store.postgres.database import Conn
-from inferpipe.streams._store_log import (
+from inferpipe.store.postgres.database import Conn, Database
+from inferpipe.store.postgres.listener import Notifications
+from inferpipe.store.stream_log import (
     PURGE_BATCH,
+    LogRetention,
     LogSlice,
     OnAppend,
     OnLost,
@@ -30,24 +25,16 @@ from inferpipe.streams._store_log import (
     StopWatch,
     age_floor_ms,
     count_floor,
-    event_from_row,
+    entry_from_row,
     topic_expired,
 )
-from inferpipe.streams.errors import TopicFinishedError
-from inferpipe.streams.pubsub import Retention
 
 __all__ = ["CHANNEL", "DEFAULT_POLL_INTERVAL_S", "PostgresStreamLog"]
-
-_log = logging.getLogger("inferpipe.streams")
 
 #: NOTIFY channel of stream appends; the payload is ``'<index> <topic>'``.
 CHANNEL = "inferpipe_streams"
 #: Seconds between head checks while a subscriber waits: a safety net behind NOTIFY.
 DEFAULT_POLL_INTERVAL_S = 2.0
-CONNECT_TIMEOUT_S = 5.0
-RECONNECT_MAX_S = 2.0
-
-_CONNECT_ERRORS = (OSError, TimeoutError, pgexc.PostgresError, asyncpg.InterfaceError)
 
 # $1 topic, $2 now_ms, $3 final, $4 finished_ttl_ms, $5 idle_ttl_ms (0: none). No row back
 # means the topic has a final event. An expired topic starts over at index 1.
@@ -97,20 +84,25 @@ DELETE FROM stream_topics WHERE topic IN (
 
 
 class PostgresStreamLog:
-    """A :class:`~inferpipe.streams.store.StreamLog` in a PostgreSQL store's database.
+    """A :class:`~inferpipe.store.stream_log.StreamLog` in PostgreSQL (``Store.stream_log``).
 
     Args:
-        store: A ``PostgresStore``; its pool is shared, and its URL used to LISTEN.
+        db: The store's pool, shared.
+        notifications: The process's LISTEN connection to the database, shared.
         poll_interval_s: Seconds between head polls while a subscriber waits (a safety net).
     """
 
     backend = "postgres"
 
     def __init__(
-        self, store: PostgresStore, *, poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
+        self,
+        db: Database,
+        notifications: Notifications,
+        *,
+        poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
     ) -> None:
-        self._db = store._db  # shared on purpose: one pool per process and database
-        self._url = store.url
+        self._db = db
+        self._notifications = notifications
         self._poll_interval_s = poll_interval_s
 
     @property
@@ -119,8 +111,8 @@ class PostgresStreamLog:
         return self._poll_interval_s
 
     async def append(
-        self, topic: str, data: bytes, *, final: bool, now_ms: int, retention: Retention
-    ) -> tuple[int, int]:
+        self, topic: str, data: bytes, *, final: bool, now_ms: int, retention: LogRetention
+    ) -> tuple[int, int] | None:
         """Assign the next index and insert, in one statement (see ``StreamLog.append``)."""
         args = (
             topic,
@@ -133,16 +125,16 @@ class PostgresStreamLog:
             CHANNEL,
         )
 
-        async def append(c: Conn) -> tuple[int, int]:
+        async def append(c: Conn) -> tuple[int, int] | None:
             head = await c.fetchrow(_APPEND, *args)
             if head is None:
-                raise TopicFinishedError(topic)
+                return None
             return int(head[0]), int(head[1])
 
         return await self._db.read(append)
 
     async def read(
-        self, topic: str, after: int, limit: int | None, *, now_ms: int, retention: Retention
+        self, topic: str, after: int, limit: int | None, *, now_ms: int, retention: LogRetention
     ) -> LogSlice:
         """Retained events after ``after`` with the head, in one snapshot."""
 
@@ -170,12 +162,12 @@ class PostgresStreamLog:
                 last,
                 limit,
             )
-            return LogSlice([event_from_row(topic, *r) for r in rows], last, final, oldest)
+            return LogSlice([entry_from_row(*r) for r in rows], last, final, oldest)
 
         return await self._db.transaction(read)
 
     async def heads(
-        self, topics: Sequence[str], *, now_ms: int, retention: Retention
+        self, topics: Sequence[str], *, now_ms: int, retention: LogRetention
     ) -> dict[str, int]:
         """The last index of each live topic among ``topics``."""
 
@@ -191,7 +183,7 @@ class PostgresStreamLog:
 
         return await self._db.read(heads)
 
-    async def clear(self, topic: str, *, now_ms: int, retention: Retention) -> None:
+    async def clear(self, topic: str, *, now_ms: int, retention: LogRetention) -> None:
         """Delete the topic's events and final mark; keep its counter."""
 
         async def clear(c: Conn) -> None:
@@ -211,7 +203,7 @@ class PostgresStreamLog:
 
         await self._db.transaction(clear)
 
-    async def purge(self, *, now_ms: int, retention: Retention) -> Purged:
+    async def purge(self, *, now_ms: int, retention: LogRetention) -> Purged:
         """Delete expired topics and aged events, a batch per transaction."""
         topics = events = 0
         finished_ttl = retention.finished_ttl_ms or 0
@@ -233,10 +225,14 @@ class PostgresStreamLog:
         return Purged(topics, events)
 
     async def watch(self, on_append: OnAppend, on_lost: OnLost) -> StopWatch | None:
-        """LISTEN for appends on a dedicated connection (see :class:`_Listener`)."""
-        listener = _Listener(self._url, on_append, on_lost)
-        await listener.start()
-        return listener.stop
+        """LISTEN for appends on the process's LISTEN connection."""
+
+        def on_notify(payload: str) -> None:
+            index, _, topic = payload.partition(" ")
+            if index.isdigit() and topic:
+                on_append(topic, int(index))
+
+        return await self._notifications.subscribe(CHANNEL, on_notify, on_lost)
 
 
 async def _purge_topics(c: Conn, now_ms: int, finished_ttl: int, idle_ttl: int) -> tuple[int, int]:
@@ -263,79 +259,3 @@ async def _purge_aged(c: Conn, cutoff_ms: int) -> int:
 def _rowcount(status: str) -> int:
     """The row count of a command tag such as ``DELETE 12``."""
     return int(status.rsplit(" ", 1)[-1])
-
-
-class _Listener:
-    """LISTEN on :data:`CHANNEL` over a dedicated connection that reconnects when it drops.
-
-    ``on_lost`` is called after each reconnection: notifications sent while disconnected are
-    lost, so every subscriber must re-read the log.
-    """
-
-    def __init__(self, url: str, on_append: OnAppend, on_lost: OnLost) -> None:
-        self._url = url
-        self._on_append = on_append
-        self._on_lost = on_lost
-        self._conn: asyncpg.Connection[asyncpg.Record] | None = None
-        self._lost = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Connect once; if the server is unreachable, keep trying in the background."""
-        try:
-            await self._connect()
-        except _CONNECT_ERRORS as exc:
-            _log.warning("cannot LISTEN for stream events yet (%r); retrying", exc)
-            self._lost.set()
-        self._task = asyncio.create_task(self._supervise(), name="inferpipe-streams-listener")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        conn, self._conn = self._conn, None
-        if conn is not None and not conn.is_closed():
-            try:
-                await asyncio.wait_for(conn.close(), timeout=CONNECT_TIMEOUT_S)
-            except (*_CONNECT_ERRORS, TimeoutError):
-                conn.terminate()
-
-    async def _connect(self) -> None:
-        conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT_S)
-        try:
-            conn.add_termination_listener(self._on_terminated)
-            await conn.add_listener(CHANNEL, self._on_notification)
-        except BaseException:
-            conn.terminate()
-            raise
-        self._conn = conn
-        self._lost.clear()
-
-    async def _supervise(self) -> None:
-        delay_s = 0.05
-        while True:
-            await self._lost.wait()
-            old, self._conn = self._conn, None
-            if old is not None:
-                old.terminate()
-            try:
-                await self._connect()
-            except _CONNECT_ERRORS as exc:
-                _log.debug("stream LISTEN reconnection failed: %r", exc)
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, RECONNECT_MAX_S)
-                continue
-            delay_s = 0.05
-            self._on_lost()
-
-    def _on_terminated(self, conn: object) -> None:
-        if conn is self._conn:
-            _log.warning("stream LISTEN connection lost; reconnecting")
-            self._lost.set()
-
-    def _on_notification(self, conn: object, pid: int, channel: str, payload: object) -> None:
-        index, _, topic = str(payload).partition(" ")
-        if index.isdigit() and topic:
-            self._on_append(topic, int(index))

@@ -1,6 +1,6 @@
-"""``SQLiteStreamLog``: topic logs in the SQLite store's file (migration ``0006_streams``).
+"""``SQLiteStreamLog``: topic logs in a SQLite file (migration ``0006_streams``).
 
-It runs on the store's own connection thread (``SQLiteStore._db``), like the API key store: an
+It runs on the store's own connection thread, like the API key table: an
 append is one write job, so it joins the store's group commits and is on disk when ``publish``
 returns; SQLite's write lock serializes appends from every process sharing the file.
 
@@ -15,9 +15,10 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from inferpipe.store.sqlite import SQLiteStore
-from inferpipe.streams._store_log import (
+from inferpipe.store.sqlite.database import Database
+from inferpipe.store.stream_log import (
     PURGE_BATCH,
+    LogRetention,
     LogSlice,
     OnAppend,
     OnLost,
@@ -25,11 +26,9 @@ from inferpipe.streams._store_log import (
     StopWatch,
     age_floor_ms,
     count_floor,
-    event_from_row,
+    entry_from_row,
     topic_expired,
 )
-from inferpipe.streams.errors import TopicFinishedError
-from inferpipe.streams.pubsub import Retention
 
 __all__ = ["DEFAULT_POLL_INTERVAL_S", "SQLiteStreamLog"]
 
@@ -42,19 +41,17 @@ _HEAD = "SELECT last_idx, last_ts_ms, final FROM stream_topics WHERE topic = ?"
 
 
 class SQLiteStreamLog:
-    """A :class:`~inferpipe.streams.store.StreamLog` in a SQLite store's database.
+    """A :class:`~inferpipe.store.stream_log.StreamLog` in a SQLite file (``Store.stream_log``).
 
     Args:
-        store: An open (or soon opened) ``SQLiteStore``; its connection thread is shared.
+        db: The store's database; its connection thread is shared.
         poll_interval_s: Seconds between head polls while a subscriber waits.
     """
 
     backend = "sqlite"
 
-    def __init__(
-        self, store: SQLiteStore, *, poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
-    ) -> None:
-        self._db = store._db  # shared on purpose: one writer thread per SQLite file
+    def __init__(self, db: Database, *, poll_interval_s: float = DEFAULT_POLL_INTERVAL_S) -> None:
+        self._db = db
         self._poll_interval_s = poll_interval_s
 
     @property
@@ -63,28 +60,28 @@ class SQLiteStreamLog:
         return self._poll_interval_s
 
     async def append(
-        self, topic: str, data: bytes, *, final: bool, now_ms: int, retention: Retention
-    ) -> tuple[int, int]:
+        self, topic: str, data: bytes, *, final: bool, now_ms: int, retention: LogRetention
+    ) -> tuple[int, int] | None:
         """Assign the next index and insert, in one transaction (see ``StreamLog.append``)."""
         return await self._db.write(lambda c: _append(c, topic, data, final, now_ms, retention))
 
     async def read(
-        self, topic: str, after: int, limit: int | None, *, now_ms: int, retention: Retention
+        self, topic: str, after: int, limit: int | None, *, now_ms: int, retention: LogRetention
     ) -> LogSlice:
         """Retained events after ``after`` with the head, in one snapshot."""
         return await self._db.read(lambda c: _read(c, topic, after, limit, now_ms, retention))
 
     async def heads(
-        self, topics: Sequence[str], *, now_ms: int, retention: Retention
+        self, topics: Sequence[str], *, now_ms: int, retention: LogRetention
     ) -> dict[str, int]:
         """The last index of each live topic among ``topics``."""
         return await self._db.read(lambda c: _heads(c, topics, now_ms, retention))
 
-    async def clear(self, topic: str, *, now_ms: int, retention: Retention) -> None:
+    async def clear(self, topic: str, *, now_ms: int, retention: LogRetention) -> None:
         """Delete the topic's events and final mark; keep its counter."""
         await self._db.write(lambda c: _clear(c, topic, now_ms, retention))
 
-    async def purge(self, *, now_ms: int, retention: Retention) -> Purged:
+    async def purge(self, *, now_ms: int, retention: LogRetention) -> Purged:
         """Delete expired topics and aged events, a batch per transaction."""
         topics = events = 0
         while True:
@@ -107,14 +104,14 @@ class SQLiteStreamLog:
 
 
 def _append(
-    c: sqlite3.Connection, topic: str, data: bytes, final: bool, now_ms: int, r: Retention
-) -> tuple[int, int]:
+    c: sqlite3.Connection, topic: str, data: bytes, final: bool, now_ms: int, r: LogRetention
+) -> tuple[int, int] | None:
     head = c.execute(_HEAD, (topic,)).fetchone()
     if head is not None and topic_expired(head[1], bool(head[2]), now_ms, r):
         c.execute("DELETE FROM stream_events WHERE topic = ?", (topic,))
         head = None  # the topic starts over
     if head is not None and head[2]:
-        raise TopicFinishedError(topic)
+        return None
     index = 1 if head is None else head[0] + 1
     ts_ms = now_ms if head is None else max(now_ms, head[1])
     c.execute(
@@ -134,7 +131,7 @@ def _append(
 
 
 def _read(
-    c: sqlite3.Connection, topic: str, after: int, limit: int | None, now_ms: int, r: Retention
+    c: sqlite3.Connection, topic: str, after: int, limit: int | None, now_ms: int, r: LogRetention
 ) -> LogSlice:
     c.execute("BEGIN")  # one snapshot for the head and the events
     try:
@@ -155,14 +152,14 @@ def _read(
                 " WHERE topic = ? AND idx > ? AND idx <= ? ORDER BY idx LIMIT ?",
                 (topic, max(after, oldest - 1), last, -1 if limit is None else limit),
             ).fetchall()
-            events = [event_from_row(topic, *row) for row in rows]
+            events = [entry_from_row(*row) for row in rows]
         return LogSlice(events, last, final, oldest)
     finally:
         c.execute("COMMIT")
 
 
 def _heads(
-    c: sqlite3.Connection, topics: Sequence[str], now_ms: int, r: Retention
+    c: sqlite3.Connection, topics: Sequence[str], now_ms: int, r: LogRetention
 ) -> dict[str, int]:
     found: dict[str, int] = {}
     for start in range(0, len(topics), _HEADS_CHUNK):
@@ -179,7 +176,7 @@ def _heads(
     return found
 
 
-def _clear(c: sqlite3.Connection, topic: str, now_ms: int, r: Retention) -> None:
+def _clear(c: sqlite3.Connection, topic: str, now_ms: int, r: LogRetention) -> None:
     head = c.execute(_HEAD, (topic,)).fetchone()
     c.execute("DELETE FROM stream_events WHERE topic = ?", (topic,))
     if head is None:
@@ -193,7 +190,7 @@ def _clear(c: sqlite3.Connection, topic: str, now_ms: int, r: Retention) -> None
     )
 
 
-def _expired_clause(now_ms: int, r: Retention) -> tuple[str, list[int]]:
+def _expired_clause(now_ms: int, r: LogRetention) -> tuple[str, list[int]]:
     """SQL selecting expired topics (by ``topic_expired``), or ``("", [])`` if none can be."""
     parts: list[str] = []
     params: list[int] = []
@@ -206,7 +203,7 @@ def _expired_clause(now_ms: int, r: Retention) -> tuple[str, list[int]]:
     return " OR ".join(parts), params
 
 
-def _purge_topics(c: sqlite3.Connection, now_ms: int, r: Retention) -> tuple[int, int]:
+def _purge_topics(c: sqlite3.Connection, now_ms: int, r: LogRetention) -> tuple[int, int]:
     clause, params = _expired_clause(now_ms, r)
     if not clause:
         return 0, 0
