@@ -31,6 +31,11 @@ def secret_from_row(r: tuple[Any, ...]) -> SealedSecret:
 class SecretTable(Protocol):
     """Storage of sealed secrets (`Store.secrets`, for all workspaces); no encryption, no policy."""
 
+    @property
+    def database_file(self) -> str | None:
+        """The SQLite file holding the rows (or ``":memory:"``), beside which a key file may
+        be kept; None for a database server."""
+
     async def upsert(self, row: SealedSecret) -> SealedSecret:
         """Insert or replace; returns the row as stored (the first `created_at_ms` kept)."""
 

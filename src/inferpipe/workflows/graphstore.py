@@ -25,12 +25,14 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from inferpipe.core.errors import ConfigurationError
-from inferpipe.store.graphs import GraphTable, StoredVersion, VersionInfo
+from inferpipe.store import database_url
+from inferpipe.store.graphs import GraphTable, StoredVersion, VersionInfo, saved_documents
 from inferpipe.workflows import spec
 from inferpipe.workflows.compile import ExecutionPlan, compile_graph
 from inferpipe.workflows.errors import GraphNotFoundError
@@ -243,3 +245,19 @@ class MemoryGraphStore(GraphStore):
         self, *, options: ValidationOptions | None = None, clock: Callable[[], int] | None = None
     ) -> None:
         super().__init__(MemoryGraphTable(), options=options, clock=clock)
+
+
+def saved_graphs(database: str | Path | None, workspace: str) -> list[spec.Graph]:
+    """The current version of every graph saved in `database` for `workspace`, by graph id,
+    read without opening (or migrating) a store: an application registers the triggers of
+    its saved graphs at import time, before it starts.
+
+    `database` is a `sqlite:///` or `postgresql://` URL or a file path (None: the default
+    database, as for `App`). A missing SQLite file or missing tables read as no graphs.
+
+    Raises:
+        StoreError: the PostgreSQL database cannot be reached or read.
+    """
+    url = database_url(None if database is None else str(database))
+    documents = saved_documents(url, workspace)
+    return [spec.Graph.model_validate_json(document) for document in documents]

@@ -45,8 +45,7 @@ from inferpipe.workflows._http import HttpSettings
 from inferpipe.workflows.compile import ExecutionPlan
 from inferpipe.workflows.errors import PlanIntegrityError, WorkflowInputError
 from inferpipe.workflows.execution import GraphExecution
-from inferpipe.workflows.graphstore import GraphStore, SaveResult
-from inferpipe.workflows.graphstore_backends import saved_graphs
+from inferpipe.workflows.graphstore import GraphStore, SaveResult, saved_graphs
 from inferpipe.workflows.netpolicy import EgressPolicy
 from inferpipe.workflows.nodes import NodeRunner, NodeServices, TaskFunction
 from inferpipe.workflows.secret_store import WorkspaceSecrets, workspace_secrets

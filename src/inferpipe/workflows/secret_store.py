@@ -35,7 +35,6 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from inferpipe.core.errors import ConfigurationError, InferpipeError
 from inferpipe.store.base import Store
 from inferpipe.store.secrets import SealedSecret, SecretTable
-from inferpipe.store.sqlite import SQLiteStore
 
 KEY_ENV = "INFERPIPE_SECRETS_KEY"
 """The operator's Fernet key(s), comma-separated; the first encrypts."""
@@ -108,8 +107,8 @@ class SecretCipher:
         return str(plain["value"])
 
 
-def cipher_for(store: Store) -> SecretCipher:
-    """The cipher of `store`'s database: the key(s) in `KEY_ENV`, else (SQLite) the key file.
+def cipher_for(table: SecretTable) -> SecretCipher:
+    """The cipher of `table`'s database: the key(s) in `KEY_ENV`, else (SQLite) the key file.
 
     Raises:
         ConfigurationError: no key is configured and the database has no folder of its own
@@ -118,10 +117,10 @@ def cipher_for(store: Store) -> SecretCipher:
     configured = os.environ.get(KEY_ENV, "").strip()
     if configured:
         return SecretCipher([part.strip().encode() for part in configured.split(",") if part])
-    if isinstance(store, SQLiteStore):
-        if store.path == ":memory:":
-            return SecretCipher([_memory_key()])
-        return SecretCipher([_key_file(Path(store.path).parent / KEY_FILE)])
+    if table.database_file == ":memory:":
+        return SecretCipher([_memory_key()])
+    if table.database_file is not None:
+        return SecretCipher([_key_file(Path(table.database_file).parent / KEY_FILE)])
     raise ConfigurationError(
         f"set {KEY_ENV} to a Fernet key (python -c 'from cryptography.fernet import Fernet; "
         "print(Fernet.generate_key().decode())') to keep workspace secrets in this database"
@@ -161,14 +160,13 @@ class WorkspaceSecrets:
         cipher: made on first use (so listing and deleting need no key).
     """
 
-    def __init__(self, table: SecretTable, cipher: SecretCipher | None = None, *, store: Store):
+    def __init__(self, table: SecretTable, cipher: SecretCipher | None = None):
         self._table = table
         self._cipher = cipher
-        self._store = store
 
     def _seal_with(self) -> SecretCipher:
         if self._cipher is None:
-            self._cipher = cipher_for(self._store)
+            self._cipher = cipher_for(self._table)
         return self._cipher
 
     async def set(self, workspace: str, name: str, value: str) -> SecretInfo:
@@ -219,4 +217,4 @@ def _info(row: SealedSecret) -> SecretInfo:
 
 def workspace_secrets(store: Store, cipher: SecretCipher | None = None) -> WorkspaceSecrets:
     """The secrets kept in `store`'s database (its `secrets` table)."""
-    return WorkspaceSecrets(store.secrets, cipher, store=store)
+    return WorkspaceSecrets(store.secrets, cipher)

@@ -11,6 +11,8 @@ from inferpipe.store.secrets import SECRET_COLUMNS, SealedSecret, secret_from_ro
 class PostgresSecrets:
     """Sealed secrets in the same PostgreSQL database as the runs, through the store's pool."""
 
+    database_file = None
+
     def __init__(self, db: Database) -> None:
         self._db = db
 

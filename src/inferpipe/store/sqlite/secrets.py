@@ -12,8 +12,9 @@ from inferpipe.store.sqlite.database import Database
 class SQLiteSecrets:
     """Sealed secrets beside the runs, through the store's own connection thread."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, path: str) -> None:
         self._db = db
+        self.database_file = path
 
     async def upsert(self, row: SealedSecret) -> SealedSecret:
         def upsert(c: sqlite3.Connection) -> SealedSecret:

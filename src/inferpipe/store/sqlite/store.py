@@ -62,7 +62,7 @@ class SQLiteStore:
         self._owner = _db is None
         self.keys = SQLiteKeys(self._db)
         self.graphs = SQLiteGraphs(self._db, workspace)
-        self.secrets = SQLiteSecrets(self._db)
+        self.secrets = SQLiteSecrets(self._db, self.path)
         self.stream_log = SQLiteStreamLog(self._db)
 
     def for_workspace(self, workspace: str) -> SQLiteStore:
