@@ -140,6 +140,7 @@ def build_app(database: str) -> ip.App:
 
     @app.function(id="many-steps", retries=0)
     async def many_steps(ctx: ip.Context) -> int:
+        ctx.logger.info("starting a long run", items=MANY_STEPS)  # outside any step
         for item in range(MANY_STEPS):
             await ctx.step.run(f"item-{item}", lambda item=item: item)
         return MANY_STEPS

@@ -199,3 +199,36 @@ def test_a_long_run_compact_list_is_searched_by_step_name(
     page.get_by_role("searchbox", name="Search steps by name").fill("")
     expect(rows).to_have_count(MANY_STEPS)
     assert page.page_errors() == []
+
+
+def test_log_lines_written_outside_a_step_are_shown(
+    dashboard: Dashboard, new_page: Callable[..., Page]
+) -> None:
+    run_id = dashboard.invoke("many-steps")
+    dashboard.wait(run_id, "completed")
+    page = new_page()
+    open_app(page, dashboard.base_url, f"/run/{run_id}")
+    logs = page.locator("#run-logs")
+    expect(logs.locator("h2")).to_have_text("Logs (1)")
+    line = logs.locator('tr[data-log-step=""]')
+    expect(line).to_contain_text("starting a long run")
+    expect(line).to_contain_text('{"items":80}')
+    expect(line.locator("td").nth(1)).to_have_text("run")
+    assert page.page_errors() == []
+
+
+def test_the_events_table_stays_within_the_page(
+    dashboard: Dashboard, new_page: Callable[..., Page]
+) -> None:
+    dashboard.send("shop/noted", {"note": "x" * 400})
+    page = new_page()
+    page.set_viewport_size({"width": 1024, "height": 800})
+    open_app(page, dashboard.base_url, "/events")
+    expect(page.locator("td.wrap code").first).to_contain_text("xxxx")
+    table, box = page.locator("td.wrap").first.evaluate(
+        "td => [td.closest('table'), td.closest('table').parentElement]"
+        ".map(el => el.getBoundingClientRect().right)"
+    )
+    assert table <= box  # no sideways scrolling inside the panel either
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert page.page_errors() == []

@@ -70,7 +70,7 @@ class EventsPage {
         h("td", {}, h("a", { href: href(`/event/${e.id}`) }, e.name)),
         h("td", { class: "mono small" }, e.id),
         h("td", { class: "nowrap" }, timeEl(e.received_at_ms)),
-        h("td", {}, h("code", { class: "small" }, JSON.stringify(e.data).slice(0, 140)))))));
+        h("td", { class: "wrap" }, h("code", { class: "small" }, JSON.stringify(e.data).slice(0, 140)))))));
   }
 
   startTail() {

@@ -1,5 +1,6 @@
 // The run page: header and actions, "why is this run still waiting?", the step waterfall (or
-// compact list), the step inspector, and live updates over the run's SSE stream.
+// compact list), the run's log lines (those written outside a step too), the step inspector, and
+// live updates over the run's SSE stream.
 import { allPages, api, enc, session } from "./api.js";
 import {
   announce, clear, confirmDialog, errorNotice, fmtCost, fmtDuration, fmtNumber, fmtScore, h,
@@ -36,6 +37,7 @@ class RunPage {
       waiting: h("div", { id: "waiting-box" }),
       steps: h("section", { class: "panel", "aria-labelledby": "steps-title", id: "steps" }),
       inspector: h("div", { id: "inspector-box" }),
+      logs: h("section", { class: "panel", "aria-labelledby": "run-logs-title", id: "run-logs" }),
       live: h("section", { class: "panel", "aria-labelledby": "live-title", id: "live" }),
       message: h("div"),
     };
@@ -44,7 +46,7 @@ class RunPage {
       this.sections.message,
       this.sections.waiting,
       h("div", { class: "run-layout" },
-        h("div", {}, this.sections.steps, this.sections.live),
+        h("div", {}, this.sections.steps, this.sections.logs, this.sections.live),
         this.sections.inspector));
   }
 
@@ -88,6 +90,7 @@ class RunPage {
     if (changed("waiting", waiting)) clear(this.sections.waiting, waiting ? renderWaiting(waiting) : null);
     if (changed("steps", steps)) this.renderSteps();
     const logsChanged = changed("logs", logs);
+    if (logsChanged) this.renderLogs();
     if (selectedBefore !== JSON.stringify(this.selectedStepOr(null)) || logsChanged || !this.inspected) {
       this.renderInspector(false);
     }
@@ -233,6 +236,25 @@ class RunPage {
       this.steps.length
         ? (compact ? renderCompactList(this.run, this.steps, selected, onSelect) : renderWaterfall(this.run, this.steps, selected, onSelect))
         : h("p", { class: "muted" }, "No steps recorded yet."));
+  }
+
+  // Every log line of the run, in order: a step's (also in its inspector tab) and those its
+  // function wrote between steps, which no step's tab shows.
+  renderLogs() {
+    const title = h("h2", { id: "run-logs-title" }, `Logs (${this.logs.length})`);
+    if (!this.logs.length) {
+      clear(this.sections.logs, title, h("p", { class: "muted" }, "No log lines."));
+      return;
+    }
+    clear(this.sections.logs, title, h("div", { class: "table-wrap" }, h("table", {},
+      h("caption", { class: "visually-hidden" }, "Log lines of the run"),
+      h("thead", {}, h("tr", {}, ["Time", "Step", "Level", "Message"].map((t) => h("th", { scope: "col" }, t)))),
+      h("tbody", {}, this.logs.map((l) => h("tr", { "data-log-step": l.step || "" },
+        h("td", { class: "nowrap" }, timeEl(l.ts_ms)),
+        h("td", {}, l.step ? h("code", { class: "small" }, l.step) : h("span", { class: "muted" }, "run")),
+        h("td", {}, l.level),
+        h("td", { class: "wrap" }, l.message,
+          Object.keys(l.meta || {}).length ? h("div", { class: "small mono" }, JSON.stringify(l.meta)) : null)))))));
   }
 
   renderInspector(focusTab) {
