@@ -161,6 +161,9 @@ def test_waiting_run_explains_what_it_waits_for(
     expect(candidates).to_contain_text("failed clause async.data.approved == true")
     wait_row = page.locator('button.wf-row[data-step-key="wait-for-approval"]')
     expect(wait_row).to_contain_text("waits for event shop/order.approved")
+    label = wait_row.locator(".wf-wait")
+    expect(label).to_contain_text('async.data.order == "o-why" && async.data.approved == true')
+    assert label.evaluate("el => el.scrollWidth <= el.clientWidth")  # shown whole, not cut
     dashboard.send("shop/order.approved", {"order": "o-why", "approved": True})
     expect(page.locator("#run-header h1 .status")).to_have_text("completed")
 
