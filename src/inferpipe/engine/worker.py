@@ -226,9 +226,12 @@ class Worker:
                 # Up to two intervals pass before a renewal can succeed again.
                 self._stop_unrenewed(2 * self.lease_ms // 3)
                 continue
+            gone = set(lost)
             for lease in leases:
                 if lease.run_id in self._lease_until_ms:
-                    self._lease_until_ms[lease.run_id] = until_ms
+                    # A lost lease ends now: its code may run again before its cancel lands
+                    # (its commit answered), and must then start no step.
+                    self._lease_until_ms[lease.run_id] = 0 if lease.run_id in gone else until_ms
             for run_id in lost:
                 entry = self._active.get(run_id)
                 if entry is not None:
