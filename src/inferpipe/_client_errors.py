@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from inferpipe.core.errors import InferpipeError
-from inferpipe.server import schemas
+from inferpipe.wire import schemas
 
 
 class ApiError(InferpipeError):

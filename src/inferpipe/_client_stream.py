@@ -21,8 +21,8 @@ import orjson
 from httpx_sse import ServerSentEvent
 
 from inferpipe._client_errors import ApiConnectionError, ApiError, raise_for, retry_after
-from inferpipe.engine.streaming import run_topic
-from inferpipe.streams.pubsub import StreamEvent
+from inferpipe.core.run_stream import run_topic
+from inferpipe.core.topics import StreamEvent
 
 STREAM_READ_TIMEOUT_S = 45.0
 """A stream silent this long is dead (the server sends a heartbeat every 15 s): reconnect."""

@@ -17,6 +17,7 @@ from inferpipe.core.events import Event
 from inferpipe.core.ids import new_id
 from inferpipe.core.records import LogRecord, Run, StepRecord
 from inferpipe.core.redaction import redact
+from inferpipe.core.run_stream import run_topic
 from inferpipe.core.scores import ScoreRecord, ScoreSource, validate_score
 from inferpipe.engine.clock import Clock
 from inferpipe.engine.engine import Engine
@@ -42,7 +43,7 @@ from inferpipe.engine.functions import (
     failure_handler,
 )
 from inferpipe.engine.journal import Limits
-from inferpipe.engine.streaming import FinalAttemptStream, run_topic
+from inferpipe.engine.streaming import FinalAttemptStream
 from inferpipe.engine.worker import Worker
 from inferpipe.scoring.experiments import VariantStats, compare
 from inferpipe.store import Store, store_from_url

@@ -2,7 +2,7 @@
 
 Both speak the same calls, described once (`_calls`): each method builds a request and the
 parser of its answer, and only the transport differs. Results are the API's own wire models
-(`inferpipe.server.schemas`); errors are `ApiError`s carrying the API's code, message, status
+(`inferpipe.wire.schemas`); errors are `ApiError`s carrying the API's code, message, status
 and per-field details. `stream` follows a run's events over server-sent events, resuming by
 itself after a dropped connection (`inferpipe._client_stream`).
 
@@ -49,7 +49,8 @@ from inferpipe._client_errors import (
 from inferpipe._client_stream import RETRY_FOR_S, Reconnect, RunStreamReader, stream_timeout
 from inferpipe.core.events import Event
 from inferpipe.core.records import RunStatus
-from inferpipe.server.schemas import (
+from inferpipe.core.topics import StreamEvent
+from inferpipe.wire.schemas import (
     EventInfo,
     FunctionInfo,
     LogInfo,
@@ -59,7 +60,6 @@ from inferpipe.server.schemas import (
     SendResult,
     StepInfo,
 )
-from inferpipe.streams.pubsub import StreamEvent
 
 T = TypeVar("T")
 

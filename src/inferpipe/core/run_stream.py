@@ -38,6 +38,11 @@ ENGINE_PREFIXES = ("run.", "step.")
 """Types of the engine's own lifecycle events; user code cannot publish them."""
 
 
+def run_topic(run_id: str) -> str:
+    """The topic of a run's stream."""
+    return f"run:{run_id}"
+
+
 class AttemptId(NamedTuple):
     """One execution of one attempt of a step (a tuple: built and hashed per event read)."""
 

@@ -21,6 +21,7 @@ from typing import Any
 from inferpipe.core import json as jsonc
 from inferpipe.core import run_stream
 from inferpipe.core.records import Run, StepKind, StepRecord, StepStatus
+from inferpipe.core.run_stream import run_topic
 from inferpipe.engine.journal import RunJournal
 from inferpipe.streams.pubsub import PubSub, StreamEvent, Subscription
 
@@ -36,11 +37,6 @@ step_attempt: contextvars.ContextVar[tuple[str, int] | None] = contextvars.Conte
     "step_attempt", default=None
 )
 """The (step key, attempt) whose callable is running in this context; set by `Steps.run`."""
-
-
-def run_topic(run_id: str) -> str:
-    """The topic of a run's stream."""
-    return f"run:{run_id}"
 
 
 class RunStream:

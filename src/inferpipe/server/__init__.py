@@ -1,7 +1,7 @@
 """The HTTP API: `create_api` (FastAPI), `serve` (uvicorn plus workers), API keys, retention.
 
-Importing this package is light (the Python client uses `inferpipe.server.schemas` without
-FastAPI installed); FastAPI and uvicorn load when `create_api` or `serve` is first used.
+Importing this package is light; FastAPI and uvicorn load when `create_api` or `serve` is first
+used. The models and error codes of the API are `inferpipe.wire`, which the client uses too.
 """
 
 from __future__ import annotations

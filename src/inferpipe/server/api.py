@@ -16,7 +16,6 @@ from fastapi.openapi.utils import get_openapi
 
 from inferpipe.app import App
 from inferpipe.core.errors import ConfigurationError
-from inferpipe.server import schemas
 from inferpipe.server.auth import OPEN_PATHS, Authenticator
 from inferpipe.server.body_limit import BodyLimitMiddleware
 from inferpipe.server.dashboard import pages as dashboard_pages
@@ -43,6 +42,7 @@ from inferpipe.server.routes import (
     workflows,
 )
 from inferpipe.server.workspaces import WorkerPool, Workspaces
+from inferpipe.wire import schemas
 
 API_TITLE = "inferpipe"
 API_DESCRIPTION = (

@@ -10,12 +10,13 @@ from fastapi import Depends, Request
 from inferpipe.core.errors import ConfigurationError
 from inferpipe.core.json import KB, MB
 from inferpipe.engine.engine import Engine
-from inferpipe.server import schemas, views
+from inferpipe.server import views
 from inferpipe.server.auth import Principal
 from inferpipe.server.errors import FieldProblem, InvalidRequestError
 from inferpipe.server.metrics import Metrics
 from inferpipe.server.workspaces import Workspaces
 from inferpipe.store.base import ScoreFilter, Store
+from inferpipe.wire import schemas
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inferpipe.core.errors import InferpipeError
+from inferpipe.wire.errors import STATUS_BY_CODE
 
 _log = logging.getLogger("inferpipe.server")
 
@@ -118,40 +119,6 @@ class RateLimitedError(ApiRequestError):
         )
         self.retry_after_s = retry_after_s
 
-
-STATUS_BY_CODE: dict[str, int] = {
-    # the HTTP layer
-    "bad_request": 400,
-    "invalid_json": 400,
-    "unauthorized": 401,
-    "forbidden": 403,
-    "not_found": 404,
-    "event_not_found": 404,
-    "step_not_found": 404,
-    "method_not_allowed": 405,
-    "conflict": 409,
-    "payload_too_large": 413,
-    "invalid_request": 422,
-    "rate_limited": 429,
-    "not_ready": 503,
-    # the engine (inferpipe.core.errors)
-    "invalid_event": 422,
-    "output_not_serializable": 422,
-    "invalid_expression": 422,
-    "expression_over_budget": 422,
-    "unknown_function": 404,
-    "run_not_found": 404,
-    "store_error": 503,
-    # workflow graphs (inferpipe.workflows; routes/workflows.py)
-    "graph_invalid": 422,
-    "graph_not_found": 404,
-    "workflow_input_invalid": 422,
-    "workflows_not_enabled": 404,
-    # workspace secrets (routes/secrets.py)
-    "secret_not_found": 404,
-    "invalid_secret": 422,
-}
-"""The status of each error code; a code not listed answers 500 (503 when retryable)."""
 
 _CODE_BY_STATUS = {
     400: "bad_request",

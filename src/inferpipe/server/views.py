@@ -10,7 +10,7 @@ from inferpipe.core.durations import to_ms
 from inferpipe.core.records import LogRecord, Run, StepRecord
 from inferpipe.core.scores import ScoreRecord
 from inferpipe.engine.functions import CronTrigger, FunctionDef
-from inferpipe.server import schemas
+from inferpipe.wire import schemas
 
 PREVIEW_SUFFIX = "…"
 

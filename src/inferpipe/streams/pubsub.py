@@ -32,10 +32,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self, TypeAlias, runtime_checkable
 
+from inferpipe.core.topics import JSONValue, StreamEvent
 from inferpipe.streams.errors import InvalidCursorError
 
-#: A JSON value as read back from a stream (what ``json.loads`` returns).
-JSONValue: TypeAlias = "dict[str, JSONValue] | list[JSONValue] | str | int | float | bool | None"
 #: What ``publish`` accepts: any JSON-serializable value (read-only containers are fine).
 JSONInput: TypeAlias = (
     "Mapping[str, JSONInput] | Sequence[JSONInput] | str | int | float | bool | None"
@@ -49,25 +48,6 @@ _HOUR_MS = 3_600_000
 def wall_clock_ms() -> int:
     """Return the current wall-clock time in milliseconds since the epoch."""
     return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class StreamEvent:
-    """One event of a topic.
-
-    Attributes:
-        topic: The topic the event belongs to.
-        index: Position in the topic, starting at 1, strictly increasing.
-        data: The published JSON value (treat it as read-only: it may be shared by subscribers).
-        ts_ms: When the event was appended, in ms since the epoch.
-        final: True for the last event of the topic; subscriptions end after delivering it.
-    """
-
-    topic: str
-    index: int
-    data: JSONValue
-    ts_ms: int
-    final: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,3 +231,19 @@ def check_cursor(value: int | None) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidCursorError(value)
     return value
+
+
+__all__ = [
+    "ClockMs",
+    "HistoryPage",
+    "JSONInput",
+    "JSONValue",
+    "PubSub",
+    "Retention",
+    "StreamEvent",
+    "Subscription",
+    "check_cursor",
+    "check_limit",
+    "parse_cursor",
+    "wall_clock_ms",
+]

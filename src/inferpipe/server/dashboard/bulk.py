@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from inferpipe.core.errors import InferpipeError, RunNotFoundError
 from inferpipe.core.records import Run, RunStatus
-from inferpipe.server import query, schemas
+from inferpipe.server import query
 from inferpipe.server.dashboard import schemas as ds
 from inferpipe.server.deps import Scope
 from inferpipe.server.errors import FieldProblem, InvalidRequestError
 from inferpipe.store.base import RunFilter
+from inferpipe.wire import schemas
 
 MAX_BULK_RUNS = 500
 

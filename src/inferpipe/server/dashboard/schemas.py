@@ -1,5 +1,5 @@
 """Wire models of the dashboard's endpoints (runs with summaries, waits, re-run previews, costs,
-scores, bulk actions, the session). Same conventions as `inferpipe.server.schemas`."""
+scores, bulk actions, the session). Same conventions as `inferpipe.wire.schemas`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from inferpipe.core.records import RunStatus, StepKind, StepStatus
-from inferpipe.server.schemas import (
+from inferpipe.wire.schemas import (
     ErrorOut,
     EventInfo,
     FunctionInfo,

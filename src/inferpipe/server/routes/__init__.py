@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from inferpipe.server import schemas
+from inferpipe.wire import schemas
 
 _ERROR_STATUSES = {
     400: "Malformed request (e.g. the body is not JSON).",

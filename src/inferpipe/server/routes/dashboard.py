@@ -13,7 +13,7 @@ from inferpipe.core.errors import RunNotFoundError
 from inferpipe.core.records import Run, RunStatus
 from inferpipe.engine import sandbox
 from inferpipe.scoring.experiments import compare
-from inferpipe.server import query, schemas, views
+from inferpipe.server import query, views
 from inferpipe.server.dashboard import bulk, explain, summaries
 from inferpipe.server.dashboard import schemas as ds
 from inferpipe.server.dashboard.session import Session, SessionSigner
@@ -21,6 +21,7 @@ from inferpipe.server.deps import RequestScope, Scope
 from inferpipe.server.errors import ConflictError, FieldProblem, InvalidRequestError, NotFoundError
 from inferpipe.server.routes import CONFLICT_RESPONSE, ERROR_RESPONSES
 from inferpipe.store.base import RunFilter, ScoreFilter
+from inferpipe.wire import schemas
 
 
 def reject_repeated_query(request: Request) -> None:

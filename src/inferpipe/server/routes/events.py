@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from inferpipe.core import json as jsonc
 from inferpipe.core.events import Event
 from inferpipe.core.ids import new_id
-from inferpipe.server import query, schemas, views
+from inferpipe.server import query, views
 from inferpipe.server.deps import RequestScope
 from inferpipe.server.errors import (
     EventNotFoundError,
@@ -22,6 +22,7 @@ from inferpipe.server.errors import (
 )
 from inferpipe.server.routes import ERROR_RESPONSES
 from inferpipe.store.base import RunFilter
+from inferpipe.wire import schemas
 
 router = APIRouter(prefix="/v1", tags=["events"], responses=ERROR_RESPONSES)
 

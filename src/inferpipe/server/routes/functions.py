@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 
 from inferpipe.core import json as jsonc
-from inferpipe.server import schemas, views
+from inferpipe.server import views
 from inferpipe.server.deps import RequestScope
 from inferpipe.server.routes import ERROR_RESPONSES
+from inferpipe.wire import schemas
 
 router = APIRouter(prefix="/v1/functions", tags=["functions"], responses=ERROR_RESPONSES)
 

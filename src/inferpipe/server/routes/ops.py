@@ -8,9 +8,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from inferpipe.server import schemas
 from inferpipe.server.deps import services
 from inferpipe.server.errors import error_body
+from inferpipe.wire import schemas
 
 router = APIRouter(tags=["operations"])
 

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Body, Query
 
 from inferpipe.core.errors import RunNotFoundError
 from inferpipe.core.records import Run, RunStatus
-from inferpipe.server import query, schemas, views
+from inferpipe.server import query, views
 from inferpipe.server.deps import RequestScope, Scope
 from inferpipe.server.errors import ConflictError, StepNotFoundError
 from inferpipe.server.routes import CONFLICT_RESPONSE, ERROR_RESPONSES
 from inferpipe.store.base import RunFilter
+from inferpipe.wire import schemas
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=ERROR_RESPONSES)
 

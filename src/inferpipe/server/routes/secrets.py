@@ -11,10 +11,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
-from inferpipe.server import schemas
 from inferpipe.server.deps import RequestScope
 from inferpipe.server.errors import NotFoundError
 from inferpipe.server.routes import ERROR_RESPONSES
+from inferpipe.wire import schemas
 from inferpipe.workflows import secret_store
 
 router = APIRouter(prefix="/v1/secrets", tags=["secrets"], responses=ERROR_RESPONSES)

@@ -29,7 +29,8 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from inferpipe.core.errors import RunNotFoundError
-from inferpipe.engine.streaming import FinalAttemptStream, run_topic
+from inferpipe.core.run_stream import run_topic
+from inferpipe.engine.streaming import FinalAttemptStream
 from inferpipe.server import query, views
 from inferpipe.server.deps import RequestScope
 from inferpipe.server.errors import error_body

@@ -15,11 +15,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Path, Query, Response
 
 from inferpipe.core import json as jsonc
-from inferpipe.server import schemas
 from inferpipe.server.deps import RequestScope, Scope
 from inferpipe.server.errors import FieldProblem, InvalidRequestError, NotFoundError, field_path
 from inferpipe.server.routes import ERROR_RESPONSES
 from inferpipe.store.graphs import VersionInfo
+from inferpipe.wire import schemas
 from inferpipe.workflows.errors import GraphInvalidError, Problem, WorkflowInputError
 from inferpipe.workflows.graphstore import GraphStore, GraphVersion
 from inferpipe.workflows.runtime import WorkflowRuntime, runtime_of
