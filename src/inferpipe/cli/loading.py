@@ -3,7 +3,6 @@ the workspace it reads."""
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import importlib.util
 import os
@@ -11,6 +10,7 @@ import sys
 from pathlib import Path
 
 from inferpipe.app import App
+from inferpipe.cli import parser
 from inferpipe.core.errors import ConfigurationError
 
 
@@ -37,22 +37,9 @@ def load_app(target: str | None) -> App:
     return apps[0]
 
 
-DEFAULT_WORKSPACE = "default"
-
-
 def workspace_of(given: str | None) -> str:
     """The workspace a command reads: `--workspace`, else $INFERPIPE_WORKSPACE, else default."""
-    return given or os.environ.get("INFERPIPE_WORKSPACE") or DEFAULT_WORKSPACE
-
-
-def add_workspace_option(parser: argparse.ArgumentParser) -> None:
-    """`--workspace NAME` on a command that reads or writes a workspace's runs and events."""
-    parser.add_argument(
-        "--workspace",
-        metavar="NAME",
-        default=None,
-        help=f"the workspace (default: $INFERPIPE_WORKSPACE or {DEFAULT_WORKSPACE!r})",
-    )
+    return given or os.environ.get("INFERPIPE_WORKSPACE") or parser.DEFAULT_WORKSPACE
 
 
 def _import(location: str) -> object:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import signal
@@ -9,9 +10,19 @@ import signal
 from rich.console import Console
 
 from inferpipe.app import App, shared_streams
-from inferpipe.engine.worker import Worker
+from inferpipe.cli.loading import load_app
+from inferpipe.engine.worker import DEFAULT_LEASE_MS, Worker
 
 console = Console(stderr=True)
+
+
+async def worker(args: argparse.Namespace) -> None:
+    """`inferpipe worker`."""
+    app = load_app(args.app)
+    if args.database:
+        app.database = args.database
+    lease_ms = DEFAULT_LEASE_MS if args.lease_ms is None else args.lease_ms
+    await run_worker(app, concurrency=args.concurrency, lease_ms=lease_ms, banner="inferpipe")
 
 
 async def run_worker(app: App, *, concurrency: int, lease_ms: int, banner: str) -> None:

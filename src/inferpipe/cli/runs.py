@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from rich.console import Console
 from rich.table import Table
 
 from inferpipe.app import App
+from inferpipe.cli.loading import load_app, workspace_of
 from inferpipe.core.errors import InferpipeError, InvalidEventError
 from inferpipe.core.events import Event
 from inferpipe.core.records import Run, RunStatus, StepRecord
-from inferpipe.store import Store
+from inferpipe.store import Store, store_from_url
 from inferpipe.store.base import RunFilter
 
 # Piped output is not cut to 80 columns.
@@ -159,3 +165,40 @@ async def send(app: App, name: str, data: str, event_id: str | None) -> None:
         console.print(f"event {ids[0]} accepted")
     else:
         console.print(f"event {event_id} is a duplicate of one sent in the last 24 h: ignored")
+
+
+async def send_command(args: argparse.Namespace) -> None:
+    """`inferpipe send`."""
+    app = _app_in_workspace(args)
+    async with app:
+        await send(app, args.name, args.data, args.event_id)
+
+
+def _app_in_workspace(args: argparse.Namespace) -> App:
+    """The app named by the arguments, on `--database` and `--workspace` when given."""
+    app = load_app(args.app)
+    if args.database:
+        app.database = args.database
+    if args.workspace or os.environ.get("INFERPIPE_WORKSPACE"):
+        app.workspace = workspace_of(args.workspace)
+    return app
+
+
+async def runs_command(args: argparse.Namespace) -> None:
+    """`inferpipe runs list|show|cancel|rerun`."""
+    if args.runs_command == "rerun":
+        # Through the app's engine: a run of a function the app does not define is refused.
+        async with _app_in_workspace(args) as app:
+            await rerun(app, args.run_id, args.from_failed_step)
+        return
+    store = store_from_url(args.database, workspace_of(args.workspace))
+    await store.open()
+    try:
+        action: dict[str, Callable[[], Awaitable[Any]]] = {
+            "list": lambda: list_runs(store, args.function, args.status, args.limit),
+            "show": lambda: show_run(store, args.run_id),
+            "cancel": lambda: cancel_run(store, args.run_id, int(time.time() * 1000)),
+        }
+        await action[args.runs_command]()
+    finally:
+        await store.close()

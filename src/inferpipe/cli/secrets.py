@@ -21,30 +21,6 @@ from inferpipe.workflows.secret_store import workspace_secrets
 console = Console()
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register `secrets` on the top-level parser."""
-    secrets_p = sub.add_parser("secrets", help="set, list and delete a workspace's secrets")
-    actions = secrets_p.add_subparsers(dest="secrets_command", required=True, metavar="ACTION")
-    set_p = actions.add_parser("set", help="set a secret (the value is read from stdin)")
-    set_p.add_argument("name", metavar="NAME", help="the secret's name")
-    lst = actions.add_parser("list", help="the secrets' names (never their values)")
-    delete = actions.add_parser("delete", help="delete a secret")
-    delete.add_argument("name", metavar="NAME", help="the secret's name")
-    for p in (set_p, lst, delete):
-        p.add_argument(
-            "--workspace",
-            metavar="NAME",
-            default="default",
-            help="the workspace (default: default)",
-        )
-        p.add_argument(
-            "--database",
-            metavar="URL",
-            help="sqlite:///path or postgresql://... (default: $INFERPIPE_DATABASE_URL)",
-        )
-    secrets_p.set_defaults(handler=run)
-
-
 def _value() -> str:
     if sys.stdin.isatty():
         return getpass.getpass("value: ")
@@ -52,6 +28,7 @@ def _value() -> str:
 
 
 async def run(args: argparse.Namespace) -> None:
+    """`inferpipe secrets set|list|delete`."""
     args.workspace = workspace_of(args.workspace)
     store = store_from_url(args.database, args.workspace)
     await store.open()

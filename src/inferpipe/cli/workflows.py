@@ -1,7 +1,7 @@
 """`inferpipe workflows validate|save|versions|diff|rollback|run`: graphs from a terminal.
 
-The surface of the workflows feature (it uses the `App`); `inferpipe.cli` wires it in with
-`add_workflow_commands(subparsers)`. Without `--app`, a plain app with the default providers
+The surface of the workflows feature (it uses the `App`); its arguments are in
+`inferpipe.cli.parser`. Without `--app`, a plain app with the default providers
 is used and task names are not checked; with `--app`, the application's `WorkflowRuntime`
 (its tasks, providers and secrets) is.
 
@@ -25,7 +25,6 @@ import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -40,50 +39,6 @@ from inferpipe.workflows.runtime import WorkflowRuntime, run_cost, runtime_of
 from inferpipe.workflows.versions import diff_graphs
 
 console = Console(width=None if sys.stdout.isatty() else 160)
-
-DEFAULT_RUN_TIMEOUT = "10m"
-"""How long `run` waits for the run to finish before leaving it to the workers."""
-
-
-def add_workflow_commands(subparsers: Any) -> None:
-    """Add `workflows ...` to the `inferpipe` command's subparsers."""
-    wf = subparsers.add_parser("workflows", help="validate, save, version and run workflow graphs")
-    sub = wf.add_subparsers(dest="workflows_command", required=True, metavar="ACTION")
-    validate = sub.add_parser("validate", help="check a graph file; list every problem")
-    validate.add_argument("file", metavar="FILE", help="a graph as .json, .yaml or .yml")
-    save = sub.add_parser("save", help="validate a graph file and save it as a new version")
-    save.add_argument("file", metavar="FILE", help="a graph as .json, .yaml or .yml")
-    versions = sub.add_parser("versions", help="list a graph's versions")
-    versions.add_argument("graph_id", metavar="ID", help="the graph's id")
-    diff = sub.add_parser("diff", help="what changed between two versions (or a file)")
-    diff.add_argument("target", metavar="FILE|ID", help="a graph file (vs. its current version)")
-    diff.add_argument("old", nargs="?", type=int, help="old version (default: current - 1)")
-    diff.add_argument("new", nargs="?", type=int, help="new version (default: current)")
-    rollback = sub.add_parser("rollback", help="make an older version current again")
-    rollback.add_argument("graph_id", metavar="ID", help="the graph's id")
-    rollback.add_argument("version", type=int, help="the version to make current")
-    run = sub.add_parser("run", help="run a graph (a file is saved first) and show the result")
-    run.add_argument("target", metavar="FILE|ID", help="a graph file (saved first) or a graph id")
-    run.add_argument("--input", default="{}", help="the graph input as a JSON object")
-    run.add_argument("--version", type=int, help="a saved version (default: the current one)")
-    run.add_argument(
-        "--timeout",
-        default=DEFAULT_RUN_TIMEOUT,
-        help="how long to wait for the result, e.g. 30s (default: %(default)s)",
-    )
-    for p in (save, versions, diff, rollback, run):
-        p.add_argument(
-            "--database",
-            metavar="URL",
-            help="sqlite:///path or postgresql://... (default: the app's)",
-        )
-        p.add_argument("--app", help="module:attribute or path/to/app.py with a WorkflowRuntime")
-        p.add_argument(
-            "--workspace",
-            metavar="NAME",
-            help="the workspace of the graphs and runs (default: $INFERPIPE_WORKSPACE or the app's)",
-        )
-    wf.set_defaults(handler=workflows_command)
 
 
 async def workflows_command(args: argparse.Namespace) -> None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from typing import Any
 
 import orjson
-from pydantic import BaseModel
 
 from inferpipe.core.errors import OutputNotSerializableError, PayloadTooLargeError
 
@@ -25,8 +25,12 @@ MB = 1024 * KB
 
 
 def _default(value: object) -> object:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+    # A pydantic model exists only once pydantic is loaded; looking it up here keeps pydantic
+    # out of what importing the vocabulary loads (the package root, the CLI's parser).
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and isinstance(value, pydantic.BaseModel):
+        model: Any = value
+        return model.model_dump(mode="json")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     if isinstance(value, set | frozenset):
