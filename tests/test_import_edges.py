@@ -54,6 +54,11 @@ def test_the_package_root_loads_its_names_on_first_use() -> None:
     assert inferpipe.NonRetryableError is inferpipe.NonRetriableError
 
 
+def test_the_app_loads_no_expression_language_model_prices_or_web_framework() -> None:
+    loaded = {m.split(".")[0] for m in _loaded_by("from inferpipe import App")}
+    assert not {"cel", "prompt_toolkit", "genai_prices", "fastapi", "starlette"} & loaded
+
+
 def test_the_commands_help_loads_no_subcommand() -> None:
     loaded = _ours(_loaded_by("from inferpipe.cli import main; main(['--help'])"))
     assert {m for m in loaded if m.startswith("inferpipe.cli.")} == {"inferpipe.cli.parser"}

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import cel
 import orjson
 
 from inferpipe.core.errors import InvalidExpressionError
@@ -68,6 +67,9 @@ def compile_expr(expression: str, where: str = "") -> Any:
             f"the limit is {MAX_COMPREHENSION_DEPTH}"
         )
         raise InvalidExpressionError(expression, reason, where=where)
+    # CEL (whose package loads prompt_toolkit for its REPL) loads with the first expression.
+    import cel  # noqa: PLC0415
+
     try:
         return cel.compile(expression)
     except ValueError as exc:
