@@ -5,7 +5,7 @@ from __future__ import annotations
 import atexit
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +45,17 @@ def launch_postgres() -> tuple[PostgresServer, Callable[[], None]]:
         pytest.fail(str(exc))
     atexit.register(stop)  # idempotent; a safety net if the session ends abruptly
     return PostgresServer(url, restart), stop
+
+
+@pytest.fixture(scope="module")
+def own_postgres() -> Iterator[PostgresServer]:
+    """A server of the requesting module's own (module scope: one per module), for tests that
+    crash or restart it: that must not cut other tests' connections."""
+    made, stop = launch_postgres()
+    try:
+        yield made
+    finally:
+        stop()
 
 
 _session_server: PostgresServer | None = None

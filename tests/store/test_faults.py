@@ -15,7 +15,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -33,7 +33,7 @@ from tests.server.conftest import build_app as build_server_app
 from tests.server.conftest import start_server
 from tests.store import pg_app
 from tests.store.cluster import LEASE_MS, Cluster, eventually, verify
-from tests.store.conftest import PostgresServer, launch_postgres
+from tests.store.conftest import PostgresServer
 
 RUNS = int(os.environ.get("INFERPIPE_FAULT_RUNS", "600"))
 """Runs of five steps per scenario."""
@@ -47,18 +47,8 @@ STEP_MS = 100
 for two takeovers, with a group commit in progress most of the time."""
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[PostgresServer]:
-    """A server of this module's own: restarting it must not cut other tests' connections."""
-    made, stop = launch_postgres()
-    try:
-        yield made
-    finally:
-        stop()
-
-
-async def _postgres_cluster(server: PostgresServer, folder: Path) -> Cluster:
-    url = await server.new_database()
+async def _postgres_cluster(own_postgres: PostgresServer, folder: Path) -> Cluster:
+    url = await own_postgres.new_database()
     store = PostgresStore(url)  # migrate once before the workers race to do it
     await store.open()
     await store.close()
@@ -76,7 +66,7 @@ async def _sqlite_cluster(folder: Path) -> Cluster:
 @pytest.fixture(params=["postgres", "sqlite"])
 async def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Cluster]:
     if request.param == "postgres":
-        made = await _postgres_cluster(request.getfixturevalue("server"), tmp_path)
+        made = await _postgres_cluster(request.getfixturevalue("own_postgres"), tmp_path)
     else:
         made = await _sqlite_cluster(tmp_path)
     try:
@@ -87,8 +77,8 @@ async def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
 
 @pytest.fixture
-async def pg_cluster(server: PostgresServer, tmp_path: Path) -> AsyncIterator[Cluster]:
-    made = await _postgres_cluster(server, tmp_path)
+async def pg_cluster(own_postgres: PostgresServer, tmp_path: Path) -> AsyncIterator[Cluster]:
+    made = await _postgres_cluster(own_postgres, tmp_path)
     try:
         yield made
     finally:
@@ -190,13 +180,13 @@ async def test_worker_paused_past_its_lease(cluster: Cluster) -> None:
 
 
 async def test_postgres_crashed_again_and_again(
-    pg_cluster: Cluster, server: PostgresServer
+    pg_cluster: Cluster, own_postgres: PostgresServer
 ) -> None:
     """`pg_ctl stop -m immediate` + start, three times in a row, mid-load."""
     await _start(pg_cluster)
     for crash in range(3):
         await eventually(lambda c=crash: _completed_at_least(pg_cluster, RUNS * (c + 1) // 10))
-        await asyncio.to_thread(server.restart)
+        await asyncio.to_thread(own_postgres.restart)
         await pg_cluster.reconnect()
     await _finished_or_done(pg_cluster, RUNS)
     effects = await verify(pg_cluster, RUNS)
@@ -205,13 +195,13 @@ async def test_postgres_crashed_again_and_again(
 
 
 async def test_postgres_down_longer_than_the_lease(
-    pg_cluster: Cluster, server: PostgresServer
+    pg_cluster: Cluster, own_postgres: PostgresServer
 ) -> None:
     """The server is down for three leases: every lease ends, the workers stop their runs and
     take them up again once it is back."""
     await _start(pg_cluster)
     await eventually(lambda: _completed_at_least(pg_cluster, RUNS // 10))
-    await asyncio.to_thread(server.restart, 3 * LEASE_MS / 1000)
+    await asyncio.to_thread(own_postgres.restart, 3 * LEASE_MS / 1000)
     await pg_cluster.reconnect()
     await _finished_or_done(pg_cluster, RUNS)
     effects = await verify(pg_cluster, RUNS)
@@ -223,11 +213,11 @@ async def _completed_at_least(cluster: Cluster, runs: int) -> bool:
     return await cluster.completed() >= runs
 
 
-async def test_a_stale_write_beside_a_valid_one_in_one_batch(server: PostgresServer) -> None:
+async def test_a_stale_write_beside_a_valid_one_in_one_batch(own_postgres: PostgresServer) -> None:
     """Group commit fences each write by its own lease: a stale lease's write for a run and
     the new holder's write for the same step, in one statement, give LeaseLost to the first
     and record the second."""
-    store = PostgresStore(await server.new_database(), "ws")
+    store = PostgresStore(await own_postgres.new_database(), "ws")
     await store.open()
     try:
         await store.create_runs([NewRun("r1", "f", [], [], NOW)], NOW)
@@ -249,7 +239,7 @@ async def test_a_stale_write_beside_a_valid_one_in_one_batch(server: PostgresSer
 
 
 async def test_a_store_failure_under_a_step_hands_the_run_back(
-    server: PostgresServer, tmp_path: Path
+    own_postgres: PostgresServer, tmp_path: Path
 ) -> None:
     """The store fails while a step runs (the server is down longer than the store retries):
     the run is not failed; it is taken up again once the server is back, and completes."""
@@ -273,13 +263,13 @@ async def test_a_store_failure_under_a_step_hands_the_run_back(
 
         return await ctx.step.run("first", first) + await ctx.step.run("second", second)
 
-    await app.start(store=PostgresStore(await server.new_database(), retry_s=0.5))
+    await app.start(store=PostgresStore(await own_postgres.new_database(), retry_s=0.5))
     worker = Worker(app.engine, lease_ms=1000, poll_ms=100)
     running = asyncio.create_task(worker.run())
     try:
         run_id = await app.invoke("two-steps")
         await asyncio.wait_for(in_step.wait(), 30)
-        outage = asyncio.create_task(asyncio.to_thread(server.restart, 2.0))
+        outage = asyncio.create_task(asyncio.to_thread(own_postgres.restart, 2.0))
         await asyncio.sleep(0.5)  # the server is down now
         gate.set()  # the step's record cannot be written: the store gives up after 0.5 s
         await outage
@@ -293,11 +283,11 @@ async def test_a_store_failure_under_a_step_hands_the_run_back(
 
 
 async def test_readiness_follows_whether_the_store_can_be_written(
-    server: PostgresServer,
+    own_postgres: PostgresServer,
 ) -> None:
     """`/readyz` commits a write: a read-only database and a server that is down answer 503,
     and 200 again once they can be written."""
-    url = await server.new_database()
+    url = await own_postgres.new_database()
     name = url.rsplit("/", 1)[1]
     app = build_server_app(url)
     api, stop = start_server(app)
@@ -306,7 +296,7 @@ async def test_readiness_follows_whether_the_store_can_be_written(
         return httpx.get(f"http://127.0.0.1:{api.port}/readyz", timeout=10).status_code
 
     async def set_read_only(on: bool) -> None:
-        conn = await asyncpg.connect(server.url)
+        conn = await asyncpg.connect(own_postgres.url)
         try:
             await conn.execute(
                 f"ALTER DATABASE {name} SET default_transaction_read_only = {'on' if on else 'off'}"
@@ -327,7 +317,7 @@ async def test_readiness_follows_whether_the_store_can_be_written(
         assert "read-only" in response.json()["error"]["message"]
         await set_read_only(False)
         assert await asyncio.to_thread(ready) == 200
-        outage = asyncio.create_task(asyncio.to_thread(server.restart, 3.0))
+        outage = asyncio.create_task(asyncio.to_thread(own_postgres.restart, 3.0))
         seen = set()
         while not outage.done():
             seen.add(await asyncio.to_thread(ready))
@@ -339,15 +329,15 @@ async def test_readiness_follows_whether_the_store_can_be_written(
         await app.close()
 
 
-async def test_lease_tokens_grow_across_a_crash(server: PostgresServer) -> None:
+async def test_lease_tokens_grow_across_a_crash(own_postgres: PostgresServer) -> None:
     """A claim is durable before it returns: after a crash the run's next lease has a greater
     token, so the first holder's writes are fenced (with a lost claim the token would repeat)."""
-    store = PostgresStore(await server.new_database(), "ws")
+    store = PostgresStore(await own_postgres.new_database(), "ws")
     await store.open()
     try:
         await store.create_runs([NewRun("r1", "f", [], [], NOW)], NOW)
         (first,) = await store.claim("worker-a", ["f"], 1, NOW, 1000)
-        await asyncio.to_thread(server.restart)
+        await asyncio.to_thread(own_postgres.restart)
         (second,) = await store.claim("worker-a", ["f"], 1, NOW + 2000, 1000)
         assert second.lease.token > first.lease.token and second.taken_over
         with pytest.raises(LeaseLost):

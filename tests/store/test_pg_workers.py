@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -16,24 +16,14 @@ from inferpipe.core.records import NewRun
 from inferpipe.store.base import PlannedEvent
 from inferpipe.store.postgres import PostgresStore
 from tests.store.cluster import Cluster, eventually
-from tests.store.conftest import PostgresServer, launch_postgres
+from tests.store.conftest import PostgresServer
 
 WORKERS = 3
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[PostgresServer]:
-    """A server of this module's own: the restart test must not cut other tests' connections."""
-    made, stop = launch_postgres()
-    try:
-        yield made
-    finally:
-        stop()
-
-
 @pytest.fixture
-async def cluster(server: PostgresServer, tmp_path: Path) -> AsyncIterator[Cluster]:
-    url = await server.new_database()
+async def cluster(own_postgres: PostgresServer, tmp_path: Path) -> AsyncIterator[Cluster]:
+    url = await own_postgres.new_database()
     store = PostgresStore(url)  # migrate once before the workers race to do it
     await store.open()
     await store.close()
@@ -83,13 +73,15 @@ async def test_cron_with_three_workers_fires_once_per_tick(cluster: Cluster) -> 
     assert len(late) >= 4
 
 
-async def test_listener_reconnects_after_restart(cluster: Cluster, server: PostgresServer) -> None:
+async def test_listener_reconnects_after_restart(
+    cluster: Cluster, own_postgres: PostgresServer
+) -> None:
     store = PostgresStore(cluster.url, "listening")
     await store.open()
     woken = asyncio.Event()
     unlisten = await store.listen(woken.set)
     try:
-        await asyncio.to_thread(server.restart)
+        await asyncio.to_thread(own_postgres.restart)
         await asyncio.wait_for(woken.wait(), timeout=30)  # called once reconnected
         woken.clear()
         sender = PostgresStore(cluster.url, "listening")
