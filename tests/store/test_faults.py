@@ -24,10 +24,11 @@ import pytest
 
 import inferpipe as ip
 from inferpipe.core.errors import LeaseLost
-from inferpipe.core.records import NewRun, StepKind, StepRecord, StepStatus
+from inferpipe.core.records import ClaimedRun, NewRun, StepKind, StepRecord, StepStatus
 from inferpipe.engine.worker import Worker
 from inferpipe.store.base import Progress
 from inferpipe.store.postgres import PostgresStore, journal
+from inferpipe.store.postgres.database import Conn
 from inferpipe.store.sqlite import SQLiteStore
 from tests.server.conftest import build_app as build_server_app
 from tests.server.conftest import start_server
@@ -348,3 +349,37 @@ async def test_lease_tokens_grow_across_a_crash(own_postgres: PostgresServer) ->
 
 def _step(run_id: str, output: str) -> StepRecord:
     return StepRecord(run_id, "s", "s", StepKind.RUN, StepStatus.COMPLETED, 0, output=output)
+
+
+async def test_a_process_stopped_inside_a_transaction_does_not_hold_its_run(
+    own_postgres: PostgresServer,
+) -> None:
+    """A worker stopped while it holds a run's row lock in a transaction (finishing it, say):
+    the server ends its session after `IDLE_IN_TRANSACTION_MS`, and the run, whose lease
+    expired, is taken over while that worker is still stopped."""
+    url = await own_postgres.new_database()
+    stalled, other = PostgresStore(url, "ws"), PostgresStore(url, "ws")
+    await stalled.open()
+    await other.open()
+    try:
+        await stalled.create_runs([NewRun("r1", "f", [], [], NOW)], NOW)
+        await stalled.claim("stalled", ["f"], 1, NOW, 1000)
+        locked = asyncio.Event()
+
+        async def stop_inside_a_transaction(conn: Conn) -> None:
+            await conn.execute("SELECT 1 FROM runs WHERE id = 'r1' FOR UPDATE")
+            locked.set()
+            await asyncio.sleep(60)  # the session sits idle in its transaction
+
+        holder = asyncio.create_task(stalled._db.transaction(stop_inside_a_transaction))
+        await asyncio.wait_for(locked.wait(), 10)
+        taken: list[ClaimedRun] = []
+        while not taken:
+            taken = await other.claim("other", ["f"], 1, NOW + 2000, 1000)
+            await asyncio.sleep(0.2)
+        assert not holder.done()  # the stopped worker never went on
+        assert taken[0].lease.owner == "other" and taken[0].taken_over
+        holder.cancel()
+    finally:
+        await stalled.close()
+        await other.close()

@@ -36,6 +36,11 @@ RETRY_S = 30.0
 POOL_SIZE = 10
 """Connections per store; 2 cores serve far fewer concurrent transactions than a worker has runs."""
 
+IDLE_IN_TRANSACTION_MS = 5000
+"""The server ends a session left inside a transaction this long: our transactions last
+milliseconds, so only a stopped or stalled process (SIGSTOP, a debugger, a frozen VM) is cut, and
+the rows it locked (a run it was finishing) can be taken over instead of waiting for it."""
+
 _BACKOFF_FIRST_S = 0.02
 _BACKOFF_MAX_S = 1.0
 
@@ -50,6 +55,7 @@ _UNREACHABLE = (
     pgexc.AdminShutdownError,
     pgexc.CrashShutdownError,
     pgexc.TooManyConnectionsError,
+    pgexc.IdleInTransactionSessionTimeoutError,  # this process was stopped mid-transaction
 )
 """The server is restarting or out of reach: wait and run again."""
 
@@ -89,7 +95,11 @@ class Database:
             min_size=0,
             max_size=self.pool_size,
             max_inactive_connection_lifetime=300,
-            server_settings={"application_name": "inferpipe", "synchronous_commit": "on"},
+            server_settings={
+                "application_name": "inferpipe",
+                "synchronous_commit": "on",
+                "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS),
+            },
             reset=_keep_session,
         )
         try:
