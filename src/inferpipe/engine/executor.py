@@ -38,6 +38,10 @@ _log = logging.getLogger("inferpipe.executor")
 SETTLE_ROUNDS = 3
 """Event-loop turns to wait, once every step is parked, for sibling branches to start one."""
 
+HELD_GRACE_S = 2.0
+"""How long a replay with new steps held and recorded steps unreached may stay unchanged before
+it is taken to have diverged (see `RunJournal.reach_new`)."""
+
 WAKE_BATCH_PER_REPLAY = 10
 """A run resumed without progress batches its next wake-ups for this many times as long as its
 replay took, so replays take at most about a tenth of the time it waits (a parent gathering N
@@ -174,6 +178,15 @@ class Executor:
         for _ in range(SETTLE_ROUNDS):
             await asyncio.sleep(0)
             if task.done() or j.inflight:
+                return False
+        if j.held:
+            # Calling the replay diverged is final: first give a sibling branch that is on its
+            # way to its recorded steps through an await outside steps (an expression in the
+            # sandbox, I/O) time to reach them.
+            j.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(j.changed.wait(), HELD_GRACE_S)
+            if task.done() or j.inflight or not j.held or j.changed.is_set():
                 return False
         return True
 

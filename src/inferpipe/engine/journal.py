@@ -139,8 +139,9 @@ class RunJournal:
 
     def visit(self, key: str) -> None:
         self._unvisited.discard(key)
-        if not self._unvisited:
+        if not self._unvisited and not self._caught_up.is_set():
             self._caught_up.set()
+            self.changed.set()  # held steps go on: the run is not settled
 
     async def reach_new(self, key: str) -> None:
         """Before a step the journal does not have starts: while recorded steps are still
