@@ -14,6 +14,7 @@ from inferpipe.engine.clock import Clock, SystemClock
 from inferpipe.engine.executor import Executor
 from inferpipe.engine.functions import Registry
 from inferpipe.engine.journal import Limits
+from inferpipe.engine.lifecycle import Listeners, RunListener
 from inferpipe.store.base import PlannedEvent, Store
 from inferpipe.streams.pubsub import PubSub
 
@@ -45,7 +46,16 @@ class Engine:
         self._listeners: list[Callable[[], None]] = []
         self.owner = f"engine:{new_id()}"
         """The lease owner of runs this engine finalizes itself (a cancelled run)."""
-        self.executor = Executor(store, self.clock, registry, self.limits, self._ingested, pubsub)
+        self.listeners = Listeners()
+        self.executor = Executor(
+            store, self.clock, registry, self.limits, self._ingested, pubsub, self.listeners
+        )
+
+    def add_listener(self, listener: RunListener) -> Callable[[], None]:
+        """Tell `listener` what executions of runs do (see `inferpipe.engine.lifecycle`), from
+        the next execution on; returns a function that removes it."""
+        self.listeners.add(listener)
+        return lambda: self.listeners.remove(listener)
 
     def subscribe_wakeups(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call `listener` whenever new work may be ready; returns an unsubscribe function."""

@@ -30,6 +30,7 @@ from inferpipe.engine.clock import Clock
 from inferpipe.engine.context import Context
 from inferpipe.engine.functions import FunctionDef, Registry
 from inferpipe.engine.journal import Limits, Planner, RunJournal
+from inferpipe.engine.lifecycle import Listeners
 from inferpipe.store.base import Outcome, Progress, Store
 from inferpipe.streams.pubsub import PubSub
 
@@ -63,8 +64,10 @@ class Executor:
         limits: Limits,
         on_ingest: Callable[[IngestResult | None], None],
         pubsub: PubSub | None = None,
+        listeners: Listeners | None = None,
     ) -> None:
         self.pubsub = pubsub
+        self.listeners = Listeners() if listeners is None else listeners
         self.store = store
         self.clock = clock
         self.registry = registry
@@ -91,6 +94,7 @@ class Executor:
         journal.lease_deadline_ms = lease_deadline_ms
         stream = streaming.RunStream(journal, self.pubsub)
         journal.on_recorded = stream.recorded
+        journal.listener = self.listeners if self.listeners else None
         try:
             await self._execute(journal, stream)
         except LeaseLost as exc:
@@ -103,6 +107,9 @@ class Executor:
                 claimed.run.id,
                 exc,
             )
+        finally:
+            if journal.listener is not None:
+                journal.listener.execution_ended(claimed.run)
 
     async def _execute(self, j: RunJournal, stream: streaming.RunStream) -> None:
         run = j.run
@@ -123,6 +130,8 @@ class Executor:
             self.pubsub, run.id, streaming.run_event(run, kind, execution=run.executions)
         )
         await stream.recover()
+        if j.listener is not None:
+            j.listener.run_started(run)
         started = time.monotonic()
         task: asyncio.Task[Any] = asyncio.ensure_future(fn.handler(Context(j, stream)))
         try:
@@ -228,6 +237,8 @@ class Executor:
         )
         status = RunStatus.SLEEPING if sleeping else RunStatus.WAITING
         await self.store.park(j.lease, status, ready_at, j.now_ms(), batch_wakes_ms=batch_ms)
+        if j.listener is not None:
+            j.listener.run_parked(j.run, status, ready_at)
         await streaming.publish(
             self.pubsub, j.run.id, streaming.run_event(j.run, status.value, ready_at_ms=ready_at)
         )
@@ -245,6 +256,8 @@ class Executor:
             planned = finalize.plan_finish(self.registry, fn, j.run, j.records, outcome, now)
             await self.store.finish(j.lease, outcome, planned, now)
         self.on_ingest(None)
+        if j.listener is not None:
+            j.listener.run_finished(j.run, outcome, j.records)
         event = streaming.run_event(
             j.run,
             "finished",

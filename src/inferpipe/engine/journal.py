@@ -32,6 +32,7 @@ from inferpipe.core.records import (
 )
 from inferpipe.core.redaction import DEFAULT_REDACTED_KEYS
 from inferpipe.engine.clock import Clock
+from inferpipe.engine.lifecycle import RunListener
 from inferpipe.store.base import Progress, ProgressResult, Store
 
 active_step: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -114,6 +115,7 @@ class RunJournal:
         self.held: list[str] = []
         """New steps waiting for the replay to reach every recorded step (see `reach_new`)."""
         self.on_recorded: Callable[[list[StepRecord]], Awaitable[None]] | None = None
+        self.listener: RunListener | None = None  #: None when the engine has no listeners
         self.drain: asyncio.Event | None = None
         self.lease_deadline_ms: Callable[[], int | None] | None = None
         """When this execution must stop starting steps: its lease, as last renewed, nearly
@@ -248,6 +250,10 @@ class RunJournal:
             self.records[step.key] = result.final.get(step.key, step)
         if progress.steps:
             self.taken_over = False
+            if self.listener is not None:
+                self.listener.steps_recorded(
+                    self.run, [self.records[s.key] for s in progress.steps]
+                )
         if self.on_recorded is not None and progress.steps:
             await self.on_recorded([self.records[s.key] for s in progress.steps])
         if result.cancel_requested and self.cancel_reason is None:

@@ -26,6 +26,7 @@ from inferpipe.core.records import NewWait, StepKind, StepRecord, StepStatus, Wa
 from inferpipe.core.redaction import redact, redact_event
 from inferpipe.engine import streaming
 from inferpipe.engine.journal import RunJournal, active_step
+from inferpipe.engine.lifecycle import StepStart
 from inferpipe.engine.score_steps import ScoringSteps
 from inferpipe.store.base import PlannedEvent, Progress
 
@@ -109,6 +110,8 @@ class Steps(ScoringSteps):
         )
         extra: dict[str, Any] = {}
         failure: Exception | None = None
+        if j.listener is not None:
+            j.listener.step_started(j.run, StepStart(key, step_id, _kind, attempt))
         j.started()
         # The step stays in flight until its record is committed: otherwise a run whose other
         # branches are parked looks quiescent during the commit and is suspended too early.
