@@ -14,17 +14,19 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 import asyncpg
 from asyncpg import exceptions as pgexc
 from asyncpg.pool import PoolConnectionProxy
 
 from inferpipe.core.errors import StoreError
+from inferpipe.store import sql
 
 _log = logging.getLogger("inferpipe.store.postgres")
 
 T = TypeVar("T")
+P = ParamSpec("P")
 Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 
 CHANNEL = "inferpipe_ready"
@@ -174,3 +176,46 @@ async def notify(conn: Conn, workspace: str) -> None:
 def record_value(row: Any, index: int = 0) -> Any:
     """The value at `index` of a row that may be missing."""
     return None if row is None else row[index]
+
+
+class Runner:
+    """Runs `inferpipe.store.sql` bodies on pooled connections (`sql.Runner`); a body is
+    built anew for each attempt of `Database`'s retry loop."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def read(self, body: Callable[P, sql.Body[T]], *args: P.args, **kw: P.kwargs) -> T:
+        return await self._db.read(lambda c: sql.drive_async(body(*args, **kw), _executor(c)))
+
+    async def snapshot(self, body: Callable[P, sql.Body[T]], *args: P.args, **kw: P.kwargs) -> T:
+        async def snapshot(c: Conn) -> T:
+            await c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            return await sql.drive_async(body(*args, **kw), _executor(c))
+
+        return await self._db.transaction(snapshot)
+
+    async def write(self, body: Callable[P, sql.Body[T]], *args: P.args, **kw: P.kwargs) -> T:
+        return await self._db.transaction(
+            lambda c: sql.drive_async(body(*args, **kw), _executor(c))
+        )
+
+
+def _executor(conn: Conn) -> Callable[[sql.Statement], Awaitable[Any]]:
+    async def execute(statement: sql.Statement) -> Any:
+        if isinstance(statement, sql.Lock):
+            key = lock_key(statement.workspace, statement.name)
+            return await conn.execute("SELECT pg_advisory_xact_lock($1)", key)
+        text = sql.numbered(statement.sql)
+        if isinstance(statement, sql.Count):
+            return rowcount(await conn.execute(text, *statement.params))
+        if statement.lock:
+            text = f"{text} {statement.lock}"
+        return [tuple(r) for r in await conn.fetch(text, *statement.params)]
+
+    return execute
+
+
+def rowcount(status: str) -> int:
+    """The row count of a command tag such as ``DELETE 12``."""
+    return int(status.rsplit(" ", 1)[-1])

@@ -11,23 +11,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from inferpipe.store.postgres.database import Conn, Database
+from inferpipe.store import sql
+from inferpipe.store.postgres.database import Database, Runner
 from inferpipe.store.postgres.listener import Notifications
-from inferpipe.store.stream_log import (
-    PURGE_BATCH,
-    LogRetention,
-    LogSlice,
-    OnAppend,
-    OnLost,
-    Purged,
-    StopWatch,
-    age_floor_ms,
-    count_floor,
-    entry_from_row,
-    topic_expired,
-)
+from inferpipe.store.stream_log import LogRetention, OnAppend, OnLost, SQLStreamLog, StopWatch
 
 __all__ = ["CHANNEL", "DEFAULT_POLL_INTERVAL_S", "PostgresStreamLog"]
 
@@ -71,19 +58,9 @@ publisher of the topic). $1 topic, $2 now_ms, $3 final, $4 finished_ttl_ms, $5 i
 (0: none), $6 data, $7 max_events (0: none), $8 channel. No row back means the topic has a
 final event. An expired topic starts over at index 1: its old event 1 is overwritten and the
 others deleted (all sub-statements see the rows as they were before it)."""
-_HEAD = "SELECT last_idx, last_ts_ms, final FROM stream_topics WHERE topic = $1"
-# $1 now_ms, $2 finished_ttl_ms, $3 idle_ttl_ms (0: none), $4 batch size.
-_PURGE_TOPICS = """
-DELETE FROM stream_topics WHERE topic IN (
-    SELECT topic FROM stream_topics t
-    WHERE (t.final AND $2::bigint > 0 AND t.last_ts_ms <= $1::bigint - $2::bigint)
-       OR (NOT t.final AND $3::bigint > 0 AND t.last_ts_ms <= $1::bigint - $3::bigint)
-    LIMIT $4 FOR UPDATE SKIP LOCKED
-) RETURNING topic
-"""
 
 
-class PostgresStreamLog:
+class PostgresStreamLog(SQLStreamLog):
     """A :class:`~inferpipe.store.stream_log.StreamLog` in PostgreSQL (``Store.stream_log``).
 
     Args:
@@ -101,14 +78,8 @@ class PostgresStreamLog:
         *,
         poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
     ) -> None:
-        self._db = db
+        super().__init__(Runner(db), poll_interval_s=poll_interval_s)
         self._notifications = notifications
-        self._poll_interval_s = poll_interval_s
-
-    @property
-    def poll_interval_s(self) -> float:
-        """Seconds between head polls while a subscriber waits."""
-        return self._poll_interval_s
 
     async def append(
         self, topic: str, data: bytes, *, final: bool, now_ms: int, retention: LogRetention
@@ -124,105 +95,8 @@ class PostgresStreamLog:
             retention.max_events or 0,
             CHANNEL,
         )
-
-        async def append(c: Conn) -> tuple[int, int] | None:
-            head = await c.fetchrow(_APPEND, *args)
-            if head is None:
-                return None
-            return int(head[0]), int(head[1])
-
-        return await self._db.read(append)
-
-    async def read(
-        self, topic: str, after: int, limit: int | None, *, now_ms: int, retention: LogRetention
-    ) -> LogSlice:
-        """Retained events after ``after`` with the head, in one snapshot."""
-
-        async def read(c: Conn) -> LogSlice:
-            await c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            head = await c.fetchrow(_HEAD, topic)
-            if head is None or topic_expired(head[1], head[2], now_ms, retention):
-                return LogSlice([], 0, False, 1)
-            last, final = int(head[0]), bool(head[2])
-            oldest = await c.fetchval(
-                "SELECT idx FROM stream_events WHERE topic = $1 AND idx > $2 AND ts_ms >= $3"
-                " ORDER BY idx LIMIT 1",
-                topic,
-                count_floor(last, retention),
-                age_floor_ms(now_ms, retention),
-            )
-            oldest = last + 1 if oldest is None else int(oldest)
-            if limit == 0:
-                return LogSlice([], last, final, oldest)
-            rows = await c.fetch(
-                "SELECT idx, data, ts_ms, final FROM stream_events"
-                " WHERE topic = $1 AND idx > $2 AND idx <= $3 ORDER BY idx LIMIT $4",
-                topic,
-                max(after, oldest - 1),
-                last,
-                limit,
-            )
-            return LogSlice([entry_from_row(*r) for r in rows], last, final, oldest)
-
-        return await self._db.transaction(read)
-
-    async def heads(
-        self, topics: Sequence[str], *, now_ms: int, retention: LogRetention
-    ) -> dict[str, int]:
-        """The last index of each live topic among ``topics``."""
-
-        async def heads(c: Conn) -> dict[str, int]:
-            rows = await c.fetch(
-                "SELECT topic, last_idx, last_ts_ms, final FROM stream_topics"
-                " WHERE topic = ANY($1::text[])",
-                list(topics),
-            )
-            return {
-                r[0]: int(r[1]) for r in rows if not topic_expired(r[2], r[3], now_ms, retention)
-            }
-
-        return await self._db.read(heads)
-
-    async def clear(self, topic: str, *, now_ms: int, retention: LogRetention) -> None:
-        """Delete the topic's events and final mark; keep its counter."""
-
-        async def clear(c: Conn) -> None:
-            head = await c.fetchrow(_HEAD + " FOR UPDATE", topic)
-            await c.execute("DELETE FROM stream_events WHERE topic = $1", topic)
-            if head is None:
-                return
-            if topic_expired(head[1], head[2], now_ms, retention):
-                await c.execute("DELETE FROM stream_topics WHERE topic = $1", topic)
-                return
-            await c.execute(
-                "UPDATE stream_topics SET final = FALSE,"
-                " last_ts_ms = GREATEST(last_ts_ms, $2) WHERE topic = $1",
-                topic,
-                now_ms,
-            )
-
-        await self._db.transaction(clear)
-
-    async def purge(self, *, now_ms: int, retention: LogRetention) -> Purged:
-        """Delete expired topics and aged events, a batch per transaction."""
-        topics = events = 0
-        finished_ttl = retention.finished_ttl_ms or 0
-        idle_ttl = retention.idle_ttl_ms or 0
-        while finished_ttl or idle_ttl:
-            found = await self._db.transaction(
-                lambda c: _purge_topics(c, now_ms, finished_ttl, idle_ttl)
-            )
-            topics, events = topics + found[0], events + found[1]
-            if found[0] < PURGE_BATCH:
-                break
-        if retention.max_age_ms is not None:
-            cutoff_ms = age_floor_ms(now_ms, retention)
-            while True:
-                deleted = await self._db.transaction(lambda c: _purge_aged(c, cutoff_ms))
-                events += deleted
-                if deleted < PURGE_BATCH:
-                    break
-        return Purged(topics, events)
+        head = await self._runner.read(sql.row, _APPEND, *args)  # no `?` to number
+        return None if head is None else (int(head[0]), int(head[1]))
 
     async def watch(self, on_append: OnAppend, on_lost: OnLost) -> StopWatch | None:
         """LISTEN for appends on the process's LISTEN connection."""
@@ -233,29 +107,3 @@ class PostgresStreamLog:
                 on_append(topic, int(index))
 
         return await self._notifications.subscribe(CHANNEL, on_notify, on_lost)
-
-
-async def _purge_topics(c: Conn, now_ms: int, finished_ttl: int, idle_ttl: int) -> tuple[int, int]:
-    # Row locks (SKIP LOCKED: a topic being appended to is not idle) keep a concurrent append
-    # from restarting a topic whose events are being deleted.
-    rows = await c.fetch(_PURGE_TOPICS, now_ms, finished_ttl, idle_ttl, PURGE_BATCH)
-    topics = [r[0] for r in rows]
-    if not topics:
-        return 0, 0
-    status = await c.execute("DELETE FROM stream_events WHERE topic = ANY($1::text[])", topics)
-    return len(topics), _rowcount(status)
-
-
-async def _purge_aged(c: Conn, cutoff_ms: int) -> int:
-    status = await c.execute(
-        "DELETE FROM stream_events WHERE (topic, idx) IN"
-        " (SELECT topic, idx FROM stream_events WHERE ts_ms < $1 LIMIT $2)",
-        cutoff_ms,
-        PURGE_BATCH,
-    )
-    return _rowcount(status)
-
-
-def _rowcount(status: str) -> int:
-    """The row count of a command tag such as ``DELETE 12``."""
-    return int(status.rsplit(" ", 1)[-1])

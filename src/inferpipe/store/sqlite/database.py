@@ -16,11 +16,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from inferpipe.core.errors import StoreError
+from inferpipe.store import sql
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 MAX_BATCH = 512
 """Jobs per transaction; bounds how long one commit holds the write lock."""
@@ -179,3 +181,36 @@ def _settle(job: _Job, result: Any, error: BaseException | None) -> None:
     # RuntimeError: the caller's loop is closed; nobody is waiting.
     with contextlib.suppress(RuntimeError):
         job.loop.call_soon_threadsafe(resolve)
+
+
+class Runner:
+    """Runs `inferpipe.store.sql` bodies as jobs of the connection thread (`sql.Runner`)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def read(self, body: Callable[P, sql.Body[T]], *args: P.args, **kw: P.kwargs) -> T:
+        return await self._db.read(lambda c: sql.drive(body(*args, **kw), _executor(c)))
+
+    async def snapshot(self, body: Callable[P, sql.Body[T]], *args: P.args, **kw: P.kwargs) -> T:
+        def snapshot(c: sqlite3.Connection) -> T:
+            c.execute("BEGIN")
+            try:
+                return sql.drive(body(*args, **kw), _executor(c))
+            finally:
+                c.execute("COMMIT")
+
+        return await self._db.read(snapshot)
+
+    async def write(self, body: Callable[P, sql.Body[T]], *args: P.args, **kw: P.kwargs) -> T:
+        return await self._db.write(lambda c: sql.drive(body(*args, **kw), _executor(c)))
+
+
+def _executor(conn: sqlite3.Connection) -> Callable[[sql.Statement], Any]:
+    def execute(statement: sql.Statement) -> Any:
+        if isinstance(statement, sql.Lock):
+            return None  # the write transaction (BEGIN IMMEDIATE) already excludes writers
+        cursor = conn.execute(statement.sql, statement.params)
+        return cursor.fetchall() if isinstance(statement, sql.Rows) else cursor.rowcount
+
+    return execute
