@@ -120,6 +120,7 @@ def create_api(
         version=schemas.API_VERSION,
         description=API_DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc are served from vendored files (dashboard.pages)
         redoc_url=None,
         dependencies=[Depends(reject_unknown_query)],
     )

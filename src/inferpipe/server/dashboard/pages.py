@@ -1,6 +1,8 @@
 """The dashboard's pages: the single-page app's shell at `/` and `/dashboard`, its static files
-under `/dashboard/static/`, and the login form. None of them holds data, so they are served
-without a key; the data comes from the API, which the session cookie (or keyless dev) opens."""
+under `/dashboard/static/`, the login form, and the API reference (Swagger UI at `/docs`, Redoc
+at `/redoc`, both from files vendored under `static/vendor/`, so they work offline). None of them
+holds data, so they are served without a key; the data comes from the API, which the session
+cookie (or keyless dev) opens."""
 
 from __future__ import annotations
 
@@ -18,14 +20,33 @@ LOGIN_PATH = "/dashboard/login"
 LOGOUT_PATH = "/dashboard/logout"
 SHELL_PATHS = frozenset({"/", "/dashboard", "/dashboard/"})
 
+
+def content_security_policy(*, styles: str = "'self'", workers: str = "'self'") -> str:
+    """Everything a page needs is served from here: no CDN, no inline script."""
+    return (
+        f"default-src 'self'; script-src 'self'; style-src {styles}; worker-src {workers}; "
+        "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'; form-action 'self'"
+    )
+
+
 SECURITY_HEADERS = {
-    # Everything the app needs is served from here: no CDN, no inline script or style.
-    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
-    "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
-    "frame-ancestors 'none'; form-action 'self'",
+    "Content-Security-Policy": content_security_policy(),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
+}
+
+REDOC_HEADERS = {
+    **SECURITY_HEADERS,
+    # Redoc's bundle writes two <style> elements as it loads, allowed by their hashes: an empty
+    # one (styled-components fills it through the CSSOM) and perfect-scrollbar's rules. Its
+    # search runs in a worker it makes from a blob of its own code.
+    "Content-Security-Policy": content_security_policy(
+        styles="'self' 'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=' "
+        "'sha256-QMIg+bpjm3JdElJ388KYke01izlUW0UoNOeKjpMxdgc='",
+        workers="blob:",
+    ),
 }
 
 router = APIRouter(include_in_schema=False)
@@ -48,6 +69,18 @@ def safe_next(target: str | None) -> str:
 async def shell() -> FileResponse:
     """The single-page app; its routes live in the URL's fragment (`#/runs`, `#/run/<id>`)."""
     return FileResponse(STATIC_DIR / "index.html", headers=SECURITY_HEADERS)
+
+
+@router.get("/docs")
+async def swagger_ui() -> FileResponse:
+    """The API reference in Swagger UI, over `/openapi.json`, with "Try it out"."""
+    return FileResponse(STATIC_DIR / "api-docs.html", headers=SECURITY_HEADERS)
+
+
+@router.get("/redoc")
+async def redoc() -> FileResponse:
+    """The API reference in Redoc, over `/openapi.json`."""
+    return FileResponse(STATIC_DIR / "redoc.html", headers=REDOC_HEADERS)
 
 
 @router.get(LOGIN_PATH)
