@@ -3,6 +3,8 @@
 Public modules (extension points):
 
 - :mod:`inferpipe.streams.pubsub` - the ``PubSub`` protocol, ``StreamEvent``, ``Retention``;
+- :mod:`inferpipe.streams.front` - ``StreamFront``, the one ``PubSub`` every backend below is:
+  a ``StreamCache`` (the log: indices and history) and a ``Live`` transport (wake-ups);
 - :mod:`inferpipe.streams.errors` - the ``StreamError`` hierarchy;
 - :mod:`inferpipe.streams.memory` - ``MemoryPubSub`` (one process) and ``MemoryLivePubSub``;
 - :mod:`inferpipe.streams.caching` - ``CachingPubSub``, the ``StreamCache`` and ``LivePubSub``

@@ -17,22 +17,14 @@ processes use a distributed live transport, or :class:`~inferpipe.streams.redis.
 
 from __future__ import annotations
 
-import weakref
-from types import TracebackType
 from typing import Protocol, Self
 
 from inferpipe.streams import _codec
 from inferpipe.streams._memory_log import MemoryStreamCache
-from inferpipe.streams._subscription import DEFAULT_PAGE_SIZE, CursorSubscription, FeedGap
-from inferpipe.streams.errors import MessagesLostError, PubSubClosedError
-from inferpipe.streams.pubsub import (
-    HistoryPage,
-    JSONInput,
-    JSONValue,
-    StreamEvent,
-    Subscription,
-    check_cursor,
-)
+from inferpipe.streams._subscription import DEFAULT_PAGE_SIZE, FeedGap
+from inferpipe.streams.errors import MessagesLostError
+from inferpipe.streams.front import StreamCache, StreamFront
+from inferpipe.streams.pubsub import JSONValue, StreamEvent
 
 __all__ = [
     "CachingPubSub",
@@ -44,34 +36,6 @@ __all__ = [
 
 #: Default seconds without a live message after which a subscriber re-checks the cache.
 DEFAULT_IDLE_CHECK_S = 5.0
-
-
-class StreamCache(Protocol):
-    """Per-topic history with atomic index assignment (memory, Redis, ...)."""
-
-    async def append(self, topic: str, data: JSONInput, *, final: bool = False) -> StreamEvent:
-        """Assign the next index and store the event, atomically; apply retention.
-
-        Raises:
-            TopicFinishedError: The topic already has a final event.
-            InvalidPayloadError: ``data`` is not JSON or too large.
-        """
-        ...
-
-    async def read(self, topic: str, after: int | None, limit: int | None) -> HistoryPage:
-        """Read retained events after ``after`` together with the topic's head.
-
-        ``limit=0`` reads only the head. Raises ``CursorExpiredError`` / ``FutureCursorError``.
-        """
-        ...
-
-    async def clear(self, topic: str) -> None:
-        """Drop history and the final mark; keep the index counter (see ``PubSub``)."""
-        ...
-
-    async def close(self) -> None:
-        """Release resources."""
-        ...
 
 
 class LiveSubscription(Protocol):
@@ -133,7 +97,23 @@ class _LiveFeed:
         await self._subscription.close()
 
 
-class CachingPubSub:
+class _Announcer:
+    """A ``LivePubSub`` as the front's live transport: events travel as JSON messages."""
+
+    def __init__(self, inner: LivePubSub) -> None:
+        self._inner = inner
+
+    async def open(self, topic: str) -> _LiveFeed:
+        return _LiveFeed(topic, self._inner, await self._inner.subscribe(topic))
+
+    async def announce(self, event: StreamEvent) -> None:
+        await self._inner.publish(event.topic, _codec.event_to_message(event))
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class CachingPubSub(StreamFront):
     """A :class:`~inferpipe.streams.pubsub.PubSub` made of a live transport and a cache.
 
     Args:
@@ -153,87 +133,4 @@ class CachingPubSub:
         page_size: int = DEFAULT_PAGE_SIZE,
         idle_check_s: float | None = DEFAULT_IDLE_CHECK_S,
     ) -> None:
-        self._inner = inner
-        self._cache = cache
-        self._page_size = page_size
-        self._idle_check_s = idle_check_s
-        self._subscriptions: weakref.WeakSet[CursorSubscription] = weakref.WeakSet()
-        self._closed = False
-
-    async def publish(self, topic: str, data: JSONInput, *, final: bool = False) -> StreamEvent:
-        """Append to the cache, then announce on the live transport (see ``PubSub.publish``)."""
-        self._check_open()
-        event = await self._cache.append(_codec.check_topic(topic), data, final=final)
-        await self._inner.publish(topic, _codec.event_to_message(event))
-        return event
-
-    async def subscribe(self, topic: str) -> Subscription:
-        """Subscribe to live events (see ``PubSub.subscribe``)."""
-        feed = await self._open_feed(topic)
-        subscription = await CursorSubscription.open_live(
-            topic, feed, self._read, page_size=self._page_size, idle_check_s=self._idle_check_s
-        )
-        self._subscriptions.add(subscription)
-        return subscription
-
-    async def subscribe_with_replay(self, topic: str, after: int | None = None) -> Subscription:
-        """History after ``after``, then live (see ``PubSub.subscribe_with_replay``)."""
-        check_cursor(after)
-        feed = await self._open_feed(topic)
-        subscription = await CursorSubscription.open_replay(
-            topic,
-            feed,
-            self._read,
-            after,
-            page_size=self._page_size,
-            idle_check_s=self._idle_check_s,
-        )
-        self._subscriptions.add(subscription)
-        return subscription
-
-    async def get_history(
-        self, topic: str, after: int | None = None, limit: int | None = None
-    ) -> list[StreamEvent]:
-        """Retained events after ``after`` (see ``PubSub.get_history``)."""
-        self._check_open()
-        page = await self._cache.read(_codec.check_topic(topic), check_cursor(after), limit)
-        return page.events
-
-    async def clear_topic(self, topic: str) -> None:
-        """Drop the topic's history (see ``PubSub.clear_topic``)."""
-        self._check_open()
-        await self._cache.clear(_codec.check_topic(topic))
-
-    async def close(self) -> None:
-        """End every subscription, then close the transport and the cache."""
-        if self._closed:
-            return
-        self._closed = True
-        for subscription in list(self._subscriptions):
-            await subscription.close()
-        await self._inner.close()
-        await self._cache.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def _open_feed(self, topic: str) -> _LiveFeed:
-        self._check_open()
-        _codec.check_topic(topic)
-        return _LiveFeed(topic, self._inner, await self._inner.subscribe(topic))
-
-    async def _read(self, topic: str, after: int | None, limit: int | None) -> HistoryPage:
-        self._check_open()
-        return await self._cache.read(topic, after, limit)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise PubSubClosedError("CachingPubSub")
+        super().__init__(cache, _Announcer(inner), page_size=page_size, idle_check_s=idle_check_s)

@@ -17,25 +17,14 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import deque
-from types import TracebackType
 from typing import Generic, Self, TypeVar
 
 from inferpipe.streams import _codec
 from inferpipe.streams._memory_log import MemoryStreamCache
-from inferpipe.streams._subscription import DEFAULT_PAGE_SIZE, CursorSubscription, FeedGap
+from inferpipe.streams._subscription import DEFAULT_PAGE_SIZE, FeedGap
 from inferpipe.streams.errors import MessagesLostError, PubSubClosedError
-from inferpipe.streams.pubsub import (
-    ClockMs,
-    HistoryPage,
-    JSONInput,
-    JSONValue,
-    Retention,
-    StreamEvent,
-    Subscription,
-    check_cursor,
-    check_limit,
-    wall_clock_ms,
-)
+from inferpipe.streams.front import StreamFront
+from inferpipe.streams.pubsub import ClockMs, JSONValue, Retention, StreamEvent, wall_clock_ms
 
 __all__ = ["DEFAULT_MAX_QUEUE", "MemoryLivePubSub", "MemoryPubSub"]
 
@@ -52,12 +41,14 @@ class _Lost(Exception):  # noqa: N818 - internal signal
 class _Mailbox(Generic[_T]):
     """A bounded, non-blocking single-consumer queue that remembers overflowing."""
 
-    def __init__(self, max_items: int) -> None:
+    def __init__(self, max_items: int, members: weakref.WeakSet[_Mailbox[_T]]) -> None:
         self._max_items = max_items
         self._items: deque[_T] = deque()
         self._lost = False
         self._closed = False
         self._wakeup = asyncio.Event()
+        self._members = members
+        members.add(self)
 
     def put(self, item: _T) -> None:
         if self._closed:
@@ -84,37 +75,78 @@ class _Mailbox(Generic[_T]):
         self._items.clear()
         return items
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def close(self) -> None:
         self._closed = True
         self._items.clear()
         self._wakeup.set()
+        self._members.discard(self)
+
+
+class _Hub(Generic[_T]):
+    """The mailboxes of one process, by topic."""
+
+    def __init__(self, max_queue: int) -> None:
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be >= 1, got {max_queue}")
+        self._max_queue = max_queue
+        # Weak: a subscription dropped without close() stops costing fan-out once collected.
+        self.boxes: dict[str, weakref.WeakSet[_Mailbox[_T]]] = {}
+
+    def open(self, topic: str) -> _Mailbox[_T]:
+        return _Mailbox(self._max_queue, self.boxes.setdefault(topic, weakref.WeakSet()))
+
+    def put(self, topic: str, item: _T) -> None:
+        boxes = self.boxes.get(topic)
+        if boxes is None:
+            return
+        for box in boxes:
+            box.put(item)
+        if not boxes:
+            del self.boxes[topic]
+
+    def close(self) -> None:
+        for boxes in self.boxes.values():
+            for box in list(boxes):
+                box.close()
+        self.boxes.clear()
 
 
 class _QueueFeed:
     """A ``MemoryPubSub`` subscriber's live feed."""
 
-    def __init__(self, max_queue: int, members: weakref.WeakSet[_QueueFeed]) -> None:
-        self.mailbox: _Mailbox[StreamEvent] = _Mailbox(max_queue)
-        self._members = members
-        members.add(self)
+    def __init__(self, mailbox: _Mailbox[StreamEvent]) -> None:
+        self._mailbox = mailbox
 
     async def receive(self, after: int) -> list[StreamEvent]:
         try:
-            return await self.mailbox.take()
+            return await self._mailbox.take()
         except _Lost:
             raise FeedGap from None
 
     async def close(self) -> None:
-        self.mailbox.close()
-        self._members.discard(self)
+        self._mailbox.close()
 
 
-class MemoryPubSub:
+class _QueueLive:
+    """The live transport of a ``MemoryPubSub``: the event itself, in each subscriber's queue."""
+
+    def __init__(self, hub: _Hub[StreamEvent]) -> None:
+        self._hub = hub
+
+    async def open(self, topic: str) -> _QueueFeed:
+        return _QueueFeed(self._hub.open(topic))
+
+    async def announce(self, event: StreamEvent) -> None:
+        self._hub.put(event.topic, event)
+
+    async def close(self) -> None:
+        self._hub.close()
+
+
+class MemoryPubSub(StreamFront):
     """A :class:`~inferpipe.streams.pubsub.PubSub` in process memory, with history and replay.
+
+    Publishing never suspends: the append and the fan-out are atomic for other coroutines.
 
     Args:
         retention: History limits; also bounds how far a lagging subscriber can fall behind.
@@ -140,108 +172,22 @@ class MemoryPubSub:
         max_payload_bytes: int = _codec.DEFAULT_MAX_PAYLOAD_BYTES,
         page_size: int = DEFAULT_PAGE_SIZE,
     ) -> None:
-        if max_queue < 1:
-            raise ValueError(f"max_queue must be >= 1, got {max_queue}")
-        self._log = MemoryStreamCache(
+        hub: _Hub[StreamEvent] = _Hub(max_queue)
+        self._feeds = hub.boxes
+        log = MemoryStreamCache(
             retention,
             clock_ms=clock_ms,
             max_payload_bytes=max_payload_bytes,
-            keep_alive=self._has_subscribers,
+            keep_alive=lambda topic: bool(hub.boxes.get(topic)),
         )
-        self._max_queue = max_queue
-        self._page_size = page_size
-        # Weak: a subscription dropped without close() stops costing fan-out once collected.
-        self._feeds: dict[str, weakref.WeakSet[_QueueFeed]] = {}
-        self._closed = False
-
-    async def publish(self, topic: str, data: JSONInput, *, final: bool = False) -> StreamEvent:
-        """Append and fan out, without suspending (see ``PubSub.publish``)."""
-        self._check_open()
-        event = self._log.append_now(topic, data, final=final)
-        feeds = self._feeds.get(topic)
-        if feeds is not None:
-            for feed in feeds:
-                feed.mailbox.put(event)
-            if not feeds:
-                del self._feeds[topic]
-        return event
-
-    async def subscribe(self, topic: str) -> Subscription:
-        """Subscribe to live events (see ``PubSub.subscribe``)."""
-        feed = self._open_feed(topic)
-        return await CursorSubscription.open_live(
-            topic, feed, self._read, page_size=self._page_size
-        )
-
-    async def subscribe_with_replay(self, topic: str, after: int | None = None) -> Subscription:
-        """History after ``after``, then live (see ``PubSub.subscribe_with_replay``)."""
-        check_cursor(after)
-        feed = self._open_feed(topic)
-        return await CursorSubscription.open_replay(
-            topic, feed, self._read, after, page_size=self._page_size
-        )
-
-    async def get_history(
-        self, topic: str, after: int | None = None, limit: int | None = None
-    ) -> list[StreamEvent]:
-        """Retained events after ``after`` (see ``PubSub.get_history``)."""
-        self._check_open()
-        _codec.check_topic(topic)
-        return self._log.read_now(topic, check_cursor(after), check_limit(limit)).events
-
-    async def clear_topic(self, topic: str) -> None:
-        """Drop the topic's history (see ``PubSub.clear_topic``)."""
-        self._check_open()
-        await self._log.clear(_codec.check_topic(topic))
-
-    async def close(self) -> None:
-        """End every subscription and drop all topics."""
-        if self._closed:
-            return
-        self._closed = True
-        for feeds in self._feeds.values():
-            for feed in list(feeds):
-                feed.mailbox.close()
-        self._feeds.clear()
-        await self._log.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    def _open_feed(self, topic: str) -> _QueueFeed:
-        self._check_open()
-        _codec.check_topic(topic)
-        return _QueueFeed(self._max_queue, self._feeds.setdefault(topic, weakref.WeakSet()))
-
-    async def _read(self, topic: str, after: int | None, limit: int | None) -> HistoryPage:
-        self._check_open()
-        return self._log.read_now(topic, after, limit)
-
-    def _has_subscribers(self, topic: str) -> bool:
-        return bool(self._feeds.get(topic))
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise PubSubClosedError("MemoryPubSub")
+        super().__init__(log, _QueueLive(hub), page_size=page_size)
 
 
 class _MemoryLiveSubscription:
-    def __init__(
-        self, topic: str, max_queue: int, members: weakref.WeakSet[_MemoryLiveSubscription]
-    ) -> None:
+    def __init__(self, topic: str, mailbox: _Mailbox[JSONValue]) -> None:
         self._topic = topic
-        self.mailbox: _Mailbox[JSONValue] = _Mailbox(max_queue)
+        self._mailbox = mailbox
         self._ready: deque[JSONValue] = deque()
-        self._members = members
-        members.add(self)
 
     def __aiter__(self) -> Self:
         return self
@@ -249,7 +195,7 @@ class _MemoryLiveSubscription:
     async def __anext__(self) -> JSONValue:
         if not self._ready:
             try:
-                self._ready.extend(await self.mailbox.take())
+                self._ready.extend(await self._mailbox.take())
             except _Lost:
                 raise MessagesLostError(self._topic, "subscriber queue overflowed") from None
             if not self._ready:
@@ -258,8 +204,7 @@ class _MemoryLiveSubscription:
 
     async def close(self) -> None:
         self._ready.clear()
-        self.mailbox.close()
-        self._members.discard(self)
+        self._mailbox.close()
 
 
 class MemoryLivePubSub:
@@ -271,37 +216,23 @@ class MemoryLivePubSub:
     """
 
     def __init__(self, *, max_queue: int = DEFAULT_MAX_QUEUE) -> None:
-        if max_queue < 1:
-            raise ValueError(f"max_queue must be >= 1, got {max_queue}")
-        self._max_queue = max_queue
-        self._subscriptions: dict[str, weakref.WeakSet[_MemoryLiveSubscription]] = {}
+        self._hub: _Hub[JSONValue] = _Hub(max_queue)
         self._closed = False
 
     async def publish(self, topic: str, message: JSONValue) -> None:
         """Deliver ``message`` to the topic's current subscribers, without blocking."""
         self._check_open()
-        subscriptions = self._subscriptions.get(topic)
-        if subscriptions is None:
-            return
-        if not subscriptions:
-            del self._subscriptions[topic]
-            return
-        for subscription in subscriptions:
-            subscription.mailbox.put(message)
+        self._hub.put(topic, message)
 
     async def subscribe(self, topic: str) -> _MemoryLiveSubscription:
         """Subscribe to messages published from now on."""
         self._check_open()
-        members = self._subscriptions.setdefault(topic, weakref.WeakSet())
-        return _MemoryLiveSubscription(topic, self._max_queue, members)
+        return _MemoryLiveSubscription(topic, self._hub.open(topic))
 
     async def close(self) -> None:
         """End every subscription."""
         self._closed = True
-        for subscriptions in self._subscriptions.values():
-            for subscription in list(subscriptions):
-                subscription.mailbox.close()
-        self._subscriptions.clear()
+        self._hub.close()
 
     def _check_open(self) -> None:
         if self._closed:

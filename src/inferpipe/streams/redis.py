@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from types import TracebackType
 from typing import Any, Self
 
 from redis import exceptions as redis_errors
@@ -33,23 +32,22 @@ from redis.backoff import ExponentialWithJitterBackoff
 
 from inferpipe.streams import _codec, _redis_scripts
 from inferpipe.streams._redis_scripts import DEFAULT_KEY_PREFIX
-from inferpipe.streams._subscription import DEFAULT_PAGE_SIZE, CursorSubscription
+from inferpipe.streams._subscription import DEFAULT_PAGE_SIZE
 from inferpipe.streams.errors import (
     CorruptEventError,
     CursorExpiredError,
     FutureCursorError,
-    PubSubClosedError,
     StreamError,
     StreamUnavailableError,
     TopicFinishedError,
 )
+from inferpipe.streams.front import StreamFront
 from inferpipe.streams.pubsub import (
     ClockMs,
     HistoryPage,
     JSONInput,
     Retention,
     StreamEvent,
-    Subscription,
     check_cursor,
     check_limit,
 )
@@ -364,7 +362,28 @@ def _raw_entries(reply: Any) -> list[tuple[Any, Any]]:
     return [(eid, fields) for entries in streams for eid, fields in entries]
 
 
-class RedisPubSub:
+class _XReadLive:
+    """The live transport of a ``RedisPubSub``: each feed blocks in ``XREAD`` on the stream,
+    so a publish needs no announcement."""
+
+    def __init__(self, cache: RedisStreamCache, block_ms: int, read_grace_s: float) -> None:
+        self._cache = cache
+        self._block_ms = block_ms
+        self._read_grace_s = read_grace_s
+        self._feeds: weakref.WeakSet[_XReadFeed] = weakref.WeakSet()
+
+    async def open(self, topic: str) -> _XReadFeed:
+        return _XReadFeed(self._cache, topic, self._block_ms, self._read_grace_s, self._feeds)
+
+    async def announce(self, event: StreamEvent) -> None:
+        """Blocked readers wake up by themselves."""
+
+    async def close(self) -> None:
+        for feed in list(self._feeds):
+            await feed.close()
+
+
+class RedisPubSub(StreamFront):
     """A :class:`~inferpipe.streams.pubsub.PubSub` on Redis Streams, shared by processes.
 
     Args:
@@ -380,6 +399,7 @@ class RedisPubSub:
 
     Each subscription that waits for live events opens one dedicated connection (outside the
     client's pool), closed with the subscription: always close subscriptions (``async with``).
+    Closing the pubsub ends pending blocking reads with ``CLIENT UNBLOCK``.
     """
 
     def __init__(
@@ -408,10 +428,8 @@ class RedisPubSub:
             # A block longer than the socket timeout would turn every quiet period into an error.
             block_ms = min(block_ms, max(1, int(socket_timeout_s * 500)))
         self._block_ms = block_ms
-        self._read_grace_s = read_grace_s
-        self._page_size = page_size
-        self._feeds: weakref.WeakSet[_XReadFeed] = weakref.WeakSet()
-        self._closed = False
+        live = _XReadLive(self._cache, block_ms, read_grace_s)
+        super().__init__(self._cache, live, page_size=page_size)
 
     @classmethod
     def from_url(cls, url: str, retention: Retention | None = None, **options: Any) -> Self:
@@ -427,71 +445,3 @@ class RedisPubSub:
     def cache(self) -> RedisStreamCache:
         """The underlying history store (keys, client, retention)."""
         return self._cache
-
-    async def publish(self, topic: str, data: JSONInput, *, final: bool = False) -> StreamEvent:
-        """Append atomically; blocked subscribers wake up (see ``PubSub.publish``)."""
-        self._check_open()
-        return await self._cache.append(topic, data, final=final)
-
-    async def subscribe(self, topic: str) -> Subscription:
-        """Subscribe to live events (see ``PubSub.subscribe``)."""
-        feed = self._open_feed(topic)
-        return await CursorSubscription.open_live(
-            topic, feed, self._read, page_size=self._page_size
-        )
-
-    async def subscribe_with_replay(self, topic: str, after: int | None = None) -> Subscription:
-        """History after ``after``, then live (see ``PubSub.subscribe_with_replay``)."""
-        check_cursor(after)
-        feed = self._open_feed(topic)
-        return await CursorSubscription.open_replay(
-            topic, feed, self._read, after, page_size=self._page_size
-        )
-
-    async def get_history(
-        self, topic: str, after: int | None = None, limit: int | None = None
-    ) -> list[StreamEvent]:
-        """Retained events after ``after`` (see ``PubSub.get_history``)."""
-        self._check_open()
-        return (await self._cache.read(topic, after, limit)).events
-
-    async def clear_topic(self, topic: str) -> None:
-        """Drop the topic's history (see ``PubSub.clear_topic``)."""
-        self._check_open()
-        await self._cache.clear(topic)
-
-    async def close(self) -> None:
-        """End every subscription, then close the client if owned.
-
-        Pending blocking reads are ended with ``CLIENT UNBLOCK``.
-        """
-        if self._closed:
-            return
-        self._closed = True
-        for feed in list(self._feeds):
-            await feed.close()
-        await self._cache.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    def _open_feed(self, topic: str) -> _XReadFeed:
-        self._check_open()
-        _codec.check_topic(topic)
-        return _XReadFeed(self._cache, topic, self._block_ms, self._read_grace_s, self._feeds)
-
-    async def _read(self, topic: str, after: int | None, limit: int | None) -> HistoryPage:
-        self._check_open()
-        return await self._cache.read(topic, after, limit)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise PubSubClosedError("RedisPubSub")

@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Sequence
-from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from inferpipe.core.errors import StoreError
@@ -37,23 +36,20 @@ from inferpipe.store.base import Store
 from inferpipe.store.stream_log import LogEntry, LogSlice, Purged, StopWatch, StreamLog
 from inferpipe.streams import _codec
 from inferpipe.streams._store_feed import FeedHub, LogFeed
-from inferpipe.streams._subscription import DEFAULT_PAGE_SIZE, CursorSubscription
+from inferpipe.streams._subscription import DEFAULT_PAGE_SIZE
 from inferpipe.streams.errors import (
     CursorExpiredError,
     FutureCursorError,
-    PubSubClosedError,
     StreamUnavailableError,
     TopicFinishedError,
 )
+from inferpipe.streams.front import StreamFront
 from inferpipe.streams.pubsub import (
     ClockMs,
     HistoryPage,
     JSONInput,
     Retention,
     StreamEvent,
-    Subscription,
-    check_cursor,
-    check_limit,
     wall_clock_ms,
 )
 
@@ -75,7 +71,140 @@ DEFAULT_MAX_QUEUE = 1000
 PURGE_INTERVAL_MS = 60_000
 
 
-class StorePubSub:
+class _StoreLog:
+    """A ``StreamCache`` on a :class:`StreamLog`: encoding, retention and cursor checks, and
+    database failures translated at this one boundary."""
+
+    def __init__(
+        self,
+        log: StreamLog,
+        retention: Retention,
+        clock_ms: ClockMs,
+        max_payload_bytes: int,
+        purge_interval_ms: int | None,
+    ) -> None:
+        self.log = log
+        self.retention = retention
+        self._clock_ms = clock_ms
+        self._max_payload_bytes = max_payload_bytes
+        self._purge_interval_ms = purge_interval_ms
+        self._purged_at_ms: int | None = None
+        self._purging: asyncio.Task[None] | None = None
+
+    async def append(self, topic: str, data: JSONInput, *, final: bool = False) -> StreamEvent:
+        raw = _codec.encode_data(topic, data, self._max_payload_bytes)
+        now_ms = self._clock_ms()
+        appended = await self._call(
+            self.log.append(topic, raw, final=final, now_ms=now_ms, retention=self.retention)
+        )
+        if appended is None:
+            raise TopicFinishedError(topic)
+        index, ts_ms = appended
+        self._maybe_purge(now_ms)
+        return StreamEvent(topic, index, _codec.decode_data(topic, raw), ts_ms, final)
+
+    async def read(self, topic: str, after: int | None, limit: int | None) -> HistoryPage:
+        """Validates the cursor against the retained range."""
+        found = await self._slice(topic, after or 0, limit)
+        if after is not None:
+            if after > found.last_index:
+                raise FutureCursorError(topic, after, found.last_index)
+            if after < found.oldest_index - 1:
+                raise CursorExpiredError(topic, after, found.oldest_index)
+        return HistoryPage(_events(topic, found.events), found.last_index, found.finished)
+
+    async def read_after(self, topic: str, after: int, limit: int) -> list[StreamEvent]:
+        """A stale feed's read: whatever is retained after ``after`` (gaps are the
+        subscription's to detect), or ``FutureCursorError`` if the topic restarted below it."""
+        found = await self._slice(topic, after, limit)
+        if found.last_index < after:
+            raise FutureCursorError(topic, after, found.last_index)
+        return _events(topic, found.events)
+
+    async def read_heads(self, topics: Sequence[str]) -> dict[str, int]:
+        now_ms = self._clock_ms()
+        return await self._call(self.log.heads(topics, now_ms=now_ms, retention=self.retention))
+
+    async def clear(self, topic: str) -> None:
+        now_ms = self._clock_ms()
+        await self._call(self.log.clear(topic, now_ms=now_ms, retention=self.retention))
+
+    async def purge(self) -> Purged:
+        now_ms = self._clock_ms()
+        return await self._call(self.log.purge(now_ms=now_ms, retention=self.retention))
+
+    async def close(self) -> None:
+        if self._purging is not None:
+            with contextlib.suppress(Exception):
+                await self._purging
+
+    async def _slice(self, topic: str, after: int, limit: int | None) -> LogSlice:
+        now_ms = self._clock_ms()
+        return await self._call(
+            self.log.read(topic, after, limit, now_ms=now_ms, retention=self.retention)
+        )
+
+    def _maybe_purge(self, now_ms: int) -> None:
+        if self._purge_interval_ms is None or (self._purging and not self._purging.done()):
+            return
+        if self._purged_at_ms is None:
+            self._purged_at_ms = now_ms  # the first publish starts the interval
+        if now_ms - self._purged_at_ms < self._purge_interval_ms:
+            return
+        self._purged_at_ms = now_ms
+        self._purging = asyncio.create_task(self._purge_quietly(now_ms))
+
+    async def _purge_quietly(self, now_ms: int) -> None:
+        try:
+            purged = await self.log.purge(now_ms=now_ms, retention=self.retention)
+        except Exception:
+            _log.warning("could not purge expired stream events", exc_info=True)
+            return
+        if purged.topics or purged.events:
+            _log.debug("purged %d topics and %d events", purged.topics, purged.events)
+
+    async def _call(self, operation: Awaitable[_T]) -> _T:
+        try:
+            return await operation
+        except StoreError as exc:
+            raise StreamUnavailableError(self.log.backend, str(exc)) from exc
+
+
+class _StoreLive:
+    """The live transport of a ``StorePubSub`` (see ``_store_feed``): this process's events
+    handed over, other processes' announced by the log's notifications or found by polling."""
+
+    def __init__(
+        self, log: _StoreLog, max_queue: int, page_size: int, poll_interval_s: float | None
+    ) -> None:
+        self._log = log
+        self._max_queue = max_queue
+        self._page_size = page_size
+        self._hub = FeedHub(log.read_after, log.read_heads, poll_interval_s)
+        self._watching: asyncio.Future[StopWatch | None] | None = None
+
+    async def open(self, topic: str) -> LogFeed:
+        # Notifications start once, before the first feed reads history.
+        if self._watching is None:
+            self._watching = asyncio.ensure_future(
+                self._log.log.watch(self._hub.notice, self._hub.notice_all)
+            )
+        await asyncio.shield(self._watching)
+        return self._hub.open(topic, self._max_queue, self._page_size)
+
+    async def announce(self, event: StreamEvent) -> None:
+        self._hub.publish(event)
+
+    async def close(self) -> None:
+        await self._hub.close()
+        if self._watching is not None and not self._watching.cancelled():
+            with contextlib.suppress(Exception):
+                stop = await self._watching
+                if stop is not None:
+                    await stop()
+
+
+class StorePubSub(StreamFront):
     """A :class:`~inferpipe.streams.pubsub.PubSub` on a :class:`StreamLog` (see module doc).
 
     Args:
@@ -104,19 +233,11 @@ class StorePubSub:
     ) -> None:
         if max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {max_queue}")
-        self._log = log
-        self._retention = retention if retention is not None else Retention()
-        self._clock_ms = clock_ms
-        self._max_queue = max_queue
-        self._max_payload_bytes = max_payload_bytes
-        self._page_size = page_size
-        self._purge_interval_ms = purge_interval_ms
-        self._purged_at_ms: int | None = None
-        self._purging: asyncio.Task[None] | None = None
+        retention = retention if retention is not None else Retention()
+        self._store_log = _StoreLog(log, retention, clock_ms, max_payload_bytes, purge_interval_ms)
         interval_s = poll_interval_s if poll_interval_s is not None else log.poll_interval_s
-        self._hub = FeedHub(self._read_after, self._read_heads, interval_s)
-        self._watching: asyncio.Future[StopWatch | None] | None = None
-        self._closed = False
+        live = _StoreLive(self._store_log, max_queue, page_size, interval_s)
+        super().__init__(self._store_log, live, page_size=page_size)
 
     @classmethod
     def for_store(cls, store: Store, retention: Retention | None = None, **options: Any) -> Self:
@@ -130,54 +251,7 @@ class StorePubSub:
     @property
     def retention(self) -> Retention:
         """The retention limits in force."""
-        return self._retention
-
-    async def publish(self, topic: str, data: JSONInput, *, final: bool = False) -> StreamEvent:
-        """Append in one transaction, then wake this process's subscribers (see ``PubSub``)."""
-        self._check_open()
-        _codec.check_topic(topic)
-        raw = _codec.encode_data(topic, data, self._max_payload_bytes)
-        now_ms = self._clock_ms()
-        appended = await self._call(
-            self._log.append(topic, raw, final=final, now_ms=now_ms, retention=self._retention)
-        )
-        if appended is None:
-            raise TopicFinishedError(topic)
-        index, ts_ms = appended
-        event = StreamEvent(topic, index, _codec.decode_data(topic, raw), ts_ms, final)
-        self._hub.publish(event)
-        self._maybe_purge(now_ms)
-        return event
-
-    async def subscribe(self, topic: str) -> Subscription:
-        """Subscribe to live events (see ``PubSub.subscribe``)."""
-        feed = await self._open_feed(topic)
-        return await CursorSubscription.open_live(
-            topic, feed, self._read, page_size=self._page_size
-        )
-
-    async def subscribe_with_replay(self, topic: str, after: int | None = None) -> Subscription:
-        """History after ``after``, then live (see ``PubSub.subscribe_with_replay``)."""
-        check_cursor(after)
-        feed = await self._open_feed(topic)
-        return await CursorSubscription.open_replay(
-            topic, feed, self._read, after, page_size=self._page_size
-        )
-
-    async def get_history(
-        self, topic: str, after: int | None = None, limit: int | None = None
-    ) -> list[StreamEvent]:
-        """Retained events after ``after`` (see ``PubSub.get_history``)."""
-        self._check_open()
-        _codec.check_topic(topic)
-        return (await self._read(topic, check_cursor(after), check_limit(limit))).events
-
-    async def clear_topic(self, topic: str) -> None:
-        """Drop the topic's history and final mark, keep its counter (see ``PubSub``)."""
-        self._check_open()
-        _codec.check_topic(topic)
-        now_ms = self._clock_ms()
-        await self._call(self._log.clear(topic, now_ms=now_ms, retention=self._retention))
+        return self._store_log.retention
 
     async def purge(self) -> Purged:
         """Delete expired topics and events older than ``max_age_ms`` from the database.
@@ -186,109 +260,7 @@ class StorePubSub:
         maintenance job when producers are rare.
         """
         self._check_open()
-        now_ms = self._clock_ms()
-        return await self._call(self._log.purge(now_ms=now_ms, retention=self._retention))
-
-    async def close(self) -> None:
-        """End every subscription and stop listening; the store stays open."""
-        if self._closed:
-            return
-        self._closed = True
-        await self._hub.close()
-        if self._purging is not None:
-            with contextlib.suppress(Exception):
-                await self._purging
-        if self._watching is not None and not self._watching.cancelled():
-            with contextlib.suppress(Exception):
-                stop = await self._watching
-                if stop is not None:
-                    await stop()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def _open_feed(self, topic: str) -> LogFeed:
-        self._check_open()
-        _codec.check_topic(topic)
-        await self._watch()
-        self._check_open()
-        return self._hub.open(topic, self._max_queue, self._page_size)
-
-    async def _watch(self) -> None:
-        """Start cross-process notifications once, before the first feed reads history."""
-        if self._watching is None:
-            self._watching = asyncio.ensure_future(
-                self._log.watch(self._hub.notice, self._hub.notice_all)
-            )
-        await asyncio.shield(self._watching)
-
-    async def _read(self, topic: str, after: int | None, limit: int | None) -> HistoryPage:
-        """History reader of subscriptions: validates the cursor against the retained range."""
-        self._check_open()
-        now_ms = self._clock_ms()
-        found = await self._call(
-            self._log.read(topic, after or 0, limit, now_ms=now_ms, retention=self._retention)
-        )
-        if after is not None:
-            if after > found.last_index:
-                raise FutureCursorError(topic, after, found.last_index)
-            if after < found.oldest_index - 1:
-                raise CursorExpiredError(topic, after, found.oldest_index)
-        return HistoryPage(_events(topic, found.events), found.last_index, found.finished)
-
-    async def _read_after(self, topic: str, after: int, limit: int) -> list[StreamEvent]:
-        """A stale feed's read: whatever is retained after ``after`` (gaps are the
-        subscription's to detect), or ``FutureCursorError`` if the topic restarted below it."""
-        self._check_open()
-        now_ms = self._clock_ms()
-        found = await self._call(
-            self._log.read(topic, after, limit, now_ms=now_ms, retention=self._retention)
-        )
-        if found.last_index < after:
-            raise FutureCursorError(topic, after, found.last_index)
-        return _events(topic, found.events)
-
-    async def _read_heads(self, topics: Sequence[str]) -> dict[str, int]:
-        now_ms = self._clock_ms()
-        return await self._call(self._log.heads(topics, now_ms=now_ms, retention=self._retention))
-
-    def _maybe_purge(self, now_ms: int) -> None:
-        if self._purge_interval_ms is None or (self._purging and not self._purging.done()):
-            return
-        if self._purged_at_ms is None:
-            self._purged_at_ms = now_ms  # the first publish starts the interval
-        if now_ms - self._purged_at_ms < self._purge_interval_ms:
-            return
-        self._purged_at_ms = now_ms
-        self._purging = asyncio.create_task(self._purge_quietly(now_ms))
-
-    async def _purge_quietly(self, now_ms: int) -> None:
-        try:
-            purged = await self._log.purge(now_ms=now_ms, retention=self._retention)
-        except Exception:
-            _log.warning("could not purge expired stream events", exc_info=True)
-            return
-        if purged.topics or purged.events:
-            _log.debug("purged %d topics and %d events", purged.topics, purged.events)
-
-    async def _call(self, operation: Awaitable[_T]) -> _T:
-        """Await a log operation, translating database failures at this one boundary."""
-        try:
-            return await operation
-        except StoreError as exc:
-            raise StreamUnavailableError(self._log.backend, str(exc)) from exc
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise PubSubClosedError("StorePubSub")
+        return await self._store_log.purge()
 
 
 def _events(topic: str, entries: list[LogEntry]) -> list[StreamEvent]:
