@@ -24,8 +24,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from inferpipe.core.records import ClaimedRun, Lease, Run
-from inferpipe.store.flow_reasons import at, concurrency_reason, span
+from inferpipe.core.records import ClaimedRun, FlowPace, Lease, Run
+from inferpipe.store.flow import pacing, reasons
+from inferpipe.store.flow.reasons import concurrency_reason
 from inferpipe.store.postgres.admission import flow_lock
 from inferpipe.store.postgres.database import Conn
 from inferpipe.store.postgres.rows import RUN_COLUMNS, STEP_COLUMNS, dec, run_from_row
@@ -470,15 +471,14 @@ class _Claim:
         if self._explain_if_blocked(c, plan):
             return False
         if c.paced and c.throttle is not None:
-            key, rate, period_ms, burst = c.throttle
-            start_ms = self._throttle_start(key, rate, period_ms, burst)
-            plan.paces.add(key)
+            pace = FlowPace(*c.throttle)
+            start_ms, self.paces[pace.key] = pacing.throttle_start(
+                self.paces.get(pace.key), pace, self.now_ms
+            )
+            plan.paces.add(pace.key)
             if start_ms > self.now_ms:
-                self.full.add(key)  # ahead: the key's runs not reserved yet wait too
-                reason = (
-                    f"throttled: starts at {at(start_ms)} ({rate} per {span(period_ms)} on {key})"
-                )
-                plan.delayed.append((c.id, start_ms, reason))
+                self.full.add(pace.key)  # ahead: the key's runs not reserved yet wait too
+                plan.delayed.append((c.id, start_ms, reasons.throttled(start_ms, pace)))
                 return False
         for key, limit in c.keys:
             self.running[key] += 1
@@ -498,17 +498,6 @@ class _Claim:
                     plan.explained.append((c.id, reason))
                 return True
         return False
-
-    def _throttle_start(self, key: str, rate: int, period_ms: int, burst: int) -> int:
-        """GCRA: reserve the key's next start, one every period/rate ms, `burst` more early.
-
-        Times are kept in units of 1/rate ms, so that each step is exactly `period_ms` units."""
-        state = self.paces.get(key)
-        now_units = self.now_ms * rate
-        tat = now_units if state is None else max(now_units, state[0] * rate // state[1])
-        start_units = max(now_units, tat - burst * period_ms)
-        self.paces[key] = (tat + period_ms, rate)
-        return -(-start_units // rate)
 
     async def _write(self, plan: _Plan, lease_ms: int) -> None:
         if not (plan.take or plan.delayed or plan.explained or plan.paces or plan.retagged):

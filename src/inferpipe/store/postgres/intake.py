@@ -25,6 +25,7 @@ from inferpipe.core import expr
 from inferpipe.core.events import FUNCTION_FINISHED, Event, invoke_outcome
 from inferpipe.core.records import IngestResult, NewRun, NewWait, RunStatus, StepStatus, WaitKind
 from inferpipe.store.base import DEDUPE_WINDOW_MS, PlannedEvent
+from inferpipe.store.flow.admission import Admitted
 from inferpipe.store.postgres import admission
 from inferpipe.store.postgres.database import CHANNEL, Conn, lock_key, notify
 from inferpipe.store.postgres.rows import (
@@ -198,7 +199,7 @@ class Inserted:
     skipped: list[tuple[NewRun, str]] = field(default_factory=list)  #: with the reason
 
 
-def _row_params(row: admission.Admitted, now_ms: int) -> tuple[Any, ...]:
+def _row_params(row: Admitted, now_ms: int) -> tuple[Any, ...]:
     run, flow = row.run, row.run.flow
     keys: list[tuple[str | None, int | None]] = list(flow.concurrency) if flow else []
     keys += [(None, None)] * (2 - len(keys))
@@ -238,7 +239,7 @@ async def insert_runs(
     done = Inserted()
     if not runs:
         return done
-    admitted = await admission.admit(conn, ws, runs, now_ms)
+    admitted = await admission.decide(conn, ws, runs, now_ms)
     columns = columns_of([_row_params(row, now_ms) for row in admitted.rows], _RUN_WIDTH)
     await conn.execute(
         _INSERT_RUNS,

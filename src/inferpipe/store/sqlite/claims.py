@@ -11,8 +11,9 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from inferpipe.core.records import ClaimedRun, Lease
-from inferpipe.store.flow_reasons import at, concurrency_reason, span
+from inferpipe.core.records import ClaimedRun, FlowPace, Lease
+from inferpipe.store.flow import pacing, reasons
+from inferpipe.store.flow.reasons import concurrency_reason
 from inferpipe.store.sqlite.rows import RUN_COLUMNS, STEP_COLUMNS, dec, run_from_row, step_from_row
 from inferpipe.store.sqlite.slots import Slots
 
@@ -163,14 +164,13 @@ def _admit(conn: sqlite3.Connection, ws: str, run: _Candidate, slots: Slots, now
     if _explain_if_blocked(conn, run, slots):
         return False
     if run.throttle is not None and run.attempts == 0 and run.throttled_until_ms is None:
-        key, rate, period_ms, burst = dec(run.throttle)
-        start_ms = _throttle_start(conn, ws, key, rate, period_ms, burst, now_ms)
+        pace = FlowPace(*dec(run.throttle))
+        start_ms = _throttle_start(conn, ws, pace, now_ms)
         if start_ms > now_ms:
-            reason = f"throttled: starts at {at(start_ms)} ({rate} per {span(period_ms)} on {key})"
             conn.execute(
                 "UPDATE runs SET ready_at_ms = ?, throttled_until_ms = ?, status_reason = ?"
                 " WHERE id = ?",
-                (start_ms, start_ms, reason, run.id),
+                (start_ms, start_ms, reasons.throttled(start_ms, pace), run.id),
             )
             return False
     slots.hold(run.keys)
@@ -206,31 +206,20 @@ def _explain_if_blocked(conn: sqlite3.Connection, run: _Candidate, slots: Slots)
     return True
 
 
-def _throttle_start(
-    conn: sqlite3.Connection,
-    ws: str,
-    key: str,
-    rate: int,
-    period_ms: int,
-    burst: int,
-    now_ms: int,
-) -> int:
-    """GCRA: reserve the key's next start, one every period/rate ms, `burst` more early.
-
-    Times are kept in units of 1/rate ms, so that each step is exactly `period_ms` units."""
+def _throttle_start(conn: sqlite3.Connection, ws: str, pace: FlowPace, now_ms: int) -> int:
+    """Reserve the key's next start (`pacing.throttle_start`)."""
     row = conn.execute(
-        "SELECT tat, rate_limit FROM flow_throttles WHERE workspace = ? AND key = ?", (ws, key)
+        "SELECT tat, rate_limit FROM flow_throttles WHERE workspace = ? AND key = ?",
+        (ws, pace.key),
     ).fetchone()
-    now_units = now_ms * rate
-    tat = now_units if row is None else max(now_units, row[0] * rate // row[1])
-    start_units = max(now_units, tat - burst * period_ms)
+    start_ms, state = pacing.throttle_start(row, pace, now_ms)
     conn.execute(
         "INSERT INTO flow_throttles (workspace, key, tat, rate_limit) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (workspace, key) DO UPDATE SET tat = excluded.tat,"
         " rate_limit = excluded.rate_limit",
-        (ws, key, tat + period_ms, rate),
+        (ws, pace.key, *state),
     )
-    return -(-start_units // rate)
+    return start_ms
 
 
 def claim_cancelled(

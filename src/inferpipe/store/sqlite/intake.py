@@ -19,6 +19,7 @@ from inferpipe.core.records import (
     WaitKind,
 )
 from inferpipe.store.base import DEDUPE_WINDOW_MS, PlannedEvent
+from inferpipe.store.flow.admission import Admitted
 from inferpipe.store.sqlite import admission
 from inferpipe.store.sqlite.rows import STEP_COLUMNS, enc, enc_opt, step_params
 from inferpipe.store.sqlite.slots import Slots
@@ -86,30 +87,33 @@ def insert_runs(
     now_ms: int,
     slots: Slots | None = None,
 ) -> Inserted:
-    """Insert runs as their flow control admits them; the caller announces the skipped ones
-    (`announce_skipped`) once the transaction's waits are registered. `slots`: the running
-    runs per key, shared by the calls of one intake (inserting runs does not change them)."""
+    """Insert runs as their flow control admits them (`admission`); the caller announces the
+    skipped ones (`announce_skipped`) once the transaction's waits are registered. `slots`:
+    the running runs per key, shared by the calls of one intake (inserting runs does not
+    change them)."""
     done = Inserted()
     if slots is None and any(_holds_slots(r) for r in runs):
         slots = Slots(conn, ws)
-    for run in runs:
-        verdict = admission.admit(conn, ws, run, now_ms, slots)
-        for victim, reason in verdict.cancels:
-            request_cancel(conn, victim, reason, now_ms)
-        if verdict.absorbed_into is not None:
+    admitted = admission.decide(conn, ws, runs, now_ms, slots.running if slots else None)
+    for row in admitted.rows:
+        _insert_run(conn, ws, row, now_ms)
+        done.created.append(row.run.id)
+        if row.skipped:
+            done.skipped.append((row.run, row.reason or "skipped"))
             continue
-        _insert_run(conn, ws, run, verdict, now_ms)
-        done.created.append(run.id)
-        if verdict.skipped:
-            done.skipped.append((run, verdict.reason or "skipped"))
-            continue
-        for wait in run.cancel_waits:
+        for wait in row.run.cancel_waits:
             insert_wait(conn, ws, wait, now_ms)
-        if run.journal:
+        if row.run.journal:
             conn.executemany(
                 f"INSERT INTO steps ({STEP_COLUMNS}) VALUES ({', '.join('?' * 14)})",
-                [step_params(s) for s in run.journal],
+                [step_params(s) for s in row.run.journal],
             )
+    conn.executemany(
+        "INSERT OR IGNORE INTO run_triggers (event_id, run_id) VALUES (?, ?)", admitted.triggers
+    )
+    # after the runs they may name: a singleton newcomer asks its predecessors to stop
+    for victim, reason in admitted.cancels:
+        request_cancel(conn, victim, reason, now_ms)
     return done
 
 
@@ -117,10 +121,8 @@ def _holds_slots(run: NewRun) -> bool:
     return run.flow is not None and bool(run.flow.concurrency or run.flow.singleton_key)
 
 
-def _insert_run(
-    conn: sqlite3.Connection, ws: str, run: NewRun, verdict: admission.Verdict, now_ms: int
-) -> None:
-    flow = run.flow
+def _insert_run(conn: sqlite3.Connection, ws: str, row: Admitted, now_ms: int) -> None:
+    run, flow = row.run, row.run.flow
     keys: list[tuple[str | None, int | None]] = list(flow.concurrency) if flow else []
     keys += [(None, None)] * (2 - len(keys))
     pace = flow.throttle if flow else None
@@ -135,13 +137,13 @@ def _insert_run(
             run.id,
             ws,
             run.function_id,
-            (RunStatus.SKIPPED if verdict.skipped else RunStatus.QUEUED).value,
-            enc(run.event_ids),
-            enc(run.input),
+            (RunStatus.SKIPPED if row.skipped else RunStatus.QUEUED).value,
+            enc(row.event_ids),
+            enc(row.input),
             now_ms,
-            None if verdict.skipped else verdict.ready_at_ms,
-            now_ms if verdict.skipped else None,
-            verdict.reason,
+            row.ready_at_ms,
+            now_ms if row.skipped else None,
+            row.reason,
             run.parent_run_id,
             run.rerun_of,
             run.priority,
@@ -150,14 +152,10 @@ def _insert_run(
             *keys[0],
             *keys[1],
             flow.singleton_key if flow else None,
-            verdict.queue_at_ms,
+            row.queue_at_ms,
             enc([pace.key, pace.limit, pace.period_ms, pace.burst]) if pace else None,
-            verdict.queue_group,
+            row.queue_group,
         ),
-    )
-    conn.executemany(
-        "INSERT OR IGNORE INTO run_triggers (event_id, run_id) VALUES (?, ?)",
-        [(eid, run.id) for eid in run.event_ids],
     )
 
 

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from inferpipe.core.records import FlowPace
+
 
 def concurrency_reason(key: str, limit: int) -> str:
     """Why a ready run is not claimed (kept on it until it is)."""
     return f"waiting for a concurrency slot: {key} has {limit} running"
+
+
+def throttled(start_ms: int, pace: FlowPace) -> str:
+    """Why a run waits for its reserved start."""
+    return (
+        f"throttled: starts at {at(start_ms)} ({pace.limit} per {span(pace.period_ms)}"
+        f" on {pace.key})"
+    )
 
 
 def at(ms: int) -> str:

@@ -1,0 +1,6 @@
+"""The flow-control policy of every store, as pure code: the state a decision needs goes in,
+a plan comes out. Each dialect only loads that state and writes the plan.
+
+- `pacing`: the arithmetic (GCRA throttle starts, debounce/batch windows, fair queue tags).
+- `reasons`: the status reasons flow control writes on runs.
+"""
