@@ -63,7 +63,9 @@ async def poll(check: Callable[[], Awaitable[bool]], every_s: float, timeout_s: 
 async def load(app: ip.App, runs: int, steps: int) -> None:
     for first in range(0, runs, BATCH):
         count = min(BATCH, runs - first)
-        await app.engine.send([ip.Event("bench/steps", {"steps": steps}) for _ in range(count)])
+        await app.engine.runs.send(
+            [ip.Event("bench/steps", {"steps": steps}) for _ in range(count)]
+        )
 
 
 async def finished_span_s(url: str, runs: int, since_s: float, timeout_s: float = 600) -> float:
@@ -104,16 +106,16 @@ async def latencies(sender: ip.App, samples: int) -> tuple[list[float], list[flo
     starts: list[float] = []
     for _ in range(samples):
         sent = time.time()
-        result = await sender.engine.send(ip.Event("bench/start", {}))
+        result = await sender.engine.runs.send(ip.Event("bench/start", {}))
         run = await wait_status(store, result.runs_created[0], ip.RunStatus.COMPLETED)
         starts.append((float(run.output) - sent) * 1000)
     wakes: list[float] = []
     for i in range(samples):
-        result = await sender.engine.send(ip.Event("bench/wait", {"k": i}))
+        result = await sender.engine.runs.send(ip.Event("bench/wait", {"k": i}))
         run_id = result.runs_created[0]
         await wait_status(store, run_id, ip.RunStatus.WAITING)
         sent = time.time()
-        await sender.engine.send(ip.Event("bench/signal", {"k": i}))
+        await sender.engine.runs.send(ip.Event("bench/signal", {"k": i}))
         run = await wait_status(store, run_id, ip.RunStatus.COMPLETED)
         wakes.append((float(run.output) - sent) * 1000)
     return starts, wakes
@@ -128,7 +130,7 @@ async def in_process(server_url: str, runs: int, steps: int, samples: int) -> di
     figures: dict[str, str] = {}
     try:
         t0 = time.perf_counter()
-        result = await app.engine.send(ip.Event("bench/steps", {"steps": 1000}))
+        result = await app.engine.runs.send(ip.Event("bench/steps", {"steps": 1000}))
         await app.result(result.runs_created[0], timeout=600)
         per_step_ms = (time.perf_counter() - t0) / 1000 * 1000
         figures["step overhead (1 run x 1000 steps)"] = f"{per_step_ms:.2f} ms/step"

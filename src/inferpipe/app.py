@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -11,14 +9,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from inferpipe.core.durations import Duration, to_ms
-from inferpipe.core.errors import ConfigurationError, RunNotFoundError
+from inferpipe.core.durations import Duration
+from inferpipe.core.errors import ConfigurationError
 from inferpipe.core.events import Event
-from inferpipe.core.ids import new_id
 from inferpipe.core.records import LogRecord, Run, StepRecord
-from inferpipe.core.redaction import redact
 from inferpipe.core.run_stream import run_topic
-from inferpipe.core.scores import ScoreRecord, ScoreSource, validate_score
+from inferpipe.core.scores import ScoreRecord
 from inferpipe.engine.clock import Clock
 from inferpipe.engine.engine import Engine
 from inferpipe.engine.flow import (
@@ -245,26 +241,25 @@ class App:
         """A worker for this app's functions (see `Worker` for options)."""
         return Worker(self.engine, **options)
 
-    # operations ---------------------------------------------------------------------------
+    # operations (`inferpipe.engine.runs.Runs`) -----------------------------------------------
     async def send(self, events: Event | list[Event]) -> list[str]:
         """Send events durably; returns the ids of those accepted (duplicates are dropped)."""
-        return (await self.engine.send(events)).accepted
+        return (await self.engine.runs.send(events)).accepted
 
     async def invoke(self, function_id: str, data: dict[str, Any] | None = None) -> str:
         """Start a run directly; returns its id."""
-        return await self.engine.invoke(function_id, data)
+        return await self.engine.runs.invoke(function_id, data)
 
     async def cancel(self, run_id: str, reason: str = "cancelled by request") -> Run:
-        return await self.engine.cancel(run_id, reason)
+        """Cancel a run (see `Runs.cancel`); RunStateError if it has already finished."""
+        return await self.engine.runs.cancel(run_id, reason)
 
     async def rerun(self, run_id: str, *, from_failed_step: bool = False) -> Run:
-        return await self.engine.rerun(run_id, from_failed_step=from_failed_step)
+        """Run a finished run again (see `Runs.rerun`); from the failed step of a failed run."""
+        return await self.engine.runs.rerun(run_id, from_failed_step=from_failed_step)
 
     async def get_run(self, run_id: str) -> Run:
-        run = await self.engine.store.get_run(run_id)
-        if run is None:
-            raise RunNotFoundError(run_id)
-        return run
+        return await self.engine.runs.get(run_id)
 
     async def list_runs(
         self, flt: RunFilter | None = None, *, limit: int = 50, cursor: str | None = None
@@ -316,19 +311,9 @@ class App:
     ) -> ScoreRecord:
         """Attach feedback to a run, before or after it completes; the same `score_id` again
         updates the score instead of adding one."""
-        number = validate_score(name, value)
-        now = self.engine.clock.now_ms()
-        record = ScoreRecord(
-            id=score_id or new_id(),
-            run_id=run_id,
-            name=name,
-            value=number,
-            source=ScoreSource.FEEDBACK,
-            created_at_ms=now,
-            reason=reason,
-            metadata=redact(metadata or {}, self.limits.redact_keys),
+        return await self.engine.runs.score(
+            run_id, name, value, reason=reason, metadata=metadata, score_id=score_id
         )
-        return await self.engine.store.put_score(record, now)
 
     async def scores(self, flt: ScoreFilter | None = None, **by: Any) -> list[ScoreRecord]:
         """Scores by run_id, function_id, scorer_id, name, experiment, since_ms, until_ms."""
@@ -345,23 +330,7 @@ class App:
 
     async def result(self, run_id: str, *, timeout: Duration = 60) -> Run:
         """Wait until a run finishes (some worker must be running it) and return it."""
-        deadline = asyncio.get_running_loop().time() + to_ms(timeout) / 1000
-        changed = asyncio.Event()
-        unsubscribe = self.engine.subscribe_wakeups(changed.set)
-        try:
-            while True:
-                changed.clear()
-                run = await self.get_run(run_id)
-                if run.status.finished:
-                    return run
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    raise TimeoutError(f"run {run_id} did not finish within {timeout}")
-                # In-process wake-ups make this prompt; the cap covers other processes.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), timeout=min(remaining, 0.25))
-        finally:
-            unsubscribe()
+        return await self.engine.runs.result(run_id, timeout=timeout)
 
 
 def create_scorer(

@@ -175,6 +175,19 @@ class _calls:  # noqa: N801 - a namespace of request builders, one per API opera
         return _Call("GET", path, lambda b: _page(ScoreInfo)(b).items)
 
     @staticmethod
+    def score(
+        run_id: str,
+        name: str,
+        value: float | bool,
+        reason: str | None,
+        metadata: Mapping[str, Any] | None,
+        score_id: str | None,
+    ) -> _Call[ScoreInfo]:
+        body = {"name": name, "value": value, "reason": reason, "metadata": dict(metadata or {})}
+        path = f"/v1/runs/{_seg(run_id)}/scores"
+        return _Call("POST", path, ScoreInfo.model_validate, json={**body, "id": score_id})
+
+    @staticmethod
     def cancel(run_id: str, reason: str | None) -> _Call[RunInfo]:
         body = {"reason": reason} if reason else None
         path = f"/v1/runs/{_seg(run_id)}/cancel"
@@ -340,6 +353,19 @@ class Client:
 
     def scores(self, run_id: str) -> list[ScoreInfo]:
         return self._do(_calls.scores(run_id))
+
+    def score(
+        self,
+        run_id: str,
+        name: str,
+        value: float | bool,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        score_id: str | None = None,
+    ) -> ScoreInfo:
+        """Attach a feedback score to a run; the same `score_id` again updates that score."""
+        return self._do(_calls.score(run_id, name, value, reason, metadata, score_id))
 
     def cancel(self, run_id: str, reason: str | None = None) -> RunInfo:
         """Request cancellation; the run reaches `cancelled` once a worker stops it."""
@@ -534,6 +560,18 @@ class AsyncClient:
 
     async def scores(self, run_id: str) -> list[ScoreInfo]:
         return await self._do(_calls.scores(run_id))
+
+    async def score(
+        self,
+        run_id: str,
+        name: str,
+        value: float | bool,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        score_id: str | None = None,
+    ) -> ScoreInfo:
+        return await self._do(_calls.score(run_id, name, value, reason, metadata, score_id))
 
     async def cancel(self, run_id: str, reason: str | None = None) -> RunInfo:
         return await self._do(_calls.cancel(run_id, reason))

@@ -183,6 +183,20 @@ def test_rerun_goes_through_the_apps_registry(
     assert asyncio.run(_run_count(database)) == 1
 
 
+def test_runs_cancel_goes_through_the_apps_runs(
+    app_file: Path, database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_id = asyncio.run(_invoke(database, "default", "parked", {}))
+    cancel = ["runs", "cancel", run_id, "--database", database]
+    # With the app, a run of its functions that no worker executes is finalized at once.
+    assert main([*cancel, "--app", str(app_file)]) == 0
+    assert f"run {run_id} cancelled" in capsys.readouterr().out
+    run = asyncio.run(_run_of(database, run_id))
+    assert run.status is RunStatus.CANCELLED and run.status_reason == "cancelled from the CLI"
+    assert main(cancel) == 2
+    assert f"run {run_id} has already finished (cancelled)" in capsys.readouterr().err
+
+
 def test_workflows_diff_shows_where_long_values_differ(
     tmp_path: Path, database: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -267,6 +281,11 @@ async def _failed(database: str) -> str:
 async def _finished(database: str, run_id: str) -> ip.Run:
     async with _app(database, "default") as app:
         return await app.result(run_id, timeout=30)
+
+
+async def _run_of(database: str, run_id: str) -> ip.Run:
+    async with _app(database, "default") as app:
+        return await app.get_run(run_id)
 
 
 async def _run_count(database: str) -> int:

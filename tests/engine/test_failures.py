@@ -147,6 +147,14 @@ async def test_rerun_from_start_and_from_failed_step() -> None:
         await h.settle()
         assert (await h.run(again.id)).status is ip.RunStatus.COMPLETED
         assert calls == {"prepare": 2, "finish": 3}
+        # a run that did not fail has no failed step to resume at; one unfinished, no end
+        with pytest.raises(ip.RunStateError, match="is completed, not failed"):
+            await h.app.rerun(again.id, from_failed_step=True)
+        waiting = await h.invoke("two-steps")
+        with pytest.raises(ip.RunStateError, match="is still queued"):
+            await h.app.rerun(waiting)
+        with pytest.raises(ip.RunStateError, match="has already finished"):
+            await h.app.cancel(first.id)
 
 
 async def test_cancel_by_call_lets_the_step_in_flight_finish_and_nothing_after() -> None:

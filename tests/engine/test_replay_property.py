@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import inferpipe as ip
 from inferpipe.core.errors import LeaseLost
+from inferpipe.core.ids import new_id
 from inferpipe.testing import Harness
 from tests.store.conftest import PostgresServer
 from tests.store.pg_harness import PostgresHarness
@@ -102,8 +103,11 @@ async def _check(program: list[tuple[str, Any]]) -> None:
         assert first is not None and first.status is ip.RunStatus.COMPLETED
         assert first.output == expected(program)
         ran_first = len(executed)
-        # A re-run that keeps every completed step replays the whole journal.
-        replay = await h.app.rerun(first.id, from_failed_step=True)
+        # A re-run that keeps every completed step (the store's copy of the journal; the
+        # app refuses it, a completed run having no failed step) replays the whole journal.
+        replay = await h.engine.store.rerun(
+            first.id, new_id(), from_failed_step=True, now_ms=h.now_ms
+        )
         second = await h.settle(replay.id)
         assert second is not None and second.status is ip.RunStatus.COMPLETED
         assert second.output == first.output

@@ -140,7 +140,7 @@ async def test_running_worker_is_woken_by_notify(postgres: PostgresServer) -> No
     sender.registry = app.registry  # another process would register the same functions
     try:
         await sender.start(store=PostgresStore(postgres.url, workspace))
-        result = await sender.engine.send(ip.Event("user/signed.up", {"name": "Ada"}))
+        result = await sender.engine.runs.send(ip.Event("user/signed.up", {"name": "Ada"}))
         (run_id,) = result.runs_created
         run = await app.result(run_id, timeout=10)
         assert run.status is ip.RunStatus.COMPLETED and run.output == "hello Ada"

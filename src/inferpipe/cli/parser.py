@@ -135,6 +135,11 @@ def _add_runs(sub: _Subparsers) -> None:
         action="store_true",
         help="keep the completed steps; resume at the one that failed (a failed run only)",
     )
+    cancel.add_argument(
+        "--app",
+        help="the application of the run's function, to finalize a parked run at once "
+        "(default: $INFERPIPE_APP; without one a worker finalizes it)",
+    )
     rerun.add_argument(
         "--app",
         help="the application that defines the run's function (default: $INFERPIPE_APP)",

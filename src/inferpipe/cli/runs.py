@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +16,7 @@ from rich.table import Table
 
 from inferpipe.app import App
 from inferpipe.cli.loading import load_app, workspace_of
-from inferpipe.core.errors import InferpipeError, InvalidEventError
+from inferpipe.core.errors import InvalidEventError
 from inferpipe.core.events import Event
 from inferpipe.core.records import Run, RunStatus, StepRecord
 from inferpipe.store import Store, store_from_url
@@ -129,27 +128,19 @@ def _summary(step: StepRecord) -> str:
     return json.dumps(step.output)[:80]
 
 
-async def cancel_run(store: Store, run_id: str, now_ms: int) -> None:
-    run = await store.request_cancel(run_id, "cancelled from the CLI", now_ms)
+async def cancel_run(app: App, run_id: str) -> None:
+    """Cancel through the app's runs: one of the app's functions not executing now is
+    finalized at once, any other by a worker (after its step in flight)."""
+    run = await app.cancel(run_id, "cancelled from the CLI")
     if run.status.finished:
-        console.print(f"run {run_id} had already finished ({run.status.value})")
+        console.print(f"run {run_id} cancelled")
     else:
         console.print(f"run {run_id}: cancel requested; a worker stops it after its step in flight")
 
 
 async def rerun(app: App, run_id: str, from_failed_step: bool) -> None:
     """Queue a re-run of a finished run (from its failed step: of a failed run only) through
-    the app's engine, which refuses a run of a function the app does not define."""
-    old = await app.get_run(run_id)
-    if not old.status.finished:
-        raise InferpipeError(
-            f"run {run_id} is still {old.status.value}: cancel it or wait for it to finish"
-        )
-    if from_failed_step and old.status is not RunStatus.FAILED:
-        raise InferpipeError(
-            f"run {run_id} is {old.status.value}, not failed: it has no failed step to resume "
-            "at; re-run it from the start (without --from-failed-step)"
-        )
+    the app's runs, which refuse a run of a function the app does not define."""
     run = await app.rerun(run_id, from_failed_step=from_failed_step)
     how = "from the failed step" if from_failed_step else "from the start"
     console.print(f"re-run {run.id} of {run_id} queued {how}")
@@ -174,6 +165,14 @@ async def send_command(args: argparse.Namespace) -> None:
         await send(app, args.name, args.data, args.event_id)
 
 
+def _cancelling_app(args: argparse.Namespace) -> App:
+    """The app given (which finalizes a parked run of its functions at once), or one without
+    functions, whose cancel leaves the finalizing to a worker."""
+    if args.app or os.environ.get("INFERPIPE_APP"):
+        return _app_in_workspace(args)
+    return App("inferpipe-cli", database=args.database, workspace=workspace_of(args.workspace))
+
+
 def _app_in_workspace(args: argparse.Namespace) -> App:
     """The app named by the arguments, on `--database` and `--workspace` when given."""
     app = load_app(args.app)
@@ -187,9 +186,13 @@ def _app_in_workspace(args: argparse.Namespace) -> App:
 async def runs_command(args: argparse.Namespace) -> None:
     """`inferpipe runs list|show|cancel|rerun`."""
     if args.runs_command == "rerun":
-        # Through the app's engine: a run of a function the app does not define is refused.
+        # Through the app's runs: a run of a function the app does not define is refused.
         async with _app_in_workspace(args) as app:
             await rerun(app, args.run_id, args.from_failed_step)
+        return
+    if args.runs_command == "cancel":
+        async with _cancelling_app(args) as app:
+            await cancel_run(app, args.run_id)
         return
     store = store_from_url(args.database, workspace_of(args.workspace))
     await store.open()
@@ -197,7 +200,6 @@ async def runs_command(args: argparse.Namespace) -> None:
         action: dict[str, Callable[[], Awaitable[Any]]] = {
             "list": lambda: list_runs(store, args.function, args.status, args.limit),
             "show": lambda: show_run(store, args.run_id),
-            "cancel": lambda: cancel_run(store, args.run_id, int(time.time() * 1000)),
         }
         await action[args.runs_command]()
     finally:

@@ -12,6 +12,7 @@ Hierarchy::
     ├── OutputNotSerializableError
     ├── UnknownFunctionError
     ├── RunNotFoundError
+    ├── RunStateError                     the run's status does not allow the operation
     ├── InvalidScoreError                 a bad score name or value
     ├── InvalidDeferError                 bad data, duplicate id or too many deferrals
     ├── NonRetriableError                 raised by user code: do not retry
@@ -116,6 +117,13 @@ class RunNotFoundError(InferpipeError):
     def __init__(self, run_id: str) -> None:
         super().__init__(f"no run with id {run_id!r}")
         self.run_id = run_id
+
+
+class RunStateError(InferpipeError):
+    """A run is not in a status that allows the operation (cancelling a finished run,
+    re-running an unfinished one)."""
+
+    code = "conflict"
 
 
 class StepNestingError(BaseException):

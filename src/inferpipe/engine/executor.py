@@ -20,7 +20,6 @@ from inferpipe.core.errors import (
 )
 from inferpipe.core.records import (
     ClaimedRun,
-    IngestResult,
     RunStatus,
     StepStatus,
 )
@@ -31,6 +30,7 @@ from inferpipe.engine.context import Context
 from inferpipe.engine.functions import FunctionDef, Registry
 from inferpipe.engine.journal import Limits, Planner, RunJournal
 from inferpipe.engine.lifecycle import Listeners
+from inferpipe.engine.wakeups import Wakeups
 from inferpipe.store.base import Outcome, Progress, Store
 from inferpipe.streams.pubsub import PubSub
 
@@ -62,7 +62,7 @@ class Executor:
         clock: Clock,
         registry: Registry,
         limits: Limits,
-        on_ingest: Callable[[IngestResult | None], None],
+        wakeups: Wakeups,
         pubsub: PubSub | None = None,
         listeners: Listeners | None = None,
     ) -> None:
@@ -74,7 +74,7 @@ class Executor:
         self.planner: Planner = registry
         self.functions: Callable[[str], FunctionDef] = registry.get
         self.limits = limits
-        self.on_ingest = on_ingest
+        self.wakeups = wakeups
 
     async def execute(
         self,
@@ -88,7 +88,7 @@ class Executor:
         `lease_deadline_ms()` has passed. A lost lease or a failing store ends the execution
         quietly, writing nothing more: the run is taken up again under a new lease."""
         journal = RunJournal(
-            claimed, self.store, self.clock, self.planner, self.limits, self.on_ingest
+            claimed, self.store, self.clock, self.planner, self.limits, self.wakeups
         )
         journal.drain = drain
         journal.lease_deadline_ms = lease_deadline_ms
@@ -255,7 +255,7 @@ class Executor:
             outcome = Outcome(RunStatus.CANCELLED, reason=cancel)
             planned = finalize.plan_finish(self.registry, fn, j.run, j.records, outcome, now)
             await self.store.finish(j.lease, outcome, planned, now)
-        self.on_ingest(None)
+        self.wakeups.run_finished(j.run.id)
         if j.listener is not None:
             j.listener.run_finished(j.run, outcome, j.records)
         event = streaming.run_event(

@@ -23,7 +23,6 @@ from inferpipe.core.events import Event
 from inferpipe.core.json import KB, MB
 from inferpipe.core.records import (
     ClaimedRun,
-    IngestResult,
     LogRecord,
     NewRun,
     StepKind,
@@ -33,6 +32,7 @@ from inferpipe.core.records import (
 from inferpipe.core.redaction import DEFAULT_REDACTED_KEYS
 from inferpipe.engine.clock import Clock
 from inferpipe.engine.lifecycle import RunListener
+from inferpipe.engine.wakeups import Wakeups
 from inferpipe.store.base import Progress, ProgressResult, Store
 
 active_step: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -83,7 +83,7 @@ class RunJournal:
         clock: Clock,
         planner: Planner,
         limits: Limits,
-        on_ingest: Callable[[IngestResult | None], None],
+        wakeups: Wakeups,
     ) -> None:
         self.run = claimed.run
         self.lease = claimed.lease
@@ -92,7 +92,7 @@ class RunJournal:
         self.clock = clock
         self.planner = planner
         self.limits = limits
-        self.on_ingest = on_ingest
+        self.wakeups = wakeups
         self.replayed_logs = claimed.log_count
         self.log_seq = 0
         self.pending_logs: list[LogRecord] = []
@@ -259,7 +259,7 @@ class RunJournal:
         if result.cancel_requested and self.cancel_reason is None:
             self.cancel_reason = result.cancel_requested
         if progress.events or progress.runs or result.ingest:
-            self.on_ingest(result.ingest)
+            self.wakeups.work_ready()
         return result
 
     async def park(self, key: str, wake_at_ms: int | None) -> Any:

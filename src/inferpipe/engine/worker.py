@@ -69,7 +69,7 @@ class Worker:
         self._short_claim_at_ms: int | None = None
         """When the last claim returned fewer runs than asked: what was ready then and not
         taken waits for a concurrency slot, which a finishing run frees (and wakes us)."""
-        self._unsubscribe = engine.subscribe_wakeups(self._wake.set)
+        self._unsubscribe = engine.wakeups.on_work(self._wake.set)
         self.cron = CronSchedule(engine.registry, engine.clock.now_ms())
 
     @property
@@ -150,7 +150,7 @@ class Worker:
     async def _fire_cron(self) -> None:
         due = self.cron.due(self.engine.clock.now_ms())
         if due:
-            await self.engine.send(due)
+            await self.engine.runs.send(due)
 
     async def _claim_into_slots(self) -> int:
         free = self.concurrency - len(self._active)

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from inferpipe.core.errors import ConfigurationError
 from inferpipe.core.json import KB, MB
 from inferpipe.engine.engine import Engine
+from inferpipe.engine.runs import Runs
 from inferpipe.server import views
 from inferpipe.server.auth import Principal
 from inferpipe.server.errors import FieldProblem, InvalidRequestError
@@ -73,6 +74,10 @@ class Scope:
     @property
     def store(self) -> Store:
         return self.engine.store
+
+    @property
+    def runs(self) -> Runs:
+        return self.engine.runs
 
     @property
     def settings(self) -> ApiSettings:

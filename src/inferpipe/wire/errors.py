@@ -28,6 +28,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "expression_over_budget": 422,
     "unknown_function": 404,
     "run_not_found": 404,
+    "invalid_score": 422,
     "store_error": 503,
     # workflow graphs (inferpipe.workflows; the server's routes/workflows.py)
     "graph_invalid": 422,

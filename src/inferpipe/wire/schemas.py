@@ -108,6 +108,21 @@ class RerunIn(RequestModel):
     )
 
 
+class ScoreIn(RequestModel):
+    """A feedback score for `POST /v1/runs/{id}/scores`."""
+
+    name: str = Field(min_length=1, max_length=128, description="At most 128 bytes.")
+    value: bool | float = Field(description="A finite number, or a bool (stored as 1 or 0).")
+    reason: str | None = Field(default=None, max_length=1000)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="The score's id: the same id again updates that score instead of adding one.",
+    )
+
+
 class ErrorOut(WireModel):
     code: str
     message: str

@@ -312,7 +312,7 @@ class WorkflowRuntime:
             "content_hash": saved.info.content_hash,
             "input": data,
         }
-        return await engine.invoke(WORKFLOW_FUNCTION_ID, request)
+        return await engine.runs.invoke(WORKFLOW_FUNCTION_ID, request)
 
     async def _on_invoke(self, ctx: Context) -> Any:
         data = ctx.event.data

@@ -3,7 +3,7 @@ filter, at most `MAX_BULK_RUNS`), and applying it to one run."""
 
 from __future__ import annotations
 
-from inferpipe.core.errors import InferpipeError, RunNotFoundError
+from inferpipe.core.errors import InferpipeError
 from inferpipe.core.records import Run, RunStatus
 from inferpipe.server import query
 from inferpipe.server.dashboard import schemas as ds
@@ -25,7 +25,7 @@ async def targets(scope: Scope, body: ds.BulkIn) -> list[Run]:
     if body.run_ids is not None:
         runs = []
         for run_id in dict.fromkeys(body.run_ids):
-            runs.append(await _run(scope, run_id))
+            runs.append(await scope.runs.get(run_id))
         return runs
     assert body.filter is not None
     flt = RunFilter(
@@ -47,18 +47,11 @@ async def apply(scope: Scope, body: ds.BulkIn, run: Run) -> ds.BulkItem:
     """Cancel or re-run one run; a failure is reported on its item, not raised."""
     try:
         if body.action == "cancel":
-            await scope.engine.cancel(run.id, body.reason)
+            await scope.runs.cancel(run.id, body.reason)
             return ds.BulkItem(run_id=run.id, ok=True)
-        new = await scope.engine.rerun(run.id, from_failed_step=body.rerun_from == "failed_step")
+        new = await scope.runs.rerun(run.id, from_failed_step=body.rerun_from == "failed_step")
         return ds.BulkItem(run_id=run.id, ok=True, new_run_id=new.id)
     except InferpipeError as exc:
         return ds.BulkItem(
             run_id=run.id, ok=False, error=schemas.ErrorOut(code=exc.code, message=str(exc))
         )
-
-
-async def _run(scope: Scope, run_id: str) -> Run:
-    run = await scope.store.get_run(run_id)
-    if run is None:
-        raise RunNotFoundError(run_id)
-    return run

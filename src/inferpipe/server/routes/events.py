@@ -58,7 +58,7 @@ async def send_events(request: Request, scope: RequestScope) -> schemas.SendResu
     """
     payload = await json_body(request)
     events = parse_events(payload, scope.settings.max_batch_events)
-    result = await scope.engine.send(events)
+    result = await scope.runs.send(events)
     scope.services.metrics.events_accepted.inc(len(result.accepted))
     return schemas.SendResult(
         ids=[e.id or "" for e in events],

@@ -41,5 +41,5 @@ async def invoke_function(
     # Same limits as an event's data: refuse what the store could not keep (too large, or
     # integers beyond 64 bits) with 413 / 422 instead of failing later.
     jsonc.dumps(data, what="invocation data", limit_bytes=scope.engine.limits.event_bytes)
-    run_id = await scope.engine.invoke(function_id, data)
+    run_id = await scope.runs.invoke(function_id, data)
     return schemas.Invoked(run_id=run_id)

@@ -1,4 +1,5 @@
-"""`/v1/runs`: list, get, the step timeline and one step, logs, scores; cancel and re-run."""
+"""`/v1/runs`: list, get, the step timeline and one step, logs, scores; feedback scores, cancel
+and re-run (through the engine's `Runs`)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
 
-from inferpipe.core.errors import RunNotFoundError
-from inferpipe.core.records import Run, RunStatus
+from inferpipe.core.records import RunStatus
 from inferpipe.server import query, views
-from inferpipe.server.deps import RequestScope, Scope
-from inferpipe.server.errors import ConflictError, StepNotFoundError
+from inferpipe.server.deps import RequestScope
+from inferpipe.server.errors import StepNotFoundError
 from inferpipe.server.routes import CONFLICT_RESPONSE, ERROR_RESPONSES
 from inferpipe.store.base import RunFilter
 from inferpipe.wire import schemas
@@ -48,7 +48,7 @@ async def list_runs(
 @router.get("/{run_id}", response_model=schemas.RunInfo, summary="Get a run")
 async def get_run(run_id: str, scope: RequestScope, full: Full = False) -> schemas.RunInfo:
     """Status, timestamps, input, output, error, executions and parent of a run."""
-    return views.run_info(await _run(scope, run_id), scope.preview_limit(full))
+    return views.run_info(await scope.runs.get(run_id), scope.preview_limit(full))
 
 
 @router.get(
@@ -65,7 +65,7 @@ async def run_steps(
 ) -> schemas.Page[schemas.StepInfo]:
     """Each step's kind, status, input, output, timing, attempt, error and metadata (retry
     history; provider, model, tokens and cost of model calls), in journal order."""
-    await _run(scope, run_id)
+    await scope.runs.get(run_id)
     steps = await scope.store.get_steps(run_id)
     page, nxt = query.page_by_seq(
         steps, lambda s: s.seq, limit, query.decode_cursor("steps", cursor)
@@ -84,7 +84,7 @@ async def run_steps(
 async def run_step(run_id: str, step_key: str, scope: RequestScope) -> schemas.StepInfo:
     """A step by its journal key, never cut: how a stream client fetches an output that a
     `step.completed` event only references (`output_ref`)."""
-    await _run(scope, run_id)
+    await scope.runs.get(run_id)
     for step in await scope.store.get_steps(run_id):
         if step.key == step_key:
             return views.step_info(step, None)
@@ -100,7 +100,7 @@ async def run_logs(
     limit: query.Limit = query.MAX_PAGE_SIZE,
     cursor: query.Cursor = None,
 ) -> schemas.Page[schemas.LogInfo]:
-    await _run(scope, run_id)
+    await scope.runs.get(run_id)
     logs = await scope.store.get_logs(run_id)
     page, nxt = query.page_by_seq(logs, lambda g: g.seq, limit, query.decode_cursor("logs", cursor))
     return schemas.Page[schemas.LogInfo](
@@ -113,9 +113,24 @@ async def run_logs(
 )
 async def run_scores(run_id: str, scope: RequestScope) -> schemas.Page[schemas.ScoreInfo]:
     """Scores attached to the run (read through the API's `ScoreReader`)."""
-    await _run(scope, run_id)
+    await scope.runs.get(run_id)
     scores = await scope.services.scores.scores_for_run(scope.store, run_id)
     return schemas.Page[schemas.ScoreInfo](items=scores, next_cursor=None)
+
+
+@router.post(
+    "/{run_id}/scores",
+    status_code=201,
+    response_model=schemas.ScoreInfo,
+    summary="Attach a feedback score to a run",
+)
+async def score_run(run_id: str, body: schemas.ScoreIn, scope: RequestScope) -> schemas.ScoreInfo:
+    """A feedback score (source `feedback`), before or after the run finishes; the same `id`
+    again updates that score instead of adding one. `value` is a finite number or a bool."""
+    score = await scope.runs.score(
+        run_id, body.name, body.value, reason=body.reason, metadata=body.metadata, score_id=body.id
+    )
+    return views.score_info(score)
 
 
 @router.post(
@@ -132,11 +147,8 @@ async def cancel_run(
     `cancelled` even if its code returns meanwhile. The run shows `cancel_requested` at once;
     one that no worker executes (queued, sleeping, waiting) is answered `cancelled` already,
     a running one once its worker has stopped it."""
-    run = await _run(scope, run_id)
-    if run.status.finished:
-        raise ConflictError(f"run {run_id} has already finished ({run.status.value})")
     reason = body.reason if body is not None else schemas.CancelIn().reason
-    cancelled = await scope.engine.cancel(run_id, reason)
+    cancelled = await scope.runs.cancel(run_id, reason)
     return views.run_info(cancelled, scope.settings.preview_bytes)
 
 
@@ -151,19 +163,8 @@ async def rerun_run(
     run_id: str, scope: RequestScope, body: Annotated[schemas.RerunIn | None, Body()] = None
 ) -> schemas.RunInfo:
     """A new run of the same function with the same input: from the start, or from the failed
-    step (completed steps are kept and not executed again). Answers the new run."""
-    run = await _run(scope, run_id)
-    if not run.status.finished:
-        raise ConflictError(
-            f"run {run_id} is still {run.status.value}: cancel it or wait for it to finish"
-        )
+    step of a failed run (completed steps are kept and not executed again). Answers the new
+    run."""
     from_failed = body is not None and body.from_ == "failed_step"
-    new = await scope.engine.rerun(run_id, from_failed_step=from_failed)
+    new = await scope.runs.rerun(run_id, from_failed_step=from_failed)
     return views.run_info(new, scope.settings.preview_bytes)
-
-
-async def _run(scope: Scope, run_id: str) -> Run:
-    run = await scope.store.get_run(run_id)
-    if run is None:
-        raise RunNotFoundError(run_id)
-    return run

@@ -1,0 +1,197 @@
+"""The operations on runs, in one place for `App`, the HTTP API and the CLI: send, invoke,
+cancel, re-run, feedback scores and awaiting a result."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from inferpipe.core.durations import Duration, to_ms
+from inferpipe.core.errors import InvalidEventError, RunNotFoundError, RunStateError
+from inferpipe.core.events import Event, validate_event
+from inferpipe.core.ids import new_id
+from inferpipe.core.records import IngestResult, Run, RunStatus
+from inferpipe.core.redaction import redact, redact_event
+from inferpipe.core.scores import ScoreRecord, ScoreSource, validate_score
+from inferpipe.engine.clock import Clock
+from inferpipe.engine.executor import Executor
+from inferpipe.engine.functions import Registry
+from inferpipe.engine.journal import Limits
+from inferpipe.engine.wakeups import Wakeups
+from inferpipe.store.base import PlannedEvent, Store
+
+FINALIZE_LEASE_MS = 60_000
+"""Lease on a cancelled run while this process finalizes it (one store write)."""
+
+RESULT_POLL_S = 0.25
+"""How often `result` looks again when its run may finish in another process."""
+
+
+class Runs:
+    """Starts runs and acts on them, for one workspace's store.
+
+    Events are accepted durably: `send` returns only after the events, the runs they start
+    and the waits they resume are committed in one transaction.
+    """
+
+    def __init__(self, executor: Executor, wakeups: Wakeups) -> None:
+        self.executor = executor
+        self.wakeups = wakeups
+        self.store: Store = executor.store
+        self.registry: Registry = executor.registry
+        self.clock: Clock = executor.clock
+        self.limits: Limits = executor.limits
+        self.owner = f"engine:{new_id()}"
+        """The lease owner of the runs finalized here (cancelled runs no worker executes)."""
+
+    async def get(self, run_id: str) -> Run:
+        """The run; RunNotFoundError if this workspace has none with that id."""
+        run = await self.store.get_run(run_id)
+        if run is None:
+            raise RunNotFoundError(run_id)
+        return run
+
+    async def send(self, events: Event | list[Event]) -> IngestResult:
+        """Validate and durably accept events; start the runs and resume the waits they match."""
+        batch = events if isinstance(events, list) else [events]
+        if not batch:
+            raise InvalidEventError("no events to send")
+        now = self.clock.now_ms()
+        valid = [
+            redact_event(
+                validate_event(e, limit_bytes=self.limits.event_bytes, now_ms=now),
+                self.limits.redact_keys,
+            )
+            for e in batch
+        ]
+        planned = [PlannedEvent(e, self.registry.plan(e, now)) for e in valid]
+        result = await self.store.ingest(planned, now)
+        self.wakeups.work_ready()
+        for run_id in result.runs_cancelled:  # by a `cancel_on` match
+            await self._finalize_cancelled(run_id)
+        return result
+
+    async def invoke(self, function_id: str, data: dict[str, Any] | None = None) -> str:
+        """Start a run of `function_id` directly; returns its run id."""
+        if data is not None and not isinstance(data, dict):
+            raise InvalidEventError("invocation data must be a JSON object")
+        now = self.clock.now_ms()
+        data = redact(data or {}, self.limits.redact_keys)
+        run = self.registry.invocation(function_id, data, now, None)
+        await asyncio.shield(self.store.create_runs([run], now))
+        self.wakeups.work_ready()
+        return run.id
+
+    async def cancel(self, run_id: str, reason: str = "cancelled by request") -> Run:
+        """Cancel a run: a step in flight finishes, nothing after it runs. A cancel accepted
+        before the run's finish is committed wins (the run ends `cancelled`, whatever its code
+        returned); a run that no worker executes now (queued, sleeping, waiting) is finalized
+        here at once, when its function is registered in this process.
+
+        Raises:
+            RunNotFoundError: no such run.
+            RunStateError: the run has already finished.
+        """
+        old = await self.get(run_id)
+        if old.status.finished:
+            raise RunStateError(f"run {run_id} has already finished ({old.status.value})")
+        run = await self.store.request_cancel(run_id, reason, self.clock.now_ms())
+        self.wakeups.work_ready()
+        if await self._finalize_cancelled(run_id):
+            return await self.store.get_run(run_id) or run
+        return run
+
+    async def _finalize_cancelled(self, run_id: str) -> bool:
+        """Finalize a run asked to cancel, if no worker executes it; whether it was."""
+        now = self.clock.now_ms()
+        claimed = await self.store.claim_cancelled(
+            self.owner, run_id, self.registry.ids, now, FINALIZE_LEASE_MS
+        )
+        if claimed is None:
+            return False
+        await self.executor.execute(claimed)
+        return True
+
+    async def rerun(self, run_id: str, *, from_failed_step: bool = False) -> Run:
+        """Run a finished run again: from the start, or (a failed run) from its failed step,
+        keeping the completed steps. Returns the new run.
+
+        Raises:
+            RunNotFoundError: no such run.
+            UnknownFunctionError: its function is not registered here.
+            RunStateError: the run is not finished, or `from_failed_step` and it did not fail.
+        """
+        old = await self.get(run_id)
+        if not old.status.finished:
+            raise RunStateError(
+                f"run {run_id} is still {old.status.value}: cancel it or wait for it to finish"
+            )
+        if from_failed_step and old.status is not RunStatus.FAILED:
+            raise RunStateError(
+                f"run {run_id} is {old.status.value}, not failed: it has no failed step to "
+                "resume at; re-run it from the start"
+            )
+        self.registry.get(old.function_id)
+        run = await self.store.rerun(
+            run_id, new_id(), from_failed_step=from_failed_step, now_ms=self.clock.now_ms()
+        )
+        self.wakeups.work_ready()
+        return run
+
+    async def score(
+        self,
+        run_id: str,
+        name: str,
+        value: float | bool,
+        *,
+        reason: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        score_id: str | None = None,
+    ) -> ScoreRecord:
+        """Attach feedback to a run, before or after it completes; the same `score_id` again
+        updates the score instead of adding one.
+
+        Raises:
+            InvalidScoreError: a bad name or value.
+            RunNotFoundError: no such run.
+        """
+        number = validate_score(name, value)
+        now = self.clock.now_ms()
+        record = ScoreRecord(
+            id=score_id or new_id(),
+            run_id=run_id,
+            name=name,
+            value=number,
+            source=ScoreSource.FEEDBACK,
+            created_at_ms=now,
+            reason=reason,
+            metadata=redact(metadata or {}, self.limits.redact_keys),
+        )
+        return await self.store.put_score(record, now)
+
+    async def result(self, run_id: str, *, timeout: Duration = 60) -> Run:
+        """Wait until a run finishes (some worker must be running it) and return it.
+
+        Raises:
+            RunNotFoundError: no such run.
+            TimeoutError: it did not finish within `timeout`.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + to_ms(timeout) / 1000
+        changed = asyncio.Event()
+        unsubscribe = self.wakeups.on_work(changed.set)
+        try:
+            while True:
+                changed.clear()
+                run = await self.get(run_id)
+                if run.status.finished:
+                    return run
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise TimeoutError(f"run {run_id} did not finish within {timeout}")
+                # In-process wake-ups make this prompt; the cap covers other processes.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), timeout=min(remaining, RESULT_POLL_S))
+        finally:
+            unsubscribe()
