@@ -1,9 +1,15 @@
-"""``MemoryStreamCache``: per-topic history in process memory, bounded by retention."""
+"""``MemoryStreamCache``: per-topic history in process memory, bounded by retention and by a
+count of topics.
+
+Topics are kept in two queues ordered by their last event, open ones and finished ones, so
+expiry is found at the queues' heads: a sweep touches only what expires, however many topics
+are held. Over ``max_topics``, the oldest finished topic goes first, then the longest idle.
+"""
 
 from __future__ import annotations
 
 import itertools
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,8 +31,8 @@ from inferpipe.streams.pubsub import (
     wall_clock_ms,
 )
 
-#: How often (ms) an append sweeps every topic for expiry; reads expire topics lazily anyway.
-SWEEP_INTERVAL_MS = 1000
+#: Topics held by default; past it the oldest finished (else the longest idle) is dropped.
+DEFAULT_MAX_TOPICS = 10_000
 
 
 @dataclass(slots=True)
@@ -53,6 +59,7 @@ class MemoryStreamCache:
         max_payload_bytes: Largest accepted encoded event data.
         keep_alive: Topics for which it returns True are never expired (a ``MemoryPubSub``
             keeps topics with live subscribers, whose cursors would break if indices restarted).
+        max_topics: Most topics held (None: no limit); a dropped topic is as an expired one.
     """
 
     def __init__(
@@ -62,13 +69,18 @@ class MemoryStreamCache:
         clock_ms: ClockMs = wall_clock_ms,
         max_payload_bytes: int = _codec.DEFAULT_MAX_PAYLOAD_BYTES,
         keep_alive: Callable[[str], bool] | None = None,
+        max_topics: int | None = DEFAULT_MAX_TOPICS,
     ) -> None:
+        if max_topics is not None and max_topics < 1:
+            raise ValueError(f"max_topics must be >= 1 or None, got {max_topics}")
         self._retention = retention if retention is not None else Retention()
         self._clock_ms = clock_ms
         self._max_payload_bytes = max_payload_bytes
         self._keep_alive = keep_alive
-        self._topics: dict[str, _TopicLog] = {}
-        self._swept_at_ms = 0
+        self._max_topics = max_topics
+        # Oldest last event first: the head of each queue is the next to expire.
+        self._open: OrderedDict[str, _TopicLog] = OrderedDict()
+        self._finished: OrderedDict[str, _TopicLog] = OrderedDict()
         self._closed = False
 
     @property
@@ -79,7 +91,7 @@ class MemoryStreamCache:
     @property
     def topic_count(self) -> int:
         """Number of topics currently held (expired ones are counted until swept)."""
-        return len(self._topics)
+        return len(self._open) + len(self._finished)
 
     def append_now(self, topic: str, data: JSONInput, *, final: bool = False) -> StreamEvent:
         """Synchronous :meth:`append`, for callers that must not suspend in between."""
@@ -90,9 +102,7 @@ class MemoryStreamCache:
         stored = _codec.decode_data(topic, _codec.encode_data(topic, data, self._max_payload_bytes))
         now_ms = self._clock_ms()
         self._sweep(now_ms)
-        log = self._live_log(topic, now_ms)
-        if log is None:
-            log = self._topics[topic] = _TopicLog()
+        log = self._live_log(topic, now_ms) or _TopicLog()
         if log.finished:
             raise TopicFinishedError(topic)
         # Timestamps never go backwards within a topic, so trimming by age can stop early.
@@ -102,6 +112,8 @@ class MemoryStreamCache:
         event = StreamEvent(topic, log.last_index, stored, log.last_ts_ms, final)
         log.events.append(event)
         self._trim(log, now_ms)
+        self._requeue(topic, log)
+        self._evict(topic)
         return event
 
     async def append(self, topic: str, data: JSONInput, *, final: bool = False) -> StreamEvent:
@@ -144,11 +156,13 @@ class MemoryStreamCache:
             log.events.clear()
             log.finished = False
             log.last_ts_ms = max(now_ms, log.last_ts_ms)
+            self._requeue(topic, log)
 
     async def close(self) -> None:
         """Drop everything; later calls raise ``PubSubClosedError``."""
         self._closed = True
-        self._topics.clear()
+        self._open.clear()
+        self._finished.clear()
 
     def _trim(self, log: _TopicLog, now_ms: int) -> None:
         max_events, max_age_ms = self._retention.max_events, self._retention.max_age_ms
@@ -160,26 +174,62 @@ class MemoryStreamCache:
             while log.events and log.events[0].ts_ms < cutoff_ms:
                 log.events.popleft()
 
-    def _expired(self, topic: str, log: _TopicLog, now_ms: int) -> bool:
+    def _due(self, log: _TopicLog, now_ms: int) -> bool:
         ttl_ms = self._retention.finished_ttl_ms if log.finished else self._retention.idle_ttl_ms
-        if ttl_ms is None or now_ms < log.last_ts_ms + ttl_ms:
-            return False
-        return self._keep_alive is None or not self._keep_alive(topic)
+        return ttl_ms is not None and now_ms >= log.last_ts_ms + ttl_ms
+
+    def _alive(self, topic: str) -> bool:
+        return self._keep_alive is not None and self._keep_alive(topic)
+
+    def _expired(self, topic: str, log: _TopicLog, now_ms: int) -> bool:
+        return self._due(log, now_ms) and not self._alive(topic)
 
     def _live_log(self, topic: str, now_ms: int) -> _TopicLog | None:
-        log = self._topics.get(topic)
+        log = self._open.get(topic) or self._finished.get(topic)
         if log is not None and self._expired(topic, log, now_ms):
-            del self._topics[topic]
+            self._drop(topic)
             return None
         return log
 
+    def _requeue(self, topic: str, log: _TopicLog) -> None:
+        """Put ``topic`` at the tail of its queue: it has the newest last event."""
+        queue = self._finished if log.finished else self._open
+        if topic in queue:
+            queue.move_to_end(topic)
+        else:
+            self._drop(topic)
+            queue[topic] = log
+
+    def _drop(self, topic: str) -> None:
+        if self._open.pop(topic, None) is None:
+            self._finished.pop(topic, None)
+
     def _sweep(self, now_ms: int) -> None:
-        if now_ms - self._swept_at_ms < SWEEP_INTERVAL_MS:
+        """Drop the expired topics, found at the heads of the queues."""
+        for queue in (self._finished, self._open):
+            for _ in range(len(queue)):
+                topic, log = next(iter(queue.items()))
+                if not self._due(log, now_ms):
+                    break  # the head has not expired, so nothing behind it has
+                if self._alive(topic):
+                    queue.move_to_end(topic)  # kept for its subscribers: look again later
+                else:
+                    del queue[topic]
+
+    def _evict(self, keep: str) -> None:
+        """Drop topics over ``max_topics``: the oldest finished, then the longest idle (never
+        ``keep``, just appended to, nor a topic with subscribers)."""
+        if self._max_topics is None or self.topic_count <= self._max_topics:
             return
-        self._swept_at_ms = now_ms
-        for topic, log in list(self._topics.items()):
-            if self._expired(topic, log, now_ms):
-                del self._topics[topic]
+        for queue in (self._finished, self._open):
+            for _ in range(len(queue)):
+                if self.topic_count <= self._max_topics:
+                    return
+                topic = next(iter(queue))
+                if topic == keep or self._alive(topic):
+                    queue.move_to_end(topic)
+                else:
+                    del queue[topic]
 
     def _check_open(self) -> None:
         if self._closed:

@@ -20,7 +20,7 @@ from collections import deque
 from typing import Generic, Self, TypeVar
 
 from inferpipe.streams import _codec
-from inferpipe.streams._memory_log import MemoryStreamCache
+from inferpipe.streams._memory_log import DEFAULT_MAX_TOPICS, MemoryStreamCache
 from inferpipe.streams._subscription import DEFAULT_PAGE_SIZE, FeedGap
 from inferpipe.streams.errors import MessagesLostError, PubSubClosedError
 from inferpipe.streams.front import StreamFront
@@ -154,6 +154,8 @@ class MemoryPubSub(StreamFront):
         max_queue: Undelivered events buffered per subscriber before it resumes from history.
         max_payload_bytes: Largest accepted encoded event data.
         page_size: Events per history read while replaying.
+        max_topics: Most topics held (None: no limit); past it the oldest finished topic is
+            dropped, else the longest idle, never one with subscribers.
 
     Usage::
 
@@ -171,6 +173,7 @@ class MemoryPubSub(StreamFront):
         max_queue: int = DEFAULT_MAX_QUEUE,
         max_payload_bytes: int = _codec.DEFAULT_MAX_PAYLOAD_BYTES,
         page_size: int = DEFAULT_PAGE_SIZE,
+        max_topics: int | None = DEFAULT_MAX_TOPICS,
     ) -> None:
         hub: _Hub[StreamEvent] = _Hub(max_queue)
         self._feeds = hub.boxes
@@ -179,6 +182,7 @@ class MemoryPubSub(StreamFront):
             clock_ms=clock_ms,
             max_payload_bytes=max_payload_bytes,
             keep_alive=lambda topic: bool(hub.boxes.get(topic)),
+            max_topics=max_topics,
         )
         super().__init__(log, _QueueLive(hub), page_size=page_size)
 
