@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -9,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from inferpipe import telemetry as export
 from inferpipe.core.durations import Duration
 from inferpipe.core.errors import ConfigurationError
 from inferpipe.core.events import Event
@@ -63,6 +65,9 @@ class App:
         streams: where run streams go: a `PubSub`, `"memory://"` (one process), `"store"`
             (a table in the app's database, shared by every process using it), a `redis://`
             URL, or None for $INFERPIPE_STREAMS_URL, falling back to memory. See docs/streams.md.
+        telemetry: export traces and metrics with OpenTelemetry (the `otel` extra), configured
+            by the standard `OTEL_*` variables; None for $INFERPIPE_OTEL, off by default.
+            `OTEL_SDK_DISABLED=true` keeps it off. See docs/telemetry.md.
 
     Example::
 
@@ -81,6 +86,7 @@ class App:
         workspace: str = "default",
         limits: Limits | None = None,
         streams: PubSub | str | None = None,
+        telemetry: bool | None = None,
     ) -> None:
         self.id = id
         self.database = database
@@ -88,7 +94,9 @@ class App:
         self.limits = limits or Limits()
         self.registry = Registry()
         self.streams = streams
+        self.telemetry = telemetry
         self._engine: Engine | None = None
+        self._export: export.Telemetry | None = None
 
     def function(
         self,
@@ -206,15 +214,21 @@ class App:
     async def start(self, *, store: Store | None = None, clock: Clock | None = None) -> Engine:
         """Open the store (applying migrations) and build the engine."""
         if self._engine is None:
+            exporting = export.settings(self.telemetry)  # a mistake there stops nothing half-open
             store = store or store_from_url(self.database, self.workspace)
             await store.open()
             pubsub = pubsub_from(self.streams, store)
             self._engine = Engine(
                 store, self.registry, clock=clock, limits=self.limits, pubsub=pubsub
             )
+            if exporting is not None:
+                self._export = export.start(self._engine, self.id, exporting)
         return self._engine
 
     async def close(self) -> None:
+        if self._export is not None:  # what the last executions reported goes out first
+            await asyncio.to_thread(self._export.shutdown)
+            self._export = None
         if self._engine is not None:
             # The pubsub first: a store-backed one uses the store's connections.
             if self._engine.pubsub is not None:

@@ -9,6 +9,7 @@ from typing import Any
 from inferpipe.core import json
 from inferpipe.core.errors import InvalidEventError
 from inferpipe.core.ids import new_id
+from inferpipe.core.trace_context import check_trace
 
 MAX_EVENT_NAME_BYTES = 256
 
@@ -65,6 +66,10 @@ class Event:
         id: optional producer-set id; a second event with the same id within 24 h is a
             duplicate and starts nothing. A ULID is assigned when omitted.
         ts_ms: when it happened (Unix milliseconds); defaults to when it is sent.
+        trace: optional W3C trace context of what sent it (``{"traceparent": ...}``, with
+            ``"tracestate"`` when there is one): the runs it starts continue that trace. Set
+            from the request's headers by the HTTP API, and by the engine on the events a run
+            sends and the runs it starts.
     """
 
     name: str
@@ -72,16 +77,20 @@ class Event:
     user: dict[str, Any] | None = None
     id: str | None = None
     ts_ms: int | None = None
+    trace: dict[str, str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """The event as CEL and user code see it."""
-        return {
+        """The event as CEL and user code see it (and as it is stored)."""
+        body = {
             "id": self.id,
             "name": self.name,
             "data": self.data,
             "user": self.user or {},
             "ts": self.ts_ms,
         }
+        if self.trace is not None:
+            body["trace"] = self.trace
+        return body
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Event:
@@ -91,6 +100,7 @@ class Event:
             user=raw.get("user") or None,
             id=raw.get("id"),
             ts_ms=raw.get("ts"),
+            trace=raw.get("trace"),
         )
 
 
@@ -119,6 +129,12 @@ def validate_event(event: object, *, limit_bytes: int, now_ms: int | None = None
             f"event {event.name!r}: 'ts' must be integer Unix milliseconds"
             f" between 0 and {MAX_TS_MS}"
         )
+    trace = None
+    if event.trace is not None:
+        try:
+            trace = check_trace(event.trace)
+        except ValueError as exc:
+            raise InvalidEventError(f"event {event.name!r}: {exc}") from None
     json.dumps(event.as_dict(), what=f"event {event.name!r}", limit_bytes=limit_bytes)
     return Event(
         name=event.name,
@@ -126,4 +142,5 @@ def validate_event(event: object, *, limit_bytes: int, now_ms: int | None = None
         user=event.user,
         id=event.id or new_id(),
         ts_ms=event.ts_ms if event.ts_ms is not None else (now_ms or int(time.time() * 1000)),
+        trace=trace,
     )

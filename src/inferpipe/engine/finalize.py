@@ -8,6 +8,7 @@ from inferpipe.core.errors import InvalidScoreError, error_payload
 from inferpipe.core.events import FUNCTION_FAILED, FUNCTION_FINISHED, Event
 from inferpipe.core.records import NewRun, Run, RunStatus, StepKind, StepRecord
 from inferpipe.core.scores import ScoreRecord, ScoreSource, score_from_output, validate_score
+from inferpipe.core.trace_context import run_span
 from inferpipe.engine.functions import FunctionDef, Registry
 from inferpipe.store.base import Outcome, PlannedEvent
 
@@ -26,6 +27,7 @@ def lifecycle_events(run: Run, outcome: Outcome, now_ms: int) -> list[Event]:
         },
         ts_ms=now_ms,
         id=f"finished-{run.id}",
+        trace=run_span(run.id, run.events).as_dict(),
     )
     if outcome.status is not RunStatus.FAILED:
         return [finished]
@@ -39,6 +41,7 @@ def lifecycle_events(run: Run, outcome: Outcome, now_ms: int) -> list[Event]:
         },
         ts_ms=now_ms,
         id=f"failed-{run.id}",
+        trace=run_span(run.id, run.events).as_dict(),
     )
     return [finished, failed]
 
@@ -78,8 +81,9 @@ def _deferred(
     now_ms: int,
 ) -> list[NewRun]:
     parent = _parent(run, outcome)
+    trace = run_span(run.id, run.events)
     runs = [
-        registry.deferred(rec.input["function_id"], rec.input["data"], parent, now_ms)
+        registry.deferred(rec.input["function_id"], rec.input["data"], parent, now_ms, trace)
         for rec in sorted(journal.values(), key=lambda r: r.seq)
         if rec.kind is StepKind.DEFER
     ]
@@ -87,7 +91,7 @@ def _deferred(
     for attached in fn.scorers:
         if attached.samples(run.id):
             data = {"input": trigger, "output": outcome.output}
-            runs.append(registry.deferred(attached.scorer_id, data, parent, now_ms))
+            runs.append(registry.deferred(attached.scorer_id, data, parent, now_ms, trace))
     return runs
 
 

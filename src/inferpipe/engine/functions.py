@@ -19,6 +19,7 @@ from inferpipe.core.events import CRON_TICK, DEFERRED, FUNCTION_FAILED, FUNCTION
 from inferpipe.core.experiments import unit_hash
 from inferpipe.core.ids import new_id
 from inferpipe.core.records import NewRun, NewWait, WaitKind
+from inferpipe.core.trace_context import TraceContext
 from inferpipe.engine.context import Context
 from inferpipe.engine.flow import FlowControl, plan_flow
 from inferpipe.engine.flow_rules import validate_flow
@@ -261,19 +262,37 @@ class Registry:
         return run
 
     def invocation(
-        self, function_id: str, data: dict[str, Any], now_ms: int, parent_run_id: str | None
+        self,
+        function_id: str,
+        data: dict[str, Any],
+        now_ms: int,
+        parent_run_id: str | None,
+        trace: TraceContext | None = None,
     ) -> NewRun:
-        """A run started directly, with `data` as its trigger event's data."""
+        """A run started directly, with `data` as its trigger event's data; it continues the
+        trace `trace` when given."""
         fn = self.get(function_id)
-        event = Event(FUNCTION_INVOKED, data, id=new_id(), ts_ms=now_ms)
+        event = Event(FUNCTION_INVOKED, data, id=new_id(), ts_ms=now_ms, trace=_headers(trace))
         return self.new_run(fn, [event.as_dict()], now_ms, parent_run_id=parent_run_id)
 
     def deferred(
-        self, function_id: str, data: dict[str, Any], parent: dict[str, Any], now_ms: int
+        self,
+        function_id: str,
+        data: dict[str, Any],
+        parent: dict[str, Any],
+        now_ms: int,
+        trace: TraceContext | None = None,
     ) -> NewRun:
-        """A run started when its parent finalizes, seeing `data` as input and the parent."""
+        """A run started when its parent finalizes, seeing `data` as input and the parent;
+        it continues the trace `trace` (the parent's span) when given."""
         fn = self.get(function_id)
-        event = Event(DEFERRED, {"input": data, "parent": parent}, id=new_id(), ts_ms=now_ms)
+        event = Event(
+            DEFERRED,
+            {"input": data, "parent": parent},
+            id=new_id(),
+            ts_ms=now_ms,
+            trace=_headers(trace),
+        )
         return self.new_run(fn, [event.as_dict()], now_ms, parent_run_id=parent["run_id"])
 
     def input_model_of(self, function_id: str) -> type[BaseModel] | None:
@@ -284,6 +303,10 @@ class Registry:
 
     def backoff_ms(self, function_id: str, attempt: int) -> int:
         return self.get(function_id).backoff.delay_ms(attempt)
+
+
+def _headers(trace: TraceContext | None) -> dict[str, str] | None:
+    return trace.as_dict() if trace is not None else None
 
 
 def failure_handler(fn_id: str, handler: Handler) -> FunctionDef:

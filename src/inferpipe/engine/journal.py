@@ -30,6 +30,7 @@ from inferpipe.core.records import (
     StepStatus,
 )
 from inferpipe.core.redaction import DEFAULT_REDACTED_KEYS
+from inferpipe.core.trace_context import TraceContext, run_span, step_span
 from inferpipe.engine.clock import Clock
 from inferpipe.engine.lifecycle import RunListener
 from inferpipe.engine.wakeups import Wakeups
@@ -59,11 +60,21 @@ class Planner(Protocol):
     def plan(self, event: Event, now_ms: int) -> list[NewRun]: ...
 
     def invocation(
-        self, function_id: str, data: dict[str, Any], now_ms: int, parent_run_id: str | None
+        self,
+        function_id: str,
+        data: dict[str, Any],
+        now_ms: int,
+        parent_run_id: str | None,
+        trace: TraceContext | None = None,
     ) -> NewRun: ...
 
     def deferred(
-        self, function_id: str, data: dict[str, Any], parent: dict[str, Any], now_ms: int
+        self,
+        function_id: str,
+        data: dict[str, Any],
+        parent: dict[str, Any],
+        now_ms: int,
+        trace: TraceContext | None = None,
     ) -> NewRun: ...
 
     def input_model_of(self, function_id: str) -> type[BaseModel] | None: ...
@@ -204,6 +215,11 @@ class RunJournal:
 
     def now_ms(self) -> int:
         return self.clock.now_ms()
+
+    def step_trace(self, key: str) -> TraceContext:
+        """The trace context of durable step `key`'s span: what the runs and events it causes
+        continue (see `inferpipe.core.trace_context`)."""
+        return step_span(run_span(self.run.id, self.run.events), self.run.id, key)
 
     def check_continue(self) -> None:
         """Before a new step starts: stop if the run was cancelled or ran out of time."""

@@ -14,6 +14,7 @@ from inferpipe.core.ids import new_id
 from inferpipe.core.records import IngestResult, Run, RunStatus
 from inferpipe.core.redaction import redact, redact_event
 from inferpipe.core.scores import ScoreRecord, ScoreSource, validate_score
+from inferpipe.core.trace_context import TraceContext
 from inferpipe.engine.clock import Clock
 from inferpipe.engine.executor import Executor
 from inferpipe.engine.functions import Registry
@@ -72,13 +73,20 @@ class Runs:
             await self._finalize_cancelled(run_id)
         return result
 
-    async def invoke(self, function_id: str, data: dict[str, Any] | None = None) -> str:
-        """Start a run of `function_id` directly; returns its run id."""
+    async def invoke(
+        self,
+        function_id: str,
+        data: dict[str, Any] | None = None,
+        *,
+        trace: TraceContext | None = None,
+    ) -> str:
+        """Start a run of `function_id` directly; returns its run id. The run continues the
+        trace `trace` (the caller's W3C trace context) when given."""
         if data is not None and not isinstance(data, dict):
             raise InvalidEventError("invocation data must be a JSON object")
         now = self.clock.now_ms()
         data = redact(data or {}, self.limits.redact_keys)
-        run = self.registry.invocation(function_id, data, now, None)
+        run = self.registry.invocation(function_id, data, now, None, trace)
         await asyncio.shield(self.store.create_runs([run], now))
         self.wakeups.work_ready()
         return run.id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import inspect
 from collections.abc import Callable
@@ -323,9 +324,10 @@ class Steps(ScoringSteps):
         await j.reach_new(key)
         j.check_continue()
         now = j.now_ms()
+        trace = j.step_trace(key).as_dict()
         batch = [
             redact_event(
-                validate_event(e, limit_bytes=j.limits.event_bytes, now_ms=now),
+                _traced(validate_event(e, limit_bytes=j.limits.event_bytes, now_ms=now), trace),
                 j.limits.redact_keys,
             )
             for e in (events if isinstance(events, list) else [events])
@@ -365,7 +367,7 @@ class Steps(ScoringSteps):
             j.check_continue()
             now = j.now_ms()
             data = redact(data or {}, j.limits.redact_keys)
-            child = j.planner.invocation(function_id, data, now, j.run.id)
+            child = j.planner.invocation(function_id, data, now, j.run.id, j.step_trace(key))
             wait = NewWait(
                 j.run.id,
                 WaitKind.STEP,
@@ -396,6 +398,11 @@ class Steps(ScoringSteps):
             await j.commit(Progress(steps=[rec]))
             raise _step_error(j.records[key])
         return await j.park(key, rec.wake_at_ms)
+
+
+def _traced(event: Event, trace: dict[str, str]) -> Event:
+    """An event sent from a step continues the step's trace, unless it carries its own."""
+    return event if event.trace is not None else dataclasses.replace(event, trace=trace)
 
 
 def _step_error(rec: StepRecord) -> StepError:

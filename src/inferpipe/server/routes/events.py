@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any
 
 import orjson
@@ -11,7 +12,7 @@ from pydantic import ValidationError
 from inferpipe.core import json as jsonc
 from inferpipe.core.events import Event
 from inferpipe.core.ids import new_id
-from inferpipe.server import query, views
+from inferpipe.server import query, trace_headers, views
 from inferpipe.server.deps import RequestScope
 from inferpipe.server.errors import (
     EventNotFoundError,
@@ -55,9 +56,14 @@ async def send_events(request: Request, scope: RequestScope) -> schemas.SendResu
 
     The answer is sent only once the events are committed. An event whose `id` was already
     received in the last 24 h is a duplicate: it is listed in `duplicates` and starts nothing.
+    The W3C trace context headers (`traceparent`, `tracestate`), when valid, are kept with
+    each event: the runs they start continue that trace.
     """
     payload = await json_body(request)
     events = parse_events(payload, scope.settings.max_batch_events)
+    trace = trace_headers.request_trace(request)
+    if trace is not None:
+        events = [dataclasses.replace(e, trace=trace.as_dict()) for e in events]
     result = await scope.runs.send(events)
     scope.services.metrics.events_accepted.inc(len(result.accepted))
     return schemas.SendResult(
