@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -257,12 +258,25 @@ class App:
 
     # operations (`inferpipe.engine.runs.Runs`) -----------------------------------------------
     async def send(self, events: Event | list[Event]) -> list[str]:
-        """Send events durably; returns the ids of those accepted (duplicates are dropped)."""
+        """Send events durably; returns the ids of those accepted (duplicates are dropped).
+        With telemetry on, an event without trace context continues the caller's current
+        span."""
+        trace = self._export.current_trace() if self._export is not None else None
+        if trace is not None:
+            batch = events if isinstance(events, list) else [events]
+            events = [
+                dataclasses.replace(e, trace=trace.as_dict())
+                if isinstance(e, Event) and e.trace is None
+                else e
+                for e in batch
+            ]
         return (await self.engine.runs.send(events)).accepted
 
     async def invoke(self, function_id: str, data: dict[str, Any] | None = None) -> str:
-        """Start a run directly; returns its id."""
-        return await self.engine.runs.invoke(function_id, data)
+        """Start a run directly; returns its id. With telemetry on, the run continues the
+        caller's current span."""
+        trace = self._export.current_trace() if self._export is not None else None
+        return await self.engine.runs.invoke(function_id, data, trace=trace)
 
     async def cancel(self, run_id: str, reason: str = "cancelled by request") -> Run:
         """Cancel a run (see `Runs.cancel`); RunStateError if it has already finished."""

@@ -214,3 +214,104 @@ async def test_metrics_are_exported_too(receiver: Receiver) -> None:
     assert tokens == {"input": 1, "output": 1}  # one call: one recorded count of each
     assert sum(n for _, n in metrics["inferpipe.run.queue_delay"]) == 2  # two executions
     assert "inferpipe.llm.cost" in metrics
+
+
+async def test_feedback_posted_later_is_a_score_span_in_the_runs_trace(receiver: Receiver) -> None:
+    app = ip.App("feedback")
+
+    @app.function(id="answer")
+    async def answer(ctx: ip.Context) -> str:
+        return str(await ctx.step.run("reply", lambda: "42"))
+
+    async with Harness(app) as h:
+        run_id = await h.invoke("answer")
+        await h.settle(run_id)
+        await app.score(run_id, "helpful", True, reason="thumbs up")
+    spans = by_name(receiver.spans)
+    (root,) = spans["run answer"]
+    (score,) = spans["score helpful"]
+    assert (score.trace_id, score.parent_span_id) == (root.trace_id, root.span_id)
+    assert score.attributes["inferpipe.score.source"] == "feedback"
+    assert score.attributes["inferpipe.score.helpful"] == 1.0
+    assert score.events == [
+        (
+            "gen_ai.evaluation.result",
+            {
+                "gen_ai.evaluation.name": "helpful",
+                "gen_ai.evaluation.score.value": 1.0,
+                "gen_ai.evaluation.explanation": "thumbs up",
+            },
+        )
+    ]
+
+
+async def test_in_process_sends_continue_the_callers_current_span(receiver: Receiver) -> None:
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+
+    app = ip.App("embedded")
+
+    @app.function(id="on-order", trigger=ip.on_event("shop/ordered"))
+    async def on_order(ctx: ip.Context) -> None:
+        await ctx.step.run("bill", lambda: None)
+
+    @app.function(id="direct")
+    async def direct(ctx: ip.Context) -> None:
+        await ctx.step.run("work", lambda: None)
+
+    web = TracerProvider().get_tracer("the-web-app")  # the application's own, not global
+    async with Harness(app) as h:
+        with web.start_as_current_span("POST /orders") as request:
+            await h.send(ip.Event("shop/ordered", {}))
+            await h.invoke("direct")
+        await h.settle()
+    ctx = request.get_span_context()
+    for name in ("run on-order", "run direct"):
+        (span,) = by_name(receiver.spans)[name]
+        assert (span.trace_id, span.parent_span_id) == (
+            format(ctx.trace_id, "032x"),
+            format(ctx.span_id, "016x"),
+        )
+
+
+async def test_an_agents_turns_and_tool_calls_follow_the_genai_conventions(
+    receiver: Receiver,
+) -> None:
+    from inferpipe.agents import Agent  # noqa: PLC0415
+    from inferpipe.llm import ToolCall  # noqa: PLC0415
+
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    def reply(request: Any) -> ScriptedReply:
+        if any(m.role == "tool" for m in request.messages):
+            return ScriptedReply(content="It is 5.")
+        return ScriptedReply(tool_calls=(ToolCall(id="c1", name="add", arguments='{"a":2,"b":3}'),))
+
+    agent = Agent(
+        "helper",
+        model="fake/scripted",
+        instructions="You help.",
+        tools=[add],
+        registry=ProviderRegistry([FakeProvider(reply)]),
+    )
+    app = ip.App("agents")
+    agent.register(app)
+    async with Harness(app) as h:
+        run = await h.settle(await h.invoke("helper", {"input": "2+3?"}))
+    assert run is not None and run.status is ip.RunStatus.COMPLETED
+    spans = by_name(receiver.spans)
+    assert [s.attributes["inferpipe.step.key"] for s in spans["chat scripted"]] == [
+        "turn-1",
+        "turn-2",
+    ]
+    assert [s.attributes["gen_ai.response.finish_reasons"] for s in spans["chat scripted"]] == [
+        ["tool_calls"],
+        ["stop"],
+    ]
+    (tool_span,) = spans["execute_tool add"]
+    assert {k: v for k, v in tool_span.attributes.items() if k.startswith("gen_ai.")} == {
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": "add",
+        "gen_ai.tool.call.id": "c1",
+    }

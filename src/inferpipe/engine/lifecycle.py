@@ -11,7 +11,8 @@ The order within one execution: `run_started`, then for each step attempt execut
 `step_started` and, once its record is committed, `steps_recorded` (which also reports sleeps,
 waits, sends and scores as they are recorded), then `run_parked` or `run_finished` when the
 execution parks or finishes the run, and always `execution_ended` last, whatever ended it (a
-lost lease or a shutdown hand-back included).
+lost lease or a shutdown hand-back included). A feedback score stored later, outside any
+execution, is reported by `score_recorded`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from inferpipe.core.records import Run, RunStatus, StepKind, StepRecord
+from inferpipe.core.scores import ScoreRecord
 from inferpipe.store.base import Outcome
 
 _log = logging.getLogger("inferpipe.lifecycle")
@@ -59,6 +61,10 @@ class RunListener:
     def execution_ended(self, run: Run) -> None:
         """The execution is over, however it ended."""
 
+    def score_recorded(self, run: Run, score: ScoreRecord) -> None:
+        """Feedback `score` was stored for `run`, outside its executions (`Runs.score`: the
+        app's `score`, the API's `POST /v1/runs/{id}/scores`)."""
+
 
 class Listeners(RunListener):
     """The listeners of an engine, called in turn; false when there are none, so call sites
@@ -93,6 +99,9 @@ class Listeners(RunListener):
 
     def execution_ended(self, run: Run) -> None:
         self._each("execution_ended", run)
+
+    def score_recorded(self, run: Run, score: ScoreRecord) -> None:
+        self._each("score_recorded", run, score)
 
     def _each(self, call: str, run: Run, *args: object) -> None:
         for listener in self._listeners:

@@ -176,7 +176,13 @@ class Runs:
             reason=reason,
             metadata=redact(metadata or {}, self.limits.redact_keys),
         )
-        return await self.store.put_score(record, now)
+        stored = await self.store.put_score(record, now)
+        listeners = self.executor.listeners
+        if listeners:  # the run is read only for them
+            run = await self.store.get_run(run_id)
+            if run is not None:
+                listeners.score_recorded(run, stored)
+        return stored
 
     async def result(self, run_id: str, *, timeout: Duration = 60) -> Run:
         """Wait until a run finishes (some worker must be running it) and return it.

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from inferpipe.core.errors import ConfigurationError
+from inferpipe.core.trace_context import TraceContext
 from inferpipe.engine.engine import Engine
 
 SWITCH = "INFERPIPE_OTEL"
@@ -26,6 +27,10 @@ _FALSE = {"", "0", "false", "no", "off"}
 
 class Telemetry(Protocol):
     """The exporters of a started app."""
+
+    def current_trace(self) -> TraceContext | None:
+        """The trace context of the caller's current span, when its own OpenTelemetry
+        instrumentation has one: what the events and invocations it makes continue."""
 
     def flush(self) -> None:
         """Export what is buffered now (spans, then metrics)."""

@@ -4,6 +4,7 @@ and the listeners that feed them."""
 
 from __future__ import annotations
 
+from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
@@ -19,6 +20,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 
+from inferpipe.core.trace_context import TraceContext
 from inferpipe.engine.engine import Engine
 from inferpipe.telemetry import Settings
 from inferpipe.telemetry.genai import capture_content
@@ -86,6 +88,18 @@ class OTelExport:
             )
             engine.add_listener(RunMetrics(meter_provider, engine.clock))
         return cls(tracer_provider, meter_provider)
+
+    def current_trace(self) -> TraceContext | None:
+        """The caller's current span (the application's own instrumentation), if any."""
+        ctx = trace.get_current_span().get_span_context()
+        if not ctx.is_valid:
+            return None
+        return TraceContext(
+            format(ctx.trace_id, "032x"),
+            format(ctx.span_id, "016x"),
+            ctx.trace_flags.sampled,
+            ctx.trace_state.to_header() or None,
+        )
 
     def flush(self) -> None:
         if self.tracer_provider is not None:

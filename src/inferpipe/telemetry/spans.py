@@ -29,6 +29,7 @@ from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from inferpipe.core.records import Run, RunStatus, StepKind, StepRecord, StepStatus
+from inferpipe.core.scores import ScoreRecord
 from inferpipe.core.trace_context import TraceContext, parent_of_run, run_span, step_span
 from inferpipe.engine.clock import Clock
 from inferpipe.engine.lifecycle import RunListener, StepStart
@@ -156,6 +157,22 @@ class RunTraces(RunListener):
         if outcome.status is RunStatus.FAILED:
             _set_error(span, outcome.error)
         span.end(end_time=now * 1_000_000)
+
+    def score_recorded(self, run: Run, score: ScoreRecord) -> None:
+        """Feedback posted later: a short span in the run's trace, under the run's span."""
+        at_ns = (score.updated_at_ms or score.created_at_ms) * 1_000_000
+        span = self._tracer.start_span(
+            f"score {score.name}",
+            context=_parent(run_span(run.id, run.events)),
+            attributes={
+                **run_attributes(run),
+                "inferpipe.score.id": score.id,
+                "inferpipe.score.source": score.source.value,
+            },
+            start_time=at_ns,
+        )
+        genai.add_score(span, score.name, score.value, score.reason, at_ns // 1_000_000)
+        span.end(end_time=at_ns)
 
     def _attempt(self, run: Run, rec: StepRecord) -> None:
         started = self._started.get(run.id, {}).pop((rec.key, rec.attempt), None)
