@@ -33,6 +33,8 @@ from inferpipe.llm import step as llm_step
 from inferpipe.server import keys_cli
 from inferpipe.server.deps import ApiSettings
 from inferpipe.store.sqlite import SQLiteStore
+from inferpipe.workflows import spec
+from inferpipe.workflows.runtime import WorkflowRuntime
 from tests.dashboard.proxy import DroppableProxy
 from tests.server.conftest import start_server, wait_status
 
@@ -61,6 +63,9 @@ def pass_gate(gate: str, tick: int) -> dict[str, int]:
         raise RuntimeError(f"gate {gate} was never opened")
     return {"tick": tick}
 
+
+TRIGGERED_GRAPH = "triage"
+"""A workflow graph id whose runs also start on the event `ticket/created`."""
 
 MANY_STEPS = 80
 """Steps of the `many-steps` run: over the dashboard's threshold for its compact list."""
@@ -145,6 +150,9 @@ def build_app(database: str) -> ip.App:
             await ctx.step.run(f"item-{item}", lambda item=item: item)
         return MANY_STEPS
 
+    # Saved workflow graphs (/v1/workflows); `triage` also runs on its own trigger event.
+    workflows = WorkflowRuntime(app, retries=0)
+    workflows.add_trigger(TRIGGERED_GRAPH, spec.GraphTrigger(event="ticket/created"))
     return app
 
 
@@ -384,3 +392,59 @@ def axe_source(cache_dir: Path) -> str:
         timeout=120,
     )
     return (cache_dir / "node_modules/axe-core/axe.min.js").read_text(encoding="utf-8")
+
+
+LONG_NOTE = "escalate when the customer mentions a refund, " * 8
+"""A long literal in version 2 of the triage graph: its diff must wrap inside the page."""
+
+
+def triage_versions() -> list[dict[str, Any]]:
+    """Three versions of the `triage` graph: v2 changes a node's expression (to a long one) and
+    adds a node; v3 renames the graph."""
+    schema = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
+    v1 = {
+        "id": TRIGGERED_GRAPH,
+        "name": "Ticket triage",
+        "input_schema": schema,
+        "nodes": [{"id": "clean", "type": "transform", "expression": "input.q"}],
+        "edges": [],
+        "output": {"result": "nodes.clean.output"},
+    }
+    long_expression = f'input.q + " / {LONG_NOTE.strip()}"'
+    v2 = {
+        **v1,
+        "nodes": [
+            {"id": "clean", "type": "transform", "expression": long_expression},
+            {"id": "measure", "type": "transform", "expression": "size(nodes.clean.output)"},
+        ],
+        "output": {"result": "nodes.measure.output"},
+    }
+    return [v1, v2, {**v2, "name": "Ticket triage, renamed"}]
+
+
+@dataclass(frozen=True)
+class Triage:
+    """The saved `triage` graph and its runs: run id -> the version it ran."""
+
+    runs: dict[str, int]
+    triggered: str
+
+
+@pytest.fixture(scope="package")
+def triage(dashboard: Dashboard) -> Triage:
+    """`triage` saved in three versions, run twice on v1 and once on v2 by id, and once (on
+    the current v3) by its trigger event."""
+    for document in triage_versions():
+        response = dashboard.http.post("/v1/workflows", json=document)
+        assert response.status_code == 201, response.text
+    runs = {}
+    for version in (1, 1, 2):
+        body = {"input": {"q": f"ticket for v{version}"}, "version": version}
+        response = dashboard.http.post(f"/v1/workflows/{TRIGGERED_GRAPH}/runs", json=body)
+        assert response.status_code == 202, response.text
+        runs[response.json()["run_id"]] = version
+    triggered = dashboard.send("ticket/created", {"q": "sent as an event"})[0]
+    runs[triggered] = 3
+    for run_id in runs:
+        dashboard.wait(run_id, "completed")
+    return Triage(runs, triggered)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.dashboard.conftest import Dashboard, axe_source, open_app
+from tests.dashboard.conftest import TRIGGERED_GRAPH, Dashboard, Triage, axe_source, open_app
 
 AXE_CACHE = Path.home() / ".cache" / "inferpipe" / "axe-core"
 BLOCKING = {"serious", "critical"}
@@ -50,7 +50,11 @@ def sample_runs(dashboard: Dashboard) -> dict[str, str]:
 
 
 def test_no_serious_violations_on_any_page(
-    dashboard: Dashboard, new_page: Callable[..., Page], axe: str, sample_runs: dict[str, str]
+    dashboard: Dashboard,
+    new_page: Callable[..., Page],
+    axe: str,
+    sample_runs: dict[str, str],
+    triage: Triage,
 ) -> None:
     page = new_page(bypass_csp=True)
     fragments = [
@@ -64,6 +68,8 @@ def test_no_serious_violations_on_any_page(
         "/functions",
         "/scores",
         "/costs",
+        "/workflows",
+        f"/workflow/{TRIGGERED_GRAPH}?from=1&to=2",
     ]
     problems = {}
     for fragment in fragments:

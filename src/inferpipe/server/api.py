@@ -33,6 +33,7 @@ from inferpipe.server.metrics import LatencyMiddleware, Metrics
 from inferpipe.server.retention import RetentionJob
 from inferpipe.server.routes import (
     dashboard,
+    dashboard_workflows,
     events,
     functions,
     ops,
@@ -135,6 +136,7 @@ def create_api(
         secrets.router,
         ops.router,
         dashboard.router,
+        dashboard_workflows.router,
     ):
         api.include_router(router)
     dashboard_pages.install(api)

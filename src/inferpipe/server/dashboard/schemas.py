@@ -15,6 +15,7 @@ from inferpipe.wire.schemas import (
     RequestModel,
     RunInfo,
     WireModel,
+    WorkflowVersionInfo,
 )
 
 BulkAction = Literal["cancel", "rerun"]
@@ -62,6 +63,30 @@ class RunsPage(WireModel):
     items: list[RunRow]
     next_cursor: str | None = None
     scanned: int = Field(description="Runs read to fill this page (more than items with `where`).")
+
+
+# workflows ----------------------------------------------------------------------------------
+class WorkflowSummary(WireModel):
+    """A saved graph as the workflows list shows it."""
+
+    current: WorkflowVersionInfo = Field(description="The version runs use.")
+    versions: int = Field(description="Versions saved.")
+    latest_version: int
+    updated_at_ms: int = Field(description="When the latest version was saved.")
+
+
+class WorkflowRunRow(RunRow):
+    """A run of a graph, with the version it runs."""
+
+    graph_version: int | None = Field(
+        default=None, description="Resolved in the run's first step; null before it ran."
+    )
+
+
+class WorkflowRunsPage(WireModel):
+    items: list[WorkflowRunRow]
+    next_cursor: str | None = None
+    scanned: int = Field(description="Workflow runs read to fill this page.")
 
 
 class RunOverview(WireModel):

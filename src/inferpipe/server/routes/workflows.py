@@ -105,7 +105,9 @@ async def save_workflow(
         raise _rejected(exc) from None
     if not saved.created:
         response.status_code = 200
-    return schemas.WorkflowSaved(**_info(saved.version.info).model_dump(), created=saved.created)
+    return schemas.WorkflowSaved(
+        **version_info(saved.version.info).model_dump(), created=saved.created
+    )
 
 
 @router.get(
@@ -115,7 +117,7 @@ async def list_workflows(wf: Workflows) -> schemas.Page[schemas.WorkflowVersionI
     """The current version of every graph saved in this workspace, by graph id."""
     heads = await wf.graphs.graphs()
     return schemas.Page[schemas.WorkflowVersionInfo](
-        items=[_info(info) for info in heads], next_cursor=None
+        items=[version_info(info) for info in heads], next_cursor=None
     )
 
 
@@ -130,7 +132,7 @@ async def list_versions(
     """Every version of the graph, oldest first; `current` marks the one runs use."""
     infos = await wf.graphs.versions(graph_id)
     return schemas.Page[schemas.WorkflowVersionInfo](
-        items=[_info(info) for info in infos], next_cursor=None
+        items=[version_info(info) for info in infos], next_cursor=None
     )
 
 
@@ -172,7 +174,7 @@ async def rollback(
 ) -> schemas.WorkflowVersionInfo:
     """Runs that name no version use it from now on; history is kept, and the next save
     continues the numbering."""
-    return _info(await wf.graphs.rollback(graph_id, body.version))
+    return version_info(await wf.graphs.rollback(graph_id, body.version))
 
 
 @router.post(
@@ -219,7 +221,8 @@ def _problem_field(problem: Problem) -> str:
     return field_path(parts)
 
 
-def _info(info: VersionInfo) -> schemas.WorkflowVersionInfo:
+def version_info(info: VersionInfo) -> schemas.WorkflowVersionInfo:
+    """A saved version as the API answers it."""
     return schemas.WorkflowVersionInfo(
         graph_id=info.graph_id,
         version=info.version,
@@ -242,7 +245,9 @@ def _detail(saved: GraphVersion) -> schemas.WorkflowVersionDetail:
         for node in (saved.plan.nodes[node_id] for node_id in saved.plan.order)
     ]
     graph = saved.graph.model_dump(mode="json", by_alias=True)
-    return schemas.WorkflowVersionDetail(**_info(saved.info).model_dump(), graph=graph, nodes=nodes)
+    return schemas.WorkflowVersionDetail(
+        **version_info(saved.info).model_dump(), graph=graph, nodes=nodes
+    )
 
 
 def _diff(diff: GraphDiff, from_version: int, to_version: int) -> schemas.WorkflowDiff:

@@ -8,6 +8,7 @@ import * as functions from "./functions.js";
 import * as run from "./run.js";
 import * as runs from "./runs.js";
 import * as scores from "./scores.js";
+import * as workflows from "./workflows.js";
 import { parseHash } from "./nav.js";
 
 const ROUTES = [
@@ -16,6 +17,8 @@ const ROUTES = [
   { pattern: /^\/events$/, nav: "events", page: events, view: "list" },
   { pattern: /^\/event\/([^/]+)$/, nav: "events", page: events, view: "event" },
   { pattern: /^\/functions$/, nav: "functions", page: functions },
+  { pattern: /^\/workflows$/, nav: "workflows", page: workflows, view: "list" },
+  { pattern: /^\/workflow\/([^/]+)$/, nav: "workflows", page: workflows, view: "graph" },
   { pattern: /^\/scores$/, nav: "scores", page: scores },
   { pattern: /^\/costs$/, nav: "costs", page: costs },
 ];
