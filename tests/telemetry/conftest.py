@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.engine.conftest import harness  # noqa: F401  (the SQLite / PostgreSQL fixture)
 from tests.telemetry.otlp_receiver import Receiver, otlp_receiver
 
 _CLEARED = (

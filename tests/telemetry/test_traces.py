@@ -13,6 +13,7 @@ from inferpipe.core.trace_context import run_span
 from inferpipe.llm import FakeProvider, Message, ProviderRegistry, ScriptedReply, Usage
 from inferpipe.llm import step as llm_step
 from inferpipe.testing import Harness
+from tests.engine.conftest import HarnessFactory
 from tests.telemetry.otlp_receiver import ReceivedSpan, Receiver
 
 
@@ -59,8 +60,10 @@ def by_name(spans: list[ReceivedSpan]) -> dict[str, list[ReceivedSpan]]:
     return found
 
 
-async def test_a_run_is_one_trace_with_a_span_per_attempt(receiver: Receiver) -> None:
-    async with Harness(pipeline_app(scripted())) as h:
+async def test_a_run_is_one_trace_with_a_span_per_attempt(
+    receiver: Receiver, harness: HarnessFactory
+) -> None:
+    async with harness(pipeline_app(scripted())) as h:
         run_id = await h.invoke("pipeline")
         run = await h.settle(run_id)
     assert run is not None and run.status is ip.RunStatus.COMPLETED
@@ -315,3 +318,37 @@ async def test_an_agents_turns_and_tool_calls_follow_the_genai_conventions(
         "gen_ai.tool.name": "add",
         "gen_ai.tool.call.id": "c1",
     }
+
+
+async def test_a_wait_spans_until_its_event_and_links_to_the_events_trace(
+    receiver: Receiver,
+) -> None:
+    app = ip.App("waiting")
+    sender = "00-11111111111111111111111111111111-2222222222222222-01"
+
+    @app.function(id="approve", trigger=ip.on_event("doc/submitted"))
+    async def approve(ctx: ip.Context) -> bool:
+        found = await ctx.step.wait_for_event(
+            "decision", event="doc/decided", timeout="1d", if_exp="async.data.id == event.data.id"
+        )
+        timed_out = await ctx.step.wait_for_event("never", event="doc/none", timeout="1h")
+        return found is not None and timed_out is None
+
+    async with Harness(app) as h:
+        await h.send(ip.Event("doc/submitted", {"id": 1}))
+        await h.run_ready()
+        await h.advance("10m")
+        await h.send(ip.Event("doc/decided", {"id": 1}, trace={"traceparent": sender}))
+        await h.settle()
+        (run,) = await h.runs_of("approve")
+    assert run.status is ip.RunStatus.COMPLETED and run.output is True
+    spans = by_name(receiver.spans)
+    (decision,) = spans["wait decision"]
+    (never,) = spans["wait never"]
+    assert decision.end_ns - decision.start_ns == 600_000_000_000  # the 10 minutes waited
+    assert decision.links == [
+        ("11111111111111111111111111111111", "2222222222222222", {"inferpipe.link": "resolved_by"})
+    ]
+    assert decision.attributes["inferpipe.wait.timed_out"] is False
+    assert never.attributes["inferpipe.wait.timed_out"] is True
+    assert never.end_ns - never.start_ns == 3_600_000_000_000
