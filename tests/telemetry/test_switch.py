@@ -153,3 +153,16 @@ async def test_traces_off_metrics_on(receiver: Receiver, monkeypatch: pytest.Mon
         await h.settle(await h.invoke("f"))
     assert receiver.spans == []
     assert "inferpipe.runs.finished" in receiver.metrics
+
+
+def test_switched_on_without_the_extra_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = telemetry.importlib.util.find_spec
+
+    def without_sdk(name: str, *args: object) -> object:
+        return None if name == "opentelemetry.sdk" else real(name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(telemetry.importlib.util, "find_spec", without_sdk)
+    with pytest.raises(ip.ConfigurationError, match=r"pip install 'inferpipe\[otel\]'"):
+        telemetry.settings(None, {"INFERPIPE_OTEL": "1"})
