@@ -4,7 +4,6 @@ cancel, re-run, feedback scores and awaiting a result."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from inferpipe.core.durations import Duration, to_ms
@@ -24,9 +23,6 @@ from inferpipe.store.base import PlannedEvent, Store
 
 FINALIZE_LEASE_MS = 60_000
 """Lease on a cancelled run while this process finalizes it (one store write)."""
-
-RESULT_POLL_S = 0.25
-"""How often `result` looks again when its run may finish in another process."""
 
 
 class Runs:
@@ -185,27 +181,32 @@ class Runs:
         return stored
 
     async def result(self, run_id: str, *, timeout: Duration = 60) -> Run:
-        """Wait until a run finishes (some worker must be running it) and return it.
+        """Wait until a run finishes (some worker must be running it) and return it. The run is
+        read again only when its finish may have committed: in this process (`Wakeups`) or in
+        another (the store's `listen`), not on a timer.
 
         Raises:
             RunNotFoundError: no such run.
             TimeoutError: it did not finish within `timeout`.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + to_ms(timeout) / 1000
         changed = asyncio.Event()
-        unsubscribe = self.wakeups.on_work(changed.set)
+
+        def finished(done_id: str) -> None:
+            if done_id == run_id:
+                changed.set()
+
+        unsubscribe = self.wakeups.on_finish(finished)
+        unlisten = await self.store.listen(changed.set, run_id=run_id)
         try:
-            while True:
-                changed.clear()
-                run = await self.get(run_id)
-                if run.status.finished:
-                    return run
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise TimeoutError(f"run {run_id} did not finish within {timeout}")
-                # In-process wake-ups make this prompt; the cap covers other processes.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), timeout=min(remaining, RESULT_POLL_S))
+            async with asyncio.timeout(to_ms(timeout) / 1000):
+                while True:
+                    changed.clear()
+                    run = await self.get(run_id)
+                    if run.status.finished:
+                        return run
+                    await changed.wait()
+        except TimeoutError:
+            raise TimeoutError(f"run {run_id} did not finish within {timeout}") from None
         finally:
             unsubscribe()
+            await unlisten()

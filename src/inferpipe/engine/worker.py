@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
 
 from inferpipe.core.errors import StoreError
 from inferpipe.core.ids import new_id
@@ -20,11 +19,9 @@ _log = logging.getLogger("inferpipe.worker")
 DEFAULT_LEASE_MS = 10_000
 """A run whose worker stopped heartbeating is taken over after this long."""
 
-FALLBACK_POLL_MS = 250
-"""Safety net for work made ready by another process; in-process work wakes the worker at once."""
-
-LISTEN_POLL_MS = 1000
-"""The safety-net poll when the store pushes wake-ups across processes (LISTEN/NOTIFY)."""
+FALLBACK_POLL_MS = 1000
+"""Safety net for work made ready elsewhere: in-process work wakes the worker at once (the
+engine's `Wakeups`), another process's through the store's `listen`."""
 
 LEASE_MARGIN_DIVISOR = 10
 """No step starts in the last tenth of a lease not renewed yet: another worker, whose clock may
@@ -41,8 +38,7 @@ class Worker:
         engine: the engine whose functions this worker runs.
         concurrency: runs executed at once.
         lease_ms: how long a claim lasts without a heartbeat.
-        poll_ms: the fallback poll for work made ready by other processes (default: 250 ms, or
-            1 s when the store has `listen`, which wakes the worker across processes).
+        poll_ms: the safety-net poll for work made ready elsewhere (default: 1 s).
     """
 
     def __init__(
@@ -58,7 +54,6 @@ class Worker:
         self.concurrency = concurrency
         self.lease_ms = lease_ms
         self.poll_ms = FALLBACK_POLL_MS if poll_ms is None else poll_ms
-        self._poll_given = poll_ms is not None
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -78,7 +73,7 @@ class Worker:
 
     async def run(self) -> None:
         """Claim and execute work until `notify_shutdown`; then drain."""
-        unlisten = await self._listen()
+        unlisten = await self.engine.store.listen(self._wake.set)
         heartbeat = asyncio.create_task(self._heartbeat())
         failures = 0
         try:
@@ -105,18 +100,7 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             self._unsubscribe()
-            if unlisten is not None:
-                await unlisten()
-
-    async def _listen(self) -> Callable[[], Awaitable[None]] | None:
-        """Subscribe to the store's cross-process wake-ups, when it has them."""
-        listen = getattr(self.engine.store, "listen", None)
-        if listen is None:
-            return None
-        unlisten: Callable[[], Awaitable[None]] = await listen(self._wake.set)
-        if not self._poll_given:
-            self.poll_ms = LISTEN_POLL_MS
-        return unlisten
+            await unlisten()
 
     def notify_shutdown(self) -> None:
         """Stop claiming; runs in flight finish their current step and are handed back."""

@@ -10,6 +10,7 @@ run's raises `LeaseLost`, so a worker that stalled past its lease cannot corrupt
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -142,6 +143,18 @@ class Store(Protocol):
 
     def for_workspace(self, workspace: str) -> Store:
         """A view of the same database scoped to `workspace`."""
+
+    async def listen(
+        self, callback: Callable[[], None], *, run_id: str | None = None
+    ) -> Callable[[], Awaitable[None]]:
+        """Call `callback` (on the event loop; it must not block) when another process may
+        have made runs of this workspace ready to claim or, with `run_id`, may have finished
+        that run. This process's own changes are the engine's to tell (`Wakeups`); a store
+        that cannot tell changes apart calls every listener on any change.
+
+        Returns:
+            An async function that stops listening.
+        """
 
     async def count_runs_by_status(self) -> dict[str, int]:
         """How many runs each status has, over every workspace (for the metrics gauge)."""

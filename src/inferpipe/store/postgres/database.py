@@ -32,6 +32,9 @@ Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 CHANNEL = "inferpipe_ready"
 """NOTIFY channel: the payload is a workspace in which runs became ready to claim."""
 
+FINISHED_CHANNEL = "inferpipe_finished"
+"""NOTIFY channel: the payload is a workspace and a run id, of a run whose finish committed."""
+
 RETRY_S = 30.0
 """How long an operation keeps retrying through a lost server before it fails."""
 

@@ -27,7 +27,15 @@ from inferpipe.store.base import (
     ScoreFilter,
 )
 from inferpipe.store.postgres import claims, intake, schema, scores, work
-from inferpipe.store.postgres.database import CHANNEL, POOL_SIZE, RETRY_S, Conn, Database, notify
+from inferpipe.store.postgres.database import (
+    CHANNEL,
+    FINISHED_CHANNEL,
+    POOL_SIZE,
+    RETRY_S,
+    Conn,
+    Database,
+    notify,
+)
 from inferpipe.store.postgres.graphs import PostgresGraphs
 from inferpipe.store.postgres.journal import JournalWriter
 from inferpipe.store.postgres.keys import PostgresKeys
@@ -104,21 +112,23 @@ class PostgresStore:
     async def schema_version(self) -> int:
         return int((await schema.status(self._db))["version"])
 
-    async def listen(self, callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
-        """Call `callback` whenever another process (or this one) makes runs of this workspace
-        ready: LISTEN/NOTIFY on the process's one listening connection (`Notifications`), and
-        once after each reconnection (notifications sent meanwhile are lost).
+    async def listen(
+        self, callback: Callable[[], None], *, run_id: str | None = None
+    ) -> Callable[[], Awaitable[None]]:
+        """LISTEN/NOTIFY on the process's one listening connection (`Notifications`), told of
+        this process's changes too; `callback` also runs after each reconnection (notifications
+        sent meanwhile are lost)."""
+        channel, wanted = (
+            (CHANNEL, self.workspace)
+            if run_id is None
+            else (FINISHED_CHANNEL, f"{self.workspace} {run_id}")
+        )
 
-        Returns:
-            An async function that stops listening.
-        """
-        workspace = self.workspace
-
-        def on_ready(payload: str) -> None:
-            if payload == workspace:
+        def on_notify(payload: str) -> None:
+            if payload == wanted:
                 callback()
 
-        return await self._notifications.subscribe(CHANNEL, on_ready, callback)
+        return await self._notifications.subscribe(channel, on_notify, callback)
 
     # events -------------------------------------------------------------------------------
     async def ingest(self, events: list[PlannedEvent], now_ms: int) -> IngestResult:

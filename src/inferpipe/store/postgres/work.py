@@ -13,7 +13,7 @@ from inferpipe.core.records import Lease, RunStatus, StepRecord, StepStatus
 from inferpipe.store.base import Outcome, PlannedEvent, Progress, ProgressResult
 from inferpipe.store.postgres import admission, intake, scores
 from inferpipe.store.postgres import journal as journal_writes
-from inferpipe.store.postgres.database import Conn, notify
+from inferpipe.store.postgres.database import FINISHED_CHANNEL, Conn, notify
 from inferpipe.store.postgres.rows import STEP_COLUMNS, enc_opt, step_from_row
 
 _HOLDS_SLOTS = "(concurrency_key1 IS NOT NULL OR singleton_key IS NOT NULL)"
@@ -56,12 +56,13 @@ WITH locks AS MATERIALIZED (
 ), dropped AS (
     DELETE FROM waits WHERE run_id IN (SELECT id FROM done)
 )
-SELECT id, holds_slots FROM done
+SELECT id, holds_slots, pg_notify($10, $11 || ' ' || id) FROM done
 """
 """Finalize a run under its lease and drop its waits, after taking the shared locks on the names
 of the events its end sends (advisory locks come before row locks everywhere). A run asked to
 cancel is finalized only as cancelled: the row lock of the UPDATE orders it with the cancel
-request, so a cancel committed first is seen here (`_REFUSED` then tells it from a lost lease)."""
+request, so a cancel committed first is seen here (`_REFUSED` then tells it from a lost lease).
+The finish is announced on `FINISHED_CHANNEL` (to result waiters), delivered at commit."""
 
 _REFUSED = """
 SELECT cancel_requested FROM runs
@@ -191,6 +192,8 @@ async def finish(
         now_ms,
         outcome.reason,
         intake.lock_keys(ws, {p.event.name for p in events}),
+        FINISHED_CHANNEL,
+        ws,
     )
     if done is None:
         cancel = await conn.fetchval(_REFUSED, lease.run_id, lease.token, lease.owner)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from inferpipe.store.base import (
 )
 from inferpipe.store.migrations import migration_files
 from inferpipe.store.sqlite import admission, claims, intake, scores, work
+from inferpipe.store.sqlite.changes import Changes
 from inferpipe.store.sqlite.database import Database
 from inferpipe.store.sqlite.graphs import SQLiteGraphs
 from inferpipe.store.sqlite.keys import SQLiteKeys
@@ -54,11 +56,17 @@ class SQLiteStore:
     """
 
     def __init__(
-        self, path: Path | str, workspace: str = "default", *, _db: Database | None = None
+        self,
+        path: Path | str,
+        workspace: str = "default",
+        *,
+        _db: Database | None = None,
+        _changes: Changes | None = None,
     ):
         self.path = str(path)
         self.workspace = workspace
         self._db = _db or Database(self.path)
+        self._changes = _changes or Changes(self._db)
         self._owner = _db is None
         self.keys = SQLiteKeys(self._db)
         self.graphs = SQLiteGraphs(self._db, workspace)
@@ -66,7 +74,7 @@ class SQLiteStore:
         self.stream_log = SQLiteStreamLog(self._db)
 
     def for_workspace(self, workspace: str) -> SQLiteStore:
-        return SQLiteStore(self.path, workspace, _db=self._db)
+        return SQLiteStore(self.path, workspace, _db=self._db, _changes=self._changes)
 
     async def open(self) -> None:
         self._db.start()
@@ -75,6 +83,13 @@ class SQLiteStore:
     async def close(self) -> None:
         if self._owner:
             self._db.close()
+
+    async def listen(
+        self, callback: Callable[[], None], *, run_id: str | None = None
+    ) -> Callable[[], Awaitable[None]]:
+        """Call `callback` after another process commits to the file (`Changes`: noticed within
+        250 ms; SQLite cannot tell which runs changed, so every listener is told)."""
+        return await self._changes.subscribe(callback)
 
     async def schema_version(self) -> int:
         return await self._db.read(_current_version)

@@ -1,0 +1,94 @@
+"""`App.result` awaits the run's finish: it reads the run when it may have finished (in this
+process, or, told by the store's `listen`, in another), not on a timer or on every wake-up."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import inferpipe as ip
+from inferpipe.core.records import Run
+from inferpipe.store.sqlite import SQLiteStore
+
+WAIT_S = 30.0
+
+
+class CountingStore(SQLiteStore):
+    """A SQLite store that counts `get_run` calls per run."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.reads: Counter[str] = Counter()
+
+    async def get_run(self, run_id: str) -> Run | None:
+        self.reads[run_id] += 1
+        return await super().get_run(run_id)
+
+
+def held_app(release: asyncio.Event, database: str | None = None) -> ip.App:
+    app = ip.App("result", database=database)
+
+    @app.function(id="held", retries=0)
+    async def held(ctx: ip.Context) -> str:
+        return str(await ctx.step.run("hold", release.wait))
+
+    @app.function(id="busy", trigger=ip.on_event("test/busy"), retries=0)
+    async def busy(ctx: ip.Context) -> int:
+        return int(await ctx.step.run("work", lambda: 1))
+
+    return app
+
+
+async def _eventually(check: Callable[[], bool]) -> None:
+    for _ in range(3_000):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+async def test_result_reads_the_run_once_more_when_it_finishes(tmp_path: Path) -> None:
+    release = asyncio.Event()
+    app = held_app(release)
+    store = CountingStore(tmp_path / "result.db")
+    await app.start(store=store)
+    worker = app.worker()
+    working = asyncio.create_task(worker.run())
+    try:
+        run_id = await app.invoke("held")
+        waiting = asyncio.create_task(app.result(run_id, timeout=WAIT_S))
+        await _eventually(lambda: store.reads[run_id] >= 1)
+        # Much else happens meanwhile (each wakes the worker), and time passes: none of it
+        # makes the waiter read its run again.
+        for _ in range(10):
+            (busy,) = (await app.engine.runs.send(ip.Event("test/busy", {}))).runs_created
+            assert (await app.result(busy, timeout=WAIT_S)).output == 1
+        assert store.reads[run_id] == 1 and not waiting.done()
+        release.set()
+        done = await waiting
+        assert done.status is ip.RunStatus.COMPLETED and done.output == "True"
+        assert store.reads[run_id] == 2
+    finally:
+        worker.notify_shutdown()
+        await working
+        await app.close()
+
+
+async def test_result_of_a_run_another_process_finishes(tmp_path: Path) -> None:
+    """The waiter's app runs no worker; another (its own store and connection, as another
+    process has) executes the run: the store's `listen` tells the waiter."""
+    database = f"sqlite:///{tmp_path / 'shared.db'}"
+    release = asyncio.Event()
+    async with held_app(release, database) as waiter, held_app(release, database) as other:
+        worker = other.worker()
+        working = asyncio.create_task(worker.run())
+        try:
+            release.set()
+            run_id = await waiter.invoke("held")
+            done = await waiter.result(run_id, timeout=WAIT_S)
+            assert done.status is ip.RunStatus.COMPLETED
+        finally:
+            worker.notify_shutdown()
+            await working
