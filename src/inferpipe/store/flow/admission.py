@@ -8,11 +8,13 @@ plan: the rows to insert and the flow state they consume, to write back."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from inferpipe.core.records import FlowBuffer, NewRun, RunFlow
+from inferpipe.core.events import FUNCTION_FINISHED, Event
+from inferpipe.core.records import FlowBuffer, NewRun, RunFlow, RunStatus
+from inferpipe.store.base import PlannedEvent
 from inferpipe.store.flow import pacing
 from inferpipe.store.flow.reasons import concurrency_reason, span
 
@@ -48,6 +50,18 @@ class Keys:
         )
 
 
+RUN_COLUMNS = (
+    "id, function_id, status, event_ids, input, ready_at_ms, finished_at_ms, status_reason,"
+    " parent_run_id, rerun_of, priority, start_deadline_ms, finish_timeout_ms,"
+    " concurrency_key1, concurrency_limit1, concurrency_key2, concurrency_limit2,"
+    " singleton_key, queue_at_ms, throttle, queue_group"
+)
+"""The columns of an admitted run's row (`Admitted.values`), besides its workspace and
+creation time."""
+
+RUN_WIDTH = RUN_COLUMNS.count(",") + 1
+
+
 @dataclass(slots=True)
 class Admitted:
     """A run to insert, as admission decided."""
@@ -60,6 +74,34 @@ class Admitted:
     skipped: bool = False
     queue_at_ms: int | None = None
     queue_group: str | None = None  #: `RunFlow.queue_group`, with a fair queue tag
+
+    def values(self, now_ms: int, encode: Callable[[Any], Any]) -> tuple[Any, ...]:
+        """The row's `RUN_COLUMNS`; `encode` writes JSON."""
+        run, flow = self.run, self.run.flow
+        keys: list[tuple[str | None, int | None]] = list(flow.concurrency) if flow else []
+        keys += [(None, None)] * (2 - len(keys))
+        pace = flow.throttle if flow else None
+        return (
+            run.id,
+            run.function_id,
+            (RunStatus.SKIPPED if self.skipped else RunStatus.QUEUED).value,
+            encode(self.event_ids),
+            encode(self.input),
+            self.ready_at_ms,
+            now_ms if self.skipped else None,  # a skipped run finishes as it is recorded
+            self.reason,
+            run.parent_run_id,
+            run.rerun_of,
+            run.priority,
+            run.start_deadline_ms,
+            run.finish_timeout_ms,
+            *keys[0],
+            *keys[1],
+            flow.singleton_key if flow else None,
+            self.queue_at_ms,
+            encode([pace.key, pace.limit, pace.period_ms, pace.burst]) if pace else None,
+            self.queue_group,
+        )
 
 
 @dataclass(slots=True)
@@ -104,6 +146,16 @@ class Admission:
     tags: dict[str, int] = field(default_factory=dict)  #: fair key -> next tag
 
     @property
+    def created(self) -> list[str]:
+        """The runs recorded (queued or skipped)."""
+        return [row.run.id for row in self.rows]
+
+    @property
+    def skipped(self) -> list[tuple[NewRun, str]]:
+        """The runs recorded as skipped, with the reason."""
+        return [(row.run, row.reason or "skipped") for row in self.rows if row.skipped]
+
+    @property
     def buffers(self) -> list[tuple[str, Pending]]:
         """The pending runs to write back (buffer key, run)."""
         return [(key, p) for key, p in self.pending.items() if p.changed]
@@ -142,6 +194,24 @@ def admit(
             out.rows.append(row)
             out.triggers += [(eid, run.id) for eid in run.event_ids]
     return out
+
+
+def finished_events(skipped: list[tuple[NewRun, str]], now_ms: int) -> list[PlannedEvent]:
+    """A skipped run finishes at once: its `function.finished` (status "skipped"), so an
+    invoker waiting on it resumes with the reason."""
+    events = []
+    for run, reason in skipped:
+        data = {
+            "run_id": run.id,
+            "function_id": run.function_id,
+            "status": RunStatus.SKIPPED.value,
+            "output": None,
+            "error": {"code": "skipped", "type": "Skipped", "message": reason},
+            "reason": reason,
+        }
+        event = Event(FUNCTION_FINISHED, data, id=f"finished-{run.id}", ts_ms=now_ms)
+        events.append(PlannedEvent(event))
+    return events
 
 
 class _Decider:

@@ -21,12 +21,11 @@ Many workers claim at once, each in a transaction of its own (READ COMMITTED):
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Collection
+from dataclasses import dataclass
 
-from inferpipe.core.records import ClaimedRun, FlowPace, Lease, Run
-from inferpipe.store.flow import pacing, reasons
-from inferpipe.store.flow.reasons import concurrency_reason
+from inferpipe.core.records import ClaimedRun, Lease, Run
+from inferpipe.store.flow.claims import CANDIDATE_COLUMNS, Candidate, ClaimPlan, ClaimPolicy
 from inferpipe.store.postgres.admission import flow_lock
 from inferpipe.store.postgres.database import Conn
 from inferpipe.store.postgres.rows import RUN_COLUMNS, STEP_COLUMNS, dec, run_from_row
@@ -41,10 +40,8 @@ QUEUE_ORDER = (
     " ELSE ready_at_ms - priority * 1000 END)"
 )
 """A run that never started goes by its fair queue tag (a turn of its key), others by their
-ready time moved `priority` seconds; insertion order (`queue_seq`) breaks ties. The index
-`runs_queue` is on this very expression. In a key's turn starts the run of its group first by
-ready time minus priority (`_GROUP_FIRST`), so priority is seconds ahead within a key however
-long its backlog, and keys still take turns."""
+ready time moved `priority` seconds; insertion order (`queue_seq`) breaks ties (see
+`store.flow.claims`). The index `runs_queue` is on this very expression."""
 
 MAX_PAGES = 8
 """Bound on candidate pages per claim: a claim blocked this often returns what it has."""
@@ -59,12 +56,6 @@ backlog is often ahead in the queue, and each candidate locks up to three adviso
 PEEK_ROWS = 32
 """Ready runs looked at past a page, without locking them: those a full key holds back get the
 reason (the page itself holds only as many runs as the claim may take)."""
-
-_CANDIDATE_COLUMNS = (
-    "id, attempts, cancel_requested, concurrency_key1, concurrency_limit1, concurrency_key2,"
-    " concurrency_limit2, singleton_key, throttle, throttled_until_ms, status_reason,"
-    " queue_group, queue_at_ms"
-)
 
 _READY = f"""workspace = $1 AND status IN {_PARKED} AND ready_at_ms <= $2
       AND function_id = ANY($3::text[]) AND id <> ALL($6::text[])
@@ -90,12 +81,12 @@ WITH full_keys AS MATERIALIZED (
     ) AS held(k, n) GROUP BY k HAVING count(*) >= max(n)
     UNION SELECT unnest($5::text[])
 ), stale AS (
-    SELECT 0 AS source, 0::bigint AS q, 0::bigint AS queue_seq, {_CANDIDATE_COLUMNS} FROM runs
+    SELECT 0 AS source, 0::bigint AS q, 0::bigint AS queue_seq, {CANDIDATE_COLUMNS} FROM runs
     WHERE workspace = $1 AND status = 'running' AND lease_expires_at_ms < $2
       AND function_id = ANY($3::text[]) AND $7::bool
     LIMIT $4 FOR UPDATE SKIP LOCKED
 ), page AS (
-    SELECT 1 AS source, {QUEUE_ORDER} AS q, queue_seq, {_CANDIDATE_COLUMNS} FROM runs
+    SELECT 1 AS source, {QUEUE_ORDER} AS q, queue_seq, {CANDIDATE_COLUMNS} FROM runs
     WHERE {_READY}
     ORDER BY {QUEUE_ORDER}, queue_seq LIMIT $4 FOR UPDATE SKIP LOCKED
 )"""
@@ -107,7 +98,7 @@ execution could not be told from the second's (and it would start steps on a lea
 longer holds)."""
 
 _PAGE = f"""{_HEAD}, peek AS (
-    SELECT 2 AS source, {QUEUE_ORDER} AS q, queue_seq, {_CANDIDATE_COLUMNS} FROM runs
+    SELECT 2 AS source, {QUEUE_ORDER} AS q, queue_seq, {CANDIDATE_COLUMNS} FROM runs
     WHERE (SELECT count(*) FROM page) = $4 AND {_READY} AND id NOT IN (SELECT id FROM page)
     ORDER BY {QUEUE_ORDER}, queue_seq LIMIT $8
 )
@@ -230,69 +221,6 @@ STALE, PAGE, PEEK = 0, 1, 2
 """Where a candidate comes from: an expired lease, the page (row-locked), the peek past it."""
 
 
-@dataclass(slots=True)
-class _Candidate:
-    source: int
-    order: tuple[int, int]
-    id: str
-    attempts: int
-    cancel_requested: str | None
-    keys: list[tuple[str, int]]
-    throttle: list[Any] | None
-    throttled_until_ms: int | None
-    status_reason: str | None
-    queue_group: str | None
-    queue_at_ms: int | None
-
-    @classmethod
-    def of(cls, row: Any) -> _Candidate:
-        keys = [(row[6], row[7]), (row[8], row[9]), (row[10], 1)]
-        slots = [(k, n) for k, n in keys if k]
-        return cls(
-            row[0],
-            (row[1], row[2]),
-            row[3],
-            row[4],
-            row[5],
-            slots,
-            dec(row[11]),
-            row[12],
-            row[13],
-            row[14],
-            row[15],
-        )
-
-    @property
-    def turn(self) -> bool:
-        """Whether it holds a turn of a fair queue that a run of its group may take."""
-        return (
-            self.source == PAGE
-            and self.attempts == 0
-            and self.queue_group is not None
-            and self.cancel_requested is None
-            and self.throttled_until_ms is None  # a reserved start is its own
-        )
-
-    @property
-    def stale(self) -> bool:
-        return self.source == STALE
-
-    @property
-    def exempt(self) -> bool:
-        """A run asked to cancel only finalizes: no key holds it back."""
-        return self.cancel_requested is not None
-
-    @property
-    def paced(self) -> bool:
-        """Whether starting it now takes a throttle reservation (its first start, unreserved)."""
-        return (
-            not self.exempt
-            and self.throttle is not None
-            and self.attempts == 0
-            and self.throttled_until_ms is None
-        )
-
-
 @dataclass(frozen=True, slots=True)
 class _Taken:
     run: Run
@@ -306,40 +234,37 @@ class _Taken:
         return ClaimedRun(self.run, lease, journal, self.log_count, self.taken_over)
 
 
-@dataclass(slots=True)
-class _Plan:
-    """What one page decided."""
+class _Turns:
+    """The first runs of the page's queue groups, as read (`_GROUP_FIRST`)."""
 
-    take: list[str] = field(default_factory=list)
-    delayed: list[tuple[str, int, str]] = field(default_factory=list)  #: id, start, reason
-    explained: list[tuple[str, str]] = field(default_factory=list)  #: id, reason
-    paces: set[str] = field(default_factory=set)  #: throttle keys whose state changed
-    retagged: list[tuple[str, int]] = field(default_factory=list)  #: id, its new queue tag
+    def __init__(self) -> None:
+        self.first_runs: dict[str, list[tuple[str, int]]] = {}  #: group -> (id, tag), in order
+
+    def first(self, group: str, skip: Collection[str]) -> tuple[str, int] | None:
+        return next((f for f in self.first_runs.get(group, []) if f[0] not in skip), None)
 
 
 class _Claim:
-    """One claim, page after page: the slots it counted and the throttle states it read."""
+    """One claim, page after page: the keys it locked and counted, the policy's decisions."""
 
     def __init__(
         self, conn: Conn, ws: str, owner: str, function_ids: list[str], limit: int, now_ms: int
     ) -> None:
         self.conn, self.ws, self.owner = conn, ws, owner
-        self.function_ids, self.limit, self.now_ms = function_ids, limit, now_ms
-        self.running: Counter[str] = Counter()
+        self.function_ids, self.now_ms = function_ids, now_ms
+        self.policy = ClaimPolicy(limit, now_ms)
+        self.turns = _Turns()
         self.counted: set[str] = set()  #: slot keys locked and counted
-        self.full: set[str] = set()  #: full slot keys, throttle keys ahead (left out later)
-        self.paces: dict[str, tuple[int, int] | None] = {}  #: locked throttle key -> state
         self.busy: set[str] = set()  #: lock names another claim held (later pages)
         self.passed: set[str] = set()  #: runs passed over: one of their keys was busy
         self.taken: list[_Taken] = []
         self.stale: set[str] = set()  #: runs taken from an expired lease
         self.checked = False  #: whether a candidate needed a flow control check
-        self.group_first: dict[str, list[tuple[str, int]]] = {}  #: group -> (id, tag), in order
-        self.started: set[str] = set()  #: runs taken in the turn of another run of their group
 
     async def run(self, lease_ms: int) -> list[_Taken]:
+        policy = self.policy
         for page_no in range(MAX_PAGES):
-            size = min(self.limit - len(self.taken), CHECKED_PAGE_ROWS)
+            size = min(policy.limit - policy.taken, CHECKED_PAGE_ROWS)
             if size <= 0:
                 break
             first = page_no == 0
@@ -349,35 +274,39 @@ class _Claim:
                 self.now_ms,
                 self.function_ids,
                 size,
-                sorted(self.full),
+                sorted(policy.full | policy.ahead),
                 sorted(self.passed),
                 first,
                 PEEK_ROWS,
             )
-            candidates = sorted(map(_Candidate.of, rows), key=lambda c: (c.source, c.order))
-            page = [c for c in candidates if c.source != PEEK]
-            self.checked |= any(c.keys or c.paced for c in page if not (c.stale or c.exempt))
-            await self._read_groups(page)
+            found = sorted(rows, key=lambda r: (r[0], r[1], r[2]))
+            candidates = [(r[0], Candidate.of(r[3:], dec)) for r in found]
+            page = [(source, c) for source, c in candidates if source != PEEK]
+            self.checked |= any(
+                c.keys or c.paced for source, c in page if not (source == STALE or c.exempt)
+            )
+            await self._read_groups([c for source, c in page if source == PAGE])
             await self._lock_and_count(page, wait=first)
             await self._write(self._decide(candidates), lease_ms)
-            if sum(1 for c in page if not c.stale) < size:
+            if sum(1 for source, _ in page if source != STALE) < size:
                 break  # no more ready runs
         return self.taken
 
-    async def _lock_and_count(self, candidates: list[_Candidate], *, wait: bool) -> None:
+    async def _lock_and_count(self, page: list[tuple[int, Candidate]], *, wait: bool) -> None:
         """Lock the slot and throttle keys of the candidates, then read their counts and
         states. On later pages a key another claim holds is skipped (`busy`)."""
         names: dict[int, tuple[str, str]] = {}
-        for c in candidates:
-            if c.stale or c.exempt:
+        for source, c in page:
+            if source == STALE or c.exempt:
                 continue
             names |= {flow_lock(self.ws, "slot", k): ("slot", k) for k, _ in c.keys}
             if c.paced and c.throttle is not None:
-                names[flow_lock(self.ws, "throttle", c.throttle[0])] = ("throttle", c.throttle[0])
+                key = c.throttle.key
+                names[flow_lock(self.ws, "throttle", key)] = ("throttle", key)
         wanted = sorted(
             lock
             for lock, (kind, key) in names.items()
-            if key not in (self.counted if kind == "slot" else self.paces)
+            if key not in (self.counted if kind == "slot" else self.policy.paces)
         )
         if not wanted:
             return
@@ -396,18 +325,18 @@ class _Claim:
         slots = [names[n][1] for n in got if names[n][0] == "slot"]
         paces = [names[n][1] for n in got if names[n][0] == "throttle"]
         self.counted.update(slots)
-        self.paces.update(dict.fromkeys(paces))
+        self.policy.paces.update(dict.fromkeys(paces))
         for kind, key, a, b in await self.conn.fetch(_SLOTS, self.ws, slots, paces):
             if kind == "running":
-                self.running[key] = int(a)
+                self.policy.running[key] = int(a)
             else:
-                self.paces[key] = (int(a), int(b))
+                self.policy.paces[key] = (int(a), int(b))
 
-    async def _read_groups(self, page: list[_Candidate]) -> None:
+    async def _read_groups(self, page: list[Candidate]) -> None:
         """For the queue groups of the page's turns: their runs first by ready time minus
         priority, as many as the page has turns of each (row-locked, skipping those locked)."""
         turns = Counter(c.queue_group for c in page if c.turn and c.queue_group is not None)
-        self.group_first = {}
+        self.turns.first_runs = {}
         if not turns:
             return
         rows = await self.conn.fetch(
@@ -416,99 +345,48 @@ class _Claim:
             list(turns),
             list(turns.values()),
             self.now_ms,
-            sorted(self.started),
+            sorted(self.policy.started),
         )
         for group, run_id, tag, _, _ in sorted(rows, key=lambda r: (r[0], r[3], r[4])):
-            self.group_first.setdefault(group, []).append((run_id, int(tag)))
+            self.turns.first_runs.setdefault(group, []).append((run_id, int(tag)))
 
-    def _in_turn_of(self, c: _Candidate, plan: _Plan) -> str:
-        """The run that starts in the turn `c` holds: its group's first one not started yet
-        (`c` itself, or another that gives `c` its tag, a later turn of the key)."""
-        if not c.turn or c.queue_group is None or c.queue_at_ms is None:
-            return c.id
-        first = self.group_first.get(c.queue_group, [])
-        while first and (first[0][0] in self.started or first[0][0] in plan.take):
-            first.pop(0)
-        if not first or first[0][0] == c.id:
-            return c.id
-        run_id, tag = first.pop(0)
-        plan.retagged.append((c.id, tag))
-        self.started.add(run_id)
-        return run_id
-
-    def _decide(self, candidates: list[_Candidate]) -> _Plan:
-        plan = _Plan()
-        for c in candidates:
-            if c.id in self.started:
+    def _decide(self, candidates: list[tuple[int, Candidate]]) -> ClaimPlan:
+        policy = self.policy
+        plan = policy.page()
+        for source, c in candidates:
+            if c.id in policy.started:
                 continue  # it started in the turn of another run of its group
-            if c.source == PEEK:
+            if source == PEEK:
                 if all(k in self.counted for k, _ in c.keys):
-                    self._explain_if_blocked(c, plan)
-            elif c.stale:
-                plan.take.append(c.id)  # it already holds its slots
+                    policy.explain(c)
+            elif source == STALE:
+                policy.take(c.id)  # it already holds its slots
                 self.stale.add(c.id)
             elif self._is_busy(c):
                 self.passed.add(c.id)
-            elif len(self.taken) + len(plan.take) >= self.limit:
-                self._explain_if_blocked(c, plan)
-            elif self._admit(c, plan):
-                plan.take.append(self._in_turn_of(c, plan))
+            elif not policy.room:
+                policy.explain(c)
+            else:
+                policy.start(c, self.turns)
         return plan
 
-    def _is_busy(self, c: _Candidate) -> bool:
+    def _is_busy(self, c: Candidate) -> bool:
         if c.exempt or not self.busy:
             return False
         held = {f"slot\0{k}" for k, _ in c.keys}
         if c.paced and c.throttle is not None:
-            held.add(f"throttle\0{c.throttle[0]}")
+            held.add(f"throttle\0{c.throttle.key}")
         return bool(held & self.busy)
 
-    def _admit(self, c: _Candidate, plan: _Plan) -> bool:
-        """Whether to take this ready run now; a run held back gets the reason (and a
-        throttled one its reserved start)."""
-        if c.exempt:
-            return True
-        if self._explain_if_blocked(c, plan):
-            return False
-        if c.paced and c.throttle is not None:
-            pace = FlowPace(*c.throttle)
-            start_ms, self.paces[pace.key] = pacing.throttle_start(
-                self.paces.get(pace.key), pace, self.now_ms
-            )
-            plan.paces.add(pace.key)
-            if start_ms > self.now_ms:
-                self.full.add(pace.key)  # ahead: the key's runs not reserved yet wait too
-                plan.delayed.append((c.id, start_ms, reasons.throttled(start_ms, pace)))
-                return False
-        for key, limit in c.keys:
-            self.running[key] += 1
-            if self.running[key] >= limit:
-                self.full.add(key)
-        return True
-
-    def _explain_if_blocked(self, c: _Candidate, plan: _Plan) -> bool:
-        """Whether a full key holds the run back; if so, the run says so."""
-        if c.exempt:
-            return False
-        for key, limit in c.keys:
-            if self.running[key] >= limit:
-                self.full.add(key)
-                reason = concurrency_reason(key, limit)
-                if c.status_reason != reason:
-                    plan.explained.append((c.id, reason))
-                return True
-        return False
-
-    async def _write(self, plan: _Plan, lease_ms: int) -> None:
-        if not (plan.take or plan.delayed or plan.explained or plan.paces or plan.retagged):
+    async def _write(self, plan: ClaimPlan, lease_ms: int) -> None:
+        if not plan:
             return
-        paces = [(key, state) for key in plan.paces if (state := self.paces[key]) is not None]
         rows = await self.conn.fetch(
             _TAKE,
             self.ws,
-            [key for key, _ in paces],
-            [state[0] for _, state in paces],
-            [state[1] for _, state in paces],
+            list(plan.paces),
+            [state[0] for state in plan.paces.values()],
+            [state[1] for state in plan.paces.values()],
             [d[0] for d in plan.delayed],
             [d[1] for d in plan.delayed],
             [d[2] for d in plan.delayed],
@@ -518,8 +396,8 @@ class _Claim:
             self.now_ms,
             lease_ms,
             plan.take,
-            [r[0] for r in plan.retagged],
-            [r[1] for r in plan.retagged],
+            list(plan.retagged),
+            list(plan.retagged.values()),
         )
         for row in sorted(rows, key=lambda r: int(r[0])):
             run = run_from_row(row[3:])
@@ -589,7 +467,7 @@ async def claim_cancelled(
     if locked is None:
         return None
     claim = _Claim(conn, ws, owner, [], 1, now_ms)
-    await claim._write(_Plan(take=[run_id]), lease_ms)
+    await claim._write(ClaimPlan(take=[run_id]), lease_ms)
     return claim.taken[0].claimed(owner) if claim.taken else None
 
 

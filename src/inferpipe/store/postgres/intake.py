@@ -18,14 +18,13 @@ Concurrency (READ COMMITTED, many processes):
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
 from typing import Any
 
 from inferpipe.core import expr
-from inferpipe.core.events import FUNCTION_FINISHED, Event, invoke_outcome
-from inferpipe.core.records import IngestResult, NewRun, NewWait, RunStatus, StepStatus, WaitKind
+from inferpipe.core.events import FUNCTION_FINISHED, invoke_outcome
+from inferpipe.core.records import IngestResult, NewRun, NewWait, StepStatus, WaitKind
 from inferpipe.store.base import DEDUPE_WINDOW_MS, PlannedEvent
-from inferpipe.store.flow.admission import Admitted
+from inferpipe.store.flow.admission import RUN_COLUMNS, RUN_WIDTH, Admission, finished_events
 from inferpipe.store.postgres import admission
 from inferpipe.store.postgres.database import CHANNEL, Conn, lock_key, notify
 from inferpipe.store.postgres.rows import (
@@ -170,12 +169,9 @@ async def ingest(
     return result
 
 
-_INSERT_RUNS = """
+_INSERT_RUNS = f"""
 WITH made AS (
-    INSERT INTO runs (workspace, created_at_ms, id, function_id, status, event_ids, input,
-        ready_at_ms, finished_at_ms, status_reason, parent_run_id, rerun_of, priority,
-        start_deadline_ms, finish_timeout_ms, concurrency_key1, concurrency_limit1,
-        concurrency_key2, concurrency_limit2, singleton_key, queue_at_ms, throttle, queue_group)
+    INSERT INTO runs (workspace, created_at_ms, {RUN_COLUMNS})
     SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::text[], $6::json[], $7::json[],
         $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::int[],
         $14::bigint[], $15::bigint[], $16::text[], $17::int[], $18::text[], $19::int[],
@@ -191,56 +187,16 @@ SELECT pg_notify($26, $1) WHERE $27::bool
 a retried write is harmless), and tell listeners when some are ready now: one round trip."""
 
 
-@dataclass(slots=True)
-class Inserted:
-    """The runs an insertion recorded (queued or skipped), and those it skipped."""
-
-    created: list[str] = field(default_factory=list)
-    skipped: list[tuple[NewRun, str]] = field(default_factory=list)  #: with the reason
-
-
-def _row_params(row: Admitted, now_ms: int) -> tuple[Any, ...]:
-    run, flow = row.run, row.run.flow
-    keys: list[tuple[str | None, int | None]] = list(flow.concurrency) if flow else []
-    keys += [(None, None)] * (2 - len(keys))
-    pace = flow.throttle if flow else None
-    return (
-        run.id,
-        run.function_id,
-        (RunStatus.SKIPPED if row.skipped else RunStatus.QUEUED).value,
-        enc(row.event_ids),
-        enc(row.input),
-        row.ready_at_ms,
-        now_ms if row.skipped else None,  # a skipped run finishes as it is recorded
-        row.reason,
-        run.parent_run_id,
-        run.rerun_of,
-        run.priority,
-        run.start_deadline_ms,
-        run.finish_timeout_ms,
-        *keys[0],
-        *keys[1],
-        flow.singleton_key if flow else None,
-        row.queue_at_ms,
-        enc([pace.key, pace.limit, pace.period_ms, pace.burst]) if pace else None,
-        row.queue_group,
-    )
-
-
-_RUN_WIDTH = 21
-
-
 async def insert_runs(
     conn: Conn, ws: str, runs: list[NewRun], now_ms: int, *, notify_ready: bool = False
-) -> Inserted:
+) -> Admission:
     """Insert runs as their flow control admits them (`admission`); with `notify_ready`,
     NOTIFY (at commit) if one became ready now. The caller announces the skipped ones
     (`announce_skipped`) once the transaction's waits are registered."""
-    done = Inserted()
     if not runs:
-        return done
+        return Admission()
     admitted = await admission.decide(conn, ws, runs, now_ms)
-    columns = columns_of([_row_params(row, now_ms) for row in admitted.rows], _RUN_WIDTH)
+    columns = columns_of([row.values(now_ms, enc) for row in admitted.rows], RUN_WIDTH)
     await conn.execute(
         _INSERT_RUNS,
         ws,
@@ -265,9 +221,7 @@ async def insert_runs(
     # after the runs they may name: a singleton newcomer asks its predecessors to stop
     for victim, reason in admitted.cancels:
         await request_cancel(conn, victim, reason, now_ms)
-    done.created = [row.run.id for row in admitted.rows]
-    done.skipped = [(row.run, row.reason or "skipped") for row in admitted.rows if row.skipped]
-    return done
+    return admitted
 
 
 def flow_event_names(runs: list[NewRun]) -> set[str]:
@@ -286,23 +240,9 @@ async def create_runs(conn: Conn, ws: str, runs: list[NewRun], now_ms: int) -> N
 async def announce_skipped(
     conn: Conn, ws: str, runs: list[tuple[NewRun, str]], now_ms: int
 ) -> None:
-    """A skipped run finishes at once: send its `function.finished` (status "skipped"), so
-    an invoker waiting on it resumes with the reason."""
-    if not runs:
-        return
-    events = []
-    for run, reason in runs:
-        data = {
-            "run_id": run.id,
-            "function_id": run.function_id,
-            "status": RunStatus.SKIPPED.value,
-            "output": None,
-            "error": {"code": "skipped", "type": "Skipped", "message": reason},
-            "reason": reason,
-        }
-        event = Event(FUNCTION_FINISHED, data, id=f"finished-{run.id}", ts_ms=now_ms)
-        events.append(PlannedEvent(event))
-    await ingest(conn, ws, events, now_ms)
+    """Send the `function.finished` of runs skipped by flow control."""
+    if runs:
+        await ingest(conn, ws, finished_events(runs, now_ms), now_ms)
 
 
 async def insert_wait(conn: Conn, ws: str, wait: NewWait, now_ms: int) -> None:

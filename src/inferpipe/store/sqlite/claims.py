@@ -1,5 +1,7 @@
 """Claiming ready runs under a lease, with flow control: concurrency slots, throttles, and
-the fair queue order (SQLite).
+the fair queue order (SQLite). Candidates are read a page at a time in queue order, with the
+running runs of their keys and their throttles' states; the policy
+(`inferpipe.store.flow.claims`) decides, and each page's plan is written before the next is read.
 
 Everything runs in the claim's write transaction, and SQLite lets one writer in at a time,
 so two worker processes never both take the last slot of a key.
@@ -8,14 +10,13 @@ so two worker processes never both take the last slot of a key.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from collections.abc import Collection
 from typing import Any
 
-from inferpipe.core.records import ClaimedRun, FlowPace, Lease
-from inferpipe.store.flow import pacing, reasons
-from inferpipe.store.flow.reasons import concurrency_reason
+from inferpipe.core.records import ClaimedRun, Lease
+from inferpipe.store.flow.claims import CANDIDATE_COLUMNS, Candidate, ClaimPlan, ClaimPolicy
 from inferpipe.store.sqlite.rows import RUN_COLUMNS, STEP_COLUMNS, dec, run_from_row, step_from_row
-from inferpipe.store.sqlite.slots import Slots
+from inferpipe.store.sqlite.slots import running_slots
 
 _PARKED = "('queued', 'sleeping', 'waiting')"
 
@@ -24,9 +25,7 @@ QUEUE_ORDER = (
     " ELSE ready_at_ms - priority * 1000 END, rowid"
 )
 """A run that never started goes by its fair queue tag (a turn of its key), others by their
-ready time moved `priority` seconds; insertion order breaks ties. In a key's turn starts the
-run of its group first by ready time minus priority (`GROUP_ORDER`), so priority is seconds
-ahead within a key however long its backlog, and keys still take turns."""
+ready time moved `priority` seconds; insertion order breaks ties (see `store.flow.claims`)."""
 
 GROUP_ORDER = "ready_at_ms - priority * 1000, rowid"
 """The order of a queue group's runs (the index `runs_queue_group` is on it)."""
@@ -42,41 +41,6 @@ MAX_BLOCKED_IN_A_ROW = 16
 
 MAX_EXCLUDED_KEYS = 500
 """Full keys left out in SQL at most (three parameters each); beyond, rows are checked here."""
-
-_CANDIDATE_COLUMNS = (
-    "id, attempts, cancel_requested, concurrency_key1, concurrency_limit1, concurrency_key2,"
-    " concurrency_limit2, singleton_key, throttle, throttled_until_ms, status_reason,"
-    " queue_group, queue_at_ms"
-)
-
-
-@dataclass(slots=True)
-class _Candidate:
-    id: str
-    attempts: int
-    cancel_requested: str | None
-    keys: list[tuple[str, int]]
-    throttle: Any
-    throttled_until_ms: int | None
-    status_reason: str | None
-    queue_group: str | None
-    queue_at_ms: int | None
-
-    @classmethod
-    def of(cls, row: tuple[Any, ...]) -> _Candidate:
-        keys = [(row[3], row[4]), (row[5], row[6]), (row[7], 1)]
-        slots = [(k, n) for k, n in keys if k]
-        return cls(row[0], row[1], row[2], slots, row[8], row[9], row[10], row[11], row[12])
-
-    @property
-    def turn(self) -> bool:
-        """Whether it holds a turn of a fair queue that a run of its group may take."""
-        return (
-            self.attempts == 0
-            and self.queue_group is not None
-            and self.cancel_requested is None
-            and self.throttled_until_ms is None  # a reserved start is its own
-        )
 
 
 def claim(
@@ -96,35 +60,32 @@ def claim(
         (now_ms, ws, *function_ids, limit),
     ).fetchall()
     taken = [take(conn, run_id, owner, now_ms, lease_ms, taken_over=True) for (run_id,) in stale]
-    slots = Slots(conn, ws)
-    started: set[str] = set()
+    policy = ClaimPolicy(limit - len(taken), now_ms, *running_slots(conn, ws))
+    turns = _Turns(conn, ws, now_ms)
     for _ in range(MAX_PAGES):
-        need = limit - len(taken)
-        if need <= 0:
+        if not policy.room:
             break
-        page = max(2 * need, PAGE_MIN_ROWS)
+        page = max(2 * (policy.limit - policy.taken), PAGE_MIN_ROWS)
         # Keys already full are left out in SQL: a busy key's backlog costs a filter, not a
         # row each. Runs seen blocked (a key filled by this claim) are told why they wait.
-        rows = _candidates(conn, ws, function_ids, now_ms, slots.full, page)
-        blocked_in_a_row = 0
-        for row in rows:
-            candidate = _Candidate.of(row)
-            if candidate.id in started:
+        rows = _candidates(conn, ws, function_ids, now_ms, policy.full, page)
+        candidates = [Candidate.of(row, dec) for row in rows]
+        _load_paces(conn, ws, policy, candidates)
+        plan, blocked_in_a_row = policy.page(), 0
+        for candidate in candidates:
+            if candidate.id in policy.started:
                 continue  # it started in the turn of another run of its group
-            if len(taken) >= limit:
-                _explain_if_blocked(conn, candidate, slots)
-            elif _admit(conn, ws, candidate, slots, now_ms):
-                run_id = _in_turn_of(conn, ws, candidate, now_ms) if candidate.turn else None
-                started.add(run_id or candidate.id)
-                taken.append(take(conn, run_id or candidate.id, owner, now_ms, lease_ms))
+            if not policy.room:
+                policy.explain(candidate)
+            elif policy.start(candidate, turns):
                 blocked_in_a_row = 0
             else:
                 blocked_in_a_row += 1
             if blocked_in_a_row >= MAX_BLOCKED_IN_A_ROW:
                 break  # a key just filled up: ask again without it
-        else:
-            if len(rows) < page:
-                break
+        taken += _write(conn, ws, plan, owner, now_ms, lease_ms)
+        if blocked_in_a_row < MAX_BLOCKED_IN_A_ROW and len(rows) < page:
+            break
     return taken
 
 
@@ -149,77 +110,70 @@ def _candidates(
         )
         params += [*full, *full, *full]
     return conn.execute(
-        f"SELECT {_CANDIDATE_COLUMNS} FROM runs WHERE workspace = ? AND status IN {_PARKED}"
+        f"SELECT {CANDIDATE_COLUMNS} FROM runs WHERE workspace = ? AND status IN {_PARKED}"
         f" AND ready_at_ms <= ? AND function_id IN ({fns}){skip_full}"
         f" ORDER BY {QUEUE_ORDER} LIMIT ?",
         (*params, page),
     ).fetchall()
 
 
-def _admit(conn: sqlite3.Connection, ws: str, run: _Candidate, slots: Slots, now_ms: int) -> bool:
-    """Whether to take this ready run now; a run held back gets the reason (and a throttled
-    one its reserved start)."""
-    if run.cancel_requested is not None:
-        return True
-    if _explain_if_blocked(conn, run, slots):
-        return False
-    if run.throttle is not None and run.attempts == 0 and run.throttled_until_ms is None:
-        pace = FlowPace(*dec(run.throttle))
-        start_ms = _throttle_start(conn, ws, pace, now_ms)
-        if start_ms > now_ms:
-            conn.execute(
-                "UPDATE runs SET ready_at_ms = ?, throttled_until_ms = ?, status_reason = ?"
-                " WHERE id = ?",
-                (start_ms, start_ms, reasons.throttled(start_ms, pace), run.id),
-            )
-            return False
-    slots.hold(run.keys)
-    return True
+def _load_paces(
+    conn: sqlite3.Connection, ws: str, policy: ClaimPolicy, candidates: list[Candidate]
+) -> None:
+    """The GCRA states of the page's throttle keys not read yet."""
+    keys = {c.throttle.key for c in candidates if c.paced and c.throttle} - policy.paces.keys()
+    if not keys:
+        return
+    policy.paces.update(dict.fromkeys(keys))
+    rows = conn.execute(
+        f"SELECT key, tat, rate_limit FROM flow_throttles WHERE workspace = ?"
+        f" AND key IN ({', '.join('?' * len(keys))})",
+        (ws, *keys),
+    ).fetchall()
+    policy.paces.update((key, (tat, rate)) for key, tat, rate in rows)
 
 
-def _in_turn_of(conn: sqlite3.Connection, ws: str, turn: _Candidate, now_ms: int) -> str | None:
-    """The run of the group that starts in `turn`'s place, when not `turn` itself: first by
-    ready time minus priority. It gives `turn` its own tag (a later turn of the key)."""
-    row = conn.execute(
-        "SELECT id, queue_at_ms FROM runs INDEXED BY runs_queue_group WHERE workspace = ?"
-        " AND queue_group = ? AND status = 'queued' AND attempts = 0 AND ready_at_ms <= ?"
-        f" AND cancel_requested IS NULL AND throttled_until_ms IS NULL ORDER BY {GROUP_ORDER}"
-        " LIMIT 1",
-        (ws, turn.queue_group, now_ms),
-    ).fetchone()
-    if row is None or row[0] == turn.id:
-        return None
-    conn.execute("UPDATE runs SET queue_at_ms = ? WHERE id = ?", (row[1], turn.id))
-    return str(row[0])
+class _Turns:
+    """The runs of a queue group first by ready time minus priority (`GROUP_ORDER`)."""
+
+    def __init__(self, conn: sqlite3.Connection, ws: str, now_ms: int) -> None:
+        self.conn, self.ws, self.now_ms = conn, ws, now_ms
+
+    def first(self, group: str, skip: Collection[str]) -> tuple[str, int] | None:
+        rows = self.conn.execute(
+            "SELECT id, queue_at_ms FROM runs INDEXED BY runs_queue_group WHERE workspace = ?"
+            " AND queue_group = ? AND status = 'queued' AND attempts = 0 AND ready_at_ms <= ?"
+            " AND cancel_requested IS NULL AND throttled_until_ms IS NULL"
+            f" ORDER BY {GROUP_ORDER} LIMIT ?",
+            (self.ws, group, self.now_ms, len(skip) + 1),
+        ).fetchall()
+        return next(((str(i), int(t)) for i, t in rows if i not in skip), None)
 
 
-def _explain_if_blocked(conn: sqlite3.Connection, run: _Candidate, slots: Slots) -> bool:
-    """Whether a full key holds the run back; if so, the run says so."""
-    if run.cancel_requested is not None:
-        return False
-    blocked = slots.blocking(run.keys)
-    if blocked is None:
-        return False
-    reason = concurrency_reason(*blocked)
-    if run.status_reason != reason:
-        conn.execute("UPDATE runs SET status_reason = ? WHERE id = ?", (reason, run.id))
-    return True
-
-
-def _throttle_start(conn: sqlite3.Connection, ws: str, pace: FlowPace, now_ms: int) -> int:
-    """Reserve the key's next start (`pacing.throttle_start`)."""
-    row = conn.execute(
-        "SELECT tat, rate_limit FROM flow_throttles WHERE workspace = ? AND key = ?",
-        (ws, pace.key),
-    ).fetchone()
-    start_ms, state = pacing.throttle_start(row, pace, now_ms)
-    conn.execute(
+def _write(
+    conn: sqlite3.Connection, ws: str, plan: ClaimPlan, owner: str, now_ms: int, lease_ms: int
+) -> list[ClaimedRun]:
+    """Write what a page decided: throttle reservations, the runs they delay, the reasons of
+    runs held back, the turns given away; then take the runs."""
+    conn.executemany(
         "INSERT INTO flow_throttles (workspace, key, tat, rate_limit) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (workspace, key) DO UPDATE SET tat = excluded.tat,"
         " rate_limit = excluded.rate_limit",
-        (ws, pace.key, *state),
+        [(ws, key, *state) for key, state in plan.paces.items()],
     )
-    return start_ms
+    conn.executemany(
+        "UPDATE runs SET ready_at_ms = ?, throttled_until_ms = ?, status_reason = ? WHERE id = ?",
+        [(start_ms, start_ms, reason, run_id) for run_id, start_ms, reason in plan.delayed],
+    )
+    conn.executemany(
+        "UPDATE runs SET status_reason = ? WHERE id = ?",
+        [(reason, run_id) for run_id, reason in plan.explained],
+    )
+    conn.executemany(
+        "UPDATE runs SET queue_at_ms = ? WHERE id = ?",
+        [(tag, run_id) for run_id, tag in plan.retagged.items()],
+    )
+    return [take(conn, run_id, owner, now_ms, lease_ms) for run_id in plan.take]
 
 
 def claim_cancelled(

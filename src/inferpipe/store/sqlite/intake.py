@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 from inferpipe.core import expr
-from inferpipe.core.events import FUNCTION_FINISHED, Event, invoke_outcome
+from inferpipe.core.events import invoke_outcome
 from inferpipe.core.records import (
     FINISHED_STATUSES,
     IngestResult,
     NewRun,
     NewWait,
-    RunStatus,
     StepKind,
     StepStatus,
     WaitKind,
 )
 from inferpipe.store.base import DEDUPE_WINDOW_MS, PlannedEvent
-from inferpipe.store.flow.admission import Admitted
+from inferpipe.store.flow.admission import RUN_COLUMNS, RUN_WIDTH, Admission, finished_events
 from inferpipe.store.sqlite import admission
 from inferpipe.store.sqlite.rows import STEP_COLUMNS, enc, enc_opt, step_params
-from inferpipe.store.sqlite.slots import Slots
+from inferpipe.store.sqlite.slots import running_slots
 
 _FINISHED = tuple(s.value for s in FINISHED_STATUSES)
 
@@ -37,7 +36,7 @@ def ingest(
     cancelled: list[str] = []
     skipped: list[tuple[NewRun, str]] = []
     keyed = any(_holds_slots(r) for item in planned for r in item.runs)
-    slots = Slots(conn, ws) if keyed else None
+    running = running_slots(conn, ws)[0] if keyed else None
     for item in planned:
         event = item.event
         assert event.id is not None and event.ts_ms is not None
@@ -51,7 +50,7 @@ def ingest(
             (ws, event.id, event.name, enc(body), event.ts_ms, now_ms),
         )
         accepted.append(event.id)
-        inserted = insert_runs(conn, ws, item.runs, now_ms, slots)
+        inserted = insert_runs(conn, ws, item.runs, now_ms, running)
         created.extend(inserted.created)
         skipped.extend(inserted.skipped)
         for run_id, kind in match_waits(conn, ws, body, now_ms):
@@ -68,14 +67,6 @@ def _is_duplicate(conn: sqlite3.Connection, ws: str, event_id: str, now_ms: int)
     return row is not None
 
 
-@dataclass(slots=True)
-class Inserted:
-    """The runs an insertion recorded (queued or skipped), and those it skipped."""
-
-    created: list[str] = field(default_factory=list)
-    skipped: list[tuple[NewRun, str]] = field(default_factory=list)  #: with the reason
-
-
 def create_runs(conn: sqlite3.Connection, ws: str, runs: list[NewRun], now_ms: int) -> None:
     announce_skipped(conn, ws, insert_runs(conn, ws, runs, now_ms).skipped, now_ms)
 
@@ -85,21 +76,22 @@ def insert_runs(
     ws: str,
     runs: list[NewRun],
     now_ms: int,
-    slots: Slots | None = None,
-) -> Inserted:
+    running: Mapping[str, int] | None = None,
+) -> Admission:
     """Insert runs as their flow control admits them (`admission`); the caller announces the
-    skipped ones (`announce_skipped`) once the transaction's waits are registered. `slots`:
-    the running runs per key, shared by the calls of one intake (inserting runs does not
+    skipped ones (`announce_skipped`) once the transaction's waits are registered. `running`:
+    the running runs per slot key, shared by the calls of one intake (inserting runs does not
     change them)."""
-    done = Inserted()
-    if slots is None and any(_holds_slots(r) for r in runs):
-        slots = Slots(conn, ws)
-    admitted = admission.decide(conn, ws, runs, now_ms, slots.running if slots else None)
+    if running is None and any(_holds_slots(r) for r in runs):
+        running = running_slots(conn, ws)[0]
+    admitted = admission.decide(conn, ws, runs, now_ms, running)
+    conn.executemany(
+        f"INSERT INTO runs (workspace, created_at_ms, {RUN_COLUMNS})"
+        f" VALUES ({', '.join('?' * (2 + RUN_WIDTH))})",
+        [(ws, now_ms, *row.values(now_ms, enc)) for row in admitted.rows],
+    )
     for row in admitted.rows:
-        _insert_run(conn, ws, row, now_ms)
-        done.created.append(row.run.id)
         if row.skipped:
-            done.skipped.append((row.run, row.reason or "skipped"))
             continue
         for wait in row.run.cancel_waits:
             insert_wait(conn, ws, wait, now_ms)
@@ -114,71 +106,19 @@ def insert_runs(
     # after the runs they may name: a singleton newcomer asks its predecessors to stop
     for victim, reason in admitted.cancels:
         request_cancel(conn, victim, reason, now_ms)
-    return done
+    return admitted
 
 
 def _holds_slots(run: NewRun) -> bool:
     return run.flow is not None and bool(run.flow.concurrency or run.flow.singleton_key)
 
 
-def _insert_run(conn: sqlite3.Connection, ws: str, row: Admitted, now_ms: int) -> None:
-    run, flow = row.run, row.run.flow
-    keys: list[tuple[str | None, int | None]] = list(flow.concurrency) if flow else []
-    keys += [(None, None)] * (2 - len(keys))
-    pace = flow.throttle if flow else None
-    conn.execute(
-        "INSERT INTO runs (id, workspace, function_id, status, event_ids, input, created_at_ms,"
-        " ready_at_ms, finished_at_ms, status_reason, parent_run_id, rerun_of, priority,"
-        " start_deadline_ms, finish_timeout_ms, concurrency_key1, concurrency_limit1,"
-        " concurrency_key2, concurrency_limit2, singleton_key, queue_at_ms, throttle,"
-        " queue_group)"
-        f" VALUES ({', '.join('?' * 23)})",
-        (
-            run.id,
-            ws,
-            run.function_id,
-            (RunStatus.SKIPPED if row.skipped else RunStatus.QUEUED).value,
-            enc(row.event_ids),
-            enc(row.input),
-            now_ms,
-            row.ready_at_ms,
-            now_ms if row.skipped else None,
-            row.reason,
-            run.parent_run_id,
-            run.rerun_of,
-            run.priority,
-            run.start_deadline_ms,
-            run.finish_timeout_ms,
-            *keys[0],
-            *keys[1],
-            flow.singleton_key if flow else None,
-            row.queue_at_ms,
-            enc([pace.key, pace.limit, pace.period_ms, pace.burst]) if pace else None,
-            row.queue_group,
-        ),
-    )
-
-
 def announce_skipped(
     conn: sqlite3.Connection, ws: str, runs: list[tuple[NewRun, str]], now_ms: int
 ) -> None:
-    """A skipped run finishes at once: send its `function.finished` (status "skipped"), so
-    an invoker waiting on it resumes with the reason."""
-    if not runs:
-        return
-    events = []
-    for run, reason in runs:
-        data = {
-            "run_id": run.id,
-            "function_id": run.function_id,
-            "status": RunStatus.SKIPPED.value,
-            "output": None,
-            "error": {"code": "skipped", "type": "Skipped", "message": reason},
-            "reason": reason,
-        }
-        event = Event(FUNCTION_FINISHED, data, id=f"finished-{run.id}", ts_ms=now_ms)
-        events.append(PlannedEvent(event))
-    ingest(conn, ws, events, now_ms)
+    """Send the `function.finished` of runs skipped by flow control."""
+    if runs:
+        ingest(conn, ws, finished_events(runs, now_ms), now_ms)
 
 
 def insert_wait(conn: sqlite3.Connection, ws: str, wait: NewWait, now_ms: int) -> None:
