@@ -51,6 +51,7 @@ from inferpipe.core.events import Event
 from inferpipe.core.records import RunStatus
 from inferpipe.core.topics import StreamEvent
 from inferpipe.wire.schemas import (
+    MAX_WAIT_S,
     EventInfo,
     FunctionInfo,
     LogInfo,
@@ -151,9 +152,9 @@ class _calls:  # noqa: N801 - a namespace of request builders, one per API opera
         return _Call("GET", "/v1/runs", _page(RunInfo), _params(**query))
 
     @staticmethod
-    def get_run(run_id: str, full: bool) -> _Call[RunInfo]:
+    def get_run(run_id: str, full: bool, wait_s: float = 0) -> _Call[RunInfo]:
         path = f"/v1/runs/{_seg(run_id)}"
-        return _Call("GET", path, RunInfo.model_validate, _params(full=full))
+        return _Call("GET", path, RunInfo.model_validate, _params(full=full, wait_s=wait_s or None))
 
     @staticmethod
     def steps(run_id: str, **query: Any) -> _Call[Page[StepInfo]]:
@@ -220,12 +221,50 @@ def _rerun_from(from_failed_step: bool) -> Literal["start", "failed_step"]:
     return "failed_step" if from_failed_step else "start"
 
 
-def _wait_done(run: RunInfo, statuses: frozenset[RunStatus] | None) -> bool:
-    return run.status in statuses if statuses is not None else run.status.finished
-
-
 POLL_START_S = 0.05
 POLL_MAX_S = 1.0
+
+
+class _RunWait:
+    """One `wait_for_run`: a wait for the run's finish is a long poll (the server answers when
+    the run finishes), a wait for other statuses polls with backoff."""
+
+    def __init__(
+        self,
+        run_id: str,
+        timeout_s: float,
+        statuses: Sequence[RunStatus | str] | None,
+        request_timeout_s: float,
+    ) -> None:
+        self.run_id = run_id
+        self.timeout_s = timeout_s
+        self.wanted = frozenset(RunStatus(s) for s in statuses) if statuses is not None else None
+        self.long_poll = self.wanted is None or all(s.finished for s in self.wanted)
+        self.deadline = time.monotonic() + timeout_s
+        # Each read must end well within the client's own timeout.
+        self.hold_s = min(MAX_WAIT_S, request_timeout_s / 2)
+        self.delay_s = POLL_START_S
+
+    def call(self) -> _Call[RunInfo]:
+        remaining = self.deadline - time.monotonic()
+        wait_s = max(0.0, min(remaining, self.hold_s)) if self.long_poll else 0
+        return _calls.get_run(self.run_id, False, wait_s)
+
+    def done(self, run: RunInfo) -> bool:
+        """Whether `run` is what is waited for; TimeoutError once the time is up."""
+        if run.status in self.wanted if self.wanted is not None else run.status.finished:
+            return True
+        if time.monotonic() >= self.deadline:
+            raise TimeoutError(
+                f"run {self.run_id} is still {run.status.value} after {self.timeout_s} s"
+            )
+        return False
+
+    def pause_s(self) -> float:
+        if self.long_poll:
+            return 0.0
+        pause, self.delay_s = self.delay_s, min(POLL_MAX_S, self.delay_s * 2)
+        return pause
 
 
 # clients ------------------------------------------------------------------------------------
@@ -439,19 +478,14 @@ class Client:
         timeout_s: float = 60.0,
         statuses: Sequence[RunStatus | str] | None = None,
     ) -> RunInfo:
-        """Poll a run until it finishes (or reaches one of `statuses`); TimeoutError after
-        `timeout_s`."""
-        wanted = frozenset(RunStatus(s) for s in statuses) if statuses is not None else None
-        deadline = time.monotonic() + timeout_s
-        delay_s = POLL_START_S
+        """Wait until a run finishes (the server answers as it does), or reaches one of
+        `statuses` (polled); TimeoutError after `timeout_s`."""
+        waiting = _RunWait(run_id, timeout_s, statuses, self._timeout_s)
         while True:
-            run = self.get_run(run_id)
-            if _wait_done(run, wanted):
+            run = self._do(waiting.call())
+            if waiting.done(run):
                 return run
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"run {run_id} is still {run.status.value} after {timeout_s} s")
-            time.sleep(delay_s)
-            delay_s = min(POLL_MAX_S, delay_s * 2)
+            time.sleep(waiting.pause_s())
 
 
 class AsyncClient:
@@ -625,17 +659,12 @@ class AsyncClient:
         timeout_s: float = 60.0,
         statuses: Sequence[RunStatus | str] | None = None,
     ) -> RunInfo:
-        wanted = frozenset(RunStatus(s) for s in statuses) if statuses is not None else None
-        deadline = time.monotonic() + timeout_s
-        delay_s = POLL_START_S
+        waiting = _RunWait(run_id, timeout_s, statuses, self._timeout_s)
         while True:
-            run = await self.get_run(run_id)
-            if _wait_done(run, wanted):
+            run = await self._do(waiting.call())
+            if waiting.done(run):
                 return run
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"run {run_id} is still {run.status.value} after {timeout_s} s")
-            await asyncio.sleep(delay_s)
-            delay_s = min(POLL_MAX_S, delay_s * 2)
+            await asyncio.sleep(waiting.pause_s())
 
 
 __all__ = [

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
+
 import httpx
 import pytest
 
@@ -103,3 +106,48 @@ async def test_async_client_attaches_feedback_scores(live: LiveServer) -> None:
         updated = await client.score(run_id, "stars", 5, score_id="async-fb")
         assert (first.id, updated.id, updated.value) == ("async-fb", "async-fb", 5.0)
         assert [s.value for s in await client.scores(run_id)] == [5.0]
+
+
+class CountingTransport(httpx.AsyncHTTPTransport):
+    """Counts the requests for each path; `sent` is set once one is sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paths: Counter[str] = Counter()
+        self.sent = asyncio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths[request.url.path] += 1
+        self.sent.set()
+        return await super().handle_async_request(request)
+
+
+async def test_wait_for_run_is_answered_when_the_run_finishes(live: LiveServer) -> None:
+    transport = CountingTransport()
+    async with (
+        AsyncClient(live.base_url, live.keys["a"]) as other,
+        AsyncClient(live.base_url, live.keys["a"], transport=transport) as client,
+    ):
+        (run_id,) = (await other.send({"name": "test/ask"})).runs_created
+        await other.wait_for_run(run_id, statuses=["waiting"], timeout_s=10)
+        waiting = asyncio.create_task(client.wait_for_run(run_id, timeout_s=20))
+        await transport.sent.wait()
+        await other.send({"name": "test/reply", "data": {"answer": "long poll"}})
+        done = await waiting
+        assert done.status.value == "completed" and done.output == {"answer": "long poll"}
+        assert (
+            transport.paths[f"/v1/runs/{run_id}"] == 1
+        )  # one read, held by the server until the finish
+
+
+def test_get_run_with_wait_s_answers_the_unfinished_run_after_it(
+    live: LiveServer, http_a: httpx.Client
+) -> None:
+    (run_id,) = http_a.post("/v1/events", json={"name": "test/ask"}).json()["runs_created"]
+    live.wait_status(http_a, run_id, {"waiting"})
+    held = http_a.get(f"/v1/runs/{run_id}", params={"wait_s": 0.2})
+    assert held.status_code == 200 and held.json()["status"] == "waiting"
+    too_long = http_a.get(f"/v1/runs/{run_id}", params={"wait_s": 61})
+    assert_error(too_long, 422, "invalid_request")
+    missing = http_a.get("/v1/runs/nope", params={"wait_s": 5})
+    assert_error(missing, 404, "run_not_found")

@@ -18,6 +18,9 @@ from inferpipe.core.records import RunStatus, StepKind, StepStatus
 
 API_VERSION = "v1"
 
+MAX_WAIT_S = 60.0
+"""The longest `GET /v1/runs/{id}?wait_s=` holds its answer, waiting for the run to finish."""
+
 T = TypeVar("T")
 
 

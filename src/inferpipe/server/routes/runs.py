@@ -45,10 +45,27 @@ async def list_runs(
     )
 
 
+WaitS = Annotated[
+    float,
+    Query(
+        ge=0,
+        le=schemas.MAX_WAIT_S,
+        description="Answer once the run has finished, or after this many seconds (a long poll).",
+    ),
+]
+
+
 @router.get("/{run_id}", response_model=schemas.RunInfo, summary="Get a run")
-async def get_run(run_id: str, scope: RequestScope, full: Full = False) -> schemas.RunInfo:
-    """Status, timestamps, input, output, error, executions and parent of a run."""
-    return views.run_info(await scope.runs.get(run_id), scope.preview_limit(full))
+async def get_run(
+    run_id: str, scope: RequestScope, full: Full = False, wait_s: WaitS = 0
+) -> schemas.RunInfo:
+    """Status, timestamps, input, output, error, executions and parent of a run; with `wait_s`,
+    once the run has finished (awaited, not polled) or `wait_s` has passed."""
+    try:
+        run = await scope.runs.result(run_id, timeout=wait_s) if wait_s else None
+    except TimeoutError:
+        run = None
+    return views.run_info(run or await scope.runs.get(run_id), scope.preview_limit(full))
 
 
 @router.get(
