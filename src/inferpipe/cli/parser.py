@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server(sub)
     _add_db(sub)
     _add_secrets(sub)
+    _add_webhooks(sub)
     return parser
 
 
@@ -295,3 +296,36 @@ def _add_secrets(sub: _Subparsers) -> None:
             help="sqlite:///path or postgresql://... (default: $INFERPIPE_DATABASE_URL)",
         )
     secrets_p.set_defaults(handler="secrets:run")
+
+
+def _add_webhooks(sub: _Subparsers) -> None:
+    hooks = sub.add_parser("webhooks", help="incoming webhook sources of a workspace")
+    kinds = hooks.add_subparsers(dest="webhooks_kind", required=True, metavar="KIND")
+    sources = kinds.add_parser("sources", help="sources that senders post signed webhooks to")
+    actions = sources.add_subparsers(dest="webhooks_action", required=True, metavar="ACTION")
+    put = actions.add_parser("put", help="create or replace a source (prints a new secret once)")
+    put.add_argument("name", metavar="NAME", help="the source's name (its URL's last part)")
+    put.add_argument(
+        "--scheme",
+        choices=["standard", "github", "stripe"],
+        default="standard",
+        help="how the sender signs (default: standard)",
+    )
+    put.add_argument(
+        "--secret-stdin",
+        action="store_true",
+        help="read the sender's secret from stdin (required for github and stripe; "
+        "otherwise one is generated)",
+    )
+    put.add_argument("--event", metavar="NAME", help="the event name (no transform)")
+    put.add_argument("--tolerance", type=int, default=300, help="seconds a signature stays valid")
+    transform = put.add_mutually_exclusive_group()
+    transform.add_argument("--cel", metavar="EXPR", help="a CEL transform to event(s)")
+    transform.add_argument("--jinja", metavar="FILE", help="a Jinja template rendering event(s)")
+    lst = actions.add_parser("list", help="the sources (never their secrets)")
+    delete = actions.add_parser("delete", help="delete a source")
+    delete.add_argument("name", metavar="NAME", help="the source's name")
+    for p in (put, lst, delete):
+        add_workspace_option(p)
+        _add_database(p)
+    hooks.set_defaults(handler="webhooks:run")

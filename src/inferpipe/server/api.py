@@ -40,6 +40,7 @@ from inferpipe.server.routes import (
     runs,
     secrets,
     stream,
+    webhooks,
     workflows,
 )
 from inferpipe.server.workspaces import WorkerPool, Workspaces
@@ -134,6 +135,7 @@ def create_api(
         functions.router,
         workflows.router,
         secrets.router,
+        webhooks.router,
         ops.router,
         dashboard.router,
         dashboard_workflows.router,

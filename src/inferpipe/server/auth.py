@@ -26,6 +26,10 @@ from inferpipe.store.keys import KeyStore, Role
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc"})
 """Paths served without a key: probes, metrics (aggregates, no workspace names) and the docs."""
 
+WEBHOOK_INTAKE_PREFIX = "/v1/webhooks/"
+"""`POST /v1/webhooks/<source>` is served without a key: the sender's signature authenticates
+it (`inferpipe.webhooks.sources`)."""
+
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 MAX_TRACKED_KEYS = 10_000
@@ -123,7 +127,7 @@ class AuthMiddleware:
         self.authenticator = authenticator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or _is_intake(scope):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
@@ -138,6 +142,15 @@ class AuthMiddleware:
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
+
+
+def _is_intake(scope: Scope) -> bool:
+    path = str(scope["path"])
+    return (
+        scope["method"] == "POST"
+        and path.startswith(WEBHOOK_INTAKE_PREFIX)
+        and "/" not in path[len(WEBHOOK_INTAKE_PREFIX) :]
+    )
 
 
 def _secret_from(authorization: str | None) -> str | None:

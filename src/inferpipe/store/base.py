@@ -32,6 +32,7 @@ from inferpipe.store.graphs import GraphTable
 from inferpipe.store.keys import KeyStore
 from inferpipe.store.secrets import SecretTable
 from inferpipe.store.stream_log import StreamLog
+from inferpipe.store.webhooks import WebhookTable
 
 DEDUPE_WINDOW_MS = 24 * 3600 * 1000
 """A producer-set event id is deduplicated for this long."""
@@ -131,6 +132,11 @@ class Store(Protocol):
     @property
     def secrets(self) -> SecretTable:
         """The sealed workspace secrets of every workspace, in the same database."""
+
+    @property
+    def webhooks(self) -> WebhookTable:
+        """The webhook sources, subscriptions and deliveries of every workspace, in the same
+        database."""
 
     @property
     def stream_log(self) -> StreamLog:

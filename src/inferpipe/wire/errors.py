@@ -38,5 +38,13 @@ STATUS_BY_CODE: dict[str, int] = {
     # workspace secrets (the server's routes/secrets.py)
     "secret_not_found": 404,
     "invalid_secret": 422,
+    # webhooks (inferpipe.webhooks; the server's routes/webhooks.py)
+    "webhook_signature_invalid": 401,
+    "webhook_replayed": 401,
+    "webhook_malformed": 400,
+    "webhook_transform_failed": 422,
+    "invalid_webhook": 422,
+    "webhook_not_found": 404,
+    "webhooks_not_enabled": 404,
 }
 """The status of each error code; a code not listed answers 500 (503 when retryable)."""

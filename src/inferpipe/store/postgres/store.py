@@ -50,6 +50,7 @@ from inferpipe.store.postgres.rows import (
 )
 from inferpipe.store.postgres.secrets import PostgresSecrets
 from inferpipe.store.postgres.stream_log import PostgresStreamLog
+from inferpipe.store.postgres.webhooks import PostgresWebhooks
 
 
 class PostgresStore:
@@ -91,6 +92,7 @@ class PostgresStore:
         self.graphs = PostgresGraphs(self._db, workspace)
         self.secrets = PostgresSecrets(self._db)
         self.stream_log = PostgresStreamLog(self._db, self._notifications)
+        self.webhooks = PostgresWebhooks(self._db)
 
     def for_workspace(self, workspace: str) -> PostgresStore:
         return PostgresStore(

@@ -45,6 +45,7 @@ from inferpipe.store.sqlite.rows import (
 )
 from inferpipe.store.sqlite.secrets import SQLiteSecrets
 from inferpipe.store.sqlite.stream_log import SQLiteStreamLog
+from inferpipe.store.sqlite.webhooks import SQLiteWebhooks
 
 
 class SQLiteStore:
@@ -72,6 +73,7 @@ class SQLiteStore:
         self.graphs = SQLiteGraphs(self._db, workspace)
         self.secrets = SQLiteSecrets(self._db, self.path)
         self.stream_log = SQLiteStreamLog(self._db)
+        self.webhooks = SQLiteWebhooks(self._db)
 
     def for_workspace(self, workspace: str) -> SQLiteStore:
         return SQLiteStore(self.path, workspace, _db=self._db, _changes=self._changes)

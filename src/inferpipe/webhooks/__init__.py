@@ -1,0 +1,7 @@
+"""Signed webhooks, in and out.
+
+Incoming: `sources` keeps a workspace's webhook sources and turns a signed request (Standard
+Webhooks, GitHub or Stripe signatures: `signing`) into events, through an optional CEL or Jinja
+`transform`, committed before the sender gets its 2xx. The HTTP route is the server's
+(`POST /v1/webhooks/<source>`). See docs/webhooks.md.
+"""
