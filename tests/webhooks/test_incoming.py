@@ -274,3 +274,12 @@ def test_bad_source_definitions_are_refused(live: Live) -> None:
             http.put("/v1/webhook-sources/Bad Name", json={"scheme": "standard"}).status_code == 422
         )
 
+
+def test_outgoing_routes_answer_not_enabled_without_delivery(live: Live) -> None:
+    with live.client() as http:
+        assert_error(http.get("/v1/webhook-subscriptions"), 404, "webhooks_not_enabled")
+        made = http.post(
+            "/v1/webhook-subscriptions",
+            json={"url": "https://x.example.com", "events": ["run.failed"]},
+        )
+        assert_error(made, 404, "webhooks_not_enabled")

@@ -49,6 +49,8 @@ DEFERRED = "inferpipe/deferred"
 """The trigger event of a deferred run (`ctx.defer`) or an attached scorer's run."""
 CRON_TICK = "inferpipe/scheduled.tick"
 """The trigger event of a run started by a cron schedule."""
+SCORE_RECORDED = "inferpipe/score.recorded"
+"""Sent when a score is attached to a run (inline, by a scorer, or as feedback)."""
 
 
 MAX_TS_MS = 253_402_300_799_999

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inferpipe.core.errors import InvalidScoreError
+from inferpipe.core.events import SCORE_RECORDED, Event
 
 MAX_SCORE_NAME_BYTES = 128
 
@@ -72,3 +73,24 @@ def score_from_output(output: Any) -> Score | None:
     if isinstance(output, dict) and "name" in output and "value" in output:
         return Score(output["name"], output["value"], output.get("reason"), output.get("metadata"))
     return None
+
+
+def score_event(score: ScoreRecord, now_ms: int, function_id: str = "") -> Event:
+    """The `inferpipe/score.recorded` event of a score written at `now_ms` (each write of a
+    score id, an update too, is an event of its own); `function_id`: the judged run's function
+    when the record does not name it."""
+    return Event(
+        SCORE_RECORDED,
+        {
+            "score_id": score.id,
+            "run_id": score.run_id,
+            "function_id": score.function_id or function_id,
+            "name": score.name,
+            "value": score.value,
+            "source": score.source.value,
+            "reason": score.reason,
+            "scorer_id": score.scorer_id,
+        },
+        ts_ms=now_ms,
+        id=f"score:{score.id}:{now_ms}",
+    )

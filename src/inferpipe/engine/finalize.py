@@ -7,7 +7,13 @@ from typing import Any
 from inferpipe.core.errors import InvalidScoreError, error_payload
 from inferpipe.core.events import FUNCTION_FAILED, FUNCTION_FINISHED, Event
 from inferpipe.core.records import NewRun, Run, RunStatus, StepKind, StepRecord
-from inferpipe.core.scores import ScoreRecord, ScoreSource, score_from_output, validate_score
+from inferpipe.core.scores import (
+    ScoreRecord,
+    ScoreSource,
+    score_event,
+    score_from_output,
+    validate_score,
+)
 from inferpipe.core.trace_context import run_span
 from inferpipe.engine.functions import FunctionDef, Registry
 from inferpipe.store.base import Outcome, PlannedEvent
@@ -55,8 +61,12 @@ def plan_finish(
     now_ms: int,
 ) -> list[PlannedEvent]:
     """The events a finish ingests, with the runs they start: triggered functions, deferred
-    runs and sampled scorers (those ride on the `function.finished` event)."""
+    runs and sampled scorers (those ride on the `function.finished` event), and a
+    `score.recorded` event per score the finish writes."""
+    parent = (run.events[0].get("data") or {}).get("parent") if run.events else None
+    judged = parent.get("function_id", "") if isinstance(parent, dict) else ""
     events = lifecycle_events(run, outcome, now_ms)
+    events += [score_event(score, now_ms, judged) for score in outcome.scores]
     planned = [PlannedEvent(e, registry.plan(e, now_ms)) for e in events]
     planned[0].runs.extend(_deferred(registry, fn, run, journal, outcome, now_ms))
     return planned

@@ -12,7 +12,7 @@ from inferpipe.core.events import Event, validate_event
 from inferpipe.core.ids import new_id
 from inferpipe.core.records import IngestResult, Run, RunStatus
 from inferpipe.core.redaction import redact, redact_event
-from inferpipe.core.scores import ScoreRecord, ScoreSource, validate_score
+from inferpipe.core.scores import ScoreRecord, ScoreSource, score_event, validate_score
 from inferpipe.core.trace_context import TraceContext
 from inferpipe.engine.clock import Clock
 from inferpipe.engine.executor import Executor
@@ -154,7 +154,7 @@ class Runs:
         score_id: str | None = None,
     ) -> ScoreRecord:
         """Attach feedback to a run, before or after it completes; the same `score_id` again
-        updates the score instead of adding one.
+        updates the score instead of adding one. Each write sends `inferpipe/score.recorded`.
 
         Raises:
             InvalidScoreError: a bad name or value.
@@ -178,6 +178,7 @@ class Runs:
             run = await self.store.get_run(run_id)
             if run is not None:
                 listeners.score_recorded(run, stored)
+        await self.send(score_event(stored, now))
         return stored
 
     async def result(self, run_id: str, *, timeout: Duration = 60) -> Run:

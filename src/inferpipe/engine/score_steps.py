@@ -10,9 +10,9 @@ from inferpipe.core.errors import ConfigurationError
 from inferpipe.core.experiments import Selector, Weighted
 from inferpipe.core.records import StepKind, StepRecord, StepStatus, experiment_step_key
 from inferpipe.core.redaction import redact
-from inferpipe.core.scores import ScoreRecord, ScoreSource, validate_score
+from inferpipe.core.scores import ScoreRecord, ScoreSource, score_event, validate_score
 from inferpipe.engine.journal import RunJournal
-from inferpipe.store.base import Progress
+from inferpipe.store.base import PlannedEvent, Progress
 
 
 class ScoringSteps(ABC):
@@ -69,7 +69,9 @@ class ScoringSteps(ABC):
             reason=reason,
             metadata=meta,
         )
-        await j.commit(Progress(steps=[step], scores=[score]))
+        event = score_event(score, now)
+        planned = PlannedEvent(event, j.planner.plan(event, now))
+        await j.commit(Progress(steps=[step], scores=[score], events=[planned]))
 
     async def experiment(
         self,

@@ -40,6 +40,7 @@ from inferpipe.server.routes import (
     runs,
     secrets,
     stream,
+    webhook_subscriptions,
     webhooks,
     workflows,
 )
@@ -136,6 +137,7 @@ def create_api(
         workflows.router,
         secrets.router,
         webhooks.router,
+        webhook_subscriptions.router,
         ops.router,
         dashboard.router,
         dashboard_workflows.router,

@@ -1,0 +1,465 @@
+"""Delivering run lifecycle events to subscriptions, as durable runs of the engine.
+
+`enable_delivery(app)` registers two internal functions:
+
+- ``inferpipe.webhooks.dispatch``, triggered by every run's `inferpipe/function.finished`
+  (completed, failed or cancelled) and by `inferpipe/score.recorded`. Its first step matches
+  the workspace's subscriptions (types, functions, CEL filter in the sandbox) and records one
+  delivery per match; then it sends one `inferpipe/webhook.delivery` event per delivery. The
+  dispatch run is created in the same transaction as the run's finish, so no lifecycle event
+  is lost to a crash.
+- ``inferpipe.webhooks.deliver``, one run per delivery (and per manual redelivery): each
+  attempt is a step (POST, signed as Standard Webhooks with the subscription's current
+  secrets, through the HTTP node's egress policy), each backoff a durable sleep. A 2xx ends it;
+  5xx, 408, 429, timeouts and connection errors are retried until the subscription's
+  `retry_window_s` has passed; another answer or a refused URL fails it at once. A worker
+  killed between attempts loses nothing: another takes the run over and the next attempt goes
+  out on time. A worker killed during an attempt makes that attempt again (at least once), with
+  the same ``webhook-id``, so receivers dedupe on it.
+
+Every attempt (status, response head, error, duration) is recorded on the delivery, which the
+API (``/v1/webhook-subscriptions/<id>/deliveries``) and the dashboard show.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import weakref
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import httpx
+
+from inferpipe.core import expr
+from inferpipe.core import json as jsonc
+from inferpipe.core.errors import ExpressionBudgetError, InvalidExpressionError
+from inferpipe.core.events import FUNCTION_FINISHED, SCORE_RECORDED, Event
+from inferpipe.engine.context import Context
+from inferpipe.engine.engine import Engine
+from inferpipe.engine.functions import Backoff, FunctionDef, on_event
+from inferpipe.engine.sandbox import default_sandbox
+from inferpipe.store.base import Store
+from inferpipe.store.webhooks import RecordKind, WebhookRecord
+from inferpipe.webhooks import signing
+from inferpipe.webhooks.errors import WebhookNotFoundError, WebhooksNotEnabledError
+from inferpipe.webhooks.subscriptions import EventType, Subscription, webhook_subscriptions
+from inferpipe.workflows import _http as http_node
+from inferpipe.workflows.errors import UrlRefusedError
+from inferpipe.workflows.netpolicy import EgressPolicy
+
+DISPATCH_FUNCTION_ID = "inferpipe.webhooks.dispatch"
+DELIVER_FUNCTION_ID = "inferpipe.webhooks.deliver"
+DELIVERY_EVENT = "inferpipe/webhook.delivery"
+"""Starts a delivery run: ``{"delivery_id", "series"}`` (series 0, then one per redelivery)."""
+RESPONSE_HEAD_CHARS = 1024
+"""How much of a receiver's answer an attempt keeps."""
+
+_OWN = f"[{expr.cel_literal(DISPATCH_FUNCTION_ID)}, {expr.cel_literal(DELIVER_FUNCTION_ID)}]"
+_FINISHED_FILTER = (
+    f"!(event.data.function_id in {_OWN})"
+    " && event.data.status in ['completed', 'failed', 'cancelled']"
+)
+_TYPE_BY_STATUS = {
+    "completed": EventType.RUN_FINISHED,
+    "failed": EventType.RUN_FAILED,
+    "cancelled": EventType.RUN_CANCELLED,
+}
+
+
+class Status:
+    """A delivery's state."""
+
+    PENDING = "pending"  #: recorded, no attempt yet
+    RETRYING = "retrying"  #: an attempt failed; another is due
+    SUCCEEDED = "succeeded"  #: the receiver answered 2xx
+    FAILED = "failed"  #: given up: a final answer, a refused URL, or the window passed
+
+
+class AppHost(Protocol):
+    """What delivery needs of an application (`inferpipe.App` provides it)."""
+
+    def add(self, fn: FunctionDef) -> None: ...
+
+    @property
+    def engine(self) -> Engine: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One lifecycle event for one subscription, with every attempt made."""
+
+    id: str
+    subscription_id: str
+    type: str
+    payload: dict[str, Any]
+    status: str
+    attempts: list[dict[str, Any]]
+    series: int
+    created_at_ms: int
+    updated_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    """How deliveries are made (the operator's choice).
+
+    Args:
+        egress: which workspaces may deliver to private addresses (loopback, private networks,
+            link-local); by default `EgressPolicy.from_env()`, nobody.
+        backoff: the delay before each retry (exponential, with jitter).
+        timeout_s: one attempt's time limit.
+        http: the transport and resolver (tests pass their own).
+    """
+
+    egress: EgressPolicy = field(default_factory=EgressPolicy.from_env)
+    backoff: Backoff = field(default_factory=lambda: Backoff(base_s=5.0, max_s=3600.0))
+    timeout_s: float = 10.0
+    http: http_node.HttpSettings = field(default_factory=http_node.HttpSettings)
+
+
+_DELIVERIES: weakref.WeakKeyDictionary[Any, WebhookDelivery] = weakref.WeakKeyDictionary()
+
+
+class WebhookDelivery:
+    """Outgoing webhooks of an app: the two internal functions and the delivery log.
+
+    Use `enable_delivery(app)`; see the module's docstring.
+    """
+
+    def __init__(self, app: AppHost, settings: DeliverySettings | None = None) -> None:
+        self.app = app
+        self.settings = settings or DeliverySettings()
+        app.add(
+            FunctionDef(
+                id=DISPATCH_FUNCTION_ID,
+                handler=self._dispatch,
+                triggers=[on_event(FUNCTION_FINISHED, _FINISHED_FILTER), on_event(SCORE_RECORDED)],
+                retries=4,
+                description="Matches a lifecycle event to the workspace's webhook subscriptions.",
+            )
+        )
+        app.add(
+            FunctionDef(
+                id=DELIVER_FUNCTION_ID,
+                handler=self._deliver,
+                triggers=[on_event(DELIVERY_EVENT)],
+                retries=4,
+                description="Delivers one webhook, retrying with backoff.",
+            )
+        )
+        _DELIVERIES[app] = self
+
+    @property
+    def _store(self) -> Store:
+        return self.app.engine.store
+
+    # dispatch -----------------------------------------------------------------------------
+    async def _dispatch(self, ctx: Context) -> list[str]:
+        found = lifecycle_of(ctx.event)
+        if found is None:
+            return []
+        event_type, payload = found
+        ids: list[str] = await ctx.step.run(
+            "match", self._match, ctx.workspace, ctx.event.id or "", event_type.value, payload
+        )
+        for delivery_id in ids:
+            event = Event(DELIVERY_EVENT, {"delivery_id": delivery_id, "series": 0})
+            await ctx.step.send_event("deliver", [_with_id(event, f"delivery:{delivery_id}:0")])
+        return ids
+
+    async def _match(
+        self, workspace: str, event_id: str, event_type: str, payload: dict[str, Any]
+    ) -> list[str]:
+        subs = webhook_subscriptions(self._store)
+        function_id = str(payload["data"].get("function_id") or "")
+        wanted = [
+            s
+            for s in await subs.list_subscriptions(workspace)
+            if s.wants(EventType(event_type), function_id) and await _passes(s, payload)
+        ]
+        table, now = self._store.webhooks, _now_ms()
+        ids = []
+        for sub in wanted:
+            delivery_id = _delivery_id(sub.id, event_id)
+            if await table.get(workspace, RecordKind.DELIVERY, delivery_id) is None:
+                body = {
+                    "type": event_type,
+                    "payload": payload,
+                    "status": Status.PENDING,
+                    "attempts": [],
+                    "series": 0,
+                }
+                await table.put(
+                    WebhookRecord(
+                        workspace, RecordKind.DELIVERY, delivery_id, body, now, now, sub.id
+                    )
+                )
+            ids.append(delivery_id)
+        return ids
+
+    # deliver ------------------------------------------------------------------------------
+    async def _deliver(self, ctx: Context) -> dict[str, Any]:
+        delivery_id = str(ctx.event.data["delivery_id"])
+        series = int(ctx.event.data.get("series", 0))
+        started = await ctx.step.run("start", self._start, ctx.workspace, delivery_id)
+        if started is None:
+            return {"delivery_id": delivery_id, "status": "gone"}
+        window_ms, first_ms = int(started["window_ms"]), int(started["at_ms"])
+        attempt = 0
+        while True:
+            result = await ctx.step.run(
+                "attempt", self._attempt, ctx.workspace, delivery_id, series, attempt
+            )
+            if result["ok"] or not result["retry"]:
+                break
+            delay_ms = self.settings.backoff.delay_ms(attempt)
+            if result["at_ms"] + delay_ms - first_ms > window_ms:
+                await ctx.step.run(
+                    "give-up", self._settle, ctx.workspace, delivery_id, Status.FAILED
+                )
+                return {"delivery_id": delivery_id, "status": Status.FAILED}
+            await ctx.step.sleep("backoff", timedelta(milliseconds=delay_ms))
+            attempt += 1
+        return {"delivery_id": delivery_id, "status": result["status"]}
+
+    async def _start(self, workspace: str, delivery_id: str) -> dict[str, int] | None:
+        row = await self._store.webhooks.get(workspace, RecordKind.DELIVERY, delivery_id)
+        sub = (
+            await self._store.webhooks.get(workspace, RecordKind.SUBSCRIPTION, row.parent)
+            if row
+            else None
+        )
+        if row is None or sub is None:
+            if row is not None:
+                await self._settle(workspace, delivery_id, Status.FAILED, "subscription deleted")
+            return None
+        return {"at_ms": _now_ms(), "window_ms": int(sub.body["retry_window_s"]) * 1000}
+
+    async def _attempt(
+        self, workspace: str, delivery_id: str, series: int, attempt: int
+    ) -> dict[str, Any]:
+        """One POST; never raises for the receiver's answer (it is recorded instead)."""
+        table = self._store.webhooks
+        row = await table.get(workspace, RecordKind.DELIVERY, delivery_id)
+        if row is None:
+            return {"ok": False, "retry": False, "status": Status.FAILED, "at_ms": _now_ms()}
+        subs = webhook_subscriptions(self._store)
+        try:
+            sub = await subs.get(workspace, row.parent)
+        except WebhookNotFoundError:
+            await self._settle(workspace, delivery_id, Status.FAILED, "subscription deleted")
+            return {"ok": False, "retry": False, "status": Status.FAILED, "at_ms": _now_ms()}
+        at_ms = _now_ms()
+        body = jsonc.dumps(row.body["payload"])
+        secrets = await subs.signing_secrets(workspace, sub.id, at_ms)
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "inferpipe-webhooks",
+            **signing.sign_headers(delivery_id, at_ms // 1000, body, secrets),
+        }
+        outcome = await self._post(sub, workspace, body, headers)
+        record = {
+            "series": series,
+            "n": attempt,
+            "at_ms": at_ms,
+            "duration_ms": _now_ms() - at_ms,
+            "url": sub.url,
+            **outcome,
+        }
+        status = (
+            Status.SUCCEEDED
+            if outcome["ok"]
+            else Status.RETRYING
+            if outcome["retry"]
+            else Status.FAILED
+        )
+
+        def add(b: dict[str, Any]) -> dict[str, Any]:
+            same = [a for a in b["attempts"] if (a["series"], a["n"]) != (series, attempt)]
+            return {**b, "attempts": [*same, record], "status": status}
+
+        await table.update(workspace, RecordKind.DELIVERY, delivery_id, add, _now_ms())
+        return {"ok": outcome["ok"], "retry": outcome["retry"], "status": status, "at_ms": at_ms}
+
+    async def _post(
+        self, sub: Subscription, workspace: str, body: bytes, headers: dict[str, str]
+    ) -> dict[str, Any]:
+        allow = self.settings.egress.allows_private(workspace)
+        try:
+            answer = await http_node.send(
+                self.settings.http,
+                method="POST",
+                url=sub.url,
+                headers=headers,
+                body=body.decode(),
+                timeout_s=self.settings.timeout_s,
+                allow_private=allow,
+            )
+        except UrlRefusedError as exc:
+            return _failed(None, str(exc), retry=False)
+        except http_node.HttpStatusError as exc:
+            return _failed(exc.status, str(exc), retry=exc.retryable)
+        except http_node.ResponseTooLargeError as exc:
+            return _failed(None, str(exc), retry=False)
+        except httpx.HTTPError as exc:
+            return _failed(None, f"{type(exc).__name__}: {exc}", retry=True)
+        head = answer["body"]
+        text = head if isinstance(head, str) else jsonc.dumps(head).decode() if head else ""
+        return {
+            "ok": True,
+            "retry": False,
+            "status_code": answer["status"],
+            "response": text[:RESPONSE_HEAD_CHARS],
+            "error": None,
+        }
+
+    async def _settle(
+        self, workspace: str, delivery_id: str, status: str, why: str | None = None
+    ) -> None:
+        def settle(b: dict[str, Any]) -> dict[str, Any]:
+            return {**b, "status": status, **({"reason": why} if why else {})}
+
+        await self._store.webhooks.update(
+            workspace, RecordKind.DELIVERY, delivery_id, settle, _now_ms()
+        )
+
+    # the delivery log ---------------------------------------------------------------------
+    async def redeliver(self, engine: Engine, delivery_id: str) -> Delivery:
+        """Deliver again (a new series of attempts, the same ``webhook-id``).
+
+        Raises:
+            WebhookNotFoundError: no such delivery in `engine`'s workspace.
+        """
+        workspace = engine.store.workspace
+
+        def bump(b: dict[str, Any]) -> dict[str, Any]:
+            return {**b, "series": int(b.get("series", 0)) + 1, "status": Status.PENDING}
+
+        row = await engine.store.webhooks.update(
+            workspace, RecordKind.DELIVERY, delivery_id, bump, engine.clock.now_ms()
+        )
+        if row is None:
+            raise _no_delivery(delivery_id)
+        series = int(row.body["series"])
+        event = Event(DELIVERY_EVENT, {"delivery_id": delivery_id, "series": series})
+        await engine.runs.send(_with_id(event, f"delivery:{delivery_id}:{series}"))
+        return delivery_from(row)
+
+
+async def list_deliveries(
+    store: Store, subscription_id: str, *, before_ms: int | None = None, limit: int = 50
+) -> list[Delivery]:
+    """A subscription's deliveries, newest first."""
+    rows = await store.webhooks.list_records(
+        store.workspace,
+        RecordKind.DELIVERY,
+        parent=subscription_id,
+        before_ms=before_ms,
+        limit=limit,
+    )
+    return [delivery_from(r) for r in rows]
+
+
+async def get_delivery(store: Store, delivery_id: str) -> Delivery:
+    row = await store.webhooks.get(store.workspace, RecordKind.DELIVERY, delivery_id)
+    if row is None:
+        raise _no_delivery(delivery_id)
+    return delivery_from(row)
+
+
+def delivery_from(row: WebhookRecord) -> Delivery:
+    b = row.body
+    return Delivery(
+        id=row.id,
+        subscription_id=row.parent,
+        type=str(b["type"]),
+        payload=dict(b["payload"]),
+        status=str(b["status"]),
+        attempts=sorted(b["attempts"], key=lambda a: (a["series"], a["n"])),
+        series=int(b.get("series", 0)),
+        created_at_ms=row.created_at_ms,
+        updated_at_ms=row.updated_at_ms,
+    )
+
+
+def lifecycle_of(event: Event) -> tuple[EventType, dict[str, Any]] | None:
+    """The subscription event type and the delivered payload (``{type, timestamp, data}``) of
+    an internal lifecycle event, None for one no subscription hears of."""
+    data = event.data
+    if event.name == SCORE_RECORDED:
+        event_type = EventType.SCORE_RECORDED
+        delivered = {k: data.get(k) for k in ("run_id", "function_id")} | {
+            "score": {
+                k: data.get(k)
+                for k in ("score_id", "name", "value", "source", "reason", "scorer_id")
+            }
+        }
+    else:
+        found = _TYPE_BY_STATUS.get(str(data.get("status")))
+        if found is None:
+            return None
+        event_type = found
+        delivered = {
+            k: data.get(k) for k in ("run_id", "function_id", "status", "output", "error", "reason")
+        }
+    stamp = datetime.fromtimestamp((event.ts_ms or _now_ms()) / 1000, tz=UTC)
+    return event_type, {"type": event_type.value, "timestamp": stamp.isoformat(), "data": delivered}
+
+
+async def _passes(sub: Subscription, payload: dict[str, Any]) -> bool:
+    if not sub.filter:
+        return True
+    try:
+        (ok,) = await default_sandbox().matches_many(sub.filter, [{"event": payload}])
+    except (InvalidExpressionError, ExpressionBudgetError):
+        return False
+    return ok
+
+
+def _failed(status_code: int | None, error: str, *, retry: bool) -> dict[str, Any]:
+    return {
+        "ok": False,
+        "retry": retry,
+        "status_code": status_code,
+        "response": None,
+        "error": error[:RESPONSE_HEAD_CHARS],
+    }
+
+
+def _delivery_id(sub_id: str, event_id: str) -> str:
+    """The same for a lifecycle event and subscription however often it is matched, and the
+    ``webhook-id`` receivers dedupe on."""
+    return "msg_" + hashlib.sha256(f"{sub_id}\0{event_id}".encode()).hexdigest()[:26]
+
+
+def _with_id(event: Event, event_id: str) -> Event:
+    return Event(event.name, event.data, event.user, event_id, event.ts_ms)
+
+
+def _no_delivery(delivery_id: str) -> WebhookNotFoundError:
+    return WebhookNotFoundError(f"no webhook delivery {delivery_id!r} in this workspace")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def enable_delivery(app: AppHost, settings: DeliverySettings | None = None) -> WebhookDelivery:
+    """Deliver `app`'s run lifecycle events to webhook subscriptions (call before it starts).
+
+    Example::
+
+        app = inferpipe.App("support")
+        enable_delivery(app, DeliverySettings(egress=EgressPolicy(private_workspaces=...)))
+    """
+    return WebhookDelivery(app, settings)
+
+
+def delivery_of(app: object) -> WebhookDelivery:
+    """The delivery registered on `app`; raises WebhooksNotEnabledError when there is none."""
+    found = _DELIVERIES.get(app)
+    if found is None:
+        raise WebhooksNotEnabledError()
+    return found
