@@ -22,18 +22,27 @@ def checkout(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _installs(checkout: Path, source_line: str) -> str:
-    subprocess.run(["bash", "-c", source_line], cwd=checkout, check=True)
+def _installs(checkout: Path, source_line: str, *script_args: str) -> str:
+    subprocess.run(["bash", "-c", source_line, "script", *script_args], cwd=checkout, check=True)
     return (checkout / ".venv" / "pip-calls").read_text("utf-8").strip()
 
 
-def test_the_demo_installs_no_dev_extras(checkout: Path) -> None:
-    demo_source = next(
+def _demo_source() -> str:
+    return next(
         line
         for line in (ROOT / "scripts" / "demo").read_text("utf-8").splitlines()
         if "bootstrap.sh" in line and not line.startswith("#")
-    )
-    installed = _installs(checkout, demo_source.replace('$(dirname "$0")', "scripts"))
+    ).replace('$(dirname "$0")', "scripts")
+
+
+def test_the_demo_installs_no_dev_extras(checkout: Path) -> None:
+    installed = _installs(checkout, _demo_source())
+    assert installed.endswith("install -q --disable-pip-version-check -e .")
+
+
+def test_the_demos_arguments_are_not_taken_for_extras(checkout: Path) -> None:
+    """`scripts/demo --port 9000` passes its arguments to `inferpipe dev`, not to pip."""
+    installed = _installs(checkout, _demo_source(), "--port", "9000")
     assert installed.endswith("install -q --disable-pip-version-check -e .")
 
 
