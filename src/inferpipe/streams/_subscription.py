@@ -54,8 +54,8 @@ class EventFeed(Protocol):
 class CursorSubscription:
     """Exactly-once, in-order subscription over a live feed and a history reader.
 
-    Build it with :meth:`open_replay` or :meth:`open_live`; both read history eagerly so cursor
-    errors are raised by the ``subscribe*`` call, not by the first iteration.
+    Start it with :meth:`start_replay` or :meth:`start_live`; both read history eagerly so
+    cursor errors are raised by the ``subscribe*`` call, not by the first iteration.
     """
 
     def __init__(
@@ -80,58 +80,34 @@ class CursorSubscription:
         self._catch_up = False
         self._done = False
 
-    @classmethod
-    async def open_replay(
-        cls,
-        topic: str,
-        feed: EventFeed,
-        history: HistoryReader,
-        after: int | None,
-        *,
-        page_size: int = DEFAULT_PAGE_SIZE,
-        idle_check_s: float | None = None,
-    ) -> CursorSubscription:
-        """Subscribe to history after ``after`` (all retained if None), then live events."""
-        sub = cls(topic, feed, history, page_size=page_size, idle_check_s=idle_check_s)
-        try:
-            page = await history(topic, after, page_size)
-        except BaseException:
-            await feed.close()
-            raise
-        sub._cursor = after
+    async def start_replay(self, after: int | None) -> None:
+        """Begin with the history after ``after`` (all retained if None), then live events."""
+        page = await self._first_read(after, self._page_size)
+        self._cursor = after
         if after is not None:
-            sub._position = after
+            self._position = after
         elif page.events:
-            sub._position = page.events[0].index - 1
+            self._position = page.events[0].index - 1
         else:
-            sub._position = page.last_index
-        sub._accept(page.events)  # retained history is contiguous
-        sub._catch_up = len(page.events) >= page_size
+            self._position = page.last_index
+        self._accept(page.events)  # retained history is contiguous
+        self._catch_up = len(page.events) >= self._page_size
         if not page.events and page.finished:
-            await sub.close()  # the client already saw the final event
-        return sub
+            await self.close()  # the client already saw the final event
 
-    @classmethod
-    async def open_live(
-        cls,
-        topic: str,
-        feed: EventFeed,
-        history: HistoryReader,
-        *,
-        page_size: int = DEFAULT_PAGE_SIZE,
-        idle_check_s: float | None = None,
-    ) -> CursorSubscription:
-        """Subscribe to events published after this call returns."""
-        sub = cls(topic, feed, history, page_size=page_size, idle_check_s=idle_check_s)
-        try:
-            head = await history(topic, None, 0)
-        except BaseException:
-            await feed.close()
-            raise
-        sub._cursor = sub._position = head.last_index
+    async def start_live(self) -> None:
+        """Begin with the events published after this call returns."""
+        head = await self._first_read(None, 0)
+        self._cursor = self._position = head.last_index
         if head.finished:
-            await sub.close()
-        return sub
+            await self.close()
+
+    async def _first_read(self, after: int | None, limit: int) -> HistoryPage:
+        try:
+            return await self._history(self._topic, after, limit)
+        except BaseException:
+            await self._feed.close()
+            raise
 
     @property
     def topic(self) -> str:

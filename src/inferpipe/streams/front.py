@@ -162,15 +162,10 @@ class StreamFront:
         if self._closed:  # closed while the transport was opening
             await feed.close()
             self._check_open()
-        size, idle_s = self._page_size, self._idle_check_s
-        if replay:
-            sub = await CursorSubscription.open_replay(
-                topic, feed, self._read, after, page_size=size, idle_check_s=idle_s
-            )
-        else:
-            sub = await CursorSubscription.open_live(
-                topic, feed, self._read, page_size=size, idle_check_s=idle_s
-            )
+        sub = CursorSubscription(
+            topic, feed, self._read, page_size=self._page_size, idle_check_s=self._idle_check_s
+        )
+        await (sub.start_replay(after) if replay else sub.start_live())
         self._subscriptions.add(sub)
         return sub
 
