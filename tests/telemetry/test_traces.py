@@ -352,3 +352,48 @@ async def test_a_wait_spans_until_its_event_and_links_to_the_events_trace(
     assert decision.attributes["inferpipe.wait.timed_out"] is False
     assert never.attributes["inferpipe.wait.timed_out"] is True
     assert never.end_ns - never.start_ns == 3_600_000_000_000
+
+
+async def test_spans_the_steps_code_makes_are_children_of_the_attempts_span(
+    receiver: Receiver,
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: PLC0415
+        InMemorySpanExporter,
+    )
+
+    own = InMemorySpanExporter()  # the application's own instrumentation, e.g. an HTTP client
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(own))
+    tracer = provider.get_tracer("the-app")
+    app = ip.App("nested")
+
+    async def call_api() -> str:
+        with tracer.start_as_current_span("GET /api"):
+            return "ok"
+
+    def call_sync() -> str:  # a sync step runs in a thread: the context goes with it
+        with tracer.start_as_current_span("SELECT 1"):
+            return "ok"
+
+    @app.function(id="f")
+    async def f(ctx: ip.Context) -> None:
+        await ctx.step.run("api", call_api)
+        await ctx.step.run("db", call_sync)
+        with tracer.start_as_current_span("outside steps"):
+            pass
+
+    async with Harness(app) as h:
+        await h.settle(await h.invoke("f"))
+    spans = by_name(receiver.spans)
+    mine = {s.name: s for s in own.get_finished_spans()}
+    for step, inner in (("step api", "GET /api"), ("step db", "SELECT 1")):
+        (attempt,) = spans[step]
+        parent = mine[inner].parent
+        assert parent is not None
+        assert (format(parent.trace_id, "032x"), format(parent.span_id, "016x")) == (
+            attempt.trace_id,
+            attempt.span_id,
+        )
+    assert mine["outside steps"].parent is None  # the attempt's span is current only inside

@@ -10,8 +10,10 @@ another process continues the same trace, since the run's span id is derived fro
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -90,6 +92,15 @@ def step_attributes(run: Run, rec: StepRecord) -> Attributes:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    perf_ns: int  #: when it started (perf counter)
+    span_id: str  #: the id its span will have
+    token: contextvars.Token[
+        otel_context.Context
+    ]  #: what restores the current span of the step's task when it ends
+
+
 class RunTraces(RunListener):
     """Makes the spans of runs as their executions report them."""
 
@@ -100,11 +111,18 @@ class RunTraces(RunListener):
         self._ids = ids
         self._clock = clock
         self._capture = capture
-        self._started: dict[str, dict[tuple[str, int], int]] = {}
-        """Per run in execution: when each attempt in flight started (perf counter, ns)."""
+        self._started: dict[str, dict[tuple[str, int], _InFlight]] = {}
+        """Per run in execution: its attempts in flight."""
 
     def step_started(self, run: Run, step: StepStart) -> None:
-        self._started.setdefault(run.id, {})[(step.key, step.attempt)] = time.perf_counter_ns()
+        """The attempt's span id is chosen now and made the current span while the step's
+        code runs, so the spans of the application's own instrumentation (an HTTP client's)
+        inside the step are children of the attempt's span, made when it is recorded."""
+        span_id = format(self._ids.generate_span_id(), "016x")
+        current = NonRecordingSpan(span_context(run_span(run.id, run.events).child(span_id)))
+        token = otel_context.attach(trace.set_span_in_context(current))
+        attempt = _InFlight(time.perf_counter_ns(), span_id, token)
+        self._started.setdefault(run.id, {})[(step.key, step.attempt)] = attempt
 
     def execution_ended(self, run: Run) -> None:
         self._started.pop(run.id, None)
@@ -177,10 +195,14 @@ class RunTraces(RunListener):
     def _attempt(self, run: Run, rec: StepRecord) -> None:
         started = self._started.get(run.id, {}).pop((rec.key, rec.attempt), None)
         start_ns = _ns(rec.started_at_ms, self._clock.now_ms())
+        run_ctx = run_span(run.id, run.events)
         if started is not None:
-            end_ns = start_ns + time.perf_counter_ns() - started
+            otel_context.detach(started.token)  # in the step's task, as it was attached
+            end_ns = start_ns + time.perf_counter_ns() - started.perf_ns
+            span_id = started.span_id
         else:
             end_ns = _ns(rec.finished_at_ms, self._clock.now_ms())
+            span_id = format(self._ids.generate_span_id(), "016x")
         attrs = step_attributes(run, rec)
         name, kind = f"step {rec.name}", SpanKind.INTERNAL
         if rec.kind is StepKind.LLM:
@@ -192,13 +214,10 @@ class RunTraces(RunListener):
             name = f"execute_tool {genai.tool_name(rec)}"
         if rec.status is StepStatus.RETRYING and rec.wake_at_ms is not None:
             attrs["inferpipe.step.retry_at_ms"] = rec.wake_at_ms
-        span = self._tracer.start_span(
-            name,
-            context=_parent(run_span(run.id, run.events)),
-            kind=kind,
-            attributes=attrs,
-            start_time=start_ns,
-        )
+        with self._ids.forced(run_ctx.trace_id, span_id):
+            span = self._tracer.start_span(
+                name, context=_parent(run_ctx), kind=kind, attributes=attrs, start_time=start_ns
+            )
         if rec.status is not StepStatus.COMPLETED:
             _set_error(span, rec.error)
         span.end(end_time=max(end_ns, start_ns))
