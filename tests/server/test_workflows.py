@@ -71,6 +71,15 @@ def test_an_invalid_graph_answers_422_listing_every_problem(http_a: httpx.Client
     assert_error(http_a.post("/v1/workflows", json=huge), 422, "output_not_serializable")
 
 
+def test_a_problem_under_a_key_of_unicode_digits_is_a_422_naming_it(
+    http_a: httpx.Client,
+) -> None:
+    # A key such as "¹" passes str.isdigit() but is no index (found by the API fuzz test).
+    document = {**_graph("odd-key"), "output": {"¹": "nodes.ghost.output"}}
+    error = assert_error(http_a.post("/v1/workflows", json=document), 422, "graph_invalid")
+    assert "body.output.¹" in [d["field"] for d in error["details"]]
+
+
 def test_save_run_and_the_steps_are_named_after_the_nodes(
     live: LiveServer, http_a: httpx.Client
 ) -> None:

@@ -217,7 +217,8 @@ def _problem_field(problem: Problem) -> str:
     parts: list[Any] = ["body"]
     for token in problem.path.split("/")[1:]:
         text = token.replace("~1", "/").replace("~0", "~")
-        parts.append(int(text) if text.isdigit() else text)
+        # isdigit() also takes superscripts ("¹"), which int() refuses: ASCII digits only.
+        parts.append(int(text) if text.isascii() and text.isdigit() else text)
     return field_path(parts)
 
 
