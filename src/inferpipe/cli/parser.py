@@ -299,7 +299,9 @@ def _add_secrets(sub: _Subparsers) -> None:
 
 
 def _add_webhooks(sub: _Subparsers) -> None:
-    hooks = sub.add_parser("webhooks", help="incoming webhook sources of a workspace")
+    hooks = sub.add_parser(
+        "webhooks", help="incoming webhook sources and outgoing subscriptions of a workspace"
+    )
     kinds = hooks.add_subparsers(dest="webhooks_kind", required=True, metavar="KIND")
     sources = kinds.add_parser("sources", help="sources that senders post signed webhooks to")
     actions = sources.add_subparsers(dest="webhooks_action", required=True, metavar="ACTION")
@@ -328,4 +330,39 @@ def _add_webhooks(sub: _Subparsers) -> None:
     for p in (put, lst, delete):
         add_workspace_option(p)
         _add_database(p)
+    _add_subscriptions(kinds)
     hooks.set_defaults(handler="webhooks:run")
+
+
+def _add_subscriptions(kinds: _Subparsers) -> None:
+    subs = kinds.add_parser("subscriptions", help="URLs told of run lifecycle events")
+    actions = subs.add_subparsers(dest="webhooks_action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="subscribe a URL (prints its secret once)")
+    create.add_argument("url", metavar="URL", help="where deliveries are POSTed")
+    create.add_argument(
+        "--event",
+        action="append",
+        required=True,
+        choices=["run.finished", "run.failed", "run.cancelled", "score.recorded"],
+        help="an event type to deliver (repeatable)",
+    )
+    create.add_argument("--function", action="append", default=[], help="only this function")
+    create.add_argument("--filter", metavar="CEL", help="a CEL filter over `event`")
+    create.add_argument(
+        "--window", type=int, default=86400, help="seconds a delivery is retried (default 1 d)"
+    )
+    lst = actions.add_parser("list", help="the subscriptions (never their secrets)")
+    delete = actions.add_parser("delete", help="delete a subscription")
+    rotate = actions.add_parser("rotate", help="a new secret (prints it once)")
+    rotate.add_argument(
+        "--grace", type=int, default=86400, help="seconds the old secret still signs"
+    )
+    log = actions.add_parser("deliveries", help="a subscription's deliveries and attempts")
+    for p in (delete, rotate, log):
+        p.add_argument("sub_id", metavar="ID", help="the subscription's id")
+    again = actions.add_parser("redeliver", help="deliver a delivery again")
+    again.add_argument("delivery_id", metavar="ID", help="the delivery's id (its webhook-id)")
+    again.add_argument("--app", help="the application that delivers (default: $INFERPIPE_APP)")
+    for p in (create, lst, delete, rotate, log, again):
+        add_workspace_option(p)
+        _add_database(p)
