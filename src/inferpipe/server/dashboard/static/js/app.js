@@ -10,6 +10,7 @@ import * as runs from "./runs.js";
 import * as scores from "./scores.js";
 import * as workflows from "./workflows.js";
 import { parseHash } from "./nav.js";
+import * as webhooks from "./webhooks.js";
 
 const ROUTES = [
   { pattern: /^\/runs$/, nav: "runs", page: runs },
@@ -21,6 +22,7 @@ const ROUTES = [
   { pattern: /^\/workflow\/([^/]+)$/, nav: "workflows", page: workflows, view: "graph" },
   { pattern: /^\/scores$/, nav: "scores", page: scores },
   { pattern: /^\/costs$/, nav: "costs", page: costs },
+  { pattern: /^\/webhooks$/, nav: "webhooks", page: webhooks },
 ];
 
 let current = null; // { key, instance }
