@@ -47,12 +47,20 @@ async def test_concurrent_updates_lose_nothing(store: Store) -> None:
     assert await table.update(ws, RecordKind.DELIVERY, "missing", add(0), 3) is None
 
 
-async def test_receipts_keep_the_first_signed_timestamp(store: Store) -> None:
+async def test_receipts_keep_the_first_signed_timestamp_and_both_are_purged(store: Store) -> None:
     table, ws = store.webhooks, store.workspace
     assert await table.receipt(ws, "src", "m1") is None
     await table.put_receipt(ws, "src", "m1", "100", 1000)
     await table.put_receipt(ws, "src", "m1", "200", 2000)
     assert await table.receipt(ws, "src", "m1") == "100"
     assert await table.receipt(ws, "other", "m1") is None
-    assert await table.purge_receipts(1500) >= 1
+    await table.put(WebhookRecord(ws, RecordKind.DELIVERY, "old", {}, 10, 10, "sub"))
+    await table.put(WebhookRecord(ws, RecordKind.DELIVERY, "new", {}, 10, 3000, "sub"))
+    await table.put(WebhookRecord(ws, RecordKind.SUBSCRIPTION, "sub", {}, 10, 10))
+    assert await table.purge(ws, 2000, 500) == 1  # the old delivery; the receipt is younger
+    assert await table.receipt(ws, "src", "m1") == "100"
+    assert await table.purge(ws, 2000, 1500) == 1
     assert await table.receipt(ws, "src", "m1") is None
+    left = await table.list_records(ws, RecordKind.DELIVERY)
+    assert [r.id for r in left] == ["new"]
+    assert await table.get(ws, RecordKind.SUBSCRIPTION, "sub") is not None

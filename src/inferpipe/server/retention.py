@@ -25,10 +25,12 @@ DEFAULT_INTERVAL_S = 3600.0
 
 
 async def purge_older_than(store: Store, days: float, *, now_ms: int | None = None) -> int:
-    """Delete the store's workspace's finished runs and events older than `days` days.
+    """Delete the store's workspace's finished runs, events and webhook deliveries older than
+    `days` days.
 
-    Runs still in progress are kept whatever their age. Returns the rows removed (runs and
-    events).
+    Runs still in progress are kept whatever their age. Incoming webhook receipts are kept at
+    least a day (the longest tolerance window), so a replay is still recognised. Returns the
+    rows removed (runs, events, deliveries and receipts).
 
     Raises:
         ConfigurationError: `days` is not a positive number.
@@ -36,7 +38,9 @@ async def purge_older_than(store: Store, days: float, *, now_ms: int | None = No
     if isinstance(days, bool) or not isinstance(days, int | float) or days <= 0:
         raise ConfigurationError(f"retention must be a positive number of days, got {days!r}")
     now = now_ms if now_ms is not None else int(time.time() * 1000)
-    return await store.purge(now - int(days * DAY_MS))
+    cutoff = now - int(days * DAY_MS)
+    removed = await store.purge(cutoff)
+    return removed + await store.webhooks.purge(store.workspace, cutoff, min(cutoff, now - DAY_MS))
 
 
 class RetentionJob:

@@ -79,8 +79,9 @@ class WebhookTable(Protocol):
     ) -> None:
         """Record an accepted message (the first signed timestamp is kept)."""
 
-    async def purge_receipts(self, older_than_ms: int) -> int:
-        """Forget receipts older than a time; returns how many."""
+    async def purge(self, workspace: str, older_than_ms: int, receipts_before_ms: int) -> int:
+        """Delete a workspace's deliveries last changed before `older_than_ms` and its
+        receipts from before `receipts_before_ms`; returns how many rows."""
 
 
 def record_from_row(r: tuple[Any, ...], body: dict[str, Any]) -> WebhookRecord:

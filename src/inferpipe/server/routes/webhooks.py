@@ -32,6 +32,9 @@ def _sources(scope: RequestScope) -> sources.WebhookSources:
     status_code=202,
     response_model=wire.WebhookReceived,
     summary="Receive a signed webhook",
+    responses={
+        200: {"model": wire.WebhookReceived, "description": "A duplicate: nothing recorded."}
+    },
     openapi_extra={"security": []},
 )
 async def receive(

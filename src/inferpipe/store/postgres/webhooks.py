@@ -142,12 +142,21 @@ class PostgresWebhooks:
 
         await self._db.transaction(put)
 
-    async def purge_receipts(self, older_than_ms: int) -> int:
+    async def purge(self, workspace: str, older_than_ms: int, receipts_before_ms: int) -> int:
         async def purge(c: Conn) -> int:
-            status = await c.execute(
-                "DELETE FROM webhook_receipts WHERE received_at_ms < $1", older_than_ms
+            deliveries = await c.execute(
+                "DELETE FROM webhook_records WHERE workspace = $1 AND kind = $2"
+                " AND updated_at_ms < $3",
+                workspace,
+                RecordKind.DELIVERY.value,
+                older_than_ms,
             )
-            return int(str(status).rsplit(" ", 1)[-1])
+            receipts = await c.execute(
+                "DELETE FROM webhook_receipts WHERE workspace = $1 AND received_at_ms < $2",
+                workspace,
+                receipts_before_ms,
+            )
+            return sum(int(str(s).rsplit(" ", 1)[-1]) for s in (deliveries, receipts))
 
         return await self._db.transaction(purge)
 

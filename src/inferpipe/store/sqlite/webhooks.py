@@ -115,12 +115,18 @@ class SQLiteWebhooks:
             )
         )
 
-    async def purge_receipts(self, older_than_ms: int) -> int:
+    async def purge(self, workspace: str, older_than_ms: int, receipts_before_ms: int) -> int:
         def purge(c: sqlite3.Connection) -> int:
-            cursor = c.execute(
-                "DELETE FROM webhook_receipts WHERE received_at_ms < ?", (older_than_ms,)
-            )
-            return cursor.rowcount
+            deliveries = c.execute(
+                "DELETE FROM webhook_records WHERE workspace = ? AND kind = ?"
+                " AND updated_at_ms < ?",
+                (workspace, RecordKind.DELIVERY.value, older_than_ms),
+            ).rowcount
+            receipts = c.execute(
+                "DELETE FROM webhook_receipts WHERE workspace = ? AND received_at_ms < ?",
+                (workspace, receipts_before_ms),
+            ).rowcount
+            return int(deliveries + receipts)
 
         return await self._db.write(purge)
 
