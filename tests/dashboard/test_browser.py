@@ -204,6 +204,47 @@ def test_a_long_run_compact_list_is_searched_by_step_name(
     assert page.page_errors() == []
 
 
+def test_a_long_runs_tables_stay_within_their_panels_on_a_small_screen(
+    dashboard: Dashboard, new_page: Callable[..., Page]
+) -> None:
+    run_id = dashboard.invoke("many-steps")
+    dashboard.wait(run_id, "completed")
+    page = new_page()
+    page.set_viewport_size({"width": 1024, "height": 800})  # steps and inspector side by side
+    open_app(page, dashboard.base_url, f"/run/{run_id}")
+    expect(page.locator("table.compact-steps tbody tr")).to_have_count(MANY_STEPS)
+    overflow = page.locator(".table-wrap").evaluate_all(
+        "boxes => boxes.map(box => box.querySelector('table').getBoundingClientRect().right"
+        " - box.getBoundingClientRect().right)"
+    )
+    assert overflow and max(overflow) <= 0  # no sideways scrolling inside a panel
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def tables_overflow(page: Page) -> list[float]:
+    """How far each table ends past its panel (positive: it scrolls sideways)."""
+    found: list[float] = page.locator(".table-wrap").evaluate_all(
+        "boxes => boxes.map(box => box.querySelector('table').getBoundingClientRect().right"
+        " - box.getBoundingClientRect().right)"
+    )
+    return found
+
+
+def test_the_runs_list_and_a_long_wait_stay_within_the_page_on_a_small_screen(
+    dashboard: Dashboard, new_page: Callable[..., Page]
+) -> None:
+    run_id = dashboard.send("shop/order.placed", {"order": "o" * 200})[0]
+    dashboard.wait(run_id, "waiting")
+    page = new_page()
+    page.set_viewport_size({"width": 1024, "height": 800})
+    open_app(page, dashboard.base_url, "/runs")
+    expect(page.locator(f'#runs-table tr[data-run-id="{run_id}"]')).to_be_visible()
+    assert max(tables_overflow(page)) <= 0
+    open_app(page, dashboard.base_url, f"/run/{run_id}")
+    expect(page.locator("#why-waiting .why-summary")).to_contain_text("o" * 200)
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
 def test_log_lines_written_outside_a_step_are_shown(
     dashboard: Dashboard, new_page: Callable[..., Page]
 ) -> None:
@@ -223,6 +264,8 @@ def test_log_lines_written_outside_a_step_are_shown(
 def test_the_events_table_stays_within_the_page(
     dashboard: Dashboard, new_page: Callable[..., Page]
 ) -> None:
+    long_id = {"name": "shop/noted", "id": "note-" + "7" * 120, "data": {}}  # a producer's id
+    assert dashboard.http.post("/v1/events", json=long_id).status_code == 202
     dashboard.send("shop/noted", {"note": "x" * 400})
     page = new_page()
     page.set_viewport_size({"width": 1024, "height": 800})

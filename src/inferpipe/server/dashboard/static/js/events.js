@@ -67,8 +67,8 @@ class EventsPage {
       h("caption", { class: "visually-hidden" }, "Events, newest first"),
       h("thead", {}, h("tr", {}, ["Name", "Id", "Received", "Data"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, items.map((e) => h("tr", {},
-        h("td", {}, h("a", { href: href(`/event/${e.id}`) }, e.name)),
-        h("td", { class: "mono small" }, e.id),
+        h("td", { class: "break" }, h("a", { href: href(`/event/${e.id}`) }, e.name)),
+        h("td", { class: "mono small break" }, e.id),
         h("td", { class: "nowrap" }, timeEl(e.received_at_ms)),
         h("td", { class: "wrap" }, h("code", { class: "small" }, JSON.stringify(e.data).slice(0, 140)))))));
   }

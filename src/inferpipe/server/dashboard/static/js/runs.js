@@ -149,9 +149,9 @@ class RunsPage {
     return [
       h("td", { "data-col": "status" }, statusBadge(r.status),
         r.status_reason ? h("div", { class: "small muted" }, r.status_reason) : null),
-      h("td", {}, h("a", { href: href(`/run/${r.id}`), class: "mono small", "data-run-link": r.id }, r.id)),
-      h("td", {}, h("a", { href: href("/runs", { function: r.function_id }) }, r.function_id)),
-      h("td", {}, r.event_id ? h("a", { href: href(`/event/${r.event_id}`) }, r.trigger || r.event_id) : (r.trigger || "—")),
+      h("td", { class: "break" }, h("a", { href: href(`/run/${r.id}`), class: "mono small", "data-run-link": r.id }, r.id)),
+      h("td", { class: "break" }, h("a", { href: href("/runs", { function: r.function_id }) }, r.function_id)),
+      h("td", { class: "break" }, r.event_id ? h("a", { href: href(`/event/${r.event_id}`) }, r.trigger || r.event_id) : (r.trigger || "—")),
       h("td", { class: "nowrap" }, timeEl(r.started_at_ms ?? r.created_at_ms)),
       h("td", { class: "num", "data-col": "duration" }, fmtDuration(r.duration_ms)),
       h("td", { class: "num", "data-col": "steps" }, steps),

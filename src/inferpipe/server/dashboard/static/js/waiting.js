@@ -14,7 +14,7 @@ function candidateRow(c) {
   else if (c.failed_clause) why = h("span", {}, "failed clause ", h("code", {}, c.failed_clause));
   else why = "does not match";
   return h("tr", { "data-event-id": c.event_id },
-    h("td", {}, h("a", { href: href(`/event/${c.event_id}`), class: "mono small" }, c.event_id)),
+    h("td", { class: "break" }, h("a", { href: href(`/event/${c.event_id}`), class: "mono small" }, c.event_id)),
     h("td", { class: "nowrap" }, timeEl(c.received_at_ms)),
     h("td", {}, verdict(c.matched, "match", "no match")),
     h("td", {}, why, c.clauses.length > 1
@@ -22,7 +22,7 @@ function candidateRow(c) {
         verdict(cl.passed, "", ""), " ", h("code", {}, cl.clause),
         cl.error ? ` (error: ${cl.error})` : cl.passed ? "" : ` → ${JSON.stringify(cl.result)}`)))
       : null),
-    h("td", {}, h("code", { class: "small" }, JSON.stringify(c.data).slice(0, 160))));
+    h("td", { class: "wrap" }, h("code", { class: "small" }, JSON.stringify(c.data).slice(0, 160))));
 }
 
 function waitBlock(w) {
