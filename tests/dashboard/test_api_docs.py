@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
 
-from tests.dashboard.conftest import UI_TIMEOUT_MS, Dashboard
+from tests.dashboard.conftest import UI_TIMEOUT_MS, Dashboard, open_app
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -80,8 +80,13 @@ def test_swagger_ui_renders_every_operation_offline_and_tries_one(
 ) -> None:
     expected = operations(dashboard)
     page = offline.page(sessions["reader"])
-    response = page.goto(f"{dashboard.base_url}/docs")
-    assert response is not None and response.ok
+    open_app(page, dashboard.base_url, "/runs")
+    with page.expect_navigation() as reached:
+        page.get_by_role("navigation", name="Main").get_by_role(
+            "link", name="API reference"
+        ).click()
+    response = reached.value
+    assert response is not None and response.ok and response.url.endswith("/docs")
 
     blocks = page.locator(".opblock")
     expect(blocks).to_have_count(len(expected))
