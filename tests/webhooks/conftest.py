@@ -14,6 +14,7 @@ from rich.console import Console
 
 import inferpipe as ip
 from inferpipe.server import keys_cli
+from inferpipe.server.runner import ApiServer
 from inferpipe.store.sqlite import SQLiteStore
 from tests.server.conftest import start_server
 
@@ -29,6 +30,12 @@ class Live:
     base_url: str
     keys: dict[str, str]
     db_path: Path
+    server: ApiServer | None = None
+
+    def workspaces_served(self) -> set[str]:
+        assert self.server is not None
+        found = self.server.api.state.services.workspaces.engines()
+        return {engine.store.workspace for engine in found}
 
     def client(self, key: str | None = "a") -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.keys[key]}"} if key else {}
@@ -71,6 +78,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     keys = asyncio.run(create_keys(db_path))
     server, stop = start_server(incoming_app(f"sqlite:///{db_path}"), require_keys=True)
     try:
-        yield Live(f"http://127.0.0.1:{server.port}", keys, db_path)
+        yield Live(f"http://127.0.0.1:{server.port}", keys, db_path, server)
     finally:
         stop()

@@ -283,3 +283,12 @@ def test_outgoing_routes_answer_not_enabled_without_delivery(live: Live) -> None
             json={"url": "https://x.example.com", "events": ["run.failed"]},
         )
         assert_error(made, 404, "webhooks_not_enabled")
+
+
+def test_an_unknown_workspace_builds_no_engine(live: Live) -> None:
+    body = b"{}"
+    headers = standard_headers(new_secret(), body, "m-x", int(time.time()))
+    for n in range(3):
+        answer = _post(live, "nope", body, headers, ws=f"ghost-{n}")
+        assert_error(answer, 404, "webhook_not_found")
+    assert not {"ghost-0", "ghost-1", "ghost-2"} & live.workspaces_served()

@@ -46,11 +46,14 @@ async def receive(
     """Verify the request's signature with the source's secret and record the events it
     stands for, durably, before answering. No API key: the signature authenticates."""
     svc = services(request)
-    engine = svc.workspaces.engine(workspace or svc.workspaces.default)
+    workspace = workspace or svc.workspaces.default
+    known = sources.webhook_sources(svc.workspaces.app.engine.store)
+    # Before any engine is made for the workspace: an unauthenticated caller naming workspaces
+    # must not make the server build engines (and workers) for them.
+    await known.get(workspace, source)
+    engine = svc.workspaces.engine(workspace)
     body = await request.body()
-    found = await sources.webhook_sources(engine.store).receive(
-        engine, source, body, dict(request.headers)
-    )
+    found = await known.receive(engine, source, body, dict(request.headers))
     if found.duplicate:
         response.status_code = 200
     else:
