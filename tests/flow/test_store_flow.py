@@ -195,3 +195,19 @@ async def test_a_due_throttled_run_is_not_starved_by_a_newer_backlog(stores: Sto
     await store.create_runs([run(throttle=pace) for _ in range(20)], NOW + 500)
     (due,) = await store.claim("w", ["f"], 1, NOW + 1000, LEASE_MS)
     assert due.run.id == first[1].id
+
+
+async def test_runs_without_flow_control_are_claimed_in_queue_order(stores: StoreMaker) -> None:
+    """Ready time minus priority, then insertion order (on PostgreSQL: the one-statement claim
+    that needs no flow control check)."""
+    store = await stores.open()
+    late, urgent, early, tie = (f"run{next(_ids):06d}" for _ in range(4))
+    runs = [
+        NewRun(late, "f", [], [], NOW - 10),
+        NewRun(urgent, "f", [], [], NOW, priority=5),
+        NewRun(early, "f", [], [], NOW - 20),
+        NewRun(tie, "f", [], [], NOW - 20),
+    ]
+    await store.create_runs(runs, NOW)
+    claimed = await store.claim("w", ["f"], 10, NOW, LEASE_MS)
+    assert [c.run.id for c in claimed] == [urgent, early, tie, late]

@@ -1,7 +1,6 @@
 """What only the PostgreSQL store's flow control has: claims serialized per key by advisory
 locks (a claim waits for the key's lock, then counts what the holder committed), keys held by
-another claim passed over on later pages, slot releases announced with NOTIFY, and the fast
-claim path that needs no lock."""
+another claim passed over on later pages, and slot releases announced with NOTIFY."""
 
 from __future__ import annotations
 
@@ -119,20 +118,3 @@ async def test_a_run_freeing_a_slot_notifies_the_workers(store: PostgresStore) -
         await stop()
     (second,) = await store.claim("w2", ["f"], 10, NOW + 1, LEASE_MS)
     assert first.run.id == a1 and second.run.id == a2
-
-
-async def test_plain_runs_are_claimed_in_queue_order_without_flow_checks(
-    store: PostgresStore,
-) -> None:
-    """Runs without flow control take the one-statement path, in the same queue order:
-    ready time minus priority, then insertion order."""
-    late, urgent, early, tie = ids(store.workspace, "late", "urgent", "early", "tie")
-    runs = [
-        NewRun(late, "f", [], [], NOW - 10),
-        NewRun(urgent, "f", [], [], NOW, priority=5),
-        NewRun(early, "f", [], [], NOW - 20),
-        NewRun(tie, "f", [], [], NOW - 20),
-    ]
-    await store.create_runs(runs, NOW)
-    claimed = await store.claim("w", ["f"], 10, NOW, LEASE_MS)
-    assert [c.run.id for c in claimed] == [urgent, early, tie, late]

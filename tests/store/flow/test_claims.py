@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ def test_concurrency_never_exceeds_a_limit_nor_the_claim_its_size(
         )
         for i, (a, b, x) in enumerate(runs)
     ]
-    policy = ClaimPolicy(limit, NOW, running)
+    policy = ClaimPolicy(limit, NOW, Counter(running))
     taken: list[Candidate] = []
     for start in range(0, len(cands), page):  # page after page, as a store reads them
         plan = policy.page()
@@ -158,3 +159,33 @@ def test_keys_take_turns_and_priority_is_seconds_ahead_within_a_key(
         seen = Counter(group_of[r] for r in started[:n])
         waiting = [seen[g] for g in total if seen[g] < total[g]]
         assert not waiting or max(seen.values()) - min(waiting) <= 1  # keys take turns
+
+
+@given(
+    st.lists(st.tuples(keys, st.booleans(), st.integers(0, 1)), min_size=1, max_size=40),
+    st.dictionaries(keys, st.integers(0, 3)),
+    st.randoms(),
+)
+def test_the_plan_does_not_depend_on_the_order_state_was_loaded_in(
+    runs: list[tuple[str, bool, int]], running: dict[str, int], rnd: random.Random
+) -> None:
+    pace = FlowPace("throttle:f", 2, 1000, 1)
+    cands = [
+        candidate(f"r{i:03d}", [(k, 2)], throttle=pace if paced else None, attempts=attempts)
+        for i, (k, paced, attempts) in enumerate(runs)
+    ]
+
+    def decide(counts: dict[str, int]) -> object:
+        policy = ClaimPolicy(10, NOW, Counter(counts), {k for k, n in counts.items() if n >= 2})
+        policy.paces[pace.key] = (NOW * 2 - 1500, 2)
+        plan = policy.page()
+        for c in cands:
+            if policy.room:
+                policy.start(c, NoTurns())
+            else:
+                policy.explain(c)
+        return plan
+
+    items = list(running.items())
+    rnd.shuffle(items)
+    assert decide(running) == decide(dict(items))

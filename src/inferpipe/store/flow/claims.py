@@ -11,7 +11,7 @@ seconds ahead within a key and keys still take turns."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,13 +44,12 @@ class Candidate:
     def of(cls, row: Sequence[Any], decode: Callable[[Any], Any]) -> Candidate:
         """From the values of `CANDIDATE_COLUMNS`; `decode` reads the throttle's JSON."""
         keys = [(row[3], row[4]), (row[5], row[6]), (row[7], 1)]
-        pace = decode(row[8])
         return cls(
             row[0],
             row[1],
             row[2],
             [(k, n) for k, n in keys if k],
-            None if pace is None else FlowPace(*pace),
+            None if row[8] is None else FlowPace(*decode(row[8])),
             *row[9:13],
         )
 
@@ -97,7 +96,7 @@ class ClaimPlan:
     explained: list[tuple[str, str]] = field(default_factory=list)  #: id, reason
     paces: dict[str, pacing.PaceState] = field(default_factory=dict)  #: throttle key -> state
     retagged: dict[str, int] = field(default_factory=dict)  #: id -> its new queue tag
-    decided: set[str] = field(default_factory=set)  #: runs taken or delayed
+    decided: dict[str, set[str]] = field(default_factory=dict)  #: group -> runs taken, delayed
 
     def __bool__(self) -> bool:
         return bool(self.take or self.delayed or self.explained or self.paces or self.retagged)
@@ -111,12 +110,13 @@ class ClaimPolicy:
         self,
         limit: int,
         now_ms: int,
-        running: Mapping[str, int] | None = None,
-        full: Iterable[str] = (),
+        running: Counter[str] | None = None,
+        full: set[str] | None = None,
     ) -> None:
+        """`running` and `full` (the slot keys with no free slot) are the policy's to update."""
         self.limit, self.now_ms = limit, now_ms
-        self.running: Counter[str] = Counter(running or {})  #: running runs per slot key
-        self.full: set[str] = set(full)  #: slot keys with no free slot
+        self.running: Counter[str] = Counter() if running is None else running
+        self.full: set[str] = set() if full is None else full
         self.ahead: set[str] = set()  #: throttle keys whose next start is ahead of now
         self.paces: dict[str, pacing.PaceState | None] = {}  #: loaded throttle states
         self.started: set[str] = set()  #: runs started in the turn of another of their group
@@ -133,25 +133,26 @@ class ClaimPolicy:
         """Whether the claim may take more runs."""
         return self.taken < self.limit
 
-    def take(self, run_id: str) -> None:
+    def take(self, run_id: str, group: str | None = None) -> None:
         self.plan.take.append(run_id)
-        self.plan.decided.add(run_id)
         self.taken += 1
+        if group is not None:
+            self.plan.decided.setdefault(group, set()).add(run_id)
 
     def start(self, c: Candidate, turns: Turns) -> bool:
         """Take the run (or the run of its group that starts in its turn) if its keys and its
         throttle let it start now; else it waits and says why."""
         if not self._admit(c):
             return False
-        self.take(self._in_turn_of(c, turns))
+        self.take(self._in_turn_of(c, turns), c.queue_group if c.attempts == 0 else None)
         return True
 
     def explain(self, c: Candidate) -> bool:
         """Whether a full key holds the run back; if so, the run says so."""
-        if c.exempt:
+        if c.cancel_requested is not None:  # exempt
             return False
         for key, limit in c.keys:
-            if self.running[key] >= limit:
+            if self.running.get(key, 0) >= limit:
                 self.full.add(key)
                 reason = reasons.concurrency_reason(key, limit)
                 if c.status_reason != reason:
@@ -160,18 +161,19 @@ class ClaimPolicy:
         return False
 
     def _admit(self, c: Candidate) -> bool:
-        if c.exempt:
+        if c.cancel_requested is not None:  # exempt
             return True
         if self.explain(c):
             return False
-        if c.paced and c.throttle is not None:
+        if c.throttle is not None and c.paced:
             pace = c.throttle
             start_ms, state = pacing.throttle_start(self.paces.get(pace.key), pace, self.now_ms)
             self.paces[pace.key] = self.plan.paces[pace.key] = state
             if start_ms > self.now_ms:
                 self.ahead.add(pace.key)  # the key's runs not reserved yet wait too
                 self.plan.delayed.append((c.id, start_ms, reasons.throttled(start_ms, pace)))
-                self.plan.decided.add(c.id)
+                if c.queue_group is not None:
+                    self.plan.decided.setdefault(c.queue_group, set()).add(c.id)
                 return False
         for key, limit in c.keys:
             self.running[key] += 1
@@ -184,7 +186,7 @@ class ClaimPolicy:
         (`c` itself, or another that gives `c` its tag, a later turn of the key)."""
         if not c.turn or c.queue_group is None:
             return c.id
-        first = turns.first(c.queue_group, self.plan.decided)
+        first = turns.first(c.queue_group, self.plan.decided.get(c.queue_group, set()))
         if first is None or first[0] == c.id:
             return c.id
         run_id, tag = first

@@ -102,35 +102,43 @@ def _write(conn: sqlite3.Connection, ws: str, out: Admission, now_ms: int) -> No
     """Write back what the decisions consumed: idempotency keys, rate-limit hits (pruning
     those out of their window), pending debounce/batch runs (and the events folded into
     stored ones), the fair queues' next tags."""
-    conn.executemany(
-        "INSERT INTO flow_idempotency (workspace, key, run_id, expires_at_ms)"
-        " VALUES (?, ?, ?, ?) ON CONFLICT (workspace, key) DO UPDATE SET"
-        " run_id = excluded.run_id, expires_at_ms = excluded.expires_at_ms",
-        [(ws, k, run_id, now_ms + IDEMPOTENCY_WINDOW_MS) for k, run_id in out.idempotency.items()],
-    )
-    conn.executemany(
-        "DELETE FROM flow_rate_hits WHERE workspace = ? AND key = ? AND at_ms <= ?",
-        [(ws, key, now_ms - period_ms) for key, period_ms in out.rate_periods.items()],
-    )
-    conn.executemany(
-        "INSERT INTO flow_rate_hits (workspace, key, at_ms) VALUES (?, ?, ?)",
-        [(ws, key, now_ms) for key in out.rate_hits],
-    )
-    conn.executemany(
-        "INSERT INTO flow_buffers (workspace, key, run_id, first_at_ms, size) VALUES (?, ?, ?, ?, ?)"
-        " ON CONFLICT (workspace, key) DO UPDATE SET run_id = excluded.run_id,"
-        " first_at_ms = excluded.first_at_ms, size = excluded.size",
-        [(ws, key, p.run_id, p.first_at_ms, p.size) for key, p in out.buffers],
-    )
-    conn.executemany(
-        "UPDATE runs SET input = ?, event_ids = ?, ready_at_ms = ?, status_reason = ? WHERE id = ?",
-        [(enc(p.input), enc(p.event_ids), p.ready_at_ms, p.reason, p.run_id) for p in out.folded],
-    )
-    conn.executemany(
-        "INSERT INTO flow_queues (workspace, key, next_tag_ms) VALUES (?, ?, ?)"
-        " ON CONFLICT (workspace, key) DO UPDATE SET next_tag_ms = excluded.next_tag_ms",
-        [(ws, key, tag) for key, tag in out.tags.items()],
-    )
+    if out.tags:
+        conn.executemany(
+            "INSERT INTO flow_queues (workspace, key, next_tag_ms) VALUES (?, ?, ?)"
+            " ON CONFLICT (workspace, key) DO UPDATE SET next_tag_ms = excluded.next_tag_ms",
+            [(ws, key, tag) for key, tag in out.tags.items()],
+        )
+    if out.idempotency:
+        conn.executemany(
+            "INSERT INTO flow_idempotency (workspace, key, run_id, expires_at_ms)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (workspace, key) DO UPDATE SET"
+            " run_id = excluded.run_id, expires_at_ms = excluded.expires_at_ms",
+            [(ws, k, run, now_ms + IDEMPOTENCY_WINDOW_MS) for k, run in out.idempotency.items()],
+        )
+    if out.rate_hits:
+        conn.executemany(
+            "DELETE FROM flow_rate_hits WHERE workspace = ? AND key = ? AND at_ms <= ?",
+            [(ws, key, now_ms - period_ms) for key, period_ms in out.rate_periods.items()],
+        )
+        conn.executemany(
+            "INSERT INTO flow_rate_hits (workspace, key, at_ms) VALUES (?, ?, ?)",
+            [(ws, key, now_ms) for key in out.rate_hits],
+        )
+    if out.pending:
+        conn.executemany(
+            "INSERT INTO flow_buffers (workspace, key, run_id, first_at_ms, size)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (workspace, key) DO UPDATE SET"
+            " run_id = excluded.run_id, first_at_ms = excluded.first_at_ms, size = excluded.size",
+            [(ws, key, p.run_id, p.first_at_ms, p.size) for key, p in out.buffers],
+        )
+        conn.executemany(
+            "UPDATE runs SET input = ?, event_ids = ?, ready_at_ms = ?, status_reason = ?"
+            " WHERE id = ?",
+            [
+                (enc(p.input), enc(p.event_ids), p.ready_at_ms, p.reason, p.run_id)
+                for p in out.folded
+            ],
+        )
 
 
 def purge(conn: sqlite3.Connection, ws: str, older_than_ms: int) -> None:

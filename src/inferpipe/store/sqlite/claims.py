@@ -121,7 +121,7 @@ def _load_paces(
     conn: sqlite3.Connection, ws: str, policy: ClaimPolicy, candidates: list[Candidate]
 ) -> None:
     """The GCRA states of the page's throttle keys not read yet."""
-    keys = {c.throttle.key for c in candidates if c.paced and c.throttle} - policy.paces.keys()
+    keys = {c.throttle.key for c in candidates if c.throttle and c.paced} - policy.paces.keys()
     if not keys:
         return
     policy.paces.update(dict.fromkeys(keys))
@@ -147,7 +147,10 @@ class _Turns:
             f" ORDER BY {GROUP_ORDER} LIMIT ?",
             (self.ws, group, self.now_ms, len(skip) + 1),
         ).fetchall()
-        return next(((str(i), int(t)) for i, t in rows if i not in skip), None)
+        for run_id, tag in rows:
+            if run_id not in skip:
+                return run_id, tag
+        return None
 
 
 def _write(
@@ -155,24 +158,29 @@ def _write(
 ) -> list[ClaimedRun]:
     """Write what a page decided: throttle reservations, the runs they delay, the reasons of
     runs held back, the turns given away; then take the runs."""
-    conn.executemany(
-        "INSERT INTO flow_throttles (workspace, key, tat, rate_limit) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (workspace, key) DO UPDATE SET tat = excluded.tat,"
-        " rate_limit = excluded.rate_limit",
-        [(ws, key, *state) for key, state in plan.paces.items()],
-    )
-    conn.executemany(
-        "UPDATE runs SET ready_at_ms = ?, throttled_until_ms = ?, status_reason = ? WHERE id = ?",
-        [(start_ms, start_ms, reason, run_id) for run_id, start_ms, reason in plan.delayed],
-    )
-    conn.executemany(
-        "UPDATE runs SET status_reason = ? WHERE id = ?",
-        [(reason, run_id) for run_id, reason in plan.explained],
-    )
-    conn.executemany(
-        "UPDATE runs SET queue_at_ms = ? WHERE id = ?",
-        [(tag, run_id) for run_id, tag in plan.retagged.items()],
-    )
+    for sql, rows in (
+        (
+            "INSERT INTO flow_throttles (workspace, key, tat, rate_limit) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (workspace, key) DO UPDATE SET tat = excluded.tat,"
+            " rate_limit = excluded.rate_limit",
+            [(ws, key, *state) for key, state in plan.paces.items()],
+        ),
+        (
+            "UPDATE runs SET ready_at_ms = ?, throttled_until_ms = ?, status_reason = ?"
+            " WHERE id = ?",
+            [(start_ms, start_ms, reason, run_id) for run_id, start_ms, reason in plan.delayed],
+        ),
+        (
+            "UPDATE runs SET status_reason = ? WHERE id = ?",
+            [(reason, run_id) for run_id, reason in plan.explained],
+        ),
+        (
+            "UPDATE runs SET queue_at_ms = ? WHERE id = ?",
+            [(tag, run_id) for run_id, tag in plan.retagged.items()],
+        ),
+    ):
+        if rows:
+            conn.executemany(sql, rows)
     return [take(conn, run_id, owner, now_ms, lease_ms) for run_id in plan.take]
 
 

@@ -71,6 +71,12 @@ def create_runs(conn: sqlite3.Connection, ws: str, runs: list[NewRun], now_ms: i
     announce_skipped(conn, ws, insert_runs(conn, ws, runs, now_ms).skipped, now_ms)
 
 
+_INSERT_RUN = (
+    f"INSERT INTO runs (workspace, created_at_ms, {RUN_COLUMNS})"
+    f" VALUES ({', '.join('?' * (2 + RUN_WIDTH))})"
+)
+
+
 def insert_runs(
     conn: sqlite3.Connection,
     ws: str,
@@ -85,12 +91,8 @@ def insert_runs(
     if running is None and any(_holds_slots(r) for r in runs):
         running = running_slots(conn, ws)[0]
     admitted = admission.decide(conn, ws, runs, now_ms, running)
-    conn.executemany(
-        f"INSERT INTO runs (workspace, created_at_ms, {RUN_COLUMNS})"
-        f" VALUES ({', '.join('?' * (2 + RUN_WIDTH))})",
-        [(ws, now_ms, *row.values(now_ms, enc)) for row in admitted.rows],
-    )
     for row in admitted.rows:
+        conn.execute(_INSERT_RUN, (ws, now_ms, *row.values(now_ms, enc)))
         if row.skipped:
             continue
         for wait in row.run.cancel_waits:
