@@ -36,29 +36,18 @@ class Keys:
 
     @classmethod
     def of(cls, runs: Iterable[NewRun]) -> Keys:
-        keys = cls([], {}, [], [], [], [], [])
-        for run in runs:
-            if (flow := run.flow) is None:
-                continue
-            keys.slots.extend(key for key, _ in flow.concurrency)
-            if flow.fair_key:
-                keys.fair.append(flow.fair_key)
-                keys.functions.append(run.function_id)
-            if flow.idempotency_key:
-                keys.idempotency.append(flow.idempotency_key)
-            if flow.rate_limit:
-                keys.rates[flow.rate_limit.key] = flow.rate_limit.period_ms
-            if flow.buffer:
-                keys.buffers.append(flow.buffer.key)
-            if flow.singleton_key:
-                keys.singletons.append(flow.singleton_key)
-                keys.slots.append(flow.singleton_key)
-        for found in (keys.idempotency, keys.buffers, keys.singletons, keys.fair, keys.functions):
-            if len(found) > 1:
-                found[:] = dict.fromkeys(found)  # each once, in order
-        if len(keys.slots) > 1:
-            keys.slots[:] = dict.fromkeys(keys.slots)
-        return keys
+        runs = list(runs)
+        flows = [run.flow for run in runs if run.flow is not None]
+        singletons = list({f.singleton_key for f in flows if f.singleton_key})
+        return cls(
+            idempotency=list({f.idempotency_key for f in flows if f.idempotency_key}),
+            rates={f.rate_limit.key: f.rate_limit.period_ms for f in flows if f.rate_limit},
+            buffers=list({f.buffer.key for f in flows if f.buffer}),
+            singletons=singletons,
+            fair=list({f.fair_key for f in flows if f.fair_key}),
+            functions=list({r.function_id for r in runs if r.flow and r.flow.fair_key}),
+            slots=list({k for f in flows for k, _ in f.concurrency} | set(singletons)),
+        )
 
 
 RUN_COLUMNS = (

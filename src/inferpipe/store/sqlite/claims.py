@@ -158,29 +158,24 @@ def _write(
 ) -> list[ClaimedRun]:
     """Write what a page decided: throttle reservations, the runs they delay, the reasons of
     runs held back, the turns given away; then take the runs."""
-    for sql, rows in (
-        (
-            "INSERT INTO flow_throttles (workspace, key, tat, rate_limit) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (workspace, key) DO UPDATE SET tat = excluded.tat,"
-            " rate_limit = excluded.rate_limit",
-            [(ws, key, *state) for key, state in plan.paces.items()],
-        ),
-        (
-            "UPDATE runs SET ready_at_ms = ?, throttled_until_ms = ?, status_reason = ?"
-            " WHERE id = ?",
-            [(start_ms, start_ms, reason, run_id) for run_id, start_ms, reason in plan.delayed],
-        ),
-        (
-            "UPDATE runs SET status_reason = ? WHERE id = ?",
-            [(reason, run_id) for run_id, reason in plan.explained],
-        ),
-        (
-            "UPDATE runs SET queue_at_ms = ? WHERE id = ?",
-            [(tag, run_id) for run_id, tag in plan.retagged.items()],
-        ),
-    ):
-        if rows:
-            conn.executemany(sql, rows)
+    conn.executemany(
+        "INSERT INTO flow_throttles (workspace, key, tat, rate_limit) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (workspace, key) DO UPDATE SET tat = excluded.tat,"
+        " rate_limit = excluded.rate_limit",
+        [(ws, key, *state) for key, state in plan.paces.items()],
+    )
+    conn.executemany(
+        "UPDATE runs SET ready_at_ms = ?, throttled_until_ms = ?, status_reason = ? WHERE id = ?",
+        [(start_ms, start_ms, reason, run_id) for run_id, start_ms, reason in plan.delayed],
+    )
+    conn.executemany(
+        "UPDATE runs SET status_reason = ? WHERE id = ?",
+        [(reason, run_id) for run_id, reason in plan.explained],
+    )
+    conn.executemany(
+        "UPDATE runs SET queue_at_ms = ? WHERE id = ?",
+        [(tag, run_id) for run_id, tag in plan.retagged.items()],
+    )
     return [take(conn, run_id, owner, now_ms, lease_ms) for run_id in plan.take]
 
 
