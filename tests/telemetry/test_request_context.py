@@ -67,6 +67,13 @@ def test_a_request_trace_continues_into_the_runs_it_causes(
             (untraced_id,) = untraced.json()["runs_created"]
             for run_id in (signup_id, direct_id, untraced_id):
                 wait_status(http, run_id, {"completed"})
+            shown = {
+                i: http.get(f"/v1/runs/{i}").json()["trace_id"] for i in (signup_id, direct_id)
+            }
+            assert shown == {signup_id: WEB_TRACE, direct_id: WEB_TRACE}
+            assert http.get(f"/v1/runs/{untraced_id}").json()["trace_id"] == (
+                run_span(untraced_id, []).trace_id
+            )
         receiver.wait_for(lambda spans: sum(s.name == "run announced" for s in spans) == 2)
     finally:
         stop()

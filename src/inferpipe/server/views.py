@@ -9,6 +9,7 @@ import orjson
 from inferpipe.core.durations import to_ms
 from inferpipe.core.records import LogRecord, Run, StepRecord
 from inferpipe.core.scores import ScoreRecord
+from inferpipe.core.trace_context import run_span
 from inferpipe.engine.functions import CronTrigger, FunctionDef
 from inferpipe.wire import schemas
 
@@ -66,6 +67,7 @@ def run_info(run: Run, limit_bytes: int | None) -> schemas.RunInfo:
         rerun_of=run.rerun_of,
         event_ids=list(run.event_ids or []),
         cancel_requested=run.cancel_requested,
+        trace_id=run_span(run.id, run.events).trace_id,
     )
 
 

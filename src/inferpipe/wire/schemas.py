@@ -161,6 +161,12 @@ class RunInfo(WireModel):
     rerun_of: str | None = None
     event_ids: list[str] = Field(default_factory=list)
     cancel_requested: str | None = None
+    trace_id: str = Field(
+        default="",
+        description="The run's OpenTelemetry trace id (32 hex digits): the trace of the request "
+        "that caused it (W3C `traceparent`), or one of its own. Its spans are exported when "
+        "telemetry is on (docs/telemetry.md).",
+    )
 
 
 class StepInfo(WireModel):
