@@ -62,7 +62,11 @@ class App:
         database: `sqlite:///path`, `postgresql://...`, or None for $INFERPIPE_DATABASE_URL,
             falling back to a SQLite file under ./.inferpipe.
         workspace: the workspace its events and runs belong to.
-        limits: payload limits (512 KB per event, 4 MB per step output by default).
+        limits: payload limits (512 KB per event, 256 MB per step or run output) and the
+            offload threshold (outputs over 256 KB go to the blob store).
+        blobs: where offloaded outputs go: `file:///path`, `s3://bucket/prefix` (the `s3`
+            extra), or None for $INFERPIPE_BLOBS_URL, falling back to a `blobs` folder beside
+            the SQLite file. See docs/payloads.md.
         streams: where run streams go: a `PubSub`, `"memory://"` (one process), `"store"`
             (a table in the app's database, shared by every process using it), a `redis://`
             URL, or None for $INFERPIPE_STREAMS_URL, falling back to memory. See docs/streams.md.
@@ -88,9 +92,11 @@ class App:
         limits: Limits | None = None,
         streams: PubSub | str | None = None,
         telemetry: bool | None = None,
+        blobs: str | None = None,
     ) -> None:
         self.id = id
         self.database = database
+        self.blobs = blobs
         self.workspace = workspace
         self.limits = limits or Limits()
         self.registry = Registry()
@@ -216,7 +222,7 @@ class App:
         """Open the store (applying migrations) and build the engine."""
         if self._engine is None:
             exporting = export.settings(self.telemetry)  # a mistake there stops nothing half-open
-            store = store or store_from_url(self.database, self.workspace)
+            store = store or store_from_url(self.database, self.workspace, blobs=self.blobs)
             await store.open()
             pubsub = pubsub_from(self.streams, store)
             self._engine = Engine(

@@ -167,6 +167,11 @@ class _calls:  # noqa: N801 - a namespace of request builders, one per API opera
         return _Call("GET", path, StepInfo.model_validate)
 
     @staticmethod
+    def output(run_id: str, step_key: str | None) -> _Call[Any]:
+        step = f"/steps/{_seg(step_key)}" if step_key is not None else ""
+        return _Call("GET", f"/v1/runs/{_seg(run_id)}{step}/output", lambda body: body)
+
+    @staticmethod
     def logs(run_id: str, **query: Any) -> _Call[Page[LogInfo]]:
         return _Call("GET", f"/v1/runs/{_seg(run_id)}/logs", _page(LogInfo), _params(**query))
 
@@ -387,6 +392,11 @@ class Client:
         `output_ref` points to)."""
         return self._do(_calls.step(run_id, step_key))
 
+    def output(self, run_id: str, step_key: str | None = None) -> Any:
+        """The whole output of a run, or of its step `step_key`, however large (what an
+        `output_url` points to when the output was offloaded to the blob store)."""
+        return self._do(_calls.output(run_id, step_key))
+
     def logs(self, run_id: str, *, limit: int = 200, cursor: str | None = None) -> Page[LogInfo]:
         return self._do(_calls.logs(run_id, limit=limit, cursor=cursor))
 
@@ -586,6 +596,9 @@ class AsyncClient:
 
     async def step(self, run_id: str, step_key: str) -> StepInfo:
         return await self._do(_calls.step(run_id, step_key))
+
+    async def output(self, run_id: str, step_key: str | None = None) -> Any:
+        return await self._do(_calls.output(run_id, step_key))
 
     async def logs(
         self, run_id: str, *, limit: int = 200, cursor: str | None = None

@@ -143,6 +143,11 @@ def build_app(database: str) -> ip.App:
     async def big(ctx: ip.Context) -> str:
         return str(await ctx.step.run("make", lambda: "x" * (8 * KB) + "THE-END"))
 
+    @app.function(id="offloaded", retries=0)
+    async def offloaded(ctx: ip.Context) -> int:
+        text = await ctx.step.run("scan", lambda: "x" * (300 * KB) + "THE-END")
+        return len(text)
+
     @app.function(id="many-steps", retries=0)
     async def many_steps(ctx: ip.Context) -> int:
         ctx.logger.info("starting a long run", items=MANY_STEPS)  # outside any step

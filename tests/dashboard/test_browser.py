@@ -6,6 +6,7 @@ explanation, large values loaded in full."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
@@ -180,6 +181,22 @@ def test_large_output_is_cut_and_loads_in_full(
     expect(panel).not_to_contain_text("THE-END")
     panel.get_by_role("button", name="Load full value").click()
     expect(panel).to_contain_text("THE-END")
+
+
+def test_an_offloaded_output_shows_a_preview_and_downloads_whole(
+    dashboard: Dashboard, new_page: Callable[..., Page]
+) -> None:
+    run_id = dashboard.invoke("offloaded")
+    dashboard.wait(run_id, "completed")
+    page = new_page()
+    open_app(page, dashboard.base_url, f"/run/{run_id}?step=scan&tab=output")
+    panel = page.get_by_role("tabpanel")
+    expect(panel).to_contain_text("Large value")
+    link = panel.get_by_role("link", name="Download the whole output (JSON)")
+    with page.expect_download() as download:
+        link.click()
+    saved = Path(download.value.path()).read_text()
+    assert saved.endswith('THE-END"') and len(saved) > 300 * 1024
 
 
 def test_a_long_run_compact_list_is_searched_by_step_name(

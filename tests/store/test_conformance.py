@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +23,7 @@ from inferpipe.core.records import (
     WaitKind,
 )
 from inferpipe.core.scores import ScoreRecord, ScoreSource
+from inferpipe.store import payloads
 from inferpipe.store.base import (
     DEDUPE_WINDOW_MS,
     Outcome,
@@ -31,6 +34,8 @@ from inferpipe.store.base import (
     ScoreFilter,
     Store,
 )
+from inferpipe.store.blobs import BlobNotFoundError, FileBlobStore
+from tests.store.conftest import unique_workspace
 
 NOW = 1_700_000_000_000
 LEASE_MS = 10_000
@@ -605,3 +610,32 @@ async def test_scores_written_with_progress_and_finish_take_the_experiment(store
     assert sorted((s.name, s.variant) for s in found) == [("final", "b"), ("quality", "b")]
     assert await store.purge(NOW + 1) >= 1
     assert await store.list_scores(ScoreFilter(run_id=rid)) == []
+
+
+async def test_blob_refs_name_what_rows_reference_and_the_sweep_keeps_it(
+    store: Store, tmp_path: Path
+) -> None:
+    store.blobs = FileBlobStore(tmp_path / "blobs")  # type: ignore[misc]
+    offload = payloads.Payloads(store.blobs, store.workspace, threshold_bytes=10).offload
+    in_step, in_output = await offload("s" * 100), await offload("o" * 100)
+    orphan = await store.blobs.put(store.workspace, b'"written, then the commit crashed"')
+    claimed = await started(store)
+    await store.commit(
+        claimed.lease, Progress(steps=[step(claimed.run.id, "a", output=in_step)]), NOW
+    )
+    outcome = Outcome(RunStatus.COMPLETED, output={"parts": [in_output, 1]})
+    await store.finish(claimed.lease, outcome, [], NOW)
+    shas = {payloads.ref_of(r).sha256 for r in (in_step, in_output)}  # type: ignore[union-attr]
+    assert await store.blob_refs() == shas
+    assert await store.for_workspace(unique_workspace()).blob_refs() == set()
+
+    now = int(time.time() * 1000)
+    assert await payloads.sweep(store, now) == 0  # the orphan is within its grace period
+    assert await payloads.sweep(store, now + payloads.SWEEP_GRACE_MS + 1000) == 1
+    with pytest.raises(BlobNotFoundError):
+        await store.blobs.get(store.workspace, orphan)
+
+    await store.purge(NOW + 1)  # the run goes, and with it what its rows referenced
+    assert await store.blob_refs() == set()
+    assert await payloads.sweep(store, now + payloads.SWEEP_GRACE_MS + 1000) == 2
+    assert await store.blobs.list_blobs(store.workspace) == []

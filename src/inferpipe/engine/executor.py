@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -249,6 +250,8 @@ class Executor:
         now = j.now_ms()
         fn = self.functions(j.run.function_id)
         outcome = finalize.scorer_outcome(fn, j.run, outcome, now)
+        if outcome.output is not None:
+            outcome = dataclasses.replace(outcome, output=await j.offload(outcome.output))
         planned = finalize.plan_finish(self.registry, fn, j.run, j.records, outcome, now)
         cancel = await self.store.finish(j.lease, outcome, planned, now)
         if cancel is not None:  # a cancel accepted before this finish wins over its outcome

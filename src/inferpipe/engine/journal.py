@@ -35,6 +35,8 @@ from inferpipe.engine.clock import Clock
 from inferpipe.engine.lifecycle import RunListener
 from inferpipe.engine.wakeups import Wakeups
 from inferpipe.store.base import Progress, ProgressResult, Store
+from inferpipe.store.blobs import BlobError
+from inferpipe.store.payloads import Payloads
 
 active_step: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "active_step", default=None
@@ -47,8 +49,13 @@ class Limits:
     """Payload limits, in bytes, and the keys whose values are redacted before storing."""
 
     event_bytes: int = 512 * KB
-    step_output_bytes: int = 4 * MB
-    run_output_bytes: int = 4 * MB
+    step_output_bytes: int = 256 * MB
+    """The ceiling of a step output (offloaded to the blob store above `offload_bytes`)."""
+    run_output_bytes: int = 256 * MB
+    """The ceiling of a run output (offloaded above `offload_bytes`)."""
+    offload_bytes: int = 256 * KB
+    """Step and run outputs whose JSON is longer go to the store's blob store; the journal
+    row keeps a reference (see docs/payloads.md)."""
     redact_keys: tuple[str, ...] = DEFAULT_REDACTED_KEYS
     """Matched case-insensitively at any depth of step inputs and outputs, run inputs (events,
     invocation data) and outputs, and log metadata (see `inferpipe.core.redaction`)."""
@@ -100,6 +107,7 @@ class RunJournal:
         self.lease = claimed.lease
         self.records: dict[str, StepRecord] = claimed.journal
         self.store = store
+        self.payloads = Payloads(store.blobs, claimed.run.workspace, limits.offload_bytes)
         self.clock = clock
         self.planner = planner
         self.limits = limits
@@ -277,6 +285,25 @@ class RunJournal:
         if progress.events or progress.runs or result.ingest:
             self.wakeups.work_ready()
         return result
+
+    async def offload(self, value: Any) -> Any:
+        """What the journal row keeps for `value` (a reference when it is large); the blob is
+        durable before this returns, so before the row commits."""
+        try:
+            return await self.payloads.offload(value)
+        except BlobError as exc:  # an infrastructure fault: the run is taken up again
+            self.lease_lost = True
+            raise StoreUnavailable(self.run.id, exc) from exc
+
+    async def resolve(self, value: Any) -> Any:
+        """A recorded value as the function sees it: references replaced by their values."""
+        try:
+            return await self.payloads.resolve(value)
+        except BlobError as exc:
+            if not exc.retryable:
+                raise
+            self.lease_lost = True
+            raise StoreUnavailable(self.run.id, exc) from exc
 
     async def park(self, key: str, wake_at_ms: int | None) -> Any:
         """Hold this step until the run suspends; it resumes on a later replay."""

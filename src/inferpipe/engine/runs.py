@@ -20,6 +20,7 @@ from inferpipe.engine.functions import Registry
 from inferpipe.engine.journal import Limits
 from inferpipe.engine.wakeups import Wakeups
 from inferpipe.store.base import PlannedEvent, Store
+from inferpipe.store.payloads import Payloads
 
 FINALIZE_LEASE_MS = 60_000
 """Lease on a cancelled run while this process finalizes it (one store write)."""
@@ -39,6 +40,8 @@ class Runs:
         self.registry: Registry = executor.registry
         self.clock: Clock = executor.clock
         self.limits: Limits = executor.limits
+        self.payloads = Payloads(self.store.blobs, self.store.workspace, self.limits.offload_bytes)
+        """Resolves offloaded outputs for `result`."""
         self.owner = f"engine:{new_id()}"
         """The lease owner of the runs finalized here (cancelled runs no worker executes)."""
 
@@ -181,10 +184,13 @@ class Runs:
         await self.send(score_event(stored, now))
         return stored
 
-    async def result(self, run_id: str, *, timeout: Duration = 60) -> Run:
+    async def result(self, run_id: str, *, timeout: Duration = 60, resolve: bool = True) -> Run:
         """Wait until a run finishes (some worker must be running it) and return it. The run is
         read again only when its finish may have committed: in this process (`Wakeups`) or in
         another (the store's `listen`), not on a timer.
+
+        Its output is whole, read from the blob store when it was offloaded (with `resolve`;
+        False leaves the reference, for a caller that shows a preview).
 
         Raises:
             RunNotFoundError: no such run.
@@ -204,6 +210,8 @@ class Runs:
                     changed.clear()
                     run = await self.get(run_id)
                     if run.status.finished:
+                        if resolve:
+                            run.output = await self.payloads.resolve(run.output)
                         return run
                     await changed.wait()
         except TimeoutError:

@@ -80,7 +80,7 @@ class Steps(ScoringSteps):
         key = j.key_for(step_id)
         rec = j.records.get(key)
         if rec is not None and rec.status is StepStatus.COMPLETED:
-            return rec.output
+            return await j.resolve(rec.output)
         if rec is not None and rec.status is StepStatus.FAILED:
             raise _step_error(rec)
         if (
@@ -121,18 +121,19 @@ class Steps(ScoringSteps):
                 output = await _call(step_id, fn, args, kwargs, (key, attempt))
                 if _meta is not None:
                     extra = redact(jsonc.roundtrip(_meta(output)), j.limits.redact_keys)
-                step.output = jsonc.roundtrip(
+                value = jsonc.roundtrip(
                     output,
                     what=f"output of step {step_id!r}",
                     limit_bytes=j.limits.step_output_bytes,
                 )
                 # Redacted before it is stored *and* returned, so a replay sees the same value.
-                step.output = redact(step.output, j.limits.redact_keys)
+                value = redact(value, j.limits.redact_keys)
             except Exception as exc:
                 failure = exc
             if failure is not None:
                 retry_at_ms = await self._failed(step, failure, history, _retries)
             else:
+                step.output = await j.offload(value)
                 step.finished_at_ms = j.now_ms()
                 step.meta = {**extra, "attempts": history} if history else extra
                 await j.commit(Progress(steps=[step]))
@@ -140,7 +141,9 @@ class Steps(ScoringSteps):
             j.finished()
         if failure is not None:
             return await j.park(key, retry_at_ms)
-        return j.records[key].output
+        if j.records[key] is step:
+            return value
+        return await j.resolve(j.records[key].output)  # another execution recorded it first
 
     async def _run_variant(self, step_id: str, fn: Any) -> Any:
         return await self.run(step_id, fn)
@@ -307,7 +310,7 @@ class Steps(ScoringSteps):
     async def _await_wait(self, key: str, rec: StepRecord) -> Any:
         j = self._j
         if rec.status is StepStatus.COMPLETED:
-            return rec.output
+            return await j.resolve(rec.output)
         if rec.wake_at_ms is not None and j.now_ms() >= rec.wake_at_ms:
             rec.status, rec.output, rec.finished_at_ms = StepStatus.COMPLETED, None, j.now_ms()
             await j.commit(Progress(steps=[rec]))
@@ -385,7 +388,7 @@ class Steps(ScoringSteps):
                 Progress(runs=[child]),
             )
         if rec.status is StepStatus.COMPLETED:
-            return rec.output
+            return await j.resolve(rec.output)
         if rec.status is StepStatus.FAILED:
             raise _step_error(rec)
         if rec.wake_at_ms is not None and j.now_ms() >= rec.wake_at_ms:

@@ -23,6 +23,7 @@ from inferpipe.core import run_stream
 from inferpipe.core.records import Run, StepKind, StepRecord, StepStatus
 from inferpipe.core.run_stream import run_topic
 from inferpipe.engine.journal import RunJournal
+from inferpipe.store import payloads
 from inferpipe.streams.pubsub import PubSub, StreamEvent, Subscription
 
 _log = logging.getLogger("inferpipe.streams")
@@ -185,6 +186,9 @@ def _inline_or_ref(output: Any) -> tuple[Any, dict[str, Any] | None]:
     """The output itself if it is small, else None and its size and preview."""
     if output is None or isinstance(output, bool | int | float):
         return output, None
+    blob = payloads.ref_of(output)
+    if blob is not None:  # offloaded: the row keeps its size and preview already
+        return None, {"size_bytes": blob.size_bytes, "preview": blob.preview}
     raw = jsonc.dumps(output)
     if len(raw) <= INLINE_OUTPUT_BYTES:
         return output, None

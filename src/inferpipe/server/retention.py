@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from rich.console import Console
 
 from inferpipe.core.errors import ConfigurationError
+from inferpipe.store import payloads
 from inferpipe.store.base import Store
 
 _log = logging.getLogger("inferpipe.retention")
@@ -29,8 +30,9 @@ async def purge_older_than(store: Store, days: float, *, now_ms: int | None = No
     `days` days.
 
     Runs still in progress are kept whatever their age. Incoming webhook receipts are kept at
-    least a day (the longest tolerance window), so a replay is still recognised. Returns the
-    rows removed (runs, events, deliveries and receipts).
+    least a day (the longest tolerance window), so a replay is still recognised. Blobs no row
+    references any more are deleted (see `inferpipe.store.payloads.sweep`). Returns the rows
+    and blobs removed (runs, events, deliveries, receipts and blobs).
 
     Raises:
         ConfigurationError: `days` is not a positive number.
@@ -40,7 +42,9 @@ async def purge_older_than(store: Store, days: float, *, now_ms: int | None = No
     now = now_ms if now_ms is not None else int(time.time() * 1000)
     cutoff = now - int(days * DAY_MS)
     removed = await store.purge(cutoff)
-    return removed + await store.webhooks.purge(store.workspace, cutoff, min(cutoff, now - DAY_MS))
+    removed += await store.webhooks.purge(store.workspace, cutoff, min(cutoff, now - DAY_MS))
+    # After the rows: the blobs only the purged runs referenced, and orphans of crashes.
+    return removed + await payloads.sweep(store, now)
 
 
 class RetentionJob:

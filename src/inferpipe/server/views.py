@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -11,6 +12,7 @@ from inferpipe.core.records import LogRecord, Run, StepRecord
 from inferpipe.core.scores import ScoreRecord
 from inferpipe.core.trace_context import run_span
 from inferpipe.engine.functions import CronTrigger, FunctionDef
+from inferpipe.store import payloads
 from inferpipe.wire import schemas
 
 PREVIEW_SUFFIX = "…"
@@ -21,6 +23,9 @@ def preview(value: Any, limit_bytes: int | None) -> tuple[Any, bool]:
     start of the text, or of the JSON of a structure), and whether it was cut."""
     if limit_bytes is None or value is None or isinstance(value, bool | int | float):
         return value, False
+    blob = payloads.ref_of(value)
+    if blob is not None:  # offloaded: its reference keeps the start of its JSON
+        return blob.preview[:limit_bytes] + PREVIEW_SUFFIX, True
     if isinstance(value, str):  # cut the text itself, not its quoted JSON form
         raw_text = value.encode()
         if len(raw_text) <= limit_bytes:
@@ -46,6 +51,14 @@ def error_out(error: dict[str, Any] | None) -> schemas.ErrorOut | None:
     )
 
 
+def output_url(run_id: str, value: Any, step_key: str | None = None) -> str | None:
+    """The download route of an offloaded output (None when the row holds it whole)."""
+    if payloads.ref_of(value) is None:
+        return None
+    step = f"/steps/{quote(step_key, safe='')}" if step_key is not None else ""
+    return f"/v1/runs/{quote(run_id, safe='')}{step}/output"
+
+
 def run_info(run: Run, limit_bytes: int | None) -> schemas.RunInfo:
     run_input, input_cut = preview(run.input, limit_bytes)
     output, output_cut = preview(run.output, limit_bytes)
@@ -61,6 +74,7 @@ def run_info(run: Run, limit_bytes: int | None) -> schemas.RunInfo:
         input_truncated=input_cut,
         output=output,
         output_truncated=output_cut,
+        output_url=output_url(run.id, run.output),
         error=error_out(run.error),
         executions=run.executions,
         parent_run_id=run.parent_run_id,
@@ -85,6 +99,7 @@ def step_info(step: StepRecord, limit_bytes: int | None) -> schemas.StepInfo:
         input_truncated=input_cut,
         output=output,
         output_truncated=output_cut,
+        output_url=output_url(step.run_id, step.output, step.key),
         started_at_ms=step.started_at_ms,
         finished_at_ms=step.finished_at_ms,
         wake_at_ms=step.wake_at_ms,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from inferpipe.core.errors import ConfigurationError
 from inferpipe.store.base import Store
+from inferpipe.store.blobs import blob_store_from_url
 
 DEFAULT_DATABASE = "sqlite:///.inferpipe/inferpipe.db"
 """The embedded default: a SQLite file under ./.inferpipe."""
@@ -18,15 +19,20 @@ def database_url(url: str | None = None) -> str:
     return url or os.environ.get("INFERPIPE_DATABASE_URL") or DEFAULT_DATABASE
 
 
-def store_from_url(url: str | None = None, workspace: str = "default") -> Store:
-    """A store for `sqlite:///path`, a plain file path, or `postgresql://...`."""
+def store_from_url(
+    url: str | None = None, workspace: str = "default", *, blobs: str | None = None
+) -> Store:
+    """A store for `sqlite:///path`, a plain file path, or `postgresql://...`, with its blob
+    store at `blobs` (a `file://` or `s3://` URL), else $INFERPIPE_BLOBS_URL, else a `blobs`
+    folder beside the SQLite file (`./.inferpipe/blobs` for PostgreSQL)."""
     url = database_url(url)
+    blob_store = blob_store_from_url(blobs) if blobs else None
     if url.startswith(("postgresql://", "postgres://")):
         try:
             postgres = importlib.import_module("inferpipe.store.postgres")
         except ImportError as exc:
             raise ConfigurationError(f"PostgreSQL support is not available: {exc}") from exc
-        store: Store = postgres.PostgresStore(url, workspace)
+        store: Store = postgres.PostgresStore(url, workspace, blobs=blob_store)
         return store
     if url.startswith("sqlite://"):
         path = url.removeprefix("sqlite://").removeprefix("/") or ":memory:"
@@ -40,7 +46,7 @@ def store_from_url(url: str | None = None, workspace: str = "default") -> Store:
         path = url
     from inferpipe.store.sqlite import SQLiteStore  # noqa: PLC0415 - keeps import of base light
 
-    return SQLiteStore(Path(path) if path != ":memory:" else path, workspace)
+    return SQLiteStore(Path(path) if path != ":memory:" else path, workspace, blobs=blob_store)
 
 
 __all__ = ["DEFAULT_DATABASE", "Store", "database_url", "store_from_url"]

@@ -28,6 +28,7 @@ from inferpipe.core.records import (
     StepRecord,
 )
 from inferpipe.core.scores import ScoreRecord
+from inferpipe.store.blobs.base import BlobStore
 from inferpipe.store.graphs import GraphTable
 from inferpipe.store.keys import KeyStore
 from inferpipe.store.secrets import SecretTable
@@ -120,6 +121,11 @@ class Store(Protocol):
     """Persistence for events, runs, journals, waits and logs, scoped to one workspace."""
 
     workspace: str
+
+    @property
+    def blobs(self) -> BlobStore:
+        """Where payloads above the offload threshold live, for every workspace of this
+        database (each reads only its own; see `inferpipe.store.payloads`)."""
 
     @property
     def keys(self) -> KeyStore:
@@ -311,6 +317,11 @@ class Store(Protocol):
         By experiment: every score of every run assigned to it (a run in two experiments has
         its scores counted in both), each carrying that experiment and the run's variant in
         it. Otherwise `experiment`/`variant` are those of the first experiment of the run."""
+
+    async def blob_refs(self) -> set[str]:
+        """The sha256 of every blob this workspace's rows still reference (step and run
+        outputs, run inputs, event bodies): what a blob sweep must keep."""
+        ...
 
     async def purge(self, older_than_ms: int) -> int:
         """Delete finished runs (with journals and logs) and events older than a time, and flow

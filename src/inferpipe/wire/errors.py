@@ -30,6 +30,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "run_not_found": 404,
     "invalid_score": 422,
     "store_error": 503,
+    "blob_error": 503,
+    "blob_not_found": 404,
+    "blob_forbidden": 403,
     # workflow graphs (inferpipe.workflows; the server's routes/workflows.py)
     "graph_invalid": 422,
     "graph_not_found": 404,

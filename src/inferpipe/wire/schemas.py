@@ -150,6 +150,11 @@ class RunInfo(WireModel):
     input_truncated: bool = False
     output: Any = None
     output_truncated: bool = False
+    output_url: str | None = Field(
+        default=None,
+        description="Where the whole output downloads from (its JSON), when it was offloaded "
+        "to the blob store; `output` is then a preview unless `full` was asked.",
+    )
     error: ErrorOut | None = None
     executions: int = Field(
         default=0,
@@ -183,6 +188,11 @@ class StepInfo(WireModel):
     input_truncated: bool = False
     output: Any = None
     output_truncated: bool = False
+    output_url: str | None = Field(
+        default=None,
+        description="Where the whole output downloads from (its JSON), when it was offloaded "
+        "to the blob store; `output` is then a preview unless `full` was asked.",
+    )
     started_at_ms: int | None = None
     finished_at_ms: int | None = None
     wake_at_ms: int | None = None

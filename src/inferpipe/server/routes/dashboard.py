@@ -13,7 +13,7 @@ from inferpipe.core.errors import RunNotFoundError
 from inferpipe.core.records import Run, RunStatus
 from inferpipe.engine import sandbox
 from inferpipe.scoring.experiments import compare
-from inferpipe.server import query, views
+from inferpipe.server import outputs, query, views
 from inferpipe.server.dashboard import bulk, explain, summaries
 from inferpipe.server.dashboard import schemas as ds
 from inferpipe.server.dashboard.session import Session, SessionSigner
@@ -156,7 +156,7 @@ async def run_overview(run_id: str, scope: RequestScope, full: Full = False) -> 
             triggers.append(views.event_info(event))
     children = await scope.store.list_runs(RunFilter(parent_run_id=run_id), limit=100)
     return ds.RunOverview(
-        run=views.run_info(run, scope.preview_limit(full)),
+        run=await outputs.run_view(scope, run, scope.preview_limit(full)),
         summary=await _row(scope, run),
         trigger_events=triggers,
         children=[await _row(scope, child) for child in children.items],
@@ -175,7 +175,7 @@ async def run_step(
     await _run(scope, run_id)
     for step in await scope.store.get_steps(run_id):
         if step.key == step_key:
-            return views.step_info(step, scope.preview_limit(full))
+            return await outputs.step_view(scope, step, scope.preview_limit(full))
     raise NotFoundError(f"run {run_id} has no step {step_key!r}")
 
 

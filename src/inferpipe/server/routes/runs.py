@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Response
 
-from inferpipe.core.records import RunStatus
-from inferpipe.server import query, views
-from inferpipe.server.deps import RequestScope
+from inferpipe.core.records import RunStatus, StepRecord
+from inferpipe.server import outputs, query, views
+from inferpipe.server.deps import RequestScope, Scope
 from inferpipe.server.errors import StepNotFoundError
 from inferpipe.server.routes import CONFLICT_RESPONSE, ERROR_RESPONSES
 from inferpipe.store.base import RunFilter
@@ -62,10 +62,12 @@ async def get_run(
     """Status, timestamps, input, output, error, executions and parent of a run; with `wait_s`,
     once the run has finished (awaited, not polled) or `wait_s` has passed."""
     try:
-        run = await scope.runs.result(run_id, timeout=wait_s) if wait_s else None
+        run = await scope.runs.result(run_id, timeout=wait_s, resolve=False) if wait_s else None
     except TimeoutError:
         run = None
-    return views.run_info(run or await scope.runs.get(run_id), scope.preview_limit(full))
+    if run is None:
+        run = await scope.runs.get(run_id)
+    return await outputs.run_view(scope, run, scope.preview_limit(full))
 
 
 @router.get(
@@ -88,7 +90,7 @@ async def run_steps(
         steps, lambda s: s.seq, limit, query.decode_cursor("steps", cursor)
     )
     return schemas.Page[schemas.StepInfo](
-        items=[views.step_info(s, scope.preview_limit(full)) for s in page],
+        items=[await outputs.step_view(scope, s, scope.preview_limit(full)) for s in page],
         next_cursor=query.encode_cursor("steps", nxt),
     )
 
@@ -101,10 +103,35 @@ async def run_steps(
 async def run_step(run_id: str, step_key: str, scope: RequestScope) -> schemas.StepInfo:
     """A step by its journal key, never cut: how a stream client fetches an output that a
     `step.completed` event only references (`output_ref`)."""
+    return await outputs.step_view(scope, await _step(scope, run_id, step_key), None)
+
+
+@router.get(
+    "/{run_id}/steps/{step_key}/output",
+    summary="A step's output, whole, as JSON",
+    responses={200: {"content": {"application/json": {}}}},
+)
+async def run_step_output(run_id: str, step_key: str, scope: RequestScope) -> Response:
+    """The step's output as its JSON document: where `output_url` points for an output
+    offloaded to the blob store (read in the caller's workspace only)."""
+    return await outputs.download(scope, (await _step(scope, run_id, step_key)).output)
+
+
+@router.get(
+    "/{run_id}/output",
+    summary="A run's output, whole, as JSON",
+    responses={200: {"content": {"application/json": {}}}},
+)
+async def run_output(run_id: str, scope: RequestScope) -> Response:
+    """The run's output as its JSON document (null until it completes)."""
+    return await outputs.download(scope, (await scope.runs.get(run_id)).output)
+
+
+async def _step(scope: Scope, run_id: str, step_key: str) -> StepRecord:
     await scope.runs.get(run_id)
     for step in await scope.store.get_steps(run_id):
         if step.key == step_key:
-            return views.step_info(step, None)
+            return step
     raise StepNotFoundError(run_id, step_key)
 
 

@@ -17,6 +17,7 @@ from inferpipe.core.records import (
     StepRecord,
 )
 from inferpipe.core.scores import ScoreRecord
+from inferpipe.store import payloads
 from inferpipe.store.base import (
     Outcome,
     Page,
@@ -26,6 +27,8 @@ from inferpipe.store.base import (
     RunFilter,
     ScoreFilter,
 )
+from inferpipe.store.blobs import BlobStore, blob_store_from_url
+from inferpipe.store.payloads import MARKER
 from inferpipe.store.postgres import claims, intake, schema, scores, work
 from inferpipe.store.postgres.database import (
     CHANNEL,
@@ -52,6 +55,9 @@ from inferpipe.store.postgres.secrets import PostgresSecrets
 from inferpipe.store.postgres.stream_log import PostgresStreamLog
 from inferpipe.store.postgres.webhooks import PostgresWebhooks
 
+DEFAULT_BLOBS = ".inferpipe/blobs"
+"""The blob folder when neither `blobs` nor $INFERPIPE_BLOBS_URL says otherwise."""
+
 
 class PostgresStore:
     """A `Store` on PostgreSQL: claims with `FOR UPDATE SKIP LOCKED`, leases fenced by token,
@@ -63,6 +69,8 @@ class PostgresStore:
         workspace: the workspace this view is scoped to.
         pool_size: connections held at most by this process.
         retry_s: how long an operation retries through a lost server before `StoreError`.
+        blobs: where large payloads go; by default $INFERPIPE_BLOBS_URL, else
+            `./.inferpipe/blobs` (set an `s3://` URL when workers run on many machines).
 
     Example::
 
@@ -77,12 +85,14 @@ class PostgresStore:
         *,
         pool_size: int = POOL_SIZE,
         retry_s: float = RETRY_S,
+        blobs: BlobStore | None = None,
         _db: Database | None = None,
         _journal: JournalWriter | None = None,
         _notifications: Notifications | None = None,
     ) -> None:
         self.url = url
         self.workspace = workspace
+        self.blobs: BlobStore = blobs or blob_store_from_url(None, DEFAULT_BLOBS)
         self._db = _db or Database(url, pool_size=pool_size, retry_s=retry_s)
         self._journal = _journal or JournalWriter(self._db)
         self._notifications = _notifications or Notifications(url)
@@ -98,6 +108,7 @@ class PostgresStore:
         return PostgresStore(
             self.url,
             workspace,
+            blobs=self.blobs,
             _db=self._db,
             _journal=self._journal,
             _notifications=self._notifications,
@@ -377,8 +388,22 @@ class PostgresStore:
     async def list_scores(self, flt: ScoreFilter, *, limit: int = 1000) -> list[ScoreRecord]:
         return await self._db.read(lambda c: scores.query(c, self.workspace, flt, limit))
 
+    async def blob_refs(self) -> set[str]:
+        rows = await self._db.read(lambda c: c.fetch(_BLOB_REFS, self.workspace, MARKER))
+        return payloads.shas_in(row[0] for row in rows)
+
     async def purge(self, older_than_ms: int) -> int:
         return await self._db.transaction(lambda c: work.purge(c, self.workspace, older_than_ms))
+
+
+_BLOB_REFS = """
+SELECT s.output::text FROM steps s JOIN runs r ON r.id = s.run_id
+ WHERE r.workspace = $1 AND strpos(s.output::text, $2) > 0
+UNION ALL SELECT output::text FROM runs WHERE workspace = $1 AND strpos(output::text, $2) > 0
+UNION ALL SELECT input::text FROM runs WHERE workspace = $1 AND strpos(input::text, $2) > 0
+UNION ALL SELECT body::text FROM events WHERE workspace = $1 AND strpos(body::text, $2) > 0
+"""
+"""Rows whose JSON mentions a blob reference (decoded and checked by `payloads.shas_in`)."""
 
 
 def _filters(workspace: str, *clauses: tuple[str, object]) -> tuple[str, list[object]]:

@@ -20,6 +20,7 @@ from inferpipe.core.records import (
     StepRecord,
 )
 from inferpipe.core.scores import ScoreRecord
+from inferpipe.store import payloads
 from inferpipe.store.base import (
     Outcome,
     Page,
@@ -29,7 +30,9 @@ from inferpipe.store.base import (
     RunFilter,
     ScoreFilter,
 )
+from inferpipe.store.blobs import BlobStore, blob_store_from_url
 from inferpipe.store.migrations import migration_files
+from inferpipe.store.payloads import MARKER
 from inferpipe.store.sqlite import admission, claims, intake, scores, work
 from inferpipe.store.sqlite.changes import Changes
 from inferpipe.store.sqlite.database import Database
@@ -54,6 +57,8 @@ class SQLiteStore:
     Args:
         path: the database file (created with its folder), or ``":memory:"``.
         workspace: the workspace this view is scoped to.
+        blobs: where large payloads go; by default $INFERPIPE_BLOBS_URL, else a `blobs`
+            folder beside the database file (in memory for ``":memory:"``).
     """
 
     def __init__(
@@ -61,11 +66,15 @@ class SQLiteStore:
         path: Path | str,
         workspace: str = "default",
         *,
+        blobs: BlobStore | None = None,
         _db: Database | None = None,
         _changes: Changes | None = None,
     ):
         self.path = str(path)
         self.workspace = workspace
+        self.blobs: BlobStore = blobs or blob_store_from_url(
+            None, None if self.path == ":memory:" else Path(self.path).parent / "blobs"
+        )
         self._db = _db or Database(self.path)
         self._changes = _changes or Changes(self._db)
         self._owner = _db is None
@@ -76,7 +85,9 @@ class SQLiteStore:
         self.webhooks = SQLiteWebhooks(self._db)
 
     def for_workspace(self, workspace: str) -> SQLiteStore:
-        return SQLiteStore(self.path, workspace, _db=self._db, _changes=self._changes)
+        return SQLiteStore(
+            self.path, workspace, blobs=self.blobs, _db=self._db, _changes=self._changes
+        )
 
     async def open(self) -> None:
         self._db.start()
@@ -310,6 +321,12 @@ class SQLiteStore:
     async def list_scores(self, flt: ScoreFilter, *, limit: int = 1000) -> list[ScoreRecord]:
         return await self._db.read(lambda c: scores.query(c, self.workspace, flt, limit))
 
+    async def blob_refs(self) -> set[str]:
+        rows = await self._db.read(
+            lambda c: c.execute(_BLOB_REFS, [self.workspace, MARKER] * 4).fetchall()
+        )
+        return payloads.shas_in(row[0] for row in rows)
+
     async def purge(self, older_than_ms: int) -> int:
         return await self._db.write(lambda c: _purge(c, self.workspace, older_than_ms))
 
@@ -341,6 +358,15 @@ def _migrate(conn: sqlite3.Connection) -> None:
             "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?, ?, ?)",
             (version, name, int(time.time() * 1000)),
         )
+
+
+_BLOB_REFS = """
+SELECT s.output FROM steps s JOIN runs r ON r.id = s.run_id WHERE r.workspace = ? AND instr(s.output, ?)
+UNION ALL SELECT output FROM runs WHERE workspace = ? AND instr(output, ?)
+UNION ALL SELECT input FROM runs WHERE workspace = ? AND instr(input, ?)
+UNION ALL SELECT body FROM events WHERE workspace = ? AND instr(body, ?)
+"""
+"""Rows whose JSON mentions a blob reference (decoded and checked by `payloads.shas_in`)."""
 
 
 def _purge(conn: sqlite3.Connection, ws: str, older_than_ms: int) -> int:

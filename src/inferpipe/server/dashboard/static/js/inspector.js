@@ -76,7 +76,11 @@ const PANELS = {
     const { step } = ctx;
     if (step.status === "waiting" || step.status === "sleeping") return h("p", { class: "muted" }, "No output yet: the step is still open.");
     if (step.output === null || step.output === undefined) return h("p", { class: "muted" }, "The step returned nothing (null).");
-    return jsonBlock(step.output, { truncated: step.output_truncated, onLoadFull: fullValue(ctx, "output"), label: "Step output" });
+    const block = jsonBlock(step.output, { truncated: step.output_truncated, onLoadFull: fullValue(ctx, "output"), label: "Step output" });
+    if (!step.output_url) return block;
+    // Offloaded to the blob store: the preview above, the whole JSON as a file.
+    return h("div", {}, block,
+      h("p", {}, h("a", { href: step.output_url, download: `${step.key}.json`, id: "step-output-download" }, "Download the whole output (JSON)")));
   },
   error(ctx) {
     const { error } = ctx.step;

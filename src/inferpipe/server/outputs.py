@@ -1,0 +1,46 @@
+"""Outputs offloaded to the blob store, as the API shows them: a preview with `output_url`
+in listings, the whole value with `full`, and the raw JSON from the download routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import Response
+
+from inferpipe.core.records import Run, StepRecord
+from inferpipe.server import views
+from inferpipe.server.deps import Scope
+from inferpipe.store import payloads
+from inferpipe.wire import schemas
+
+
+def _payloads(scope: Scope) -> payloads.Payloads:
+    # Scoped to the caller's workspace: a reference to another workspace's blob is refused.
+    return payloads.Payloads(scope.store.blobs, scope.store.workspace, threshold_bytes=0)
+
+
+async def run_view(scope: Scope, run: Run, limit_bytes: int | None) -> schemas.RunInfo:
+    """`views.run_info`, with an offloaded output read whole when there is no limit."""
+    info = views.run_info(run, limit_bytes)
+    if limit_bytes is None and info.output_url is not None:
+        info.output = await _payloads(scope).resolve(run.output)
+    return info
+
+
+async def step_view(scope: Scope, step: StepRecord, limit_bytes: int | None) -> schemas.StepInfo:
+    """`views.step_info`, with an offloaded output read whole when there is no limit."""
+    info = views.step_info(step, limit_bytes)
+    if limit_bytes is None and info.output_url is not None:
+        info.output = await _payloads(scope).resolve(step.output)
+    return info
+
+
+async def download(scope: Scope, value: Any) -> Response:
+    """The JSON of an output, whole: an offloaded one straight from its blob."""
+    blob = payloads.ref_of(value)
+    if blob is not None:
+        raw = await _payloads(scope).read(blob)
+    else:
+        raw = orjson.dumps(await _payloads(scope).resolve(value), option=orjson.OPT_NON_STR_KEYS)
+    return Response(raw, media_type="application/json")

@@ -1,0 +1,81 @@
+"""The `BlobStore` protocol: where payloads too large for a journal row are kept.
+
+Blobs are content-addressed (the sha256 of the uncompressed bytes) and scoped by workspace:
+a blob is read, listed and deleted through the workspace that wrote it, never another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from inferpipe.core.errors import StoreError
+
+
+class BlobError(StoreError):
+    """A blob could not be written or read (the backend failed); retryable."""
+
+    code = "blob_error"
+
+
+class BlobNotFoundError(BlobError):
+    """No blob with this hash in this workspace (deleted, or never written there)."""
+
+    code = "blob_not_found"
+    retryable = False
+
+    def __init__(self, workspace: str, sha256: str) -> None:
+        super().__init__(f"no blob {sha256} in workspace {workspace!r}")
+        self.workspace = workspace
+        self.sha256 = sha256
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    """A stored blob, as a listing shows it."""
+
+    sha256: str
+    stored_at_ms: int  #: when it was last written (a write of the same content renews it)
+
+
+class BlobStore(Protocol):
+    """Durable, content-addressed storage of compressed bytes, per workspace.
+
+    Implementations: `FileBlobStore` (a directory, the default, beside the SQLite file) and
+    `S3BlobStore` (an S3-compatible bucket, the `s3` extra). `blob_store_from_url` picks one.
+    """
+
+    url: str
+
+    async def put(self, workspace: str, data: bytes) -> str:
+        """Store `data` (compressed) and return its sha256; durable when this returns.
+        Storing bytes already there renews their `stored_at_ms`."""
+        ...
+
+    async def get(self, workspace: str, sha256: str) -> bytes:
+        """The uncompressed bytes. Raises `BlobNotFoundError`."""
+        ...
+
+    async def delete(self, workspace: str, sha256: str) -> None:
+        """Remove a blob; a missing one is not an error."""
+        ...
+
+    async def list_blobs(self, workspace: str) -> list[BlobInfo]:
+        """Every blob of `workspace`."""
+        ...
+
+    async def workspaces(self) -> list[str]:
+        """The workspaces that have blobs."""
+        ...
+
+
+class BlobWorkspaceError(BlobError):
+    """A reference names a blob of another workspace: refused, never read."""
+
+    code = "blob_forbidden"
+    retryable = False
+
+    def __init__(self, workspace: str, owner: str) -> None:
+        super().__init__(f"a blob of workspace {owner!r} cannot be read from {workspace!r}")
+        self.workspace = workspace
+        self.owner = owner

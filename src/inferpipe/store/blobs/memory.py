@@ -1,0 +1,37 @@
+"""`MemoryBlobStore`: blobs in this process's memory, for an in-memory database."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import zlib
+
+from inferpipe.store.blobs.base import BlobInfo, BlobNotFoundError
+
+
+class MemoryBlobStore:
+    """Compressed blobs in a dict; gone with the process, like the `:memory:` database."""
+
+    def __init__(self) -> None:
+        self.url = "memory://"
+        self._blobs: dict[tuple[str, str], tuple[bytes, int]] = {}
+
+    async def put(self, workspace: str, data: bytes) -> str:
+        sha = hashlib.sha256(data).hexdigest()
+        self._blobs[(workspace, sha)] = (zlib.compress(data, 1), int(time.time() * 1000))
+        return sha
+
+    async def get(self, workspace: str, sha256: str) -> bytes:
+        found = self._blobs.get((workspace, sha256))
+        if found is None:
+            raise BlobNotFoundError(workspace, sha256)
+        return zlib.decompress(found[0])
+
+    async def delete(self, workspace: str, sha256: str) -> None:
+        self._blobs.pop((workspace, sha256), None)
+
+    async def list_blobs(self, workspace: str) -> list[BlobInfo]:
+        return [BlobInfo(sha, at) for (ws, sha), (_, at) in self._blobs.items() if ws == workspace]
+
+    async def workspaces(self) -> list[str]:
+        return sorted({ws for ws, _ in self._blobs})

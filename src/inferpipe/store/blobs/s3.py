@@ -1,0 +1,102 @@
+"""`S3BlobStore`: blobs as gzip objects in an S3-compatible bucket (the `s3` extra, `obstore`).
+
+Keys: `<prefix>/<workspace>/<sha256[:2]>/<sha256>.json.gz`, the workspace percent-encoded. S3
+acknowledges a PUT once the object is stored durably, so a blob is whole or absent.
+Credentials, region and endpoint come from the standard `AWS_*` environment variables
+(`AWS_ENDPOINT_URL` for a server other than AWS, `AWS_ALLOW_HTTP=true` for plain HTTP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import zlib
+from typing import Any
+from urllib.parse import unquote
+
+import obstore
+from obstore.store import S3Store
+
+from inferpipe.store.blobs.base import BlobError, BlobInfo, BlobNotFoundError
+from inferpipe.store.blobs.file import COMPRESS_LEVEL, SHA256, workspace_dir
+
+_SUFFIX = ".json.gz"
+
+
+class S3BlobStore:
+    """Blobs in a bucket, under an optional prefix.
+
+    Example::
+
+        blobs = S3BlobStore.from_url("s3://my-bucket/inferpipe")
+    """
+
+    def __init__(self, store: S3Store, url: str) -> None:
+        self._store = store
+        self.url = url
+
+    @classmethod
+    def from_url(cls, url: str, **config: Any) -> S3BlobStore:
+        """A store for `s3://bucket/prefix`; `config` overrides the `AWS_*` environment."""
+        try:
+            return cls(S3Store.from_url(url, **config), url)
+        except Exception as exc:  # obstore raises its own errors for a bad URL or config
+            raise BlobError(f"cannot open blob store {url}: {exc}") from exc
+
+    async def put(self, workspace: str, data: bytes) -> str:
+        sha = hashlib.sha256(data).hexdigest()
+        packed = await asyncio.to_thread(gzip.compress, data, COMPRESS_LEVEL, mtime=0)
+        try:
+            await obstore.put_async(self._store, _key(workspace, sha), packed)
+        except Exception as exc:
+            raise BlobError(f"cannot write blob {sha} to {self.url}: {exc}") from exc
+        return sha
+
+    async def get(self, workspace: str, sha256: str) -> bytes:
+        if not SHA256.fullmatch(sha256):
+            raise BlobNotFoundError(workspace, sha256)
+        try:
+            found = await obstore.get_async(self._store, _key(workspace, sha256))
+            packed = await found.bytes_async()
+        except FileNotFoundError:
+            raise BlobNotFoundError(workspace, sha256) from None
+        except Exception as exc:
+            raise BlobError(f"cannot read blob {sha256} from {self.url}: {exc}") from exc
+        try:
+            return await asyncio.to_thread(gzip.decompress, packed.to_bytes())
+        except (OSError, zlib.error, EOFError) as exc:
+            raise BlobError(f"blob {sha256} in {self.url} is damaged: {exc}") from exc
+
+    async def delete(self, workspace: str, sha256: str) -> None:
+        if not SHA256.fullmatch(sha256):
+            return
+        try:
+            await obstore.delete_async(self._store, _key(workspace, sha256))
+        except FileNotFoundError:
+            return
+        except Exception as exc:
+            raise BlobError(f"cannot delete blob {sha256} from {self.url}: {exc}") from exc
+
+    async def list_blobs(self, workspace: str) -> list[BlobInfo]:
+        found = []
+        try:
+            async for chunk in obstore.list(self._store, workspace_dir(workspace)):
+                for meta in chunk:
+                    sha = meta["path"].rsplit("/", 1)[-1].removesuffix(_SUFFIX)
+                    if SHA256.fullmatch(sha):
+                        found.append(BlobInfo(sha, int(meta["last_modified"].timestamp() * 1000)))
+        except Exception as exc:
+            raise BlobError(f"cannot list blobs in {self.url}: {exc}") from exc
+        return found
+
+    async def workspaces(self) -> list[str]:
+        try:
+            top = await obstore.list_with_delimiter_async(self._store)
+        except Exception as exc:
+            raise BlobError(f"cannot list blobs in {self.url}: {exc}") from exc
+        return sorted(unquote(p.rstrip("/")) for p in top["common_prefixes"])
+
+
+def _key(workspace: str, sha256: str) -> str:
+    return f"{workspace_dir(workspace)}/{sha256[:2]}/{sha256}{_SUFFIX}"

@@ -1,0 +1,158 @@
+"""Payload references: a JSON value above the offload threshold lives in the blob store and
+the row keeps `{"$inferpipe.blob": {"sha256", "size_bytes", "workspace", "preview"}}`.
+
+`Payloads.offload` writes the blob (durable when it returns, so before the row that refers to
+it commits); `Payloads.resolve` replaces references, at any depth, by their values, refusing a
+reference to another workspace's blob.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from inferpipe.store.base import Store
+from inferpipe.store.blobs.base import BlobStore, BlobWorkspaceError
+
+MARKER = "$inferpipe.blob"
+"""The one key of a reference object."""
+
+PREVIEW_CHARS = 200
+"""How much of the value's JSON a reference keeps, for listings and the dashboard."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRef:
+    """Where an offloaded value is: its workspace, the sha256 and size of its JSON."""
+
+    workspace: str
+    sha256: str
+    size_bytes: int
+    preview: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            MARKER: {
+                "sha256": self.sha256,
+                "size_bytes": self.size_bytes,
+                "workspace": self.workspace,
+                "preview": self.preview,
+            }
+        }
+
+
+def ref_of(value: Any) -> BlobRef | None:
+    """The reference `value` is, or None for an ordinary value."""
+    if not isinstance(value, dict) or len(value) != 1 or MARKER not in value:
+        return None
+    body = value[MARKER]
+    if not isinstance(body, dict):
+        return None
+    try:
+        return BlobRef(
+            str(body["workspace"]),
+            str(body["sha256"]),
+            int(body["size_bytes"]),
+            str(body.get("preview", "")),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def has_refs(value: Any) -> bool:
+    """Whether `value` holds a reference at any depth."""
+    if isinstance(value, dict):
+        return ref_of(value) is not None or any(has_refs(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_refs(v) for v in value)
+    return False
+
+
+class Payloads:
+    """Offloading and resolving for one workspace.
+
+    Args:
+        blobs: where offloaded values go.
+        workspace: the workspace whose rows these values belong to.
+        threshold_bytes: values whose JSON is longer are offloaded.
+    """
+
+    def __init__(self, blobs: BlobStore, workspace: str, threshold_bytes: int) -> None:
+        self.blobs = blobs
+        self.workspace = workspace
+        self.threshold_bytes = threshold_bytes
+
+    async def offload(self, value: Any, raw: bytes | None = None) -> Any:
+        """What the row keeps for `value`: itself when small, else a reference (the blob is
+        durable when this returns). `raw` is its JSON when the caller has it already."""
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if raw is None:
+            raw = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+        if len(raw) <= self.threshold_bytes:
+            return value
+        sha = await self.blobs.put(self.workspace, raw)
+        preview = raw[: PREVIEW_CHARS * 4].decode("utf-8", errors="ignore")[:PREVIEW_CHARS]
+        return BlobRef(self.workspace, sha, len(raw), preview).to_json()
+
+    async def read(self, ref: BlobRef) -> bytes:
+        """The JSON of an offloaded value. Raises `BlobWorkspaceError` for another
+        workspace's reference and `BlobNotFoundError` for a deleted blob."""
+        if ref.workspace != self.workspace:
+            raise BlobWorkspaceError(self.workspace, ref.workspace)
+        return await self.blobs.get(self.workspace, ref.sha256)
+
+    async def resolve(self, value: Any) -> Any:
+        """`value` with every reference in it replaced by what it refers to."""
+        ref = ref_of(value)
+        if ref is not None:
+            return orjson.loads(await self.read(ref))
+        if isinstance(value, dict):
+            if not has_refs(value):
+                return value
+            return {k: await self.resolve(v) for k, v in value.items()}
+        if isinstance(value, list) and has_refs(value):
+            return [await self.resolve(v) for v in value]
+        return value
+
+
+def shas_in(documents: Iterable[bytes | str | None]) -> set[str]:
+    """The blobs the JSON `documents` reference, at any depth."""
+    found: set[str] = set()
+    for raw in documents:
+        if raw is not None:
+            _collect(orjson.loads(raw), found)
+    return found
+
+
+def _collect(value: Any, found: set[str]) -> None:
+    ref = ref_of(value)
+    if ref is not None:
+        found.add(ref.sha256)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _collect(v, found)
+    elif isinstance(value, list):
+        for v in value:
+            _collect(v, found)
+
+
+SWEEP_GRACE_MS = 3_600_000
+"""How old an unreferenced blob must be before a sweep deletes it: a blob is written before
+the row that references it commits, so a younger one may belong to a commit still on its way."""
+
+
+async def sweep(store: Store, now_ms: int, grace_ms: int = SWEEP_GRACE_MS) -> int:
+    """Delete the blobs of `store`'s workspace that no row references and that were last
+    written before `now_ms - grace_ms`: those of purged runs, and orphans of a crash between
+    a blob's write and its row's commit. Returns how many were deleted."""
+    referenced = await store.blob_refs()
+    removed = 0
+    for blob in await store.blobs.list_blobs(store.workspace):
+        if blob.sha256 not in referenced and blob.stored_at_ms < now_ms - grace_ms:
+            await store.blobs.delete(store.workspace, blob.sha256)
+            removed += 1
+    return removed

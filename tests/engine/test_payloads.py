@@ -1,0 +1,213 @@
+"""Large step and run outputs go to the blob store; the journal keeps references."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import inferpipe as ip
+from inferpipe.core.errors import StoreError
+from inferpipe.server import retention
+from inferpipe.store import payloads
+from inferpipe.store.base import Progress
+from inferpipe.testing import Harness
+
+BIG = "x" * (300 * 1024)  #: over the 256 KB default threshold
+
+
+def _row_bytes(db: Path, run_id: str, key: str) -> int:
+    with sqlite3.connect(db) as conn:
+        (size,) = conn.execute(
+            "SELECT length(output) FROM steps WHERE run_id = ? AND key = ?", (run_id, key)
+        ).fetchone()
+    return int(size)
+
+
+async def test_a_large_step_output_is_offloaded_and_replayed_whole(tmp_path: Path) -> None:
+    app = ip.App("blobs")
+    calls: list[int] = []
+
+    def make() -> dict[str, str]:
+        calls.append(1)
+        return {"text": BIG, "password": "hunter2"}
+
+    @app.function(id="f")
+    async def f(ctx: ip.Context) -> int:
+        doc = await ctx.step.run("doc", make)
+        await ctx.step.sleep("pause", "1h")  # the run resumes from its journal
+        assert doc == {"text": BIG, "password": "[REDACTED]"}
+        return len(doc["text"])
+
+    async with Harness(app, path=tmp_path / "app.db") as h:
+        run_id = await h.invoke("f")
+        run = await h.settle(run_id)
+        assert run is not None and run.status is ip.RunStatus.COMPLETED, run.error
+        assert run.output == len(BIG) and calls == [1]
+        steps = await h.steps(run_id)
+        ref = payloads.ref_of(steps[0].output)
+        assert ref is not None and ref.workspace == "default"
+        assert ref.size_bytes > len(BIG) and ref.preview.startswith('{"text":"xxx')
+        assert _row_bytes(tmp_path / "app.db", run_id, "doc") < 1024
+        blob = await h.engine.store.blobs.get("default", ref.sha256)
+        assert b"hunter2" not in blob  # redacted before it was stored
+        files = list((tmp_path / "blobs").rglob("*.json.gz"))
+        assert [p.name for p in files] == [f"{ref.sha256}.json.gz"]
+        assert files[0].stat().st_size < 4096  # compressed
+
+
+async def test_a_large_run_output_is_offloaded_and_result_resolves_it(tmp_path: Path) -> None:
+    app = ip.App("blobs")
+
+    @app.function(id="f")
+    async def f(ctx: ip.Context) -> list[str]:
+        return [BIG, "end"]
+
+    async with Harness(app, path=tmp_path / "app.db") as h:
+        run_id = await h.invoke("f")
+        await h.settle(run_id)
+        stored = await h.run(run_id)
+        assert payloads.ref_of(stored.output) is not None
+        run = await app.result(run_id, timeout=5)
+        assert run.output == [BIG, "end"]
+
+
+async def test_an_invoked_child_with_a_large_output_reaches_its_parent(tmp_path: Path) -> None:
+    app = ip.App("blobs")
+
+    @app.function(id="child")
+    async def child(ctx: ip.Context) -> str:
+        return BIG
+
+    @app.function(id="parent")
+    async def parent(ctx: ip.Context) -> bool:
+        got = await ctx.step.invoke("call", "child")
+        return bool(got == BIG)
+
+    async with Harness(app, path=tmp_path / "app.db") as h:
+        run_id = await h.invoke("parent")
+        run = await h.settle(run_id)
+        assert run is not None and run.output is True, run.error
+
+
+async def test_small_outputs_stay_inline(tmp_path: Path) -> None:
+    app = ip.App("blobs")
+
+    @app.function(id="f")
+    async def f(ctx: ip.Context) -> str:
+        return str(await ctx.step.run("small", lambda: "y" * 1000))
+
+    async with Harness(app, path=tmp_path / "app.db") as h:
+        run_id = await h.invoke("f")
+        await h.settle(run_id)
+        assert (await h.steps(run_id))[0].output == "y" * 1000
+        assert not (tmp_path / "blobs").exists()
+
+
+async def test_the_ceiling_still_refuses_an_output_over_it(tmp_path: Path) -> None:
+    app = ip.App("blobs", limits=ip.Limits(step_output_bytes=400 * 1024))
+
+    @app.function(id="f", retries=0)
+    async def f(ctx: ip.Context) -> None:
+        await ctx.step.run("huge", lambda: "z" * (500 * 1024))
+
+    async with Harness(app, path=tmp_path / "app.db") as h:
+        run = await h.settle(await h.invoke("f"))
+        assert run is not None and run.status is ip.RunStatus.FAILED
+        assert run.error is not None and run.error["code"] == "payload_too_large"
+        assert not (tmp_path / "blobs").exists()
+
+
+async def test_a_reference_to_another_workspaces_blob_is_refused(tmp_path: Path) -> None:
+    app = ip.App("blobs")
+
+    @app.function(id="f", retries=0)
+    async def f(ctx: ip.Context) -> object:
+        forged = await ctx.step.run("forge", lambda: forged_ref)
+        await ctx.step.sleep("pause", "1h")  # the replay resolves the recorded reference
+        return forged
+
+    async with Harness(app, path=tmp_path / "app.db") as h:
+        sha = await h.engine.store.blobs.put("victim", b'"the other workspace\'s secret"')
+        forged_ref = payloads.BlobRef("victim", sha, 30, "").to_json()
+        run = await h.settle(await h.invoke("f"))
+        assert run is not None and run.status is ip.RunStatus.FAILED
+        assert run.error is not None and run.error["code"] == "blob_forbidden"
+        assert "secret" not in str(run.error)
+
+
+async def test_a_100_mb_step_output_works(tmp_path: Path) -> None:
+    app = ip.App("blobs")
+    size = 100 * 1024 * 1024
+
+    @app.function(id="f")
+    async def f(ctx: ip.Context) -> int:
+        text = await ctx.step.run("huge", lambda: "h" * size)
+        await ctx.step.sleep("pause", "1m")
+        return len(text)
+
+    async with Harness(app, path=tmp_path / "app.db") as h:
+        run_id = await h.invoke("f")
+        run = await h.settle(run_id)
+        assert run is not None and run.output == size, run.error
+        assert _row_bytes(tmp_path / "app.db", run_id, "huge") < 1024
+        (blob,) = (tmp_path / "blobs").rglob("*.json.gz")
+        assert blob.stat().st_size < size / 100
+
+
+async def test_an_orphan_of_a_failed_commit_is_swept_after_its_grace(tmp_path: Path) -> None:
+    app = ip.App("blobs")
+    attempts: list[str] = []
+
+    def draft() -> str:
+        attempts.append(uuid.uuid4().hex)  # each attempt writes a different blob
+        return attempts[-1] * 10_000
+
+    @app.function(id="f")
+    async def f(ctx: ip.Context) -> int:
+        return len(await ctx.step.run("draft", draft))
+
+    async with Harness(app, path=tmp_path / "app.db") as h:
+        store = h.engine.store
+        real_commit = store.commit
+
+        async def commit_fails_once(lease: Any, progress: Progress, now_ms: int) -> Any:
+            if progress.steps and len(attempts) == 1:
+                raise StoreError("the disk went away after the blob was written")
+            return await real_commit(lease, progress, now_ms)
+
+        store.commit = commit_fails_once  # type: ignore[method-assign]
+        run = await h.settle(await h.invoke("f"))
+        assert run is not None and run.status is ip.RunStatus.COMPLETED, run.error
+        assert len(attempts) == 2
+        assert len(await store.blobs.list_blobs("default")) == 2  # one is an orphan
+
+        now = int(time.time() * 1000)
+        assert await payloads.sweep(store, now) == 0  # within its grace period
+        assert await payloads.sweep(store, now + payloads.SWEEP_GRACE_MS + 1000) == 1
+        (kept,) = await store.blobs.list_blobs("default")
+        (step,) = await h.steps(run.id)
+        assert kept.sha256 == payloads.ref_of(step.output).sha256  # type: ignore[union-attr]
+
+
+async def test_retention_deletes_the_blobs_of_purged_runs(tmp_path: Path) -> None:
+    app = ip.App("blobs")
+
+    @app.function(id="f")
+    async def f(ctx: ip.Context) -> str:
+        return str(await ctx.step.run("doc", lambda: BIG))
+
+    async with Harness(app, path=tmp_path / "app.db") as h:
+        await h.settle(await h.invoke("f"))
+        store = h.engine.store
+        assert len(await store.blobs.list_blobs("default")) == 1  # the step's and the run's: one
+        soon = h.now_ms + 3 * retention.DAY_MS  # the run's clock: the run is 3 days old
+        assert await retention.purge_older_than(store, 30, now_ms=soon) == 0
+        assert len(await store.blobs.list_blobs("default")) == 1  # still referenced
+        # The wall clock the blob files know, past the sweep's grace period.
+        later = int(time.time() * 1000) + 3 * retention.DAY_MS
+        removed = await retention.purge_older_than(store, 1, now_ms=later)
+        assert removed >= 3  # the run, its event, its blob
+        assert await store.blobs.list_blobs("default") == []

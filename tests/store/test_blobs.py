@@ -1,0 +1,123 @@
+"""Every `BlobStore` backend: content addressing, durability of a write, workspace scoping."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from inferpipe.core.errors import ConfigurationError
+from inferpipe.store.blobs import (
+    BlobNotFoundError,
+    BlobStore,
+    FileBlobStore,
+    MemoryBlobStore,
+    blob_store_from_url,
+)
+from tests.servers import free_port
+
+
+def _files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+@pytest.fixture(scope="module")
+def s3_url() -> Iterator[str]:
+    """A bucket on moto's S3 server, on loopback; the AWS_* variables point obstore at it."""
+    moto_server = pytest.importorskip("moto.server")
+    pytest.importorskip("obstore")
+    port = free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    settings = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+    }
+    saved = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
+    import httpx  # noqa: PLC0415
+
+    httpx.put(f"http://127.0.0.1:{port}/blobs-test").raise_for_status()  # create the bucket
+    try:
+        yield "s3://blobs-test/app"
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.stop()
+
+
+@pytest.fixture(params=["file", "memory", "s3"])
+async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
+    if request.param == "file":
+        yield FileBlobStore(tmp_path / "blobs")
+    elif request.param == "memory":
+        yield MemoryBlobStore()
+    else:
+        url = request.getfixturevalue("s3_url")
+        yield blob_store_from_url(f"{url}/{tmp_path.name}")
+
+
+async def test_put_returns_the_sha256_and_get_the_bytes(blobs: BlobStore) -> None:
+    data = b'{"text": "' + b"a" * 100_000 + b'"}'
+    sha = await blobs.put("ws1", data)
+    assert sha == hashlib.sha256(data).hexdigest()
+    assert await blobs.get("ws1", sha) == data
+    assert await blobs.put("ws1", data) == sha  # the same content, the same blob
+    assert [b.sha256 for b in await blobs.list_blobs("ws1")] == [sha]
+    assert await blobs.workspaces() == ["ws1"]
+
+
+async def test_a_blob_is_read_only_through_its_workspace(blobs: BlobStore) -> None:
+    sha = await blobs.put("ws1", b'"secret"')
+    with pytest.raises(BlobNotFoundError):
+        await blobs.get("ws2", sha)
+    assert await blobs.list_blobs("ws2") == []
+
+
+async def test_delete_removes_and_tolerates_a_missing_blob(blobs: BlobStore) -> None:
+    sha = await blobs.put("ws1", b"[1, 2]")
+    await blobs.delete("ws1", sha)
+    await blobs.delete("ws1", sha)
+    with pytest.raises(BlobNotFoundError):
+        await blobs.get("ws1", sha)
+
+
+async def test_a_malformed_hash_is_not_found(blobs: BlobStore) -> None:
+    with pytest.raises(BlobNotFoundError):
+        await blobs.get("ws1", "../../etc/passwd")
+
+
+async def test_file_blobs_are_compressed_and_leave_no_temporary_files(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path / "blobs")
+    data = b"[" + b'"same", ' * 200_000 + b'"end"]'
+    shas = await asyncio.gather(*(store.put("w", data) for _ in range(4)))  # racing writers
+    files = _files(tmp_path / "blobs")
+    assert [p.name for p in files] == [f"{shas[0]}.json.gz"]
+    assert files[0].stat().st_size < len(data) / 50
+
+
+async def test_workspace_names_cannot_escape_the_root(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path / "blobs")
+    for name in ("..", "../x", "a/b", "."):
+        await store.put(name, b"1")
+    inside = _files(tmp_path)
+    assert inside and all((tmp_path / "blobs") in p.parents for p in inside)
+    assert sorted(await store.workspaces()) == sorted(["..", "../x", "a/b", "."])
+
+
+def test_the_url_selects_the_backend(tmp_path: Path) -> None:
+    assert isinstance(blob_store_from_url(f"file://{tmp_path}"), FileBlobStore)
+    assert isinstance(blob_store_from_url("memory://"), MemoryBlobStore)
+    assert isinstance(blob_store_from_url(None, tmp_path), FileBlobStore)
+    with pytest.raises(ConfigurationError, match="unsupported blob store URL"):
+        blob_store_from_url("ftp://host/x")
