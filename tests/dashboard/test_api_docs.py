@@ -21,6 +21,10 @@ document.addEventListener("securitypolicyviolation", (e) =>
   window.cspViolations.push({directive: e.effectiveDirective, blocked: e.blockedURI}));
 """
 
+RENDER_TIMEOUT_MS = 30_000
+"""The first render parses a 1-2 MB bundle and lays out every operation: on a loaded shared
+machine that alone has taken over the default 10 s."""
+
 REDOC_LOGO = {"directive": "img-src", "blocked": "https://cdn.redoc.ly/redoc/logo-mini.svg"}
 """Redoc's footer shows Redocly's logo from their CDN: the policy keeps it out (and the page
 hides the broken image)."""
@@ -89,7 +93,7 @@ def test_swagger_ui_renders_every_operation_offline_and_tries_one(
     assert response is not None and response.ok and response.url.endswith("/docs")
 
     blocks = page.locator(".opblock")
-    expect(blocks).to_have_count(len(expected))
+    expect(blocks).to_have_count(len(expected), timeout=RENDER_TIMEOUT_MS)
     for method, path, summary in expected:
         block = page.locator(f'.opblock:has(.opblock-summary-path[data-path="{path}"])')
         expect(block.filter(has_text=summary)).to_contain_text(method)
@@ -119,7 +123,7 @@ def test_redoc_renders_every_operation_offline(
     assert "script-src 'self';" in response.headers["content-security-policy"]
 
     headings = page.locator("h2")
-    expect(headings.filter(has_text=expected[-1][2])).to_be_visible()
+    expect(headings.filter(has_text=expected[-1][2])).to_be_visible(timeout=RENDER_TIMEOUT_MS)
     summaries = set(headings.all_inner_texts())
     assert {summary for _, _, summary in expected} <= summaries
     expect(page.locator(".menu-content")).to_contain_text("workflows")
