@@ -211,3 +211,49 @@ async def test_retention_deletes_the_blobs_of_purged_runs(tmp_path: Path) -> Non
         removed = await retention.purge_older_than(store, 1, now_ms=later)
         assert removed >= 3  # the run, its event, its blob
         assert await store.blobs.list_blobs("default") == []
+
+
+async def test_a_scorer_and_a_triggered_function_see_a_large_output_whole(
+    tmp_path: Path,
+) -> None:
+    app = ip.App("blobs")
+    seen: list[int] = []
+
+    @app.scorer(id="length")
+    async def length(ctx: ip.Context) -> ip.Score:
+        return ip.Score("length", len(ctx.input["output"]))
+
+    @app.function(id="f", scorers=[length])
+    async def f(ctx: ip.Context) -> str:
+        return BIG
+
+    finished_f = ip.on_event("inferpipe/function.finished", if_exp="event.data.function_id == 'f'")
+
+    @app.function(id="after", trigger=finished_f)
+    async def after(ctx: ip.Context) -> None:
+        seen.append(len(ctx.event.data["output"]))
+
+    async with Harness(app, path=tmp_path / "app.db") as h:
+        run_id = await h.invoke("f")
+        await h.settle()
+        assert [s.value for s in await h.app.scores(run_id=run_id)] == [len(BIG)]
+        assert seen == [len(BIG)]
+
+
+async def test_an_event_carrying_another_workspaces_reference_fails_its_run(
+    tmp_path: Path,
+) -> None:
+    app = ip.App("blobs")
+
+    @app.function(id="on-doc", trigger=ip.on_event("doc/uploaded"), retries=0)
+    async def on_doc(ctx: ip.Context) -> object:
+        return ctx.event.data["doc"]
+
+    async with Harness(app, path=tmp_path / "app.db") as h:
+        sha = await h.engine.store.blobs.put("victim", b'"the other workspace\'s secret"')
+        forged = payloads.BlobRef("victim", sha, 30, "").to_json()
+        await h.send(ip.Event("doc/uploaded", {"doc": forged}))
+        await h.settle()
+        (run,) = await h.runs_of("on-doc")
+        assert run.status is ip.RunStatus.FAILED
+        assert run.error is not None and run.error["code"] == "blob_forbidden"

@@ -57,14 +57,22 @@ class RunLogger:
 class Context:
     """The run's view of itself: its trigger event(s), ids, logger and step API."""
 
-    def __init__(self, journal: RunJournal, stream: RunStream | None = None) -> None:
+    def __init__(
+        self,
+        journal: RunJournal,
+        stream: RunStream | None = None,
+        events: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """`events`: the trigger events as the function sees them (offloaded values read
+        back, see `RunJournal.resolve`); the run's own by default."""
         run = journal.run
+        events = run.events if events is None else events
         self._journal = journal
         self.run_id: str = run.id
         self.function_id: str = run.function_id
-        self.events: list[Event] = [Event.from_dict(e) for e in run.events]
+        self.events: list[Event] = [Event.from_dict(e) for e in events]
         self.event: Event = self.events[0] if self.events else Event("inferpipe/none")
-        self.step = Steps(journal, run.events[0] if run.events else {})
+        self.step = Steps(journal, events[0] if events else {})
         self.logger = RunLogger(journal)
         self.stream = stream if stream is not None else RunStream(journal, None)
         retrying = [r.attempt for r in journal.records.values() if r.status is StepStatus.RETRYING]

@@ -33,6 +33,7 @@ from inferpipe.engine.journal import Limits, Planner, RunJournal
 from inferpipe.engine.lifecycle import Listeners
 from inferpipe.engine.wakeups import Wakeups
 from inferpipe.store.base import Outcome, Progress, Store
+from inferpipe.store.blobs import BlobError
 from inferpipe.streams.pubsub import PubSub
 
 _log = logging.getLogger("inferpipe.executor")
@@ -134,7 +135,14 @@ class Executor:
         if j.listener is not None:
             j.listener.run_started(run)
         started = time.monotonic()
-        task: asyncio.Task[Any] = asyncio.ensure_future(fn.handler(Context(j, stream)))
+        # A finished run's output in a trigger (a scorer's input, function.finished) may be
+        # a reference: the function sees the value.
+        try:
+            context = Context(j, stream, await j.resolve(run.events))
+        except BlobError as exc:  # a reference sent in an event that this workspace cannot read
+            await self._finish(j, Outcome(RunStatus.FAILED, error=error_payload(exc)))
+            return
+        task: asyncio.Task[Any] = asyncio.ensure_future(fn.handler(context))
         try:
             if await self._drive(j, task):
                 if j.held:  # settled on a step the journal does not have, short of its steps
