@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from inferpipe.core.errors import LeaseLost, RunNotFoundError
+from inferpipe.core.errors import InvalidScoreError, LeaseLost, RunNotFoundError
 from inferpipe.core.events import Event
 from inferpipe.core.records import (
     ClaimedRun,
@@ -594,6 +594,20 @@ async def test_scores_are_attached_updated_and_listed(store: Store) -> None:
         await store.put_score(score("missing-run"), NOW)
     other = store.for_workspace(store.workspace + "-other")
     assert await other.list_scores(ScoreFilter(run_id=rid)) == []
+
+
+async def test_a_score_and_its_announcement_commit_together(store: Store) -> None:
+    rid = (await started(store)).run.id
+    first = await store.put_score(score(rid), NOW, [planned("score/recorded", {"n": 1})])
+    page = await store.list_events(name="score/recorded")
+    assert [e["data"] for e in page.items] == [{"n": 1}]
+    other = store.for_workspace(store.workspace + "-other")
+    other_rid = (await started(other)).run.id
+    taken = ScoreRecord(first.id, other_rid, "quality", 0.1, ScoreSource.FEEDBACK, NOW)
+    with pytest.raises(InvalidScoreError):
+        await other.put_score(taken, NOW, [planned("score/recorded", {"n": 2})])
+    assert (await other.list_events(name="score/recorded")).items == []
+    assert await other.list_scores(ScoreFilter(run_id=other_rid)) == []
 
 
 async def test_scores_written_with_progress_and_finish_take_the_experiment(store: Store) -> None:

@@ -58,15 +58,7 @@ class Runs:
         if not batch:
             raise InvalidEventError("no events to send")
         now = self.clock.now_ms()
-        valid = [
-            redact_event(
-                validate_event(e, limit_bytes=self.limits.event_bytes, now_ms=now),
-                self.limits.redact_keys,
-            )
-            for e in batch
-        ]
-        planned = [PlannedEvent(e, self.registry.plan(e, now)) for e in valid]
-        result = await self.store.ingest(planned, now)
+        result = await self.store.ingest(self._planned(batch, now), now)
         self.wakeups.work_ready()
         for run_id in result.runs_cancelled:  # by a `cancel_on` match
             await self._finalize_cancelled(run_id)
@@ -175,14 +167,22 @@ class Runs:
             reason=reason,
             metadata=redact(metadata or {}, self.limits.redact_keys),
         )
-        stored = await self.store.put_score(record, now)
-        listeners = self.executor.listeners
-        if listeners:  # the run is read only for them
-            run = await self.store.get_run(run_id)
-            if run is not None:
-                listeners.score_recorded(run, stored)
-        await self.send(score_event(stored, now))
+        run = await self.get(run_id)
+        announcement = self._planned([score_event(record, now, run.function_id)], now)
+        stored = await self.store.put_score(record, now, announcement)
+        self.wakeups.work_ready()
+        if self.executor.listeners:
+            self.executor.listeners.score_recorded(run, stored)
         return stored
+
+    def _planned(self, events: list[Event], now_ms: int) -> list[PlannedEvent]:
+        """Events validated, redacted and planned: the runs each one starts."""
+        planned = []
+        for event in events:
+            valid = validate_event(event, limit_bytes=self.limits.event_bytes, now_ms=now_ms)
+            redacted = redact_event(valid, self.limits.redact_keys)
+            planned.append(PlannedEvent(redacted, self.registry.plan(redacted, now_ms)))
+        return planned
 
     async def result(self, run_id: str, *, timeout: Duration = 60, resolve: bool = True) -> Run:
         """Wait until a run finishes (some worker must be running it) and return it. The run is

@@ -308,8 +308,12 @@ class Store(Protocol):
         otherwise."""
 
     # scores -------------------------------------------------------------------------------
-    async def put_score(self, score: ScoreRecord, now_ms: int) -> ScoreRecord:
-        """Attach a score to a run (RunNotFoundError if unknown); same id = update."""
+    async def put_score(
+        self, score: ScoreRecord, now_ms: int, events: list[PlannedEvent] | None = None
+    ) -> ScoreRecord:
+        """Attach a score to a run (RunNotFoundError if unknown); same id = update. `events`
+        (the score's announcement) are ingested in the same transaction, so a crash cannot keep
+        the score and lose what it triggers."""
 
     async def list_scores(self, flt: ScoreFilter, *, limit: int = 1000) -> list[ScoreRecord]:
         """Scores oldest first, by run, function, scorer, name, experiment or time.

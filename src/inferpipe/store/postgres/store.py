@@ -373,17 +373,21 @@ class PostgresStore:
         )
 
     # scores -------------------------------------------------------------------------------
-    async def put_score(self, score: ScoreRecord, now_ms: int) -> ScoreRecord:
+    async def put_score(
+        self, score: ScoreRecord, now_ms: int, events: list[PlannedEvent] | None = None
+    ) -> ScoreRecord:
         await self._must_get(score.run_id)
 
-        async def put(c: Conn) -> ScoreRecord | None:
+        async def put(c: Conn) -> ScoreRecord:
             await scores.put(c, self.workspace, [score], now_ms)
-            return await scores.get(c, self.workspace, score.id)
+            stored = await scores.get(c, self.workspace, score.id)
+            if stored is None:  # the id belongs to another workspace's score: nothing is kept
+                raise InvalidScoreError(f"score id {score.id!r} is already used")
+            if events:
+                await intake.ingest(c, self.workspace, events, now_ms)
+            return stored
 
-        stored = await self._db.transaction(put)
-        if stored is None:  # the id belongs to another workspace's score
-            raise InvalidScoreError(f"score id {score.id!r} is already used")
-        return stored
+        return await self._db.transaction(put)
 
     async def list_scores(self, flt: ScoreFilter, *, limit: int = 1000) -> list[ScoreRecord]:
         return await self._db.read(lambda c: scores.query(c, self.workspace, flt, limit))

@@ -310,13 +310,21 @@ class SQLiteStore:
         )
 
     # scores -------------------------------------------------------------------------------
-    async def put_score(self, score: ScoreRecord, now_ms: int) -> ScoreRecord:
+    async def put_score(
+        self, score: ScoreRecord, now_ms: int, events: list[PlannedEvent] | None = None
+    ) -> ScoreRecord:
         await self._must_get(score.run_id)
-        await self._db.write(lambda c: scores.put(c, self.workspace, [score], now_ms))
-        stored = await self._db.read(lambda c: scores.get(c, self.workspace, score.id))
-        if stored is None:  # the id belongs to another workspace's score
-            raise InvalidScoreError(f"score id {score.id!r} is already used")
-        return stored
+
+        def put(c: sqlite3.Connection) -> ScoreRecord:
+            scores.put(c, self.workspace, [score], now_ms)
+            stored = scores.get(c, self.workspace, score.id)
+            if stored is None:  # the id belongs to another workspace's score: nothing is kept
+                raise InvalidScoreError(f"score id {score.id!r} is already used")
+            if events:
+                intake.ingest(c, self.workspace, events, now_ms)
+            return stored
+
+        return await self._db.write(put)
 
     async def list_scores(self, flt: ScoreFilter, *, limit: int = 1000) -> list[ScoreRecord]:
         return await self._db.read(lambda c: scores.query(c, self.workspace, flt, limit))
