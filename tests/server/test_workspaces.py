@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 
+import inferpipe as ip
+from inferpipe.core.records import Run, RunStatus
+from inferpipe.engine.lifecycle import RunListener
+from inferpipe.engine.worker import Worker
+from inferpipe.server.workspaces import Workspaces
 from tests.server.conftest import LiveServer, assert_error
 
 
@@ -67,3 +74,32 @@ def test_an_event_in_one_workspace_triggers_nothing_in_another(
 
     http_a.post("/v1/events", json={"name": "test/reply", "data": {"from": "a"}})
     assert live.wait_status(http_a, waiting, {"completed"})["output"] == {"from": "a"}
+
+
+class Finishes(RunListener):
+    def __init__(self) -> None:
+        self.workspaces: list[str] = []
+
+    def execution_ended(self, run: Run) -> None:
+        self.workspaces.append(run.workspace)
+
+
+async def test_every_workspace_engine_reports_to_the_apps_listeners(tmp_path: Path) -> None:
+    app = ip.App("listeners", database=f"sqlite:///{tmp_path / 'ws.db'}")
+
+    @app.function(id="f")
+    async def f(ctx: ip.Context) -> int:
+        return await ctx.step.run("one", lambda: 1)
+
+    finishes = Finishes()
+    await app.start()
+    try:
+        app.engine.add_listener(finishes)  # as telemetry does
+        other = Workspaces(app).engine("acme")
+        run_id = await other.runs.invoke("f")
+        await Worker(other).run_until_idle()
+        run = await other.runs.get(run_id)
+    finally:
+        await app.close()
+    assert run.status is RunStatus.COMPLETED
+    assert finishes.workspaces == ["acme"]

@@ -64,3 +64,20 @@ async def test_a_listener_hears_of_the_finish_of_its_run_in_another_store(
         assert run is not None and run.status is RunStatus.COMPLETED
     finally:
         await unlisten()
+
+
+async def test_listeners_arriving_together_share_one_watcher(stores: list[Store]) -> None:
+    mine, theirs = stores
+    before = set(asyncio.all_tasks())
+    heard = [asyncio.Event() for _ in range(5)]
+    unlistens = await asyncio.gather(*(mine.listen(e.set) for e in heard))
+    try:
+        started = set(asyncio.all_tasks()) - before
+        if isinstance(mine, SQLiteStore):
+            assert len(started) == 1  # one PRAGMA watcher, however many arrived at once
+        await theirs.create_runs([NewRun("run-shared", "fn", [], [], NOW)], NOW)
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in heard)), WAIT_S)
+    finally:
+        for unlisten in unlistens:
+            await unlisten()
+    assert not {t for t in set(asyncio.all_tasks()) - before if not t.done()}

@@ -17,7 +17,8 @@ from inferpipe.streams.pubsub import PubSub
 
 
 class Engine:
-    """Ties a store, a function registry and a clock together."""
+    """Ties a store, a function registry and a clock together. Engines given one `listeners`
+    (the workspaces of one app) report their executions to the same listeners."""
 
     def __init__(
         self,
@@ -27,6 +28,7 @@ class Engine:
         clock: Clock | None = None,
         limits: Limits | None = None,
         pubsub: PubSub | None = None,
+        listeners: Listeners | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -34,7 +36,7 @@ class Engine:
         self.limits = limits or Limits()
         self.pubsub = pubsub
         self.wakeups = Wakeups()
-        self.listeners = Listeners()
+        self.listeners = Listeners() if listeners is None else listeners
         self.executor = Executor(
             store, self.clock, registry, self.limits, self.wakeups, pubsub, self.listeners
         )

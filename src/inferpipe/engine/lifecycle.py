@@ -1,4 +1,4 @@
-"""Run lifecycle listeners: what an execution tells its observers (telemetry, webhooks) as it
+"""Run lifecycle listeners: what an execution tells its observers (telemetry, metrics) as it
 goes.
 
 A listener subclasses `RunListener` and overrides the calls it needs; `Engine.add_listener`

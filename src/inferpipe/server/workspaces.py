@@ -29,7 +29,8 @@ DISCOVER_INTERVAL_S = 5.0
 
 class Workspaces:
     """One engine per workspace, built on first use; the app's own engine serves its workspace.
-    Engines share the app's registry, clock, limits and stream backend (topics are run ids).
+    Engines share the app's registry, clock, limits, stream backend (topics are run ids) and
+    lifecycle listeners (telemetry exports every workspace's runs).
 
     Args:
         app: a started app.
@@ -52,6 +53,7 @@ class Workspaces:
                 clock=base.clock,
                 limits=base.limits,
                 pubsub=base.pubsub,
+                listeners=base.listeners,
             )
             self._engines[workspace] = engine
             for listener in list(self._listeners):

@@ -26,14 +26,16 @@ class Changes:
         self._db = db
         self._listeners: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()
 
     async def subscribe(self, callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
         """Call `callback` after other connections commit; returns the async unsubscribe."""
-        if self._task is None:
-            # Read before answering: a commit after this call must count as a change.
-            seen = await self._db.read(_data_version)
-            self._task = asyncio.create_task(self._watch(seen), name="inferpipe-sqlite-changes")
-        self._listeners.append(callback)
+        async with self._starting:  # subscribers arriving together start one watcher
+            if self._task is None:
+                # Read before answering: a commit after this call must count as a change.
+                seen = await self._db.read(_data_version)
+                self._task = asyncio.create_task(self._watch(seen), name="inferpipe-sqlite-changes")
+            self._listeners.append(callback)
 
         async def unsubscribe() -> None:
             self._listeners.remove(callback)
