@@ -6,8 +6,6 @@ keeps the versions of one workspace as JSON text.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -214,25 +212,3 @@ def _info(row: Sequence[Any]) -> VersionInfo:
         created_at_ms=int(row[5]),
         current=bool(row[6]),
     )
-
-
-def saved_documents(url: str, workspace: str) -> list[str]:
-    """The current graph documents of `workspace` in the database at `url` (a `sqlite:///` or
-    `postgresql://` URL, or a file path), read without opening a store, so nothing is created
-    or migrated: a missing SQLite file or missing tables read as none. Works at import time
-    and from code already running in an event loop.
-
-    Raises:
-        StoreError: the PostgreSQL database cannot be reached or read.
-    """
-    from inferpipe.store import store_from_url  # noqa: PLC0415 - the package imports this
-    from inferpipe.store.sqlite import SQLiteStore, graphs  # noqa: PLC0415
-
-    store = store_from_url(url, workspace)  # only to parse the URL: nothing is opened
-    if isinstance(store, SQLiteStore):
-        return graphs.saved_documents(store.path, workspace)
-    from inferpipe.store.postgres import graphs as pg_graphs  # noqa: PLC0415 - optional
-
-    # On an event loop of its own, in a thread: the caller may be inside a running loop.
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="inferpipe-wf") as pool:
-        return pool.submit(asyncio.run, pg_graphs.saved_documents(url, workspace)).result()

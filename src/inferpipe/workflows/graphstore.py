@@ -31,8 +31,8 @@ from typing import Any
 import orjson
 
 from inferpipe.core.errors import ConfigurationError
-from inferpipe.store import database_url
-from inferpipe.store.graphs import GraphTable, StoredVersion, VersionInfo, saved_documents
+from inferpipe.store import database_url, saved_documents
+from inferpipe.store.graphs import GraphTable, StoredVersion, VersionInfo
 from inferpipe.workflows import spec
 from inferpipe.workflows.compile import ExecutionPlan, compile_graph
 from inferpipe.workflows.errors import GraphNotFoundError
