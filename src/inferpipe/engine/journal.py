@@ -32,6 +32,7 @@ from inferpipe.core.records import (
 from inferpipe.core.redaction import DEFAULT_REDACTED_KEYS
 from inferpipe.core.trace_context import TraceContext, run_span, step_span
 from inferpipe.engine.clock import Clock
+from inferpipe.engine.group_commit import GroupCommit
 from inferpipe.engine.lifecycle import RunListener
 from inferpipe.engine.wakeups import Wakeups
 from inferpipe.store.base import Progress, ProgressResult, Store
@@ -142,6 +143,7 @@ class RunJournal:
         self.changed = asyncio.Event()
         self._occurrences: dict[str, int] = {}
         self._next_seq = max((r.seq for r in self.records.values()), default=0) + 1
+        self._group = GroupCommit(self._write)
 
     def key_for(self, step_id: str) -> str:
         """The journal key of this call of `step_id`: repeated ids get `:1`, `:2`, ..."""
@@ -251,6 +253,8 @@ class RunJournal:
             raise RunCancelled(self.cancel_reason)
 
     async def commit(self, progress: Progress) -> ProgressResult:
+        """Write `progress` (with the writes of parallel branches that meet it: `GroupCommit`);
+        returns once it is committed."""
         if self.lease_lost:  # e.g. a parallel branch still running after the run was stopped
             raise LeaseLost(self.run.id)
         progress.logs = self.pending_logs + progress.logs
@@ -260,6 +264,19 @@ class RunJournal:
         # its parked siblings must not make the run look quiescent (and suspend it) meanwhile.
         self.started()
         try:
+            result = await self._group.commit(progress)
+        finally:
+            self.finished()
+        if progress.steps and self.listener is not None:
+            # Told here, in the branch's own task (the group writes from a task of its own):
+            # a listener may undo in it what it did as the step started (a current span).
+            self.listener.steps_recorded(self.run, [self.records[s.key] for s in progress.steps])
+        return result
+
+    async def _write(self, progress: Progress) -> ProgressResult:
+        if self.lease_lost:
+            raise LeaseLost(self.run.id)
+        try:
             result = await self.store.commit(self.lease, progress, self.now_ms())
         except LeaseLost:
             self.lease_lost = True
@@ -267,17 +284,11 @@ class RunJournal:
         except StoreError as exc:
             self.lease_lost = True
             raise StoreUnavailable(self.run.id, exc) from exc
-        finally:
-            self.finished()
         self.wrote_steps |= bool(progress.steps)
         for step in progress.steps:
             self.records[step.key] = result.final.get(step.key, step)
         if progress.steps:
             self.taken_over = False
-            if self.listener is not None:
-                self.listener.steps_recorded(
-                    self.run, [self.records[s.key] for s in progress.steps]
-                )
         if self.on_recorded is not None and progress.steps:
             await self.on_recorded([self.records[s.key] for s in progress.steps])
         if result.cancel_requested and self.cancel_reason is None:
