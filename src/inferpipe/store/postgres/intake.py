@@ -18,6 +18,7 @@ Concurrency (READ COMMITTED, many processes):
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass, field
 from typing import Any
 
 from inferpipe.core import expr
@@ -124,10 +125,18 @@ on a winner), and store those events: one round trip."""
 
 
 async def ingest(
-    conn: Conn, ws: str, planned: list[PlannedEvent], now_ms: int, *, locked: bool = False
+    conn: Conn,
+    ws: str,
+    planned: list[PlannedEvent],
+    now_ms: int,
+    *,
+    locked: bool = False,
+    wakes: set[str] | None = None,
 ) -> IngestResult:
     """Store events (dropping duplicates), create their runs, resolve waits, request cancels;
-    notifies listeners when runs became ready."""
+    notifies listeners when runs became ready. With `wakes`, the runs whose step waits resolve
+    are added to it instead of woken: the caller, holding their rows already, wakes them once
+    with `wake_resolved` before it commits."""
     fresh: dict[str, PlannedEvent] = {}
     for item in planned:
         assert item.event.id is not None and item.event.ts_ms is not None
@@ -152,9 +161,9 @@ async def ingest(
     inserted = await insert_runs(conn, ws, runs, now_ms, notify_ready=True)
     resolved: list[str] = []
     cancelled: list[str] = []
-    for p in accepted:
-        for run_id, kind in await match_waits(conn, ws, p.event.as_dict(), now_ms):
-            (resolved if kind is WaitKind.STEP else cancelled).append(run_id)
+    bodies = [p.event.as_dict() for p in accepted]
+    for run_id, kind in await match_waits(conn, ws, bodies, now_ms, wakes):
+        (resolved if kind is WaitKind.STEP else cancelled).append(run_id)
     taken = {id(p) for p in accepted}
     result = IngestResult(
         [p.event.id for p in accepted if p.event.id],
@@ -246,129 +255,216 @@ async def announce_skipped(
 
 
 async def insert_wait(conn: Conn, ws: str, wait: NewWait, now_ms: int) -> None:
-    pin = expr.find_pin(wait.expression) if wait.expression else None
+    await insert_waits(conn, ws, [wait], now_ms)
+
+
+_INSERT_WAITS = """
+WITH pins AS (
+    INSERT INTO wait_pins (workspace, event_name, pin_path)
+    SELECT DISTINCT $1, e, p FROM unnest($3::text[], $6::text[]) AS t(e, p) WHERE p IS NOT NULL
+    ON CONFLICT DO NOTHING
+)
+INSERT INTO waits (workspace, created_at_ms, run_id, kind, event_name, expression, pin_path,
+    pin_value, step_key, expires_at_ms)
+SELECT $1, $2, * FROM unnest($4::text[], $5::text[], $3::text[], $9::text[], $6::text[],
+    $7::text[], $8::text[], $10::bigint[])
+ON CONFLICT (run_id, step_key) WHERE step_key IS NOT NULL DO NOTHING
+"""
+"""Register waits, with the pinned paths their event names are looked up by: one round trip."""
+
+
+async def insert_waits(conn: Conn, ws: str, waits: list[NewWait], now_ms: int) -> None:
+    if not waits:
+        return
+    pins = [expr.find_pin(w.expression) if w.expression else None for w in waits]
     await conn.execute(
-        "INSERT INTO waits (workspace, run_id, kind, event_name, expression, pin_path, pin_value,"
-        " step_key, expires_at_ms, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-        " ON CONFLICT (run_id, step_key) WHERE step_key IS NOT NULL DO NOTHING",
+        _INSERT_WAITS,
         ws,
-        wait.run_id,
-        wait.kind.value,
-        wait.event_name,
-        wait.expression,
-        pin.path if pin else None,
-        pin.value if pin else None,
-        wait.step_key,
-        wait.expires_at_ms,
         now_ms,
+        [w.event_name for w in waits],
+        [w.run_id for w in waits],
+        [w.kind.value for w in waits],
+        [pin.path if pin else None for pin in pins],
+        [pin.value if pin else None for pin in pins],
+        [w.step_key for w in waits],
+        [w.expression for w in waits],
+        [w.expires_at_ms for w in waits],
     )
-    if pin:
-        await conn.execute(
-            "INSERT INTO wait_pins (workspace, event_name, pin_path) VALUES ($1, $2, $3)"
-            " ON CONFLICT DO NOTHING",
+
+
+_CANDIDATE = "id, run_id, kind, expression, step_key, event_name"
+
+_UNPINNED = f"""
+SELECT 'w', {_CANDIDATE}, NULL FROM waits
+WHERE workspace = $1 AND event_name = ANY($2::text[]) AND pin_path IS NULL
+  AND (expires_at_ms IS NULL OR expires_at_ms > $3)
+UNION ALL
+SELECT 'p', NULL, NULL, NULL, NULL, NULL, event_name, pin_path FROM wait_pins
+WHERE workspace = $1 AND event_name = ANY($2::text[])
+"""
+"""The waits on these event names that no pinned value selects, and the pinned paths of those
+names (`wait_pins`)."""
+
+_PINNED = f"""
+SELECT {_CANDIDATE}, pin_path, pin_value FROM waits
+WHERE workspace = $1 AND (expires_at_ms IS NULL OR expires_at_ms > $2)
+  AND (event_name, pin_path, pin_value) IN
+      (SELECT * FROM unnest($3::text[], $4::text[], $5::text[]))
+"""
+"""The waits pinned to the values the events carry at those paths (index `waits_pinned`)."""
+
+
+@dataclass(slots=True)
+class _Candidates:
+    """The waits each event of a batch may satisfy, from two queries for the whole batch."""
+
+    unpinned: dict[str, list[Row]] = field(default_factory=dict)  #: by event name
+    pinned: dict[tuple[str, str, str], list[Row]] = field(default_factory=dict)
+    paths: dict[str, list[str]] = field(default_factory=dict)  #: pinned paths by event name
+
+    def of(self, event: dict[str, Any]) -> list[Row]:
+        name = event["name"]
+        rows = list(self.unpinned.get(name, []))
+        for path in self.paths.get(name, []):
+            value = expr.pinned_value_of(event, path)
+            if value is not None:
+                rows += self.pinned.get((name, path, value), [])
+        rows.sort(key=lambda r: int(r[0]))
+        return rows
+
+
+async def _candidates(
+    conn: Conn, ws: str, events: list[dict[str, Any]], now_ms: int
+) -> _Candidates:
+    found = _Candidates()
+    names = sorted({e["name"] for e in events})
+    for row in await conn.fetch(_UNPINNED, ws, names, now_ms):
+        if row[0] == "w":
+            found.unpinned.setdefault(row[6], []).append(row[1:6])
+        else:
+            found.paths.setdefault(row[6], []).append(row[7])
+    wanted = {
+        (e["name"], path, value)
+        for e in events
+        for path in found.paths.get(e["name"], [])
+        if (value := expr.pinned_value_of(e, path)) is not None
+    }
+    if wanted:
+        keys = sorted(wanted)
+        rows = await conn.fetch(
+            _PINNED,
             ws,
-            wait.event_name,
-            pin.path,
-        )
-
-
-_CANDIDATE = "id, run_id, kind, expression, step_key"
-_LIVE_WAIT = "(expires_at_ms IS NULL OR expires_at_ms > $3)"
-
-
-async def _candidates(conn: Conn, ws: str, event: dict[str, Any], now_ms: int) -> list[Row]:
-    name = event["name"]
-    first = await conn.fetch(
-        f"SELECT 'w', {_CANDIDATE} FROM waits WHERE workspace = $1 AND event_name = $2"
-        f" AND pin_path IS NULL AND {_LIVE_WAIT}"
-        " UNION ALL SELECT 'p', NULL, NULL, NULL, NULL, pin_path FROM wait_pins"
-        " WHERE workspace = $1 AND event_name = $2",
-        ws,
-        name,
-        now_ms,
-    )
-    rows: list[Row] = [r[1:] for r in first if r[0] == "w"]
-    pins = [(r[5], expr.pinned_value_of(event, r[5])) for r in first if r[0] == "p"]
-    pins = [(path, value) for path, value in pins if value is not None]
-    if pins:
-        rows += await conn.fetch(
-            f"SELECT {_CANDIDATE} FROM waits WHERE workspace = $1 AND event_name = $2"
-            f" AND {_LIVE_WAIT} AND (pin_path, pin_value) IN"
-            " (SELECT * FROM unnest($4::text[], $5::text[]))",
-            ws,
-            name,
             now_ms,
-            [p[0] for p in pins],
-            [p[1] for p in pins],
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
         )
-    rows.sort(key=lambda r: int(r[0]))
-    return rows
+        for row in rows:
+            found.pinned.setdefault((row[5], row[6], row[7]), []).append(row[:5])
+    return found
 
 
 async def match_waits(
-    conn: Conn, ws: str, event: dict[str, Any], now_ms: int
+    conn: Conn,
+    ws: str,
+    events: list[dict[str, Any]],
+    now_ms: int,
+    wakes: set[str] | None = None,
 ) -> list[tuple[str, WaitKind]]:
-    """Resolve the waits this event satisfies; returns (run id, wait kind) for each."""
-    variables = {"async": event}
-    matched = [
-        row
-        for row in await _candidates(conn, ws, event, now_ms)
-        if not row[3] or expr.matches(row[3], variables)
-    ]
-    runs = sorted({row[1] for row in matched})
-    if len(runs) > 1:
-        # Lock the runs in id order, as a batch of journal writes does, so the two never
-        # deadlock; resolving them in wait order below would lock them in any order.
+    """Resolve the waits these events satisfy, in event order (a wait goes to the first event
+    that matches it); returns (run id, wait kind) for each. The runs whose step waits resolve
+    are woken once each, after their waits are consumed; with `wakes`, they are added to it
+    instead (see `ingest`)."""
+    if not events:
+        return []
+    candidates = await _candidates(conn, ws, events, now_ms)
+    taken: set[int] = set()
+    stopping: set[str] = set()  # a cancel drops the run's other cancel waits
+    steps: list[tuple[int, str, str, dict[str, Any]]] = []
+    cancels: list[tuple[int, str, dict[str, Any]]] = []
+    for event in events:
+        variables = {"async": event}
+        for wait_id, run_id, kind, expression, step_key in candidates.of(event):
+            step = WaitKind(kind) is WaitKind.STEP
+            if wait_id in taken or (not step and run_id in stopping):
+                continue
+            if expression and not expr.matches(expression, variables):
+                continue
+            taken.add(wait_id)
+            if step:
+                steps.append((wait_id, run_id, step_key, event))
+            else:
+                stopping.add(run_id)
+                cancels.append((wait_id, run_id, event))
+    if wakes is None and steps:
+        # The runs' rows first, in id order, as a batch of journal writes locks them, so the
+        # two never deadlock.
         await conn.execute(
-            "SELECT 1 FROM runs WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE", runs
+            "SELECT 1 FROM runs WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE",
+            sorted({s[1] for s in steps}),
         )
-    hits: list[tuple[str, WaitKind]] = []
-    for wait_id, run_id, kind, _, step_key in matched:
-        if WaitKind(kind) is WaitKind.STEP:
-            if await _resolve(conn, wait_id, run_id, step_key, event, now_ms):
-                hits.append((run_id, WaitKind.STEP))
-        else:
-            reason = f"cancelled by event {event['name']} ({event['id']})"
-            if await request_cancel(conn, run_id, reason, now_ms, wait_id=wait_id):
-                hits.append((run_id, WaitKind.CANCEL))
+    consumed = await _resolve(conn, steps, now_ms)
+    woken = {run_id for wait_id, run_id, _, _ in steps if wait_id in consumed}
+    if wakes is None:
+        await wake_resolved(conn, woken, now_ms)
+    else:
+        wakes.update(woken)
+    hits = [(run_id, WaitKind.STEP) for wait_id, run_id, _, _ in steps if wait_id in consumed]
+    for wait_id, run_id, event in cancels:
+        reason = f"cancelled by event {event['name']} ({event['id']})"
+        if await request_cancel(conn, run_id, reason, now_ms, wait_id=wait_id):
+            hits.append((run_id, WaitKind.CANCEL))
     return hits
 
 
 _RESOLVE = """
-WITH gate AS (
-    DELETE FROM waits WHERE id = $1 RETURNING id
+WITH r AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::json[], $5::text[],
+        $6::json[], $7::json[]) AS r(wait_id, run_id, step_key, event, status, output, error)
+), gate AS (
+    DELETE FROM waits WHERE id IN (SELECT wait_id FROM r) RETURNING id
 ), resolved AS (
     UPDATE steps SET
-        status = CASE WHEN kind = 'invoke' THEN $6 ELSE 'completed' END,
-        output = CASE WHEN kind = 'invoke' THEN $7::json ELSE $4::json END,
-        error = CASE WHEN kind = 'invoke' THEN $8::json ELSE error END,
-        finished_at_ms = $5
-    WHERE run_id = $2 AND key = $3 AND status = 'waiting' AND EXISTS (SELECT 1 FROM gate)
+        status = CASE WHEN steps.kind = 'invoke' THEN r.status ELSE 'completed' END,
+        output = CASE WHEN steps.kind = 'invoke' THEN r.output ELSE r.event END,
+        error = CASE WHEN steps.kind = 'invoke' THEN r.error ELSE steps.error END,
+        finished_at_ms = $8
+    FROM r
+    WHERE steps.run_id = r.run_id AND steps.key = r.step_key AND steps.status = 'waiting'
+      AND r.wait_id IN (SELECT id FROM gate)
 )
-SELECT count(*) FROM gate
+SELECT id FROM gate
 """
-"""Consume the wait and complete its step with the event (an `invoke` step: with its child's
-return value, $7, or failed with the child's error, $8). Deleting the wait is the claim on the
-match: two intakes racing for one wait resolve it once."""
+"""Consume the waits and complete their steps with their events (an `invoke` step: with its
+child's return value, or failed with the child's error). Deleting a wait is the claim on the
+match: two intakes racing for one wait resolve it once. Returns the waits consumed."""
 
 
 async def _resolve(
-    conn: Conn, wait_id: int, run_id: str, step_key: str, event: dict[str, Any], now_ms: int
-) -> bool:
-    await conn.execute(_WAKE_RESOLVED, run_id, now_ms, wait_id)  # the run's row first: lock order
-    completed, output, error = invoke_outcome(event)
-    taken = await conn.fetchval(
+    conn: Conn, steps: list[tuple[int, str, str, dict[str, Any]]], now_ms: int
+) -> set[int]:
+    if not steps:
+        return set()
+    outcomes = [invoke_outcome(event) for _, _, _, event in steps]
+    rows = await conn.fetch(
         _RESOLVE,
-        wait_id,
-        run_id,
-        step_key,
-        enc(event),
+        [s[0] for s in steps],
+        [s[1] for s in steps],
+        [s[2] for s in steps],
+        [enc(s[3]) for s in steps],
+        [(StepStatus.COMPLETED if done else StepStatus.FAILED).value for done, _, _ in outcomes],
+        [enc_opt(output) for _, output, _ in outcomes],
+        [enc_opt(error) for _, _, error in outcomes],
         now_ms,
-        (StepStatus.COMPLETED if completed else StepStatus.FAILED).value,
-        enc_opt(output),
-        enc_opt(error),
     )
-    return bool(taken)
+    return {int(r[0]) for r in rows}
+
+
+async def wake_resolved(conn: Conn, run_ids: set[str], now_ms: int) -> None:
+    """Wake runs whose resolved waits are already consumed (`_WAKE_RESOLVED`), once each, in
+    id order."""
+    for run_id in sorted(run_ids):
+        await conn.execute(_WAKE_RESOLVED, run_id, now_ms, 0)
 
 
 async def resolve_step(

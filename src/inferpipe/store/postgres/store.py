@@ -29,7 +29,7 @@ from inferpipe.store.base import (
 )
 from inferpipe.store.blobs import BlobStore, blob_store_from_url
 from inferpipe.store.payloads import MARKER
-from inferpipe.store.postgres import claims, intake, schema, scores, work
+from inferpipe.store.postgres import claims, finishes, intake, schema, scores, work
 from inferpipe.store.postgres.database import (
     CHANNEL,
     FINISHED_CHANNEL,
@@ -88,6 +88,8 @@ class PostgresStore:
         blobs: BlobStore | None = None,
         _db: Database | None = None,
         _journal: JournalWriter | None = None,
+        _finishes: finishes.FinishWriter | None = None,
+        _renewals: Database | None = None,
         _notifications: Notifications | None = None,
     ) -> None:
         self.url = url
@@ -95,6 +97,10 @@ class PostgresStore:
         self.blobs: BlobStore = blobs or blob_store_from_url(None, DEFAULT_BLOBS)
         self._db = _db or Database(url, pool_size=pool_size, retry_s=retry_s)
         self._journal = _journal or JournalWriter(self._db)
+        self._finishes = _finishes or finishes.FinishWriter(self._db)
+        # Lease renewals on a connection of their own: they never queue for a pool connection
+        # behind bulk work (a worker whose renewals wait loses its leases and stops its runs).
+        self._renewals = _renewals or Database(url, pool_size=1, retry_s=retry_s)
         self._notifications = _notifications or Notifications(url)
         self._owner = _db is None
         self._flow_checks = False  #: the last claim met runs that flow control checks
@@ -111,16 +117,20 @@ class PostgresStore:
             blobs=self.blobs,
             _db=self._db,
             _journal=self._journal,
+            _finishes=self._finishes,
+            _renewals=self._renewals,
             _notifications=self._notifications,
         )
 
     async def open(self) -> None:
         await self._db.start()
+        await self._renewals.start()
         await schema.migrate(self._db)
 
     async def close(self) -> None:
         if self._owner:
             await self._db.close()
+            await self._renewals.close()
 
     async def schema_version(self) -> int:
         return int((await schema.status(self._db))["version"])
@@ -324,7 +334,7 @@ class PostgresStore:
     async def renew_leases(self, leases: list[Lease], until_ms: int) -> list[str]:
         if not leases:
             return []
-        return await self._db.read(lambda c: work.renew(c, leases, until_ms))
+        return await self._renewals.read(lambda c: work.renew(c, leases, until_ms))
 
     async def commit(self, lease: Lease, progress: Progress, now_ms: int) -> ProgressResult:
         if progress.waits or progress.events or progress.runs or progress.scores:
@@ -357,8 +367,13 @@ class PostgresStore:
     async def finish(
         self, lease: Lease, outcome: Outcome, events: list[PlannedEvent], now_ms: int
     ) -> str | None:
-        return await self._db.transaction(
-            lambda c: work.finish(c, self.workspace, lease, outcome, events, now_ms)
+        if any(run.flow is not None for p in events for run in p.runs):
+            # Flow keys are locked before any row: such a finish goes alone.
+            return await self._db.transaction(
+                lambda c: work.finish(c, self.workspace, lease, outcome, events, now_ms)
+            )
+        return await self._finishes.finish(
+            finishes.Finish(self.workspace, lease, outcome, events, now_ms)
         )
 
     async def claim_cancelled(

@@ -70,14 +70,28 @@ WHERE id = $1 AND lease_token = $2 AND lease_owner = $3 AND status = 'running'
 """
 
 
+_RENEW = """
+WITH held AS (
+    SELECT r.id FROM runs r
+    JOIN unnest($2::text[], $3::text[], $4::bigint[]) AS l(id, owner, token)
+      ON r.id = l.id AND r.lease_owner = l.owner AND r.lease_token = l.token
+    WHERE r.status = 'running'
+    ORDER BY r.id
+    FOR NO KEY UPDATE OF r
+)
+UPDATE runs SET lease_expires_at_ms = $1 FROM held WHERE runs.id = held.id
+RETURNING runs.id, runs.lease_token
+"""
+"""Extend the leases still held, locking their rows in id order as every batch of writes does
+(a batch of finishes holds a parent's row and its children's: in any other order, a renewal
+and such a batch could each wait for the other)."""
+
+
 async def renew(conn: Conn, leases: list[Lease], until_ms: int) -> list[str]:
     # A durable commit, unlike claims: a worker trusts a renewal it was told of until the
     # new expiry, so a crash must not roll it back and let another worker in before then.
     rows = await conn.fetch(
-        "UPDATE runs SET lease_expires_at_ms = $1 FROM unnest($2::text[], $3::text[],"
-        " $4::bigint[]) AS l(id, owner, token) WHERE runs.id = l.id AND runs.lease_owner = l.owner"
-        " AND runs.lease_token = l.token AND runs.status = 'running'"
-        " RETURNING runs.id, runs.lease_token",
+        _RENEW,
         until_ms,
         [lease.run_id for lease in leases],
         [lease.owner for lease in leases],
@@ -124,6 +138,7 @@ async def commit(
     cancel, final_keys = await journal(conn, lease, progress)
     inserted = await intake.insert_runs(conn, ws, progress.runs, now_ms, notify_ready=True)
     resolved: dict[str, Any] = {}
+    waiting = []
     for wait in progress.waits:
         found = await intake.lookback(conn, ws, wait, now_ms)
         if found is not None and wait.step_key is not None:
@@ -131,7 +146,8 @@ async def commit(
             await intake.resolve_step(conn, wait.run_id, wait.step_key, found, now_ms)
             resolved[wait.step_key] = found
         else:
-            await intake.insert_wait(conn, ws, wait, now_ms)
+            waiting.append(wait)
+    await intake.insert_waits(conn, ws, waiting, now_ms)
     # after the waits: an invoked run skipped by flow control resumes its invoker at once
     await intake.announce_skipped(conn, ws, inserted.skipped, now_ms)
     await scores.put(conn, ws, progress.scores, now_ms)

@@ -37,6 +37,7 @@ class _Job:
     write: bool
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    taken: bool = False  #: an urgent job, already taken ahead of its place in the queue
 
 
 class Database:
@@ -45,6 +46,7 @@ class Database:
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._urgent: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
 
@@ -83,16 +85,23 @@ class Database:
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._submit(fn, write=False)
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` in a transaction; returns once committed."""
-        return await self._submit(fn, write=True)
+    async def write(self, fn: Callable[[sqlite3.Connection], T], *, urgent: bool = False) -> T:
+        """Run `fn` in a transaction; returns once committed. An `urgent` write goes in the
+        next transaction, ahead of the jobs queued before it (lease renewals: a worker whose
+        renewals wait behind a burst of writes loses its leases and stops its runs)."""
+        return await self._submit(fn, write=True, urgent=urgent)
 
-    async def _submit(self, fn: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
+    async def _submit(
+        self, fn: Callable[[sqlite3.Connection], T], *, write: bool, urgent: bool = False
+    ) -> T:
         if self._thread is None:
             raise StoreError("the store is not open: call `await store.open()` first")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(_Job(fn, write, loop, future))
+        job = _Job(fn, write, loop, future)
+        if urgent:
+            self._urgent.put(job)
+        self._jobs.put(job)  # an urgent one too: it wakes the thread, and is skipped if taken
         return await future
 
     def close(self) -> None:
@@ -108,7 +117,9 @@ class Database:
             job = self._jobs.get()
             if job is None:
                 break
-            batch = [job]
+            batch = self._take_urgent()
+            if not job.taken:
+                batch.append(job)
             stop = False
             while len(batch) < MAX_BATCH:
                 try:
@@ -118,7 +129,10 @@ class Database:
                 if nxt is None:
                     stop = True
                     break
-                batch.append(nxt)
+                if not nxt.taken:
+                    batch.append(nxt)
+            if not batch:
+                continue
             for read in (j for j in batch if not j.write):
                 _settle(read, *_call(read.fn, conn))
             writes = [j for j in batch if j.write]
@@ -127,6 +141,16 @@ class Database:
             if stop:
                 break
         conn.close()
+
+    def _take_urgent(self) -> list[_Job]:
+        jobs: list[_Job] = []
+        while True:
+            try:
+                job = self._urgent.get_nowait()
+            except queue.Empty:
+                return jobs
+            job.taken = True
+            jobs.append(job)
 
     def _commit(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
         results: list[tuple[Any, BaseException | None]] = []

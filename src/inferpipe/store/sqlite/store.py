@@ -271,7 +271,7 @@ class SQLiteStore:
     async def renew_leases(self, leases: list[Lease], until_ms: int) -> list[str]:
         if not leases:
             return []
-        return await self._db.write(lambda c: work.renew(c, leases, until_ms))
+        return await self._db.write(lambda c: work.renew(c, leases, until_ms), urgent=True)
 
     async def commit(self, lease: Lease, progress: Progress, now_ms: int) -> ProgressResult:
         return await self._db.write(

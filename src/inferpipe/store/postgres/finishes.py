@@ -1,0 +1,203 @@
+"""Group commit of run finishes: finishes that arrive while a batch is written go together in
+the next transaction.
+
+A child's finish resolves its parent's `invoke` step and wakes the parent, so every child of a
+fan-out writes the parent's row. One transaction per finish, the children would take that
+row's lock in turn, each holding it through its own commit (a WAL flush per child) while the
+others hold pool connections waiting for it, and lease renewals wait behind them (1000
+children starved a 10-connection pool). In a batch, the runs' rows and their parents' are
+locked once, in id order, the finishes are one statement, a parent is woken once however many
+of its children finish, and one flush commits them all. Each finish is still fenced by its own
+lease, and its caller returns only once the batch is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from inferpipe.core.errors import LeaseLost
+from inferpipe.core.records import Lease
+from inferpipe.store.base import Outcome, PlannedEvent
+from inferpipe.store.postgres import intake, scores
+from inferpipe.store.postgres.database import FINISHED_CHANNEL, Conn, Database, notify
+from inferpipe.store.postgres.rows import enc_opt
+
+MAX_BATCH = 128
+"""Finishes per transaction; bounds how long a batch holds its rows."""
+MAX_IN_FLIGHT = 2
+"""Batches written at once: the next one fills while the previous one waits on its flush."""
+
+_HOLDS_SLOTS = "(runs.concurrency_key1 IS NOT NULL OR runs.singleton_key IS NOT NULL)"
+
+_LOCK_ROWS = """
+SELECT id FROM runs
+WHERE id = ANY($1::text[])
+   OR id IN (SELECT parent_run_id FROM runs WHERE id = ANY($1::text[]))
+ORDER BY id
+FOR NO KEY UPDATE
+"""
+"""Lock the finishing runs and the parents their ends wake, in id order (as journal writes and
+lease renewals lock runs), before anything else is written."""
+
+_FINISH = f"""
+WITH f AS (
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::json[],
+        $6::json[], $7::bigint[], $8::text[])
+        AS f(id, token, owner, status, output, error, at_ms, reason)
+), done AS (
+    UPDATE runs SET status = f.status, output = f.output, error = f.error,
+        finished_at_ms = f.at_ms, ready_at_ms = NULL, lease_owner = NULL,
+        lease_expires_at_ms = NULL, wake_pending = FALSE, status_reason = f.reason
+    FROM f
+    WHERE runs.id = f.id AND runs.lease_token = f.token AND runs.lease_owner = f.owner
+      AND runs.status = 'running' AND (f.status = 'cancelled' OR runs.cancel_requested IS NULL)
+    RETURNING runs.id, runs.workspace, {_HOLDS_SLOTS} AS holds_slots
+), dropped AS (
+    DELETE FROM waits WHERE run_id IN (SELECT id FROM done)
+)
+SELECT id, holds_slots, pg_notify($9, workspace || ' ' || id) FROM done
+"""
+"""Finalize runs under their leases and drop their waits (`work._FINISH` for many runs). A run
+asked to cancel is finalized only as cancelled. Each finish is announced on `FINISHED_CHANNEL`
+(to result waiters), delivered at commit."""
+
+_REFUSED = """
+SELECT r.id, r.cancel_requested FROM runs r
+JOIN unnest($1::text[], $2::bigint[], $3::text[]) AS l(id, token, owner)
+  ON r.id = l.id AND r.lease_token = l.token AND r.lease_owner = l.owner
+WHERE r.status = 'running'
+"""
+"""Of the finishes refused, those still holding their lease: a cancel request refused them."""
+
+
+@dataclass(slots=True)
+class Finish:
+    """One run's finish (`Store.finish`): its outcome and the events its end sends."""
+
+    workspace: str
+    lease: Lease
+    outcome: Outcome
+    events: list[PlannedEvent]
+    now_ms: int
+
+
+async def finish_many(conn: Conn, items: list[Finish]) -> list[str | LeaseLost | None]:
+    """Finalize runs in this transaction; for each: None, the reason of a cancel that refused
+    its outcome, or LeaseLost. The events may start no run under flow control (those finish
+    alone: their flow keys are locked before any row)."""
+    names = {k for it in items for k in intake.lock_keys(it.workspace, _names(it))}
+    if names:  # advisory locks come before row locks everywhere
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock_shared(k) FROM unnest($1::bigint[]) AS k",
+            sorted(names),
+        )
+    ids = [it.lease.run_id for it in items]
+    await conn.execute(_LOCK_ROWS, ids)
+    done = {
+        r[0]: bool(r[1])
+        for r in await conn.fetch(
+            _FINISH,
+            ids,
+            [it.lease.token for it in items],
+            [it.lease.owner for it in items],
+            [it.outcome.status.value for it in items],
+            [enc_opt(it.outcome.output) for it in items],
+            [enc_opt(it.outcome.error) for it in items],
+            [it.now_ms for it in items],
+            [it.outcome.reason for it in items],
+            FINISHED_CHANNEL,
+        )
+    }
+    refused = await _refused(conn, [it for it in items if it.lease.run_id not in done])
+    results: list[str | LeaseLost | None] = []
+    events: dict[str, list[PlannedEvent]] = {}
+    for it in items:
+        run_id = it.lease.run_id
+        if run_id not in done:
+            reason = refused.get(run_id)
+            results.append(LeaseLost(run_id) if reason is None else reason)
+            continue
+        results.append(None)
+        await scores.put(conn, it.workspace, it.outcome.scores, it.now_ms)
+        events.setdefault(it.workspace, []).extend(it.events)
+    now_ms = max(it.now_ms for it in items)
+    wakes: set[str] = set()
+    for ws, planned in events.items():
+        await intake.ingest(conn, ws, planned, now_ms, locked=True, wakes=wakes)
+    await intake.wake_resolved(conn, wakes, now_ms)
+    for ws in {it.workspace for it in items if done.get(it.lease.run_id)}:
+        await notify(conn, ws)  # their slots are free: runs held back may start
+    return results
+
+
+def _names(item: Finish) -> set[str]:
+    return {p.event.name for p in item.events}
+
+
+async def _refused(conn: Conn, items: list[Finish]) -> dict[str, str]:
+    if not items:
+        return {}
+    rows = await conn.fetch(
+        _REFUSED,
+        [it.lease.run_id for it in items],
+        [it.lease.token for it in items],
+        [it.lease.owner for it in items],
+    )
+    return {r[0]: str(r[1]) for r in rows if r[1] is not None}
+
+
+@dataclass(slots=True)
+class _Pending:
+    item: Finish
+    future: asyncio.Future[str | None]
+
+
+class FinishWriter:
+    """Group commit of the finishes of every run of this process."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._queue: list[_Pending] = []
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def finish(self, item: Finish) -> str | None:
+        """Returns once the finish is committed (None), or the reason of a cancel request that
+        refused its outcome; raises LeaseLost if the lease was lost."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str | None] = loop.create_future()
+        self._queue.append(_Pending(item, future))
+        if self._in_flight < MAX_IN_FLIGHT:
+            self._in_flight += 1
+            task = loop.create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                await self._write(batch)
+        finally:
+            self._in_flight -= 1
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        items = [p.item for p in batch]
+        try:
+            results = await self._db.transaction(lambda c: finish_many(c, items))
+        except BaseException as exc:  # every caller sees the failure (StoreError, cancel)
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for pending, result in zip(batch, results, strict=True):
+            if pending.future.done():
+                continue
+            if isinstance(result, LeaseLost):
+                pending.future.set_exception(result)
+            else:
+                pending.future.set_result(result)
