@@ -1,18 +1,22 @@
 """Fan-out: one parent invokes N children with `asyncio.gather` and waits for them all.
 
-    .venv/bin/python -m bench.fanout [--children 1000 3000 10000] [--database URL] [--burst]
+    .venv/bin/python -m bench.fanout [--children 1000 3000 10000] [--stores sqlite postgres]
+        [--database URL] [--burst]
 
-Prints, per N: wall time from the parent's start to its result, time per child, and how often
-the parent was executed (1 start + its resumes). A worker loop (concurrency 100) on the
-embedded SQLite store by default; with `--database postgresql://...` on a fresh database of
-that server; with `--burst`, `testing.Harness` (virtual clock, the worker in burst mode: a
-wave of up to 100 ready runs at a time, as in a test suite).
+Prints, per store and N: wall time from the parent's start to its result, time per child, the
+ratio to the smallest N's time scaled by size (1.0 = linear), and how often the parent was
+executed (1 start + its resumes), with the load average before and after. A worker loop
+(concurrency 100) on the embedded SQLite store and on PostgreSQL (a fresh database of the
+server at `--database`, or of a throwaway server started for the run); with `--burst`,
+`testing.Harness` on SQLite (virtual clock, the worker in burst mode: a wave of up to 100
+ready runs at a time, as in a test suite).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 import uuid
@@ -95,16 +99,18 @@ async def one_burst(n: int) -> tuple[float, int]:
         return elapsed, len(executions)
 
 
-async def main(children: list[int], database: str | None, burst: bool) -> None:
-    where = "PostgreSQL" if database else "SQLite"
-    how = "testing.Harness (burst)" if burst else "a worker loop"
-    print(f"fan-out on {where}, {how}: one parent, asyncio.gather of N invokes")
-    print(f"{'children':>9} {'wall s':>8} {'ms/child':>9} {'parent executions':>18}")
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+async def curve(store_name: str, children: list[int], database: str | None) -> None:
+    print(f"fan-out on {store_name}, a worker loop: one parent, asyncio.gather of N invokes")
+    print(
+        f"{'children':>9} {'wall s':>8} {'ms/child':>9} {'vs linear':>10} {'parent executions':>18}"
+    )
+    first: tuple[int, float] | None = None
     for n in children:
-        if burst:
-            elapsed, executions = await one_burst(n)
-            print(f"{n:>9} {elapsed:>8.2f} {elapsed / n * 1000:>9.3f} {executions:>18}")
-            continue
         with tempfile.TemporaryDirectory() as tmp:
             store: Store = (
                 await new_postgres_store(database)
@@ -112,15 +118,48 @@ async def main(children: list[int], database: str | None, burst: bool) -> None:
                 else SQLiteStore(Path(tmp) / "fanout.db")
             )
             elapsed, executions = await one(n, store)
+        first = first or (n, elapsed)
+        ratio = elapsed / (first[1] * n / first[0])
+        print(f"{n:>9} {elapsed:>8.2f} {elapsed / n * 1000:>9.3f} {ratio:>10.2f} {executions:>18}")
+
+
+async def burst_curve(children: list[int]) -> None:
+    print("fan-out on SQLite, testing.Harness (burst): one parent, asyncio.gather of N invokes")
+    print(f"{'children':>9} {'wall s':>8} {'ms/child':>9} {'parent executions':>18}")
+    for n in children:
+        elapsed, executions = await one_burst(n)
         print(f"{n:>9} {elapsed:>8.2f} {elapsed / n * 1000:>9.3f} {executions:>18}")
+
+
+async def main(children: list[int], stores: list[str], database: str | None) -> None:
+    print(_load())
+    if "sqlite" in stores:
+        await curve("SQLite", children, None)
+    if "postgres" in stores:
+        stop = None
+        if database is None:
+            from tests.servers import start_postgres  # noqa: PLC0415 - only without --database
+
+            # Not TemporaryDirectory: the folder is handed to the postgres user, removed by stop().
+            database, stop, _ = start_postgres(Path(tempfile.mkdtemp(prefix="inferpipe-pg-")))
+        try:
+            await curve("PostgreSQL", children, database)
+        finally:
+            if stop is not None:
+                stop()
+    print(_load())
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--children", type=int, nargs="+", default=[1000, 3000, 10000])
+    parser.add_argument(
+        "--stores", nargs="+", choices=["sqlite", "postgres"], default=["sqlite", "postgres"]
+    )
     parser.add_argument("--database", default=None, help="a PostgreSQL server URL")
-    parser.add_argument("--burst", action="store_true", help="in testing.Harness")
+    parser.add_argument("--burst", action="store_true", help="in testing.Harness, on SQLite")
     args = parser.parse_args()
-    if args.burst and args.database:
-        parser.error("--burst runs on SQLite only")
-    asyncio.run(main(args.children, args.database, args.burst))
+    if args.burst:
+        asyncio.run(burst_curve(args.children))
+    else:
+        asyncio.run(main(args.children, args.stores, args.database))
