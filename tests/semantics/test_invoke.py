@@ -4,8 +4,16 @@ fails with the child's error. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from pathlib import Path
+
+import orjson
+import pytest
 
 import inferpipe as ip
+from inferpipe.core.events import FUNCTION_FINISHED, Event, read_invoke_step
+from inferpipe.core.records import StepKind, StepRecord, StepStatus
+from inferpipe.testing import Harness
 from tests.flow.conftest import HarnessFactory
 
 
@@ -80,3 +88,92 @@ async def test_a_gathered_invoke_of_a_child_returning_none(harness: HarnessFacto
             (ip.StepStatus.COMPLETED, None),
             (ip.StepStatus.COMPLETED, None),
         ]
+
+
+def old_envelope(child_run_id: str, status: str, output: object, error: object) -> bytes:
+    """What an invoke step recorded before it kept the child's return value: the child's
+    whole `function.finished` event."""
+    data = {"run_id": child_run_id, "function_id": "double", "status": status}
+    event = Event(FUNCTION_FINISHED, {**data, "output": output, "error": error}, id="f", ts_ms=1)
+    return orjson.dumps(event.as_dict())
+
+
+@pytest.mark.parametrize("status", ["completed", "failed"])
+async def test_an_invoke_step_recorded_as_the_child_event_replays_as_its_value(
+    tmp_path: Path, status: str
+) -> None:
+    app = ip.App("t")
+
+    @app.function(id="double")
+    async def double(ctx: ip.Context) -> int:
+        return int(ctx.input["x"]) * 2
+
+    @app.function(id="parent")
+    async def parent(ctx: ip.Context) -> object:
+        try:
+            value = await ctx.step.invoke("child", "double", {"x": 21})
+        except ip.StepError as err:
+            value = f"error: {err}"
+        await ctx.step.sleep("pause", "1h")
+        return value
+
+    async with Harness(app, path=tmp_path / "t.db") as h:
+        run_id = await h.invoke("parent")
+        await h.run_ready()
+        steps = {s.key: s for s in await h.steps(run_id)}
+        child = steps["child"]
+        assert child.output == 42 and steps["pause"].status is ip.StepStatus.SLEEPING
+        error = {"code": "boom", "type": "ValueError", "message": "boom"}
+        envelope = (
+            old_envelope(child.input["run_id"], "completed", 42, None)
+            if status == "completed"
+            else old_envelope(child.input["run_id"], "failed", None, error)
+        )
+        with sqlite3.connect(h.path) as conn:  # the record as the old code wrote it
+            conn.execute(
+                "UPDATE steps SET status = 'completed', output = ?, error = NULL"
+                " WHERE run_id = ? AND key = 'child'",
+                (envelope, run_id),
+            )
+        run = await h.settle(run_id)
+        assert run is not None and run.status is ip.RunStatus.COMPLETED, run
+        child = {s.key: s for s in await h.steps(run_id)}["child"]
+        if status == "completed":
+            assert run.output == 42
+            assert child.status is ip.StepStatus.COMPLETED and child.output == 42
+        else:
+            assert (
+                run.output == "error: step 'child' failed: ValueError: invoked double failed: boom"
+            )
+            assert child.status is ip.StepStatus.FAILED and child.output is None
+            assert child.error is not None and child.error["type"] == "ValueError"
+
+
+def test_an_invoke_step_recorded_completed_at_its_timeout_reads_as_timed_out() -> None:
+    old = StepRecord(
+        "r",
+        "k",
+        "k",
+        StepKind.INVOKE,
+        StepStatus.COMPLETED,
+        input={"function_id": "double"},
+        output=None,
+        finished_at_ms=2_000,
+        wake_at_ms=2_000,
+    )
+    read = read_invoke_step(old)
+    assert read.status is StepStatus.FAILED and read.error is not None
+    assert read.error["code"] == "invoke_timeout"
+    assert "double did not finish in time" in read.error["message"]
+    # a child that returned None before the timeout, as recorded now, is left alone
+    new = StepRecord(
+        "r",
+        "k",
+        "k",
+        StepKind.INVOKE,
+        StepStatus.COMPLETED,
+        output=None,
+        finished_at_ms=1_000,
+        wake_at_ms=2_000,
+    )
+    assert read_invoke_step(new) is new

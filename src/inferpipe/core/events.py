@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from inferpipe.core import json
 from inferpipe.core.errors import InvalidEventError
 from inferpipe.core.ids import new_id
+from inferpipe.core.records import StepKind, StepRecord, StepStatus
 from inferpipe.core.trace_context import check_trace
 
 MAX_EVENT_NAME_BYTES = 256
@@ -41,6 +43,35 @@ def invoke_outcome(finished: dict[str, Any]) -> tuple[bool, Any, dict[str, Any] 
             "run_id": data.get("run_id"),
         },
     )
+
+
+def read_invoke_step(step: StepRecord) -> StepRecord:
+    """An `invoke` step as steps record it now. One recorded before they kept the child's
+    return value holds the child's whole `function.finished` event as its output (or None,
+    completed, after its timeout): it reads as completed with the child's value, or failed
+    with the child's error or the timeout, so old runs replay and show what new ones do."""
+    if step.kind is not StepKind.INVOKE or step.status is not StepStatus.COMPLETED:
+        return step
+    old = step.output
+    if isinstance(old, dict) and old.get("name") == FUNCTION_FINISHED and _finished(old):
+        completed, output, error = invoke_outcome(old)
+        status = StepStatus.COMPLETED if completed else StepStatus.FAILED
+        return dataclasses.replace(step, status=status, output=output, error=error)
+    timed_out = step.wake_at_ms is not None and (step.finished_at_ms or 0) >= step.wake_at_ms
+    if old is None and timed_out:
+        function_id = step.input.get("function_id") if isinstance(step.input, dict) else None
+        error = {
+            "code": "invoke_timeout",
+            "type": "InvokeTimeout",
+            "message": f"{function_id} did not finish in time",
+        }
+        return dataclasses.replace(step, status=StepStatus.FAILED, error=error)
+    return step
+
+
+def _finished(event: dict[str, Any]) -> bool:
+    data = event.get("data")
+    return isinstance(data, dict) and "run_id" in data and "status" in data
 
 
 FUNCTION_INVOKED = "inferpipe/function.invoked"

@@ -8,6 +8,7 @@ from typing import Any, TypeAlias
 import asyncpg
 import orjson
 
+from inferpipe.core.events import read_invoke_step
 from inferpipe.core.records import LogRecord, Run, RunStatus, StepKind, StepRecord, StepStatus
 
 RUN_COLUMNS = (
@@ -105,21 +106,23 @@ def step_from_row(row: Row) -> StepRecord:
 
 def step_from_values(v: Sequence[Any]) -> StepRecord:
     """A step from values already decoded (as aggregated by `json_agg` in the claim)."""
-    return StepRecord(
-        run_id=v[0],
-        key=v[1],
-        seq=v[2],
-        name=v[3],
-        kind=StepKind(v[4]),
-        status=StepStatus(v[5]),
-        attempt=v[6],
-        input=v[7],
-        output=v[8],
-        error=v[9],
-        started_at_ms=v[10],
-        finished_at_ms=v[11],
-        wake_at_ms=v[12],
-        meta=v[13] or {},
+    return read_invoke_step(
+        StepRecord(
+            run_id=v[0],
+            key=v[1],
+            seq=v[2],
+            name=v[3],
+            kind=StepKind(v[4]),
+            status=StepStatus(v[5]),
+            attempt=v[6],
+            input=v[7],
+            output=v[8],
+            error=v[9],
+            started_at_ms=v[10],
+            finished_at_ms=v[11],
+            wake_at_ms=v[12],
+            meta=v[13] or {},
+        )
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from inferpipe.core.events import read_invoke_step
 from inferpipe.core.records import LogRecord, Run, RunStatus, StepKind, StepRecord, StepStatus
 
 RUN_COLUMNS = (
@@ -64,21 +65,23 @@ def run_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Run:
 
 
 def step_from_row(row: tuple[Any, ...]) -> StepRecord:
-    return StepRecord(
-        run_id=row[0],
-        key=row[1],
-        seq=row[2],
-        name=row[3],
-        kind=StepKind(row[4]),
-        status=StepStatus(row[5]),
-        attempt=row[6],
-        input=dec(row[7]),
-        output=dec(row[8]),
-        error=dec(row[9]),
-        started_at_ms=row[10],
-        finished_at_ms=row[11],
-        wake_at_ms=row[12],
-        meta=dec(row[13]) or {},
+    return read_invoke_step(
+        StepRecord(
+            run_id=row[0],
+            key=row[1],
+            seq=row[2],
+            name=row[3],
+            kind=StepKind(row[4]),
+            status=StepStatus(row[5]),
+            attempt=row[6],
+            input=dec(row[7]),
+            output=dec(row[8]),
+            error=dec(row[9]),
+            started_at_ms=row[10],
+            finished_at_ms=row[11],
+            wake_at_ms=row[12],
+            meta=dec(row[13]) or {},
+        )
     )
 
 
