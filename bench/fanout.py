@@ -4,8 +4,10 @@
         [--database URL] [--burst]
 
 Prints, per store and N: wall time from the parent's start to its result, time per child, the
-ratio to the smallest N's time scaled by size (1.0 = linear), and how often the parent was
-executed (1 start + its resumes), with the load average before and after. A worker loop
+ratio to the smallest N's time scaled by size (1.0 = linear), this process's CPU time and its
+ratio likewise (steadier than wall time on a loaded machine; on PostgreSQL the server's CPU is
+not in it), and how often the parent was executed (1 start + its resumes), with the load
+average before and after. A worker loop
 (concurrency 100) on the embedded SQLite store and on PostgreSQL (a fresh database of the
 server at `--database`, or of a throwaway server started for the run); with `--burst`,
 `testing.Harness` on SQLite (virtual clock, the worker in burst mode: a wave of up to 100
@@ -70,19 +72,20 @@ async def new_postgres_store(url: str) -> PostgresStore:
     return PostgresStore(url.rsplit("/", 1)[0] + f"/{name}")
 
 
-async def one(n: int, store: Store) -> tuple[float, int]:
-    """Wall seconds for a parent of `n` children, and the parent's executions."""
+async def one(n: int, store: Store) -> tuple[float, float, int]:
+    """Wall seconds for a parent of `n` children, this process's CPU seconds meanwhile (every
+    thread: the SQLite one too), and the parent's executions."""
     app = build_app()
     await app.start(store=store)
     worker = app.worker()
     task = asyncio.create_task(worker.run())
     try:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         run_id = await app.invoke("parent", {"n": n})
         run = await app.result(run_id, timeout=3600)
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         assert run.output == n * (n - 1), run
-        return elapsed, len(executions)
+        return elapsed, cpu, len(executions)
     finally:
         worker.notify_shutdown()
         await task
@@ -107,9 +110,10 @@ def _load() -> str:
 async def curve(store_name: str, children: list[int], database: str | None) -> None:
     print(f"fan-out on {store_name}, a worker loop: one parent, asyncio.gather of N invokes")
     print(
-        f"{'children':>9} {'wall s':>8} {'ms/child':>9} {'vs linear':>10} {'parent executions':>18}"
+        f"{'children':>9} {'wall s':>8} {'ms/child':>9} {'vs linear':>10} {'cpu s':>7}"
+        f" {'vs linear':>10} {'parent executions':>18}"
     )
-    first: tuple[int, float] | None = None
+    first: tuple[int, float, float] | None = None
     for n in children:
         with tempfile.TemporaryDirectory() as tmp:
             store: Store = (
@@ -117,10 +121,14 @@ async def curve(store_name: str, children: list[int], database: str | None) -> N
                 if database
                 else SQLiteStore(Path(tmp) / "fanout.db")
             )
-            elapsed, executions = await one(n, store)
-        first = first or (n, elapsed)
-        ratio = elapsed / (first[1] * n / first[0])
-        print(f"{n:>9} {elapsed:>8.2f} {elapsed / n * 1000:>9.3f} {ratio:>10.2f} {executions:>18}")
+            elapsed, cpu, executions = await one(n, store)
+        first = first or (n, elapsed, cpu)
+        wall_ratio = elapsed / (first[1] * n / first[0])
+        cpu_ratio = cpu / (first[2] * n / first[0])
+        print(
+            f"{n:>9} {elapsed:>8.2f} {elapsed / n * 1000:>9.3f} {wall_ratio:>10.2f} {cpu:>7.2f}"
+            f" {cpu_ratio:>10.2f} {executions:>18}"
+        )
 
 
 async def burst_curve(children: list[int]) -> None:
