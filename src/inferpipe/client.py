@@ -360,17 +360,22 @@ class Client:
         status: RunStatus | str | None = None,
         since: TimeLike | None = None,
         until: TimeLike | None = None,
+        workflow: str | None = None,
+        version: int | None = None,
         limit: int = 50,
         cursor: str | None = None,
         full: bool = False,
     ) -> Page[RunInfo]:
-        """Runs newest first, by function, status and creation time."""
+        """Runs newest first, by function, status, creation time and workflow graph (and
+        version), each with its `tokens` and `cost_usd`."""
         return self._do(
             _calls.list_runs(
                 function=function,
                 status=status,
                 since=since,
                 until=until,
+                workflow=workflow,
+                version=version,
                 limit=limit,
                 cursor=cursor,
                 full=full,
@@ -570,6 +575,8 @@ class AsyncClient:
         status: RunStatus | str | None = None,
         since: TimeLike | None = None,
         until: TimeLike | None = None,
+        workflow: str | None = None,
+        version: int | None = None,
         limit: int = 50,
         cursor: str | None = None,
         full: bool = False,
@@ -580,6 +587,8 @@ class AsyncClient:
                 status=status,
                 since=since,
                 until=until,
+                workflow=workflow,
+                version=version,
                 limit=limit,
                 cursor=cursor,
                 full=full,

@@ -3,6 +3,7 @@ in listings, the whole value with `full`, and the raw JSON from the download rou
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -21,11 +22,20 @@ def _payloads(scope: Scope) -> payloads.Payloads:
 
 
 async def run_view(scope: Scope, run: Run, limit_bytes: int | None) -> schemas.RunInfo:
-    """`views.run_info`, with an offloaded output read whole when there is no limit."""
-    info = views.run_info(run, limit_bytes)
+    """`views.run_info` with the run's totals (its steps are read), and an offloaded output
+    read whole when there is no limit."""
+    info = views.run_info(run, limit_bytes, await scope.store.get_steps(run.id))
     if limit_bytes is None and info.output_url is not None:
         info.output = await _payloads(scope).resolve(run.output)
     return info
+
+
+async def run_views(
+    scope: Scope, runs: Iterable[Run], limit_bytes: int | None
+) -> list[schemas.RunInfo]:
+    """A page of runs as `views.run_info`, each with its totals: one read of the steps per run
+    (totals are summed when a run is read, not kept on its row)."""
+    return [views.run_info(r, limit_bytes, await scope.store.get_steps(r.id)) for r in runs]
 
 
 async def step_view(scope: Scope, step: StepRecord, limit_bytes: int | None) -> schemas.StepInfo:

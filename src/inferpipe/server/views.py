@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
@@ -14,6 +15,7 @@ from inferpipe.core.trace_context import run_span
 from inferpipe.engine.functions import CronTrigger, FunctionDef
 from inferpipe.store import payloads
 from inferpipe.wire import schemas
+from inferpipe.workflows.runtime import run_cost
 
 PREVIEW_SUFFIX = "…"
 
@@ -59,9 +61,11 @@ def output_url(run_id: str, value: Any, step_key: str | None = None) -> str | No
     return f"/v1/runs/{quote(run_id, safe='')}{step}/output"
 
 
-def run_info(run: Run, limit_bytes: int | None) -> schemas.RunInfo:
+def run_info(run: Run, limit_bytes: int | None, steps: Iterable[StepRecord]) -> schemas.RunInfo:
+    """`run` as the API shows it, with the totals of its model-call `steps`."""
     run_input, input_cut = preview(run.input, limit_bytes)
     output, output_cut = preview(run.output, limit_bytes)
+    cost = run_cost(steps)
     return schemas.RunInfo(
         id=run.id,
         function_id=run.function_id,
@@ -82,6 +86,10 @@ def run_info(run: Run, limit_bytes: int | None) -> schemas.RunInfo:
         event_ids=list(run.event_ids or []),
         cancel_requested=run.cancel_requested,
         trace_id=run_span(run.id, run.events).trace_id,
+        tokens=schemas.RunTokens(
+            input=cost.input_tokens, output=cost.output_tokens, total=cost.total_tokens
+        ),
+        cost_usd=cost.cost_usd,
     )
 
 

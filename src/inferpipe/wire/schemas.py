@@ -138,6 +138,14 @@ class ErrorOut(WireModel):
     )
 
 
+class RunTokens(WireModel):
+    """Tokens a run's model calls used, as their providers reported them."""
+
+    input: int = Field(default=0, description="Prompt tokens (cached ones included).")
+    output: int = Field(default=0, description="Completion tokens.")
+    total: int = Field(default=0, description="`input` + `output`.")
+
+
 class RunInfo(WireModel):
     id: str
     function_id: str
@@ -171,6 +179,15 @@ class RunInfo(WireModel):
         description="The run's OpenTelemetry trace id (32 hex digits): the trace of the request "
         "that caused it (W3C `traceparent`), or one of its own. Its spans are exported when "
         "telemetry is on (docs/telemetry.md).",
+    )
+    tokens: RunTokens = Field(
+        default_factory=RunTokens,
+        description="Tokens of the run's model-call steps so far (0 without any).",
+    )
+    cost_usd: float | None = Field(
+        default=None,
+        description="Cost in USD of the run's model-call steps so far (0 without any); null "
+        "when one of them could not be priced (e.g. a self-hosted model).",
     )
 
 
@@ -415,6 +432,7 @@ __all__ = [
     "RerunIn",
     "RollbackIn",
     "RunInfo",
+    "RunTokens",
     "ScoreInfo",
     "SecretIn",
     "SecretInfo",

@@ -10,7 +10,7 @@ resolved it (`resolve-graph`), or, before that step ran, from the version the ru
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from inferpipe.core.records import Run, StepRecord
 from inferpipe.store.base import RunFilter, Store
@@ -18,6 +18,9 @@ from inferpipe.workflows.runtime import RESOLVE_STEP, TRIGGER_FUNCTION_PREFIX, W
 
 BATCH = 100
 """Runs read from the store at a time, per function."""
+
+MAX_SCAN = 1000
+"""Runs looked at per page at most, so a rare version cannot make one request read them all."""
 
 
 @dataclass
@@ -50,12 +53,59 @@ class MergedRuns:
         return newest.buffer.popleft()
 
 
-def graph_filters(graph_id: str) -> list[RunFilter]:
-    """The functions whose runs may be runs of `graph_id`."""
+def graph_filters(graph_id: str, base: RunFilter | None = None) -> list[RunFilter]:
+    """The functions whose runs may be runs of `graph_id` (narrowed by `base`'s status and
+    times; a `base` function other than these leaves none)."""
+    base = base or RunFilter()
+    functions = [WORKFLOW_FUNCTION_ID, TRIGGER_FUNCTION_PREFIX + graph_id]
     return [
-        RunFilter(function_id=WORKFLOW_FUNCTION_ID),
-        RunFilter(function_id=TRIGGER_FUNCTION_PREFIX + graph_id),
+        replace(base, function_id=function)
+        for function in functions
+        if base.function_id in (None, function)
     ]
+
+
+@dataclass
+class GraphRunsPage:
+    """Runs of a graph found by `find_graph_runs`, each with its steps and the version it runs;
+    `next_cursor` (a run id) is where the next page starts, None after the last."""
+
+    items: list[tuple[Run, list[StepRecord], int | None]]
+    next_cursor: str | None
+    scanned: int
+
+
+async def find_graph_runs(
+    store: Store,
+    graph_id: str,
+    *,
+    version: int | None,
+    limit: int,
+    before: str | None,
+    base: RunFilter | None = None,
+) -> GraphRunsPage:
+    """Up to `limit` runs of `graph_id` (of `version` when given) newest first, after `before`.
+    At most MAX_SCAN runs are looked at: a page may be short and still have a next cursor."""
+    runs = MergedRuns(store, graph_filters(graph_id, base), before)
+    found: list[tuple[Run, list[StepRecord], int | None]] = []
+    scanned, position, exhausted = 0, None, False
+    while len(found) < limit and scanned < MAX_SCAN:
+        run = await runs.next()
+        if run is None:
+            exhausted = True
+            break
+        scanned += 1
+        position = run.id
+        if not runs_graph(run, graph_id):
+            continue
+        steps = await store.get_steps(run.id)
+        ran = graph_version(run, steps)
+        if version is not None and ran != version:
+            continue
+        found.append((run, steps, ran))
+    if not exhausted and len(found) == limit:
+        exhausted = await runs.next() is None
+    return GraphRunsPage(found, None if exhausted else position, scanned)
 
 
 def runs_graph(run: Run, graph_id: str) -> bool:

@@ -24,9 +24,6 @@ router = APIRouter(
     dependencies=[Depends(reject_repeated_query)],
 )
 
-MAX_GRAPH_RUN_SCAN = 1000
-"""Workflow runs read at most to fill one page of a graph's runs (the cursor goes on)."""
-
 
 @router.get(
     "", response_model=schemas.Page[ds.WorkflowSummary], summary="Saved graphs with versions"
@@ -63,31 +60,16 @@ async def list_graph_runs(
     trigger (`workflow:<id>`), each with the version it runs and its totals."""
     await wf.graphs.versions(graph_id)  # 404 for a graph never saved
     store = wf.scope.store
-    runs = graph_runs.MergedRuns(
-        store, graph_runs.graph_filters(graph_id), query.decode_cursor("runs", cursor)
+    page = await graph_runs.find_graph_runs(
+        store, graph_id, version=version, limit=limit, before=query.decode_cursor("runs", cursor)
     )
     found: list[ds.WorkflowRunRow] = []
-    scanned, position, exhausted = 0, None, False
-    while len(found) < limit and scanned < MAX_GRAPH_RUN_SCAN:
-        run = await runs.next()
-        if run is None:
-            exhausted = True
-            break
-        scanned += 1
-        position = run.id
-        if not graph_runs.runs_graph(run, graph_id):
-            continue
-        steps = await store.get_steps(run.id)
-        ran = graph_runs.graph_version(run, steps)
-        if version is not None and ran != version:
-            continue
+    for run, steps, ran in page.items:
         scores = await store.list_scores(ScoreFilter(run_id=run.id))
         row = summaries.run_row(run, steps, scores)
         found.append(ds.WorkflowRunRow(**row.model_dump(), graph_version=ran))
-    if not exhausted and len(found) == limit:
-        exhausted = await runs.next() is None
     return ds.WorkflowRunsPage(
         items=found,
-        next_cursor=query.encode_cursor("runs", None if exhausted else position),
-        scanned=scanned,
+        next_cursor=query.encode_cursor("runs", page.next_cursor),
+        scanned=page.scanned,
     )

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from inferpipe.core import json as jsonc
 from inferpipe.core.events import Event
 from inferpipe.core.ids import new_id
-from inferpipe.server import query, trace_headers, views
+from inferpipe.server import outputs, query, trace_headers, views
 from inferpipe.server.deps import RequestScope
 from inferpipe.server.errors import (
     EventNotFoundError,
@@ -122,7 +122,7 @@ async def event_runs(
         RunFilter(event_id=event_id), limit=limit, cursor=query.decode_cursor("runs", cursor)
     )
     return schemas.Page[schemas.RunInfo](
-        items=[views.run_info(r, scope.preview_limit(full)) for r in page.items],
+        items=await outputs.run_views(scope, page.items, scope.preview_limit(full)),
         next_cursor=query.encode_cursor("runs", page.next_cursor),
     )
 

@@ -9,11 +9,13 @@ from fastapi import APIRouter, Body, Query, Response
 
 from inferpipe.core.records import RunStatus, StepRecord
 from inferpipe.server import outputs, query, views
+from inferpipe.server.dashboard import graph_runs
 from inferpipe.server.deps import RequestScope, Scope
-from inferpipe.server.errors import StepNotFoundError
+from inferpipe.server.errors import FieldProblem, InvalidRequestError, StepNotFoundError
 from inferpipe.server.routes import CONFLICT_RESPONSE, ERROR_RESPONSES
 from inferpipe.store.base import RunFilter
 from inferpipe.wire import schemas
+from inferpipe.workflows.spec import GRAPH_ID_PATTERN
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=ERROR_RESPONSES)
 
@@ -27,21 +29,49 @@ async def list_runs(
     status: RunStatus | None = None,
     since: query.TimeBound = None,
     until: query.TimeBound = None,
+    workflow: Annotated[
+        str | None,
+        Query(pattern=GRAPH_ID_PATTERN, description="Only runs of this saved workflow graph."),
+    ] = None,
+    version: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=schemas.MAX_WORKFLOW_VERSION,
+            description="Only runs of this version of `workflow` (the version each run resolved).",
+        ),
+    ] = None,
     limit: query.Limit = query.DEFAULT_PAGE_SIZE,
     cursor: query.Cursor = None,
     full: Full = False,
 ) -> schemas.Page[schemas.RunInfo]:
-    """Runs newest first, optionally by function, status and creation time."""
+    """Runs newest first, optionally by function, status, creation time and workflow graph
+    (and version), each with its tokens and cost. With `workflow`, a page may hold fewer than
+    `limit` runs and still have a `next_cursor` (at most 1000 runs are looked at per page)."""
     flt = RunFilter(
         function_id=function,
         status=status,
         since_ms=query.parse_time(since, "since"),
         until_ms=query.parse_time(until, "until"),
     )
-    page = await scope.store.list_runs(flt, limit=limit, cursor=query.decode_cursor("runs", cursor))
+    before = query.decode_cursor("runs", cursor)
+    if workflow is None:
+        if version is not None:
+            raise InvalidRequestError(
+                "`version` filters the runs of a `workflow`: pass both",
+                [FieldProblem("query.version", "given without `workflow`")],
+            )
+        page = await scope.store.list_runs(flt, limit=limit, cursor=before)
+        return schemas.Page[schemas.RunInfo](
+            items=await outputs.run_views(scope, page.items, scope.preview_limit(full)),
+            next_cursor=query.encode_cursor("runs", page.next_cursor),
+        )
+    found = await graph_runs.find_graph_runs(
+        scope.store, workflow, version=version, limit=limit, before=before, base=flt
+    )
     return schemas.Page[schemas.RunInfo](
-        items=[views.run_info(r, scope.preview_limit(full)) for r in page.items],
-        next_cursor=query.encode_cursor("runs", page.next_cursor),
+        items=[views.run_info(r, scope.preview_limit(full), steps) for r, steps, _ in found.items],
+        next_cursor=query.encode_cursor("runs", found.next_cursor),
     )
 
 
@@ -193,7 +223,7 @@ async def cancel_run(
     a running one once its worker has stopped it."""
     reason = body.reason if body is not None else schemas.CancelIn().reason
     cancelled = await scope.runs.cancel(run_id, reason)
-    return views.run_info(cancelled, scope.settings.preview_bytes)
+    return await outputs.run_view(scope, cancelled, scope.settings.preview_bytes)
 
 
 @router.post(
@@ -211,4 +241,4 @@ async def rerun_run(
     run."""
     from_failed = body is not None and body.from_ == "failed_step"
     new = await scope.runs.rerun(run_id, from_failed_step=from_failed)
-    return views.run_info(new, scope.settings.preview_bytes)
+    return await outputs.run_view(scope, new, scope.settings.preview_bytes)
