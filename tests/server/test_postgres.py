@@ -14,6 +14,7 @@ from inferpipe.server import keys, keys_cli
 from inferpipe.server.errors import UnauthorizedError
 from inferpipe.store.postgres import PostgresStore
 from tests.server.conftest import assert_error, build_app, start_server, wait_status
+from tests.server.test_run_totals import check_workflow_filter
 from tests.store.conftest import PostgresServer, launch_postgres
 
 
@@ -111,5 +112,15 @@ def test_workflow_graphs_over_the_api_on_postgres(postgres_server: PostgresServe
             steps = [s["name"] for s in a.get(f"/v1/runs/{run_id}/steps").json()["items"]]
             assert steps == ["resolve-graph", "node-twice-task"]
             assert_error(b.get("/v1/workflows/pg-graph/versions"), 404, "graph_not_found")
+    finally:
+        stop()
+
+
+def test_runs_filter_by_workflow_and_version_on_postgres(postgres_server: PostgresServer) -> None:
+    url = asyncio.run(postgres_server.new_database())
+    server, stop = start_server(build_app(url), require_keys=False)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=10.0) as http:
+            check_workflow_filter(http)
     finally:
         stop()

@@ -16,7 +16,7 @@ from inferpipe.llm import FakeProvider, Message, ProviderRegistry, ScriptedReply
 from inferpipe.llm import step as llm_step
 from inferpipe.server.api import create_api
 from inferpipe.testing import Harness
-from tests.server.conftest import LiveServer, assert_error
+from tests.server.conftest import LiveServer, assert_error, wait_status
 
 # gpt-4o-mini in genai-prices: $0.15 per million input tokens, $0.60 per million output tokens.
 FIRST = Usage(input_tokens=1000, output_tokens=100)
@@ -99,11 +99,11 @@ def _graph(graph_id: str, prompt: str) -> dict[str, Any]:
     }
 
 
-def _start(live: LiveServer, http: httpx.Client, graph_id: str, **body: Any) -> str:
+def _start(http: httpx.Client, graph_id: str, **body: Any) -> str:
     started = http.post(f"/v1/workflows/{graph_id}/runs", json={"input": {"name": "Ada"}, **body})
     assert started.status_code == 202, started.text
     run_id = str(started.json()["run_id"])
-    assert live.wait_status(http, run_id, {"completed", "failed"})["status"] == "completed"
+    assert wait_status(http, run_id, {"completed", "failed"})["status"] == "completed"
     return run_id
 
 
@@ -119,18 +119,20 @@ def _all_pages(http: httpx.Client, **params: Any) -> list[dict[str, Any]]:
         query["cursor"] = page["next_cursor"]
 
 
-def test_runs_filter_by_workflow_and_version(live: LiveServer, http_a: httpx.Client) -> None:
-    assert http_a.post("/v1/workflows", json=_graph("totals-g", "Hi {{ input.name }}")).is_success
-    assert http_a.post("/v1/workflows", json=_graph("totals-other", "Yo")).is_success
-    v1 = [_start(live, http_a, "totals-g") for _ in range(2)]
-    other = _start(live, http_a, "totals-other")
-    saved = http_a.post("/v1/workflows", json=_graph("totals-g", "Hello {{ input.name }}"))
+def check_workflow_filter(http: httpx.Client) -> dict[str, Any]:
+    """Runs of two graphs (one with two versions) listed by graph and version, page by page;
+    answers the one run of version 2."""
+    assert http.post("/v1/workflows", json=_graph("totals-g", "Hi {{ input.name }}")).is_success
+    assert http.post("/v1/workflows", json=_graph("totals-other", "Yo")).is_success
+    v1 = [_start(http, "totals-g") for _ in range(2)]
+    other = _start(http, "totals-other")
+    saved = http.post("/v1/workflows", json=_graph("totals-g", "Hello {{ input.name }}"))
     assert saved.json()["version"] == 2
-    v2 = _start(live, http_a, "totals-g")
-    pinned = _start(live, http_a, "totals-g", version=1)
+    v2 = _start(http, "totals-g")
+    pinned = _start(http, "totals-g", version=1)
 
     def ids(**params: Any) -> list[str]:
-        return [r["id"] for r in _all_pages(http_a, **params)]
+        return [r["id"] for r in _all_pages(http, **params)]
 
     assert ids(workflow="totals-g") == sorted([*v1, v2, pinned], reverse=True)
     assert ids(workflow="totals-g", version=1) == sorted([*v1, pinned], reverse=True)
@@ -139,13 +141,18 @@ def test_runs_filter_by_workflow_and_version(live: LiveServer, http_a: httpx.Cli
     assert ids(workflow="totals-g", version=3) == []
     assert ids(workflow="totals-g", function="greet") == []
     assert ids(workflow="totals-g", status="failed") == []
-    (run,) = http_a.get("/v1/runs", params={"workflow": "totals-g", "version": 2}).json()["items"]
+    (run,) = http.get("/v1/runs", params={"workflow": "totals-g", "version": 2}).json()["items"]
+    assert run["id"] == v2
     assert run["tokens"]["total"] > 0 and run["cost_usd"] == 0.0  # the fake provider is free
 
+    alone = http.get("/v1/runs", params={"version": 1})
+    assert_error(alone, 422, "invalid_request")
+    assert_error(http.get("/v1/runs", params={"workflow": "no spaces"}), 422, "invalid_request")
+    return dict(run)
+
+
+def test_runs_filter_by_workflow_and_version(live: LiveServer, http_a: httpx.Client) -> None:
+    run = check_workflow_filter(http_a)
     with Client(live.base_url, api_key=live.keys["a"]) as client:
         (typed,) = client.list_runs(workflow="totals-g", version=2).items
-        assert typed.id == v2 and typed.tokens.total == run["tokens"]["total"]
-
-    alone = http_a.get("/v1/runs", params={"version": 1})
-    assert_error(alone, 422, "invalid_request")
-    assert_error(http_a.get("/v1/runs", params={"workflow": "no spaces"}), 422, "invalid_request")
+        assert typed.id == run["id"] and typed.tokens.total == run["tokens"]["total"]
