@@ -18,7 +18,10 @@ from inferpipe.store.blobs import (
     MemoryBlobStore,
     blob_store_from_url,
 )
+from inferpipe.store.postgres import PostgresStore
+from inferpipe.store.postgres.blobs import PostgresBlobStore
 from tests.servers import free_port
+from tests.store.conftest import PostgresServer
 
 
 def _files(root: Path) -> list[Path]:
@@ -56,12 +59,22 @@ def s3_url() -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture(params=["file", "memory", "s3"])
+@pytest.fixture(params=["file", "memory", "s3", "postgres"])
 async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
     if request.param == "file":
         yield FileBlobStore(tmp_path / "blobs")
     elif request.param == "memory":
         yield MemoryBlobStore()
+    elif request.param == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres")
+        # A database of its own: workspaces() lists every workspace's blobs.
+        store = PostgresStore(await server.new_database())
+        await store.open()
+        try:
+            assert isinstance(store.blobs, PostgresBlobStore)  # no blob URL: the database's table
+            yield store.blobs
+        finally:
+            await store.close()
     else:
         url = request.getfixturevalue("s3_url")
         yield blob_store_from_url(f"{url}/{tmp_path.name}")
@@ -121,3 +134,22 @@ def test_the_url_selects_the_backend(tmp_path: Path) -> None:
     assert isinstance(blob_store_from_url(None, tmp_path), FileBlobStore)
     with pytest.raises(ConfigurationError, match="unsupported blob store URL"):
         blob_store_from_url("ftp://host/x")
+
+
+async def test_postgres_workers_share_blobs_with_nothing_to_configure(
+    postgres: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("INFERPIPE_BLOBS_URL", raising=False)
+    url = await postgres.new_database()
+    writer, reader = PostgresStore(url), PostgresStore(url)  # as two machines would hold them
+    monkeypatch.chdir(tmp_path)  # no folder of the working directory is involved
+    for store in (writer, reader):
+        await store.open()
+    try:
+        data = b'{"doc": "' + b"x" * 300_000 + b'"}'
+        sha = await writer.blobs.put("ws1", data)
+        assert await reader.blobs.get("ws1", sha) == data
+    finally:
+        for store in (writer, reader):
+            await store.close()
+    assert await asyncio.to_thread(lambda: list(tmp_path.iterdir())) == []

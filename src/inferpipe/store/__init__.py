@@ -26,7 +26,7 @@ def store_from_url(
 ) -> Store:
     """A store for `sqlite:///path`, a plain file path, or `postgresql://...`, with its blob
     store at `blobs` (a `file://` or `s3://` URL), else $INFERPIPE_BLOBS_URL, else a `blobs`
-    folder beside the SQLite file (`./.inferpipe/blobs` for PostgreSQL)."""
+    folder beside the SQLite file (the database's `blobs` table for PostgreSQL)."""
     url = database_url(url)
     blob_store = blob_store_from_url(blobs) if blobs else None
     if url.startswith(("postgresql://", "postgres://")):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ from inferpipe.store.base import (
 from inferpipe.store.blobs import BlobStore, blob_store_from_url
 from inferpipe.store.payloads import MARKER
 from inferpipe.store.postgres import claims, finishes, intake, schema, scores, work
+from inferpipe.store.postgres.blobs import PostgresBlobStore
 from inferpipe.store.postgres.database import (
     CHANNEL,
     FINISHED_CHANNEL,
@@ -55,9 +57,6 @@ from inferpipe.store.postgres.secrets import PostgresSecrets
 from inferpipe.store.postgres.stream_log import PostgresStreamLog
 from inferpipe.store.postgres.webhooks import PostgresWebhooks
 
-DEFAULT_BLOBS = ".inferpipe/blobs"
-"""The blob folder when neither `blobs` nor $INFERPIPE_BLOBS_URL says otherwise."""
-
 
 class PostgresStore:
     """A `Store` on PostgreSQL: claims with `FOR UPDATE SKIP LOCKED`, leases fenced by token,
@@ -69,8 +68,8 @@ class PostgresStore:
         workspace: the workspace this view is scoped to.
         pool_size: connections held at most by this process.
         retry_s: how long an operation retries through a lost server before `StoreError`.
-        blobs: where large payloads go; by default $INFERPIPE_BLOBS_URL, else
-            `./.inferpipe/blobs` (set an `s3://` URL when workers run on many machines).
+        blobs: where large payloads go; by default $INFERPIPE_BLOBS_URL, else the database's
+            own `blobs` table (shared by every worker that reaches the database).
 
     Example::
 
@@ -94,8 +93,8 @@ class PostgresStore:
     ) -> None:
         self.url = url
         self.workspace = workspace
-        self.blobs: BlobStore = blobs or blob_store_from_url(None, DEFAULT_BLOBS)
         self._db = _db or Database(url, pool_size=pool_size, retry_s=retry_s)
+        self.blobs: BlobStore = blobs or _default_blobs(self._db)
         self._journal = _journal or JournalWriter(self._db)
         self._finishes = _finishes or finishes.FinishWriter(self._db)
         # Lease renewals on a connection of their own: they never queue for a pool connection
@@ -434,3 +433,9 @@ def _filters(workspace: str, *clauses: tuple[str, object]) -> tuple[str, list[ob
             params.append(value)
             where.append(clause.format(f"${len(params)}"))
     return " AND ".join(where), params
+
+
+def _default_blobs(db: Database) -> BlobStore:
+    """$INFERPIPE_BLOBS_URL's store, else the database's own `blobs` table."""
+    url = os.environ.get("INFERPIPE_BLOBS_URL")
+    return blob_store_from_url(url) if url else PostgresBlobStore(db)

@@ -1,0 +1,69 @@
+"""`PostgresBlobStore`: offloaded payloads in a table of the PostgreSQL database, the default
+blob store there (workers on many machines share it as they share the database)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import zlib
+
+from inferpipe.store.blobs.base import BlobInfo, BlobNotFoundError
+from inferpipe.store.postgres.database import Database
+
+_PUT = """
+INSERT INTO blobs (workspace, sha256, data, size, stored_at_ms) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (workspace, sha256) DO UPDATE SET stored_at_ms = EXCLUDED.stored_at_ms
+"""
+
+
+class PostgresBlobStore:
+    """Compressed blobs in the `blobs` table; a write is durable when its commit returns."""
+
+    url = "postgresql:blobs"
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def put(self, workspace: str, data: bytes) -> str:
+        sha, packed = await asyncio.to_thread(_pack, data)  # off the loop: MBs to hash and pack
+        now_ms = int(time.time() * 1000)
+        await self._db.transaction(
+            lambda c: c.execute(_PUT, workspace, sha, packed, len(data), now_ms)
+        )
+        return sha
+
+    async def get(self, workspace: str, sha256: str) -> bytes:
+        row = await self._db.read(
+            lambda c: c.fetchrow(
+                "SELECT data FROM blobs WHERE workspace = $1 AND sha256 = $2", workspace, sha256
+            )
+        )
+        if row is None:
+            raise BlobNotFoundError(workspace, sha256)
+        return await asyncio.to_thread(zlib.decompress, row[0])
+
+    async def delete(self, workspace: str, sha256: str) -> None:
+        await self._db.transaction(
+            lambda c: c.execute(
+                "DELETE FROM blobs WHERE workspace = $1 AND sha256 = $2", workspace, sha256
+            )
+        )
+
+    async def list_blobs(self, workspace: str) -> list[BlobInfo]:
+        rows = await self._db.read(
+            lambda c: c.fetch(
+                "SELECT sha256, stored_at_ms FROM blobs WHERE workspace = $1", workspace
+            )
+        )
+        return [BlobInfo(str(r[0]), int(r[1])) for r in rows]
+
+    async def workspaces(self) -> list[str]:
+        rows = await self._db.read(
+            lambda c: c.fetch("SELECT DISTINCT workspace FROM blobs ORDER BY workspace")
+        )
+        return [str(r[0]) for r in rows]
+
+
+def _pack(data: bytes) -> tuple[str, bytes]:
+    return hashlib.sha256(data).hexdigest(), zlib.compress(data, 1)
