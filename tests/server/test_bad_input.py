@@ -106,3 +106,13 @@ def test_nothing_answers_500(http_a: httpx.Client, method: str) -> None:
     for path in ("/v1/runs/%00", "/v1/events/%ff%fe", "/v1/runs/" + "r" * 5000):
         response = http_a.request(method, path)
         assert response.status_code < 500, (path, response.text)
+
+
+def test_a_query_parameter_given_twice_is_refused(http_a: httpx.Client) -> None:
+    for path, query in (
+        ("/v1/events", [("name", "a"), ("name", "b")]),
+        ("/v1/runs", [("status", "completed"), ("limit", "5"), ("status", "failed")]),
+    ):
+        problem = assert_error(http_a.get(path, params=query), 422, "invalid_request")
+        assert problem["details"][0]["field"] == f"query.{query[0][0]}"
+    assert http_a.get("/v1/runs", params=[("status", "completed"), ("limit", "5")]).is_success

@@ -25,7 +25,7 @@ from inferpipe.server.deps import (
     ScoreReader,
     Services,
     StoreScores,
-    reject_unknown_query,
+    check_query,
 )
 from inferpipe.server.errors import install_error_handlers
 from inferpipe.server.local_origin import LocalOriginMiddleware
@@ -125,7 +125,7 @@ def create_api(
         lifespan=lifespan,
         docs_url=None,  # /docs and /redoc are served from vendored files (dashboard.pages)
         redoc_url=None,
-        dependencies=[Depends(reject_unknown_query)],
+        dependencies=[Depends(check_query)],
     )
     install_error_handlers(api)
     # `stream` first: its /v1/events/stream must win over /v1/events/{event_id}.

@@ -106,9 +106,10 @@ def request_scope(request: Request) -> Scope:
 RequestScope = Annotated[Scope, Depends(request_scope)]
 
 
-def reject_unknown_query(request: Request) -> None:
+def check_query(request: Request) -> None:
     """Refuse query parameters the route does not declare, so a typo such as ``?functon=x``
-    answers 422 instead of silently listing everything."""
+    answers 422 instead of silently listing everything, and a parameter given twice (every
+    one takes a single value: ``?name=a&name=b`` would otherwise quietly mean ``b``)."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None:
@@ -120,6 +121,13 @@ def reject_unknown_query(request: Request) -> None:
             f"unknown query parameter(s): {', '.join(map(repr, unknown))}; "
             f"this route accepts: {', '.join(sorted(allowed)) or 'none'}",
             [FieldProblem(f"query.{name}", "unknown parameter") for name in unknown],
+        )
+    names = [name for name, _ in request.query_params.multi_items()]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InvalidRequestError(
+            f"query parameter(s) given more than once: {', '.join(map(repr, repeated))}",
+            [FieldProblem(f"query.{name}", "given more than once") for name in repeated],
         )
 
 
