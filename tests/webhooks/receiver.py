@@ -1,8 +1,10 @@
 """A webhook receiver on loopback (a real HTTP server in a thread) that records every request
-and answers from a plan: the statuses of the first requests, then 200."""
+and answers from a plan: the statuses of the first requests, then 200. A 3xx answer names a
+`Location` elsewhere."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -10,6 +12,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+ELSEWHERE = "https://elsewhere.example/hook"
+"""Where a 3xx answer points."""
 
 
 @dataclass
@@ -47,8 +52,9 @@ class Receiver:
 
 
 @contextmanager
-def receiver(plan: list[int] | None = None) -> Iterator[Receiver]:
-    """A receiver at ``http://127.0.0.1:<free port>/hook``."""
+def receiver(plan: list[int] | None = None, *, reply: bytes | None = None) -> Iterator[Receiver]:
+    """A receiver at ``http://127.0.0.1:<free port>/hook``; `reply` replaces every answer's
+    body."""
     made = Receiver("", list(plan or []))
 
     class Handler(BaseHTTPRequestHandler):
@@ -57,12 +63,15 @@ def receiver(plan: list[int] | None = None) -> Iterator[Receiver]:
             body = self.rfile.read(length)
             headers = {k.lower(): v for k, v in self.headers.items()}
             status = made.answer(self.path, headers, body)
-            reply = b'{"ok": true}' if status < 300 else b"receiver says no"
+            answer = reply or (b'{"ok": true}' if status < 300 else b"receiver says no")
             self.send_response(status)
             self.send_header("content-type", "application/json" if status < 300 else "text/plain")
-            self.send_header("content-length", str(len(reply)))
+            self.send_header("content-length", str(len(answer)))
+            if 300 <= status < 400:
+                self.send_header("location", ELSEWHERE)
             self.end_headers()
-            self.wfile.write(reply)
+            with contextlib.suppress(ConnectionError):  # the sender read the head and hung up
+                self.wfile.write(answer)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

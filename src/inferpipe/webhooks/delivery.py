@@ -313,7 +313,7 @@ class WebhookDelivery:
     ) -> dict[str, Any]:
         allow = self.settings.egress.allows_private(workspace)
         try:
-            answer = await http_node.send(
+            answer = await http_node.exchange(
                 await self._http(),
                 method="POST",
                 url=sub.url,
@@ -321,24 +321,30 @@ class WebhookDelivery:
                 body=body.decode(),
                 timeout_s=self.settings.timeout_s,
                 allow_private=allow,
+                head_bytes=RESPONSE_HEAD_CHARS,
             )
         except UrlRefusedError as exc:
             return _failed(None, str(exc), retry=False)
-        except http_node.HttpStatusError as exc:
-            return _failed(exc.status, str(exc), retry=exc.retryable)
-        except http_node.ResponseTooLargeError as exc:
-            return _failed(None, str(exc), retry=False)
         except httpx.HTTPError as exc:
             return _failed(None, f"{type(exc).__name__}: {exc}", retry=True)
-        head = answer["body"]
-        text = head if isinstance(head, str) else jsonc.dumps(head).decode() if head else ""
-        return {
-            "ok": True,
-            "retry": False,
-            "status_code": answer["status"],
-            "response": text[:RESPONSE_HEAD_CHARS],
-            "error": None,
-        }
+        status = answer.status
+        text = answer.body.decode("utf-8", errors="replace")[:RESPONSE_HEAD_CHARS]
+        if 200 <= status < 300:
+            return {
+                "ok": True,
+                "retry": False,
+                "status_code": status,
+                "response": text,
+                "error": None,
+            }
+        if 300 <= status < 400:
+            # Redirects are not followed (the egress check covers the subscribed URL only):
+            # the receiver never got it, and retrying gets the same answer.
+            location = answer.headers.get("location")
+            failed = _failed(status, f"{sub.url} redirected to {location}", retry=False)
+            return {**failed, "response": text, "location": location}
+        error = f"{sub.url} answered HTTP {status}: {text[:200]}"
+        return {**_failed(status, error, retry=http_node.retryable(status)), "response": text}
 
     async def _settle(
         self, workspace: str, delivery_id: str, status: str, why: str | None = None

@@ -46,7 +46,7 @@ class HttpStatusError(WorkflowError):
     def __init__(self, status: int, url: str, detail: str, retry_after_s: float | None) -> None:
         super().__init__(f"{url} answered HTTP {status}: {detail[:200]}")
         self.status = status
-        self.retryable = status in (408, 429) or status >= 500
+        self.retryable = retryable(status)
         self.retry_after_s = retry_after_s
 
 
@@ -54,6 +54,20 @@ class ResponseTooLargeError(WorkflowError):
     """The response body is over `HttpSettings.max_response_bytes`."""
 
     code = "http_response_too_large"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A server's answer: its status, headers, and its body or the head of it."""
+
+    status: int
+    headers: httpx.Headers
+    body: bytes
+
+
+def retryable(status: int) -> bool:
+    """Whether an answer with this status is worth another try (408, 429 and 5xx)."""
+    return status in (408, 429) or status >= 500
 
 
 async def send(
@@ -74,7 +88,45 @@ async def send(
     Raises:
         UrlRefusedError: the policy refuses the destination (never retried).
         HttpStatusError: a 4xx/5xx answer.
+        ResponseTooLargeError: a body over `HttpSettings.max_response_bytes`.
         httpx.HTTPError: the request failed (connection, timeout): retried.
+    """
+    answer = await exchange(
+        settings,
+        method=method,
+        url=url,
+        headers=headers,
+        body=body,
+        timeout_s=timeout_s,
+        allow_private=allow_private,
+    )
+    content_type = answer.headers.get("content-type")
+    decoded = _decode(answer.body, content_type)
+    if answer.status >= 400:
+        detail = decoded if isinstance(decoded, str) else json.dumps(decoded)
+        raise HttpStatusError(answer.status, url, detail or "", _retry_after(answer.headers))
+    return {"status": answer.status, "content_type": content_type, "body": decoded}
+
+
+async def exchange(
+    settings: HttpSettings,
+    *,
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    body: Any = _NO_BODY,
+    timeout_s: float,
+    allow_private: bool,
+    head_bytes: int | None = None,
+) -> Answer:
+    """`send`'s request, whatever the status: the answer with its whole body, or with only
+    its first `head_bytes` when given (a longer body is then not an error).
+
+    Raises:
+        UrlRefusedError: the policy refuses the destination.
+        ResponseTooLargeError: no `head_bytes`, and a body over
+            `HttpSettings.max_response_bytes`.
+        httpx.HTTPError: the request failed (connection, timeout).
     """
     decision = await netpolicy.check_url_async(
         url, allow_private=allow_private, resolver=settings.resolver
@@ -95,20 +147,13 @@ async def send(
         )
         response = await client.send(request, stream=True)
         try:
-            raw = await _read_limited(response, settings.max_response_bytes, url)
+            if head_bytes is None:
+                raw = await _read_limited(response, settings.max_response_bytes, url)
+            else:
+                raw = await _read_head(response, head_bytes)
         finally:
             await response.aclose()
-    decoded = _decode(raw, response.headers.get("content-type"))
-    if response.status_code >= 400:
-        detail = decoded if isinstance(decoded, str) else json.dumps(decoded)
-        raise HttpStatusError(
-            response.status_code, url, detail or "", _retry_after(response.headers)
-        )
-    return {
-        "status": response.status_code,
-        "content_type": response.headers.get("content-type"),
-        "body": decoded,
-    }
+    return Answer(response.status_code, response.headers, raw)
 
 
 def _pinned(
@@ -135,6 +180,15 @@ async def _read_limited(response: httpx.Response, limit_bytes: int, url: str) ->
             )
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _read_head(response: httpx.Response, head_bytes: int) -> bytes:
+    head = b""
+    async for chunk in response.aiter_bytes():
+        head += chunk
+        if len(head) >= head_bytes:
+            break
+    return head[:head_bytes]
 
 
 def _decode(raw: bytes, content_type: str | None) -> Any:

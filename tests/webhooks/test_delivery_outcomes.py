@@ -1,0 +1,61 @@
+"""How a delivery ends, in process under `inferpipe.testing.Harness` (a virtual clock) with a
+real receiver on loopback: only a 2xx succeeds, a redirect is a final failure, a long answer
+is read only as far as its head, and the retry window is on the engine's clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from inferpipe.core.events import Event
+from inferpipe.testing import Harness
+from inferpipe.webhooks.delivery import RESPONSE_HEAD_CHARS, Delivery, list_deliveries
+from inferpipe.webhooks.subscriptions import EventType, Subscription, webhook_subscriptions
+from tests.webhooks.delivery_app import build
+from tests.webhooks.receiver import ELSEWHERE, receiver
+
+
+@asynccontextmanager
+async def harness(backoff_s: float = 1.0) -> AsyncIterator[Harness]:
+    async with Harness(build(None, private=True, backoff_s=backoff_s)) as h:
+        yield h
+
+
+async def subscribe(h: Harness, url: str, *, window_s: int = 3600) -> Subscription:
+    sub, _ = await webhook_subscriptions(h.engine.store).create(
+        "default", url, events=[EventType.RUN_FINISHED], retry_window_s=window_s, allow_private=True
+    )
+    return sub
+
+
+async def delivered(h: Harness, sub: Subscription) -> Delivery:
+    (found,) = await list_deliveries(h.engine.store, sub.id)
+    return found
+
+
+async def test_a_redirect_is_a_final_failure_recorded_with_its_location() -> None:
+    async with harness() as h:
+        with receiver([302]) as hook:
+            sub = await subscribe(h, hook.url)
+            await h.send(Event("test/work", {"n": 1}))
+            await h.advance("1h")
+            found = await delivered(h, sub)
+        assert found.status == "failed"
+        (attempt,) = found.attempts
+        assert attempt["status_code"] == 302 and not attempt["ok"]
+        assert attempt["location"] == ELSEWHERE and ELSEWHERE in attempt["error"]
+        assert len(hook.all()) == 1  # not retried, not followed
+
+
+async def test_a_2xx_with_a_long_body_succeeds_and_keeps_its_head() -> None:
+    async with harness() as h:
+        with receiver(reply=b"x" * (3 * 1024 * 1024)) as hook:
+            sub = await subscribe(h, hook.url)
+            await h.send(Event("test/work", {"n": 2}))
+            await h.advance("1h")
+            found = await delivered(h, sub)
+        assert found.status == "succeeded"
+        (attempt,) = found.attempts
+        assert attempt["status_code"] == 200 and attempt["ok"]
+        assert attempt["response"] == "x" * RESPONSE_HEAD_CHARS
+        assert len(hook.all()) == 1
