@@ -4,12 +4,19 @@ is read only as far as its head, and the retry window is on the engine's clock."
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from inferpipe.core.events import Event
+from inferpipe.engine.functions import Backoff
 from inferpipe.testing import Harness
-from inferpipe.webhooks.delivery import RESPONSE_HEAD_CHARS, Delivery, list_deliveries
+from inferpipe.webhooks.delivery import (
+    RESPONSE_HEAD_CHARS,
+    Delivery,
+    list_deliveries,
+    retry_delay_ms,
+)
 from inferpipe.webhooks.subscriptions import EventType, Subscription, webhook_subscriptions
 from tests.webhooks.delivery_app import build
 from tests.webhooks.receiver import ELSEWHERE, receiver
@@ -59,3 +66,14 @@ async def test_a_2xx_with_a_long_body_succeeds_and_keeps_its_head() -> None:
         assert attempt["status_code"] == 200 and attempt["ok"]
         assert attempt["response"] == "x" * RESPONSE_HEAD_CHARS
         assert len(hook.all()) == 1
+
+
+def test_a_deliverys_backoff_is_the_same_on_every_replay() -> None:
+    backoff = Backoff(base_s=5.0, max_s=3600.0, jitter=0.5)
+    drawn = []
+    for seed in (1, 2):
+        random.seed(seed)  # what else the process draws does not move a delivery's delays
+        drawn.append([retry_delay_ms(backoff, "dl-1", 0, attempt) for attempt in range(6)])
+    assert drawn[0] == drawn[1]
+    assert drawn[0] != [retry_delay_ms(backoff, "dl-2", 0, a) for a in range(6)]  # still jittered
+    assert all(2_500 <= d <= 5_000 * 2**a for a, d in enumerate(drawn[0]))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import random
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -226,7 +227,7 @@ class WebhookDelivery:
             )
             if result["ok"] or not result["retry"]:
                 break
-            delay_ms = self.settings.backoff.delay_ms(attempt)
+            delay_ms = retry_delay_ms(self.settings.backoff, delivery_id, series, attempt)
             if result["at_ms"] + delay_ms - first_ms > window_ms:
                 await ctx.step.run(
                     "give-up", self._settle, ctx.workspace, delivery_id, Status.FAILED
@@ -494,3 +495,9 @@ def delivery_of(app: object) -> WebhookDelivery:
     if found is None:
         raise WebhooksNotEnabledError()
     return found
+
+
+def retry_delay_ms(backoff: Backoff, delivery_id: str, series: int, attempt: int) -> int:
+    """The wait before the attempt after `attempt`: jittered, but drawn from the delivery
+    itself, so a replay of the delivery's run takes the same backoff and give-up decisions."""
+    return backoff.delay_ms(attempt, random.Random(f"{delivery_id}:{series}:{attempt}"))
