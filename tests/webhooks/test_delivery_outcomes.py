@@ -77,3 +77,14 @@ def test_a_deliverys_backoff_is_the_same_on_every_replay() -> None:
     assert drawn[0] == drawn[1]
     assert drawn[0] != [retry_delay_ms(backoff, "dl-2", 0, a) for a in range(6)]  # still jittered
     assert all(2_500 <= d <= 5_000 * 2**a for a, d in enumerate(drawn[0]))
+
+
+async def test_the_retry_window_is_measured_on_the_engines_clock() -> None:
+    async with harness() as h:  # a virtual clock: the backoff sleeps take no real time
+        with receiver([500] * 200) as hook:
+            sub = await subscribe(h, hook.url, window_s=60)
+            await h.send(Event("test/work", {"n": 3}))
+            await h.advance("1h")
+            found = await delivered(h, sub)
+        assert found.status == "failed"
+        assert 2 <= len(hook.all()) < 20  # retried within 60 s of backoff, then given up

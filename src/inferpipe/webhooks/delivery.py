@@ -168,6 +168,11 @@ class WebhookDelivery:
     def _store(self) -> Store:
         return self.app.engine.store
 
+    def _clock_ms(self) -> int:
+        """The engine's time, which the backoff sleeps run on: the retry window is measured in
+        it (the signature's timestamp stays wall time, for the receiver)."""
+        return self.app.engine.clock.now_ms()
+
     # dispatch -----------------------------------------------------------------------------
     async def _dispatch(self, ctx: Context) -> list[str]:
         found = lifecycle_of(ctx.event)
@@ -248,7 +253,7 @@ class WebhookDelivery:
             if row is not None:
                 await self._settle(workspace, delivery_id, Status.FAILED, "subscription deleted")
             return None
-        return {"at_ms": _now_ms(), "window_ms": int(sub.body["retry_window_s"]) * 1000}
+        return {"at_ms": self._clock_ms(), "window_ms": int(sub.body["retry_window_s"]) * 1000}
 
     async def _attempt(
         self, workspace: str, delivery_id: str, series: int, attempt: int
@@ -257,13 +262,14 @@ class WebhookDelivery:
         table = self._store.webhooks
         row = await table.get(workspace, RecordKind.DELIVERY, delivery_id)
         if row is None:
-            return {"ok": False, "retry": False, "status": Status.FAILED, "at_ms": _now_ms()}
+            return {"ok": False, "retry": False, "status": Status.FAILED, "at_ms": self._clock_ms()}
         subs = webhook_subscriptions(self._store)
         try:
             sub = await subs.get(workspace, row.parent)
         except WebhookNotFoundError:
             await self._settle(workspace, delivery_id, Status.FAILED, "subscription deleted")
-            return {"ok": False, "retry": False, "status": Status.FAILED, "at_ms": _now_ms()}
+            return {"ok": False, "retry": False, "status": Status.FAILED, "at_ms": self._clock_ms()}
+        tick_ms = self._clock_ms()
         at_ms = _now_ms()
         body = jsonc.dumps(row.body["payload"])
         secrets = await subs.signing_secrets(workspace, sub.id, at_ms)
@@ -294,7 +300,7 @@ class WebhookDelivery:
             return {**b, "attempts": [*same, record], "status": status}
 
         await table.update(workspace, RecordKind.DELIVERY, delivery_id, add, _now_ms())
-        return {"ok": outcome["ok"], "retry": outcome["retry"], "status": status, "at_ms": at_ms}
+        return {"ok": outcome["ok"], "retry": outcome["retry"], "status": status, "at_ms": tick_ms}
 
     async def _http(self) -> http_node.HttpSettings:
         """The settings' HTTP, with one transport per event loop when they name none: a new
