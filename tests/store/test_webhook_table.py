@@ -4,7 +4,9 @@ children listed newest first, receipts."""
 from __future__ import annotations
 
 import asyncio
+import time
 
+from inferpipe.store import payloads
 from inferpipe.store.base import Store
 from inferpipe.store.webhooks import Change, RecordKind, WebhookRecord
 
@@ -64,3 +66,19 @@ async def test_receipts_keep_the_first_signed_timestamp_and_both_are_purged(stor
     left = await table.list_records(ws, RecordKind.DELIVERY)
     assert [r.id for r in left] == ["new"]
     assert await table.get(ws, RecordKind.SUBSCRIPTION, "sub") is not None
+
+
+async def test_a_blob_referenced_only_by_a_delivery_is_not_swept(store: Store) -> None:
+    """A delivery's payload keeps a large run output's reference after the run is purged:
+    the sweep counts it, so the delivery log and a redelivery can still read the output."""
+    table, ws = store.webhooks, store.workspace
+    big = "y" * 4096
+    ref = await payloads.Payloads(store.blobs, ws, 1024).offload({"answer": big})
+    assert payloads.ref_of(ref) is not None
+    body = {"payload": {"type": "run.finished", "data": {"output": ref}}, "attempts": []}
+    await table.put(WebhookRecord(ws, RecordKind.DELIVERY, "d", body, 1, 1, "sub"))
+    later = int(time.time() * 1000) + 2 * payloads.SWEEP_GRACE_MS
+    assert await payloads.sweep(store, later) == 0
+    assert len(await store.blobs.list_blobs(ws)) == 1
+    await table.delete(ws, RecordKind.DELIVERY, "d")
+    assert await payloads.sweep(store, later) == 1

@@ -420,8 +420,10 @@ SELECT s.output::text FROM steps s JOIN runs r ON r.id = s.run_id
 UNION ALL SELECT output::text FROM runs WHERE workspace = $1 AND strpos(output::text, $2) > 0
 UNION ALL SELECT input::text FROM runs WHERE workspace = $1 AND strpos(input::text, $2) > 0
 UNION ALL SELECT body::text FROM events WHERE workspace = $1 AND strpos(body::text, $2) > 0
+UNION ALL SELECT body FROM webhook_records WHERE workspace = $1 AND strpos(body, $2) > 0
 """
-"""Rows whose JSON mentions a blob reference (decoded and checked by `payloads.shas_in`)."""
+"""Rows whose JSON mentions a blob reference (decoded and checked by `payloads.shas_in`): a
+webhook delivery's payload keeps a large run output's reference after the run is purged."""
 
 
 def _filters(workspace: str, *clauses: tuple[str, object]) -> tuple[str, list[object]]:

@@ -331,7 +331,7 @@ class SQLiteStore:
 
     async def blob_refs(self) -> set[str]:
         rows = await self._db.read(
-            lambda c: c.execute(_BLOB_REFS, [self.workspace, MARKER] * 4).fetchall()
+            lambda c: c.execute(_BLOB_REFS, [self.workspace, MARKER] * 5).fetchall()
         )
         return payloads.shas_in(row[0] for row in rows)
 
@@ -373,8 +373,10 @@ SELECT s.output FROM steps s JOIN runs r ON r.id = s.run_id WHERE r.workspace = 
 UNION ALL SELECT output FROM runs WHERE workspace = ? AND instr(output, ?)
 UNION ALL SELECT input FROM runs WHERE workspace = ? AND instr(input, ?)
 UNION ALL SELECT body FROM events WHERE workspace = ? AND instr(body, ?)
+UNION ALL SELECT body FROM webhook_records WHERE workspace = ? AND instr(body, ?)
 """
-"""Rows whose JSON mentions a blob reference (decoded and checked by `payloads.shas_in`)."""
+"""Rows whose JSON mentions a blob reference (decoded and checked by `payloads.shas_in`): a
+webhook delivery's payload keeps a large run output's reference after the run is purged."""
 
 
 def _purge(conn: sqlite3.Connection, ws: str, older_than_ms: int) -> int:
