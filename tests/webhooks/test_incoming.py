@@ -3,18 +3,22 @@ signing schemes, dedupe by message id, transforms, and bad bodies."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import standardwebhooks
 
+from inferpipe.server import retention
+from inferpipe.store.sqlite import SQLiteStore
 from inferpipe.webhooks.signing import new_secret
 from tests.server.conftest import assert_error
 from tests.webhooks.conftest import Live
@@ -150,6 +154,42 @@ def test_github_signatures(live: Live) -> None:
         bad = {**headers, "x-github-delivery": "d-2", "x-hub-signature-256": "sha256=" + "0" * 64}
         assert_error(_post(live, name, body, bad), 401, "webhook_signature_invalid")
         assert [e["data"] for e in events_named(http, event_name)] == [{"action": "opened"}]
+
+
+def test_a_github_replay_after_the_retention_purge_is_still_a_duplicate(live: Live) -> None:
+    """GitHub signs no timestamp: the receipt alone tells a replay from a new request, so
+    retention keeps it however old it is."""
+    with live.client() as http:
+        event_name = f"test/{uuid.uuid4().hex}"
+        name = _name()
+        made = http.put(
+            f"/v1/webhook-sources/{name}",
+            json={"scheme": "github", "secret": "gh-secret", "event_name": event_name},
+        )
+        assert made.status_code == 200
+        body = b'{"action": "closed"}'
+        headers = {
+            "content-type": "application/json",
+            "x-hub-signature-256": "sha256="
+            + hmac.new(b"gh-secret", body, hashlib.sha256).hexdigest(),
+            "x-github-delivery": "d-purged",
+        }
+        assert _post(live, name, body, headers).status_code == 202
+        later = int(time.time() * 1000) + 400 * retention.DAY_MS
+        asyncio.run(_purge(live.db_path, "ws-a", later))
+        assert events_named(http, event_name) == []  # the event itself is gone with retention
+        replayed = _post(live, name, body, headers)
+        assert replayed.status_code == 200 and replayed.json()["duplicate"] is True
+        assert events_named(http, event_name) == []
+
+
+async def _purge(db_path: Path, workspace: str, now_ms: int) -> None:
+    store = SQLiteStore(db_path, workspace)
+    await store.open()
+    try:
+        await retention.purge_older_than(store, 30, now_ms=now_ms)
+    finally:
+        await store.close()
 
 
 def stripe_header(secret: str, body: bytes, ts_s: int) -> str:

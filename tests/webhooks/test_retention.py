@@ -23,11 +23,13 @@ async def test_old_deliveries_and_receipts_are_purged(tmp_path: Path) -> None:
             await table.put(WebhookRecord("ws", RecordKind.DELIVERY, name, {}, at, at, "sub"))
         await table.put_receipt("ws", "src", "m-old", "1", now - 3 * DAY_MS)
         await table.put_receipt("ws", "src", "m-hour", "2", now - DAY_MS // 24)
+        await table.put_receipt("ws", "gh", "m-unsigned", "", now - 90 * DAY_MS)
         assert await retention.purge_older_than(store, 0.01, now_ms=now) == 2
         left = await table.list_records("ws", RecordKind.DELIVERY)
         assert [r.id for r in left] == ["recent"]
         assert await table.receipt("ws", "src", "m-old") is None
         assert await table.receipt("ws", "src", "m-hour") == "2"  # younger than a day
+        assert await table.receipt("ws", "gh", "m-unsigned") == ""  # no timestamp: kept
         assert await table.get("ws", RecordKind.SUBSCRIPTION, "sub") is not None
     finally:
         await store.close()

@@ -30,7 +30,8 @@ async def purge_older_than(store: Store, days: float, *, now_ms: int | None = No
     `days` days.
 
     Runs still in progress are kept whatever their age. Incoming webhook receipts are kept at
-    least a day (the longest tolerance window), so a replay is still recognised. Blobs no row
+    least a day (the longest tolerance window), so a replay is still recognised, and those
+    with no signed timestamp (GitHub's scheme) are never purged. Blobs no row
     references any more are deleted (see `inferpipe.store.payloads.sweep`). Returns the rows
     and blobs removed (runs, events, deliveries, receipts and blobs).
 

@@ -81,7 +81,9 @@ class WebhookTable(Protocol):
 
     async def purge(self, workspace: str, older_than_ms: int, receipts_before_ms: int) -> int:
         """Delete a workspace's deliveries last changed before `older_than_ms` and its
-        receipts from before `receipts_before_ms`; returns how many rows."""
+        receipts from before `receipts_before_ms`; returns how many rows. A receipt with no
+        signed timestamp (a scheme that signs none, e.g. GitHub's) is kept: it alone tells a
+        replay of that request from a new one, however old the request."""
 
 
 def record_from_row(r: tuple[Any, ...], body: dict[str, Any]) -> WebhookRecord:

@@ -152,7 +152,8 @@ class PostgresWebhooks:
                 older_than_ms,
             )
             receipts = await c.execute(
-                "DELETE FROM webhook_receipts WHERE workspace = $1 AND received_at_ms < $2",
+                "DELETE FROM webhook_receipts WHERE workspace = $1 AND received_at_ms < $2"
+                " AND signed_at <> ''",
                 workspace,
                 receipts_before_ms,
             )

@@ -123,7 +123,8 @@ class SQLiteWebhooks:
                 (workspace, RecordKind.DELIVERY.value, older_than_ms),
             ).rowcount
             receipts = c.execute(
-                "DELETE FROM webhook_receipts WHERE workspace = ? AND received_at_ms < ?",
+                "DELETE FROM webhook_receipts WHERE workspace = ? AND received_at_ms < ?"
+                " AND signed_at <> ''",
                 (workspace, receipts_before_ms),
             ).rowcount
             return int(deliveries + receipts)
