@@ -13,20 +13,18 @@ lease, and its caller returns only once the batch is committed.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from inferpipe.core.errors import LeaseLost
 from inferpipe.core.records import Lease
 from inferpipe.store.base import Outcome, PlannedEvent
 from inferpipe.store.postgres import intake, scores
+from inferpipe.store.postgres.batches import Batches
 from inferpipe.store.postgres.database import FINISHED_CHANNEL, Conn, Database, notify
 from inferpipe.store.postgres.rows import enc_opt
 
 MAX_BATCH = 128
 """Finishes per transaction; bounds how long a batch holds its rows."""
-MAX_IN_FLIGHT = 2
-"""Batches written at once: the next one fills while the previous one waits on its flush."""
 
 _HOLDS_SLOTS = "(runs.concurrency_key1 IS NOT NULL OR runs.singleton_key IS NOT NULL)"
 
@@ -147,57 +145,17 @@ async def _refused(conn: Conn, items: list[Finish]) -> dict[str, str]:
     return {r[0]: str(r[1]) for r in rows if r[1] is not None}
 
 
-@dataclass(slots=True)
-class _Pending:
-    item: Finish
-    future: asyncio.Future[str | None]
-
-
 class FinishWriter:
     """Group commit of the finishes of every run of this process."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._queue: list[_Pending] = []
-        self._in_flight = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._batches: Batches[Finish, str | None] = Batches(self._write, MAX_BATCH)
 
     async def finish(self, item: Finish) -> str | None:
         """Returns once the finish is committed (None), or the reason of a cancel request that
         refused its outcome; raises LeaseLost if the lease was lost."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[str | None] = loop.create_future()
-        self._queue.append(_Pending(item, future))
-        if self._in_flight < MAX_IN_FLIGHT:
-            self._in_flight += 1
-            task = loop.create_task(self._drain())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return await future
+        return await self._batches.submit(item)
 
-    async def _drain(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                await self._write(batch)
-        finally:
-            self._in_flight -= 1
-
-    async def _write(self, batch: list[_Pending]) -> None:
-        items = [p.item for p in batch]
-        try:
-            results = await self._db.transaction(lambda c: finish_many(c, items))
-        except BaseException as exc:  # every caller sees the failure (StoreError, cancel)
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for pending, result in zip(batch, results, strict=True):
-            if pending.future.done():
-                continue
-            if isinstance(result, LeaseLost):
-                pending.future.set_exception(result)
-            else:
-                pending.future.set_result(result)
+    async def _write(self, items: list[Finish]) -> list[str | LeaseLost | None]:
+        return await self._db.transaction(lambda c: finish_many(c, items))

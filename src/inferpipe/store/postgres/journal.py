@@ -1,18 +1,18 @@
 """The hot path: appending steps and logs to run journals, many runs per statement.
 
-Every step of every run ends in one of these writes. Writes that arrive while a batch is being
-written wait and go together in the next one (group commit): one statement, one round trip and
-one WAL flush for many steps, and each caller still returns only once its write is durable.
+Every step of every run ends in one of these writes. They are group-committed (`Batches`): one
+statement, one round trip and one WAL flush for many steps, and each caller still returns only
+once its write is durable.
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 from inferpipe.core.errors import LeaseLost
 from inferpipe.core.records import Lease
 from inferpipe.store.base import Progress
+from inferpipe.store.postgres.batches import Batches
 from inferpipe.store.postgres.database import Conn, Database
 from inferpipe.store.postgres.rows import (
     LOG_COLUMNS,
@@ -27,8 +27,6 @@ from inferpipe.store.postgres.rows import (
 
 MAX_BATCH = 256
 """Writes per statement; bounds how long the batch holds its runs' row locks."""
-MAX_IN_FLIGHT = 2
-"""Batches written at once: the next one fills while the previous one waits on its flush."""
 
 _FIRST_STEP = 4
 """Parameters: $1-$3 the writes' leases, then the step columns and the log columns, each
@@ -113,55 +111,16 @@ async def write(conn: Conn, writes: list[JournalWrite]) -> list[JournalResult | 
     return results
 
 
-@dataclass(slots=True)
-class _Pending:
-    item: JournalWrite
-    future: asyncio.Future[JournalResult]
-
-
 class JournalWriter:
     """Group commit of journal writes from every run of this process."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._queue: list[_Pending] = []
-        self._in_flight = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._batches: Batches[JournalWrite, JournalResult] = Batches(self._write, MAX_BATCH)
 
     async def write(self, lease: Lease, progress: Progress) -> JournalResult:
         """Returns once the write is committed; raises LeaseLost if the lease was lost."""
-        future: asyncio.Future[JournalResult] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(JournalWrite(lease, progress), future))
-        if self._in_flight < MAX_IN_FLIGHT:
-            self._in_flight += 1
-            task = asyncio.get_running_loop().create_task(self._drain())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return await future
+        return await self._batches.submit(JournalWrite(lease, progress))
 
-    async def _drain(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                await self._write(batch)
-        finally:
-            self._in_flight -= 1
-
-    async def _write(self, batch: list[_Pending]) -> None:
-        items = [p.item for p in batch]
-        try:
-            results = await self._db.read(lambda c: write(c, items))
-        except BaseException as exc:  # every caller sees the failure (StoreError, cancel)
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for pending, result in zip(batch, results, strict=True):
-            if pending.future.done():
-                continue
-            if isinstance(result, LeaseLost):
-                pending.future.set_exception(result)
-            else:
-                pending.future.set_result(result)
+    async def _write(self, items: list[JournalWrite]) -> list[JournalResult | LeaseLost]:
+        return await self._db.read(lambda c: write(c, items))
