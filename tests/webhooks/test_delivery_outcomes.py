@@ -4,9 +4,12 @@ is read only as far as its head, and the retry window is on the engine's clock."
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+
+import pytest
 
 from inferpipe.core.events import Event
 from inferpipe.engine.functions import Backoff
@@ -88,3 +91,28 @@ async def test_the_retry_window_is_measured_on_the_engines_clock() -> None:
             found = await delivered(h, sub)
         assert found.status == "failed"
         assert 2 <= len(hook.all()) < 20  # retried within 60 s of backoff, then given up
+
+
+async def test_a_filter_that_fails_on_the_event_records_a_failed_delivery(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Not a silent drop: the filter's error is logged and kept on a failed delivery, and no
+    request goes out."""
+    async with harness() as h:
+        with receiver() as hook:
+            sub, _ = await webhook_subscriptions(h.engine.store).create(
+                "default",
+                hook.url,
+                events=[EventType.RUN_FINISHED],
+                filter_="event.data.output.missing == 1",
+                allow_private=True,
+            )
+            with caplog.at_level(logging.WARNING, logger="inferpipe.webhooks"):
+                await h.send(Event("test/work", {"n": 4}))
+                await h.advance("1h")
+            found = await delivered(h, sub)
+            assert hook.all() == []
+        assert found.status == "failed" and found.attempts == []
+        assert found.reason is not None and found.reason.startswith("filter: ")
+        assert "missing" in found.reason
+        assert any(sub.id in r.getMessage() for r in caplog.records)

@@ -15,6 +15,10 @@ from inferpipe.core.trace_context import check_trace
 
 MAX_EVENT_NAME_BYTES = 256
 
+RESERVED_PREFIX = "inferpipe/"
+"""Names the engine's own events (run lifecycle, scores, cron ticks, webhook deliveries): only
+the engine sends them, since functions and webhook subscribers act on them as facts."""
+
 FUNCTION_FINISHED = "inferpipe/function.finished"
 """Sent when any run finalizes; `invoke` waits on it."""
 FUNCTION_FAILED = "inferpipe/function.failed"
@@ -137,12 +141,23 @@ class Event:
         )
 
 
-def validate_event(event: object, *, limit_bytes: int, now_ms: int | None = None) -> Event:
-    """Check an event and fill in its id and timestamp; raise InvalidEventError naming the field."""
+def validate_event(
+    event: object, *, limit_bytes: int, now_ms: int | None = None, engine: bool = False
+) -> Event:
+    """Check an event and fill in its id and timestamp; raise InvalidEventError naming the field.
+
+    A name under `RESERVED_PREFIX` is refused unless `engine` (the engine's own senders): a
+    forged ``inferpipe/function.finished`` would otherwise resume `invoke` waits and go out as a
+    signed webhook of a run that never finished."""
     if not isinstance(event, Event):
         raise InvalidEventError(f"expected an inferpipe Event, got {type(event).__name__}")
     if not isinstance(event.name, str) or not event.name.strip():
         raise InvalidEventError("event has no name: 'name' must be a non-empty string")
+    if not engine and event.name.startswith(RESERVED_PREFIX):
+        raise InvalidEventError(
+            f"event {event.name!r}: names starting with {RESERVED_PREFIX!r} are reserved for"
+            " the engine's own events"
+        )
     if len(event.name.encode()) > MAX_EVENT_NAME_BYTES:
         raise InvalidEventError(f"event name is longer than {MAX_EVENT_NAME_BYTES} bytes")
     if not isinstance(event.data, dict):

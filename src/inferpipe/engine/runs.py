@@ -53,12 +53,25 @@ class Runs:
         return run
 
     async def send(self, events: Event | list[Event]) -> IngestResult:
-        """Validate and durably accept events; start the runs and resume the waits they match."""
+        """Validate and durably accept events; start the runs and resume the waits they match.
+
+        Raises:
+            InvalidEventError: a bad event, or one named under the engine's reserved
+                ``inferpipe/`` prefix (nothing of the batch is accepted).
+        """
+        return await self._send(events, engine=False)
+
+    async def send_engine_events(self, events: Event | list[Event]) -> IngestResult:
+        """`send` for the engine's own senders (cron ticks, webhook deliveries): names under
+        the reserved ``inferpipe/`` prefix are accepted. Not for user input."""
+        return await self._send(events, engine=True)
+
+    async def _send(self, events: Event | list[Event], *, engine: bool) -> IngestResult:
         batch = events if isinstance(events, list) else [events]
         if not batch:
             raise InvalidEventError("no events to send")
         now = self.clock.now_ms()
-        result = await self.store.ingest(self._planned(batch, now), now)
+        result = await self.store.ingest(self._planned(batch, now, engine=engine), now)
         self.wakeups.work_ready()
         for run_id in result.runs_cancelled:  # by a `cancel_on` match
             await self._finalize_cancelled(run_id)
@@ -168,18 +181,20 @@ class Runs:
             metadata=redact(metadata or {}, self.limits.redact_keys),
         )
         run = await self.get(run_id)
-        announcement = self._planned([score_event(record, now, run.function_id)], now)
+        announcement = self._planned([score_event(record, now, run.function_id)], now, engine=True)
         stored = await self.store.put_score(record, now, announcement)
         self.wakeups.work_ready()
         if self.executor.listeners:
             self.executor.listeners.score_recorded(run, stored)
         return stored
 
-    def _planned(self, events: list[Event], now_ms: int) -> list[PlannedEvent]:
+    def _planned(self, events: list[Event], now_ms: int, *, engine: bool) -> list[PlannedEvent]:
         """Events validated, redacted and planned: the runs each one starts."""
         planned = []
         for event in events:
-            valid = validate_event(event, limit_bytes=self.limits.event_bytes, now_ms=now_ms)
+            valid = validate_event(
+                event, limit_bytes=self.limits.event_bytes, now_ms=now_ms, engine=engine
+            )
             redacted = redact_event(valid, self.limits.redact_keys)
             planned.append(PlannedEvent(redacted, self.registry.plan(redacted, now_ms)))
         return planned

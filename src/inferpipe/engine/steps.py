@@ -317,8 +317,12 @@ class Steps(ScoringSteps):
             return j.records[key].output
         return await j.park(key, rec.wake_at_ms)
 
-    async def send_event(self, step_id: str, events: Event | list[Event]) -> list[str]:
-        """Send events once (not again on replay); returns their ids."""
+    async def send_event(
+        self, step_id: str, events: Event | list[Event], *, _engine: bool = False
+    ) -> list[str]:
+        """Send events once (not again on replay); returns their ids. Names under the engine's
+        reserved ``inferpipe/`` prefix are refused (InvalidEventError); `_engine` is for the
+        engine's own functions (webhook dispatch)."""
         j = self._j
         key = j.key_for(step_id)
         rec = j.records.get(key)
@@ -330,7 +334,10 @@ class Steps(ScoringSteps):
         trace = j.step_trace(key).as_dict()
         batch = [
             redact_event(
-                _traced(validate_event(e, limit_bytes=j.limits.event_bytes, now_ms=now), trace),
+                _traced(
+                    validate_event(e, limit_bytes=j.limits.event_bytes, now_ms=now, engine=_engine),
+                    trace,
+                ),
                 j.limits.redact_keys,
             )
             for e in (events if isinstance(events, list) else [events])

@@ -134,7 +134,7 @@ class Worker:
     async def _fire_cron(self) -> None:
         due = self.cron.due(self.engine.clock.now_ms())
         if due:
-            await self.engine.runs.send(due)
+            await self.engine.runs.send_engine_events(due)
 
     async def _claim_into_slots(self) -> int:
         free = self.concurrency - len(self._active)

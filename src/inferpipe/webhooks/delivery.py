@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import hashlib
+import logging
 import random
 import time
 import weakref
@@ -43,7 +45,7 @@ from inferpipe.engine.context import Context
 from inferpipe.engine.engine import Engine
 from inferpipe.engine.functions import Backoff, FunctionDef, on_event
 from inferpipe.engine.sandbox import default_sandbox
-from inferpipe.store.base import Store
+from inferpipe.store.base import ScoreFilter, Store
 from inferpipe.store.webhooks import RecordKind, WebhookRecord
 from inferpipe.webhooks import signing
 from inferpipe.webhooks.errors import WebhookNotFoundError, WebhooksNotEnabledError
@@ -51,6 +53,8 @@ from inferpipe.webhooks.subscriptions import EventType, Subscription, webhook_su
 from inferpipe.workflows import _http as http_node
 from inferpipe.workflows.errors import UrlRefusedError
 from inferpipe.workflows.netpolicy import EgressPolicy
+
+_log = logging.getLogger("inferpipe.webhooks")
 
 DISPATCH_FUNCTION_ID = "inferpipe.webhooks.dispatch"
 DELIVER_FUNCTION_ID = "inferpipe.webhooks.deliver"
@@ -71,13 +75,15 @@ _TYPE_BY_STATUS = {
 }
 
 
-class Status:
+class Status(enum.StrEnum):
     """A delivery's state."""
 
     PENDING = "pending"  #: recorded, no attempt yet
     RETRYING = "retrying"  #: an attempt failed; another is due
     SUCCEEDED = "succeeded"  #: the receiver answered 2xx
-    FAILED = "failed"  #: given up: a final answer, a refused URL, or the window passed
+    FAILED = "failed"  #: given up: a final answer, a refused URL, the window passed, or the
+    #: subscription's filter failed on the event (see `Delivery.reason`)
+    CANCELLED = "cancelled"  #: not made: the subscription was disabled before it went out
 
 
 class AppHost(Protocol):
@@ -97,11 +103,14 @@ class Delivery:
     subscription_id: str
     type: str
     payload: dict[str, Any]
-    status: str
+    status: Status
     attempts: list[dict[str, Any]]
     series: int
     created_at_ms: int
     updated_at_ms: int
+    reason: str | None = None
+    """Why it failed or was cancelled without an answer to say so (a filter error, the
+    subscription deleted or disabled)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,37 +193,62 @@ class WebhookDelivery:
         )
         for delivery_id in ids:
             event = Event(DELIVERY_EVENT, {"delivery_id": delivery_id, "series": 0})
-            await ctx.step.send_event("deliver", [_with_id(event, f"delivery:{delivery_id}:0")])
+            await ctx.step.send_event(
+                "deliver", [_with_id(event, f"delivery:{delivery_id}:0")], _engine=True
+            )
         return ids
 
     async def _match(
         self, workspace: str, event_id: str, event_type: str, payload: dict[str, Any]
     ) -> list[str]:
+        """The deliveries to make (recorded pending); a subscription whose filter fails on
+        the event gets a failed delivery saying why instead, and no request."""
+        kind = EventType(event_type)
+        if not await _happened(self._store.for_workspace(workspace), kind, payload["data"]):
+            _log.warning(
+                "webhooks: %s event %s does not match the store (workspace %r); not delivered",
+                event_type,
+                event_id,
+                workspace,
+            )
+            return []
         subs = webhook_subscriptions(self._store)
         function_id = str(payload["data"].get("function_id") or "")
-        wanted = [
-            s
-            for s in await subs.list_subscriptions(workspace)
-            if s.wants(EventType(event_type), function_id) and await _passes(s, payload)
-        ]
         table, now = self._store.webhooks, _now_ms()
         ids = []
-        for sub in wanted:
+        for sub in await subs.list_subscriptions(workspace):
+            if not sub.wants(kind, function_id):
+                continue
+            reason = None
+            try:
+                if not await _passes(sub, payload):
+                    continue
+            except (expr.ExpressionEvalError, InvalidExpressionError, ExpressionBudgetError) as exc:
+                _log.warning(
+                    "webhooks: the filter of subscription %s failed on %s event %s: %s",
+                    sub.id,
+                    event_type,
+                    event_id,
+                    exc,
+                )
+                reason = f"filter: {exc}"
             delivery_id = _delivery_id(sub.id, event_id)
             if await table.get(workspace, RecordKind.DELIVERY, delivery_id) is None:
                 body = {
                     "type": event_type,
                     "payload": payload,
-                    "status": Status.PENDING,
+                    "status": Status.PENDING if reason is None else Status.FAILED,
                     "attempts": [],
                     "series": 0,
+                    **({"reason": reason} if reason else {}),
                 }
                 await table.put(
                     WebhookRecord(
                         workspace, RecordKind.DELIVERY, delivery_id, body, now, now, sub.id
                     )
                 )
-            ids.append(delivery_id)
+            if reason is None:
+                ids.append(delivery_id)
         return ids
 
     # deliver ------------------------------------------------------------------------------
@@ -382,7 +416,7 @@ class WebhookDelivery:
             raise _no_delivery(delivery_id)
         series = int(row.body["series"])
         event = Event(DELIVERY_EVENT, {"delivery_id": delivery_id, "series": series})
-        await engine.runs.send(_with_id(event, f"delivery:{delivery_id}:{series}"))
+        await engine.runs.send_engine_events(_with_id(event, f"delivery:{delivery_id}:{series}"))
         return delivery_from(row)
 
 
@@ -414,11 +448,12 @@ def delivery_from(row: WebhookRecord) -> Delivery:
         subscription_id=row.parent,
         type=str(b["type"]),
         payload=dict(b["payload"]),
-        status=str(b["status"]),
+        status=Status(b["status"]),
         attempts=sorted(b["attempts"], key=lambda a: (a["series"], a["n"])),
         series=int(b.get("series", 0)),
         created_at_ms=row.created_at_ms,
         updated_at_ms=row.updated_at_ms,
+        reason=b.get("reason"),
     )
 
 
@@ -447,13 +482,34 @@ def lifecycle_of(event: Event) -> tuple[EventType, dict[str, Any]] | None:
 
 
 async def _passes(sub: Subscription, payload: dict[str, Any]) -> bool:
+    """Whether the subscription's filter holds.
+
+    Raises:
+        ExpressionEvalError, ExpressionBudgetError, InvalidExpressionError: it failed on this
+            payload (a missing field, a wrong type, over budget).
+    """
     if not sub.filter:
         return True
-    try:
-        (ok,) = await default_sandbox().matches_many(sub.filter, [{"event": payload}])
-    except (InvalidExpressionError, ExpressionBudgetError):
+    return await default_sandbox().evaluate(sub.filter, {"event": payload}) is True
+
+
+async def _happened(store: Store, kind: EventType, data: dict[str, Any]) -> bool:
+    """Whether the store holds what the lifecycle event says: the run finished with that
+    status and function, or the score on that run. The reserved ``inferpipe/`` names keep
+    forged events out; this makes sure none is delivered anyway."""
+    run_id = data.get("run_id")
+    if not isinstance(run_id, str) or not run_id:
         return False
-    return ok
+    if kind is EventType.SCORE_RECORDED:
+        found = await store.list_scores(ScoreFilter(run_id=run_id))
+        return any(score.id == data.get("score", {}).get("score_id") for score in found)
+    run = await store.get_run(run_id)
+    return (
+        run is not None
+        and run.status.finished
+        and run.status.value == data.get("status")
+        and run.function_id == data.get("function_id")
+    )
 
 
 def _failed(status_code: int | None, error: str, *, retry: bool) -> dict[str, Any]:

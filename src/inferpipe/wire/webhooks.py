@@ -154,11 +154,16 @@ class DeliveryInfo(WireModel):
     id: str = Field(description="Its `webhook-id`, the same on every attempt.")
     subscription_id: str
     type: str
-    status: Literal["pending", "retrying", "succeeded", "failed"]
+    status: Literal["pending", "retrying", "succeeded", "failed", "cancelled"]
     payload: dict[str, object]
     attempts: list[AttemptInfo]
     created_at_ms: int
     updated_at_ms: int
+    reason: str | None = Field(
+        default=None,
+        description="Why it ended without a 2xx where no attempt says so: `filter: ...` (the "
+        "subscription's filter failed on the event), the subscription deleted or disabled.",
+    )
 
 
 __all__ = [

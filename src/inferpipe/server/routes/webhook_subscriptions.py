@@ -166,11 +166,12 @@ def delivery_info(found: delivery.Delivery) -> wire.DeliveryInfo:
         id=found.id,
         subscription_id=found.subscription_id,
         type=found.type,
-        status=found.status,  # type: ignore[arg-type]
+        status=found.status.value,
         payload=found.payload,
         attempts=[wire.AttemptInfo.model_validate(a) for a in found.attempts],
         created_at_ms=found.created_at_ms,
         updated_at_ms=found.updated_at_ms,
+        reason=found.reason,
     )
 
 

@@ -4,7 +4,7 @@ import { api, ApiError, enc, session } from "./api.js";
 import { announce, clear, errorNotice, fmtDuration, h, statusBadge, timeEl } from "./dom.js";
 import { href } from "./nav.js";
 
-const ICON_OF = { pending: "queued", retrying: "retrying", succeeded: "completed", failed: "failed" };
+const ICON_OF = { pending: "queued", retrying: "retrying", succeeded: "completed", failed: "failed", cancelled: "cancelled" };
 
 export async function mount(main) {
   const [sources, subs] = await Promise.all([
@@ -87,7 +87,7 @@ function deliveryRows(d, reload) {
     h("td", {}, timeEl(d.created_at_ms)),
     h("td", {}, d.type),
     h("td", {}, runId ? h("a", { href: href(`/run/${runId}`) }, h("code", {}, runId)) : "—"),
-    h("td", {}, badge(d.status)),
+    h("td", {}, badge(d.status), d.reason ? h("div", { class: "small muted" }, d.reason) : null),
     h("td", {}, attempts, h("div", { class: "small muted" }, h("code", {}, d.id))),
     h("td", {}, session.canWrite ? redeliverButton(d, reload) : null));
 }
