@@ -57,7 +57,7 @@ PEEK_ROWS = 32
 """Ready runs looked at past a page, without locking them: those a full key holds back get the
 reason (the page itself holds only as many runs as the claim may take)."""
 
-_READY = f"""workspace = $1 AND status IN {_PARKED} AND ready_at_ms <= $2
+_READY = """workspace = $1 AND ready_at_ms <= $2
       AND function_id = ANY($3::text[]) AND id <> ALL($6::text[])
       AND (cancel_requested IS NOT NULL OR (
           COALESCE(concurrency_key1, '') NOT IN (SELECT k FROM full_keys)
@@ -68,6 +68,25 @@ _READY = f"""workspace = $1 AND status IN {_PARKED} AND ready_at_ms <= $2
 """A ready run of the claimed functions, unless a key of its is full (`full_keys`, or $5: the
 keys this claim filled), its throttle is ahead of now (in $5 too: a run not reserved yet could
 not start now), or it was passed over ($6); runs asked to cancel are exempt from keys."""
+
+
+def _ready_in_order(source: int, limit: str, where: str = "", lock: str = "") -> str:
+    """Ready runs in queue order, at most `limit`: queued runs walk the queue's index
+    (`runs_queue`) in order, sleeping and waiting runs whose time has come are found by ready
+    time (`runs_wakeup`: few), and the two are merged. In one walk, a claim that found fewer
+    ready runs than it asked for read every parked run ahead of its ready time (~50 ms a
+    claim with 100 000 runs waiting). `lock` applies to each part (a row of one part that the
+    merge leaves out stays locked until the transaction ends, and no other claim waits on
+    it: they skip locked rows)."""
+    parts = [
+        f"""SELECT * FROM (SELECT {source} AS source, {QUEUE_ORDER} AS q, queue_seq,
+        {CANDIDATE_COLUMNS} FROM runs WHERE status {status} AND {_READY}{where}
+        ORDER BY {QUEUE_ORDER}, queue_seq LIMIT {limit}{lock}) AS {name}"""
+        for name, status in (("queued", "= 'queued'"), ("due", "IN ('sleeping', 'waiting')"))
+    ]
+    merged = " UNION ALL ".join(parts)
+    return f"SELECT * FROM ({merged}) AS ready ORDER BY q, queue_seq LIMIT {limit}"
+
 
 _HEAD = f"""
 WITH full_keys AS MATERIALIZED (
@@ -86,9 +105,7 @@ WITH full_keys AS MATERIALIZED (
       AND function_id = ANY($3::text[]) AND $7::bool
     LIMIT $4 FOR UPDATE SKIP LOCKED
 ), page AS (
-    SELECT 1 AS source, {QUEUE_ORDER} AS q, queue_seq, {CANDIDATE_COLUMNS} FROM runs
-    WHERE {_READY}
-    ORDER BY {QUEUE_ORDER}, queue_seq LIMIT $4 FOR UPDATE SKIP LOCKED
+    {_ready_in_order(1, "$4", lock=" FOR UPDATE SKIP LOCKED")}
 )"""
 """Runs whose lease expired (first page only: they already hold their slots), then ready runs
 in queue order, row-locked, leaving out those of full keys ($5 adds the keys this claim filled)
@@ -97,10 +114,10 @@ lost in a crash would be issued again with the same lease token, and the first h
 execution could not be told from the second's (and it would start steps on a lease it no
 longer holds)."""
 
+_PAST_PAGE = " AND (SELECT count(*) FROM page) = $4 AND id NOT IN (SELECT id FROM page)"
+
 _PAGE = f"""{_HEAD}, peek AS (
-    SELECT 2 AS source, {QUEUE_ORDER} AS q, queue_seq, {CANDIDATE_COLUMNS} FROM runs
-    WHERE (SELECT count(*) FROM page) = $4 AND {_READY} AND id NOT IN (SELECT id FROM page)
-    ORDER BY {QUEUE_ORDER}, queue_seq LIMIT $8
+    {_ready_in_order(2, "$8", _PAST_PAGE)}
 )
 SELECT * FROM stale UNION ALL SELECT * FROM page UNION ALL SELECT * FROM peek
 """

@@ -9,6 +9,8 @@ so two worker processes never both take the last slot of a key.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import sqlite3
 from collections.abc import Collection
 from typing import Any
@@ -25,7 +27,8 @@ QUEUE_ORDER = (
     " ELSE ready_at_ms - priority * 1000 END, rowid"
 )
 """A run that never started goes by its fair queue tag (a turn of its key), others by their
-ready time moved `priority` seconds; insertion order breaks ties (see `store.flow.claims`)."""
+ready time moved `priority` seconds; insertion order breaks ties (see `store.flow.claims`).
+The index `runs_queue` is on it, for queued runs."""
 
 GROUP_ORDER = "ready_at_ms - priority * 1000, rowid"
 """The order of a queue group's runs (the index `runs_queue_group` is on it)."""
@@ -109,12 +112,22 @@ def _candidates(
             f" AND COALESCE(singleton_key, '') NOT IN ({marks})))"
         )
         params += [*full, *full, *full]
-    return conn.execute(
-        f"SELECT {CANDIDATE_COLUMNS} FROM runs WHERE workspace = ? AND status IN {_PARKED}"
-        f" AND ready_at_ms <= ? AND function_id IN ({fns}){skip_full}"
+    # Queued runs walk the queue's index in order; sleeping and waiting runs whose time has
+    # come are found by ready time (few): a parked run never costs a claim a row of the walk.
+    where = f"ready_at_ms <= ? AND function_id IN ({fns}){skip_full}"
+    queued = conn.execute(
+        f"SELECT {CANDIDATE_COLUMNS}, {QUEUE_ORDER} FROM runs INDEXED BY runs_queue"
+        f" WHERE workspace = ? AND status = 'queued' AND {where} ORDER BY {QUEUE_ORDER} LIMIT ?",
+        (*params, page),
+    ).fetchall()
+    due = conn.execute(
+        f"SELECT {CANDIDATE_COLUMNS}, {QUEUE_ORDER} FROM runs INDEXED BY runs_ready"
+        f" WHERE workspace = ? AND status IN ('sleeping', 'waiting') AND {where}"
         f" ORDER BY {QUEUE_ORDER} LIMIT ?",
         (*params, page),
     ).fetchall()
+    rows = heapq.merge(queued, due, key=lambda row: row[-2:])
+    return [row[:-2] for row in itertools.islice(rows, page)]
 
 
 def _load_paces(
