@@ -42,11 +42,12 @@ from inferpipe.engine.functions import (
     failure_handler,
 )
 from inferpipe.engine.journal import Limits
-from inferpipe.engine.streaming import FinalAttemptStream
+from inferpipe.engine.streaming import FinalAttemptStream, resolved
 from inferpipe.engine.worker import Worker
 from inferpipe.scoring.experiments import VariantStats, compare
 from inferpipe.store import Store, store_from_url
 from inferpipe.store.base import Page, RunFilter, ScoreFilter
+from inferpipe.store.payloads import Payloads
 from inferpipe.streams.memory import MemoryPubSub
 from inferpipe.streams.pubsub import PubSub, StreamEvent, Subscription
 from inferpipe.streams.store import StorePubSub
@@ -327,9 +328,10 @@ class App:
             subscription = await pubsub.subscribe_with_replay(topic, after)
         else:
             subscription = await FinalAttemptStream.open(pubsub, topic, after)
+        readers = Payloads(self.engine.store.blobs, self.engine.store.workspace, 0)
         async with subscription:
             async for event in subscription:
-                yield event
+                yield await resolved(event, readers)
                 if event.final:
                     return
 

@@ -149,7 +149,7 @@ def final_output(events: list[ip.StreamEvent]) -> list[Any]:
 
 
 async def test_reserved_kinds_and_oversized_events_are_refused_in_user_code() -> None:
-    app = ip.App("refusals")
+    app = ip.App("refusals", limits=ip.Limits(stream_bytes=1_000_000))
     outcomes: list[str] = []
 
     @app.function(id="bad-publisher", retries=0)

@@ -626,6 +626,52 @@ async def test_scores_written_with_progress_and_finish_take_the_experiment(store
     assert await store.list_scores(ScoreFilter(run_id=rid)) == []
 
 
+class _WriterLandsAfterListing:
+    """A blob store whose listing is followed, before the sweep deletes anything, by `land`:
+    a writer renewing a blob and committing a row that references it (the reviewed race)."""
+
+    def __init__(self, inner: Any, land: Any) -> None:
+        self._inner, self._land = inner, land
+        self.url = inner.url
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def list_blobs(self, workspace: str) -> Any:
+        listed = await self._inner.list_blobs(workspace)
+        await self._land()
+        return listed
+
+
+@pytest.mark.parametrize("backend", ["file", "native"])
+async def test_the_sweep_keeps_a_blob_a_commit_renewed_after_its_listing(
+    store: Store, tmp_path: Path, backend: str
+) -> None:
+    if backend == "file":
+        store.blobs = FileBlobStore(tmp_path / "blobs")  # type: ignore[misc]
+    blobs = store.blobs
+    offload = payloads.Payloads(blobs, store.workspace, threshold_bytes=10).offload
+    ref = await offload("the same document, processed again")
+    claimed = await started(store)
+    await asyncio.sleep(0.01)
+    cutoff_ms = int(time.time() * 1000)  # the blob was written before it: a candidate
+
+    async def land() -> None:
+        again = await offload("the same document, processed again")  # renews the blob
+        await store.commit(
+            claimed.lease, Progress(steps=[step(claimed.run.id, "a", output=again)]), NOW
+        )
+
+    store.blobs = _WriterLandsAfterListing(blobs, land)  # type: ignore[misc]
+    try:
+        assert await payloads.sweep(store, cutoff_ms, grace_ms=0) == 0
+    finally:
+        store.blobs = blobs  # type: ignore[misc]
+    sha = payloads.ref_of(ref).sha256  # type: ignore[union-attr]
+    assert await store.blob_refs() == {sha}
+    assert await blobs.get(store.workspace, sha) == b'"the same document, processed again"'
+
+
 async def test_blob_refs_name_what_rows_reference_and_the_sweep_keeps_it(
     store: Store, tmp_path: Path
 ) -> None:

@@ -35,7 +35,7 @@ from inferpipe.engine.clock import Clock
 from inferpipe.engine.group_commit import GroupCommit
 from inferpipe.engine.lifecycle import RunListener
 from inferpipe.engine.wakeups import Wakeups
-from inferpipe.store.base import Progress, ProgressResult, Store
+from inferpipe.store.base import PlannedEvent, Progress, ProgressResult, Store
 from inferpipe.store.blobs import BlobError
 from inferpipe.store.payloads import Payloads
 
@@ -49,14 +49,19 @@ active_step: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 class Limits:
     """Payload limits, in bytes, and the keys whose values are redacted before storing."""
 
-    event_bytes: int = 512 * KB
+    event_bytes: int = 64 * MB
+    """The ceiling of an event (its data's large members are offloaded above
+    `offload_bytes`)."""
     step_output_bytes: int = 256 * MB
     """The ceiling of a step output (offloaded to the blob store above `offload_bytes`)."""
     run_output_bytes: int = 256 * MB
     """The ceiling of a run output (offloaded above `offload_bytes`)."""
+    stream_bytes: int = 64 * MB
+    """The ceiling of the data of one stream event (offloaded above `offload_bytes`)."""
     offload_bytes: int = 256 * KB
-    """Step and run outputs whose JSON is longer go to the store's blob store; the journal
-    row keeps a reference (see docs/payloads.md)."""
+    """Step outputs, run outputs and stream data whose JSON is longer go to the store's blob
+    store, and so do the largest members of event data and step inputs; the row keeps a
+    reference (see docs/payloads.md)."""
     redact_keys: tuple[str, ...] = DEFAULT_REDACTED_KEYS
     """Matched case-insensitively at any depth of step inputs and outputs, run inputs (events,
     invocation data) and outputs, and log metadata (see `inferpipe.core.redaction`)."""
@@ -300,8 +305,20 @@ class RunJournal:
     async def offload(self, value: Any) -> Any:
         """What the journal row keeps for `value` (a reference when it is large); the blob is
         durable before this returns, so before the row commits."""
+        return await self._written(self.payloads.offload(value))
+
+    async def offload_fields(self, value: Any) -> Any:
+        """`value` with its largest members offloaded (`Payloads.offload_fields`)."""
+        return await self._written(self.payloads.offload_fields(value))
+
+    async def offload_event(self, planned: PlannedEvent) -> PlannedEvent:
+        """`planned` with its event's large data offloaded (`Payloads.offload_event`)."""
+        written: PlannedEvent = await self._written(self.payloads.offload_event(planned))
+        return written
+
+    async def _written(self, write: Awaitable[Any]) -> Any:
         try:
-            return await self.payloads.offload(value)
+            return await write
         except BlobError as exc:  # an infrastructure fault: the run is taken up again
             self.lease_lost = True
             raise StoreUnavailable(self.run.id, exc) from exc

@@ -71,7 +71,7 @@ class Runs:
         if not batch:
             raise InvalidEventError("no events to send")
         now = self.clock.now_ms()
-        result = await self.store.ingest(self._planned(batch, now, engine=engine), now)
+        result = await self.store.ingest(await self._planned(batch, now, engine=engine), now)
         self.wakeups.work_ready()
         for run_id in result.runs_cancelled:  # by a `cancel_on` match
             await self._finalize_cancelled(run_id)
@@ -89,7 +89,7 @@ class Runs:
         if data is not None and not isinstance(data, dict):
             raise InvalidEventError("invocation data must be a JSON object")
         now = self.clock.now_ms()
-        data = redact(data or {}, self.limits.redact_keys)
+        data = await self.payloads.offload_fields(redact(data or {}, self.limits.redact_keys))
         run = self.registry.invocation(function_id, data, now, None, trace)
         await asyncio.shield(self.store.create_runs([run], now))
         self.wakeups.work_ready()
@@ -181,15 +181,20 @@ class Runs:
             metadata=redact(metadata or {}, self.limits.redact_keys),
         )
         run = await self.get(run_id)
-        announcement = self._planned([score_event(record, now, run.function_id)], now, engine=True)
+        announcement = await self._planned(
+            [score_event(record, now, run.function_id)], now, engine=True
+        )
         stored = await self.store.put_score(record, now, announcement)
         self.wakeups.work_ready()
         if self.executor.listeners:
             self.executor.listeners.score_recorded(run, stored)
         return stored
 
-    def _planned(self, events: list[Event], now_ms: int, *, engine: bool) -> list[PlannedEvent]:
-        """Events validated, redacted and planned: the runs each one starts."""
+    async def _planned(
+        self, events: list[Event], now_ms: int, *, engine: bool
+    ) -> list[PlannedEvent]:
+        """Events validated, redacted and planned (the runs each one starts), then their large
+        data offloaded to the blob store."""
         planned = []
         for event in events:
             valid = validate_event(
@@ -197,7 +202,7 @@ class Runs:
             )
             redacted = redact_event(valid, self.limits.redact_keys)
             planned.append(PlannedEvent(redacted, self.registry.plan(redacted, now_ms)))
-        return planned
+        return [await self.payloads.offload_event(p) for p in planned]
 
     async def result(self, run_id: str, *, timeout: Duration = 60, resolve: bool = True) -> Run:
         """Wait until a run finishes (some worker must be running it) and return it. The run is

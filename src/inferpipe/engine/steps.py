@@ -109,6 +109,7 @@ class Steps(ScoringSteps):
                 j.limits.redact_keys,
             ),
         )
+        step.input = await j.offload_fields(step.input)
         extra: dict[str, Any] = {}
         failure: Exception | None = None
         if j.listener is not None:
@@ -342,7 +343,8 @@ class Steps(ScoringSteps):
             )
             for e in (events if isinstance(events, list) else [events])
         ]
-        planned = [PlannedEvent(e, j.planner.plan(e, now)) for e in batch]
+        planned = [await j.offload_event(PlannedEvent(e, j.planner.plan(e, now))) for e in batch]
+        batch = [p.event for p in planned]
         ids = [e.id for e in batch if e.id]
         step = StepRecord(
             j.run.id,
@@ -376,7 +378,7 @@ class Steps(ScoringSteps):
             await j.reach_new(key)
             j.check_continue()
             now = j.now_ms()
-            data = redact(data or {}, j.limits.redact_keys)
+            data = await j.offload_fields(redact(data or {}, j.limits.redact_keys))
             child = j.planner.invocation(function_id, data, now, j.run.id, j.step_trace(key))
             wait = NewWait(
                 j.run.id,

@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import collections
 import contextvars
+import dataclasses
 import logging
 from typing import Any
 
 from inferpipe.core import json as jsonc
 from inferpipe.core import run_stream
+from inferpipe.core.errors import InferpipeError
 from inferpipe.core.records import Run, StepKind, StepRecord, StepStatus
 from inferpipe.core.run_stream import run_topic
 from inferpipe.engine.journal import RunJournal
 from inferpipe.store import payloads
+from inferpipe.store.blobs import BlobError
+from inferpipe.streams.errors import InvalidPayloadError
 from inferpipe.streams.pubsub import PubSub, StreamEvent, Subscription
 
 _log = logging.getLogger("inferpipe.streams")
@@ -77,7 +81,11 @@ class RunStream:
             return
         if attempt is None and self._j.replaying:
             return
-        payload: dict[str, Any] = {"type": kind, "data": data, "execution": self.execution}
+        payload: dict[str, Any] = {
+            "type": kind,
+            "data": await self._offloaded(data),
+            "execution": self.execution,
+        }
         if attempt is not None:
             payload["step"], payload["attempt"] = attempt
         event = await publish(self._pubsub, self._j.run.id, payload, user=True)
@@ -87,6 +95,24 @@ class RunStream:
                 self._published[attempt] = run_stream.Published(event.index, event.index)
             else:
                 span.add(event.index)
+
+    async def _offloaded(self, data: Any) -> Any:
+        """`data` as the topic keeps it: a reference when it is over the offload threshold
+        (the topic's history stays small; readers get the value, `resolved`)."""
+        try:
+            raw = jsonc.dumps(data)
+        except InferpipeError:  # not JSON: the stream refuses it with its own error
+            return data
+        ceiling = self._j.limits.stream_bytes
+        if len(raw) > ceiling:
+            raise InvalidPayloadError(
+                self.topic, f"its JSON is {len(raw)} bytes, over the limit of {ceiling}"
+            )
+        try:
+            return await self._j.payloads.offload(data, raw)
+        except BlobError:  # publishing never fails a run: the topic keeps the value itself
+            _log.warning("run %s: could not offload stream data", self._j.run.id, exc_info=True)
+            return data
 
     async def recorded(self, steps: list[StepRecord]) -> None:
         """Publish the lifecycle events of steps just recorded; a failed attempt that will be
@@ -145,6 +171,21 @@ async def publish(
             "run %s: could not publish %s to its stream", run_id, payload.get("type"), exc_info=True
         )
     return None
+
+
+async def resolved(event: StreamEvent, readers: payloads.Payloads) -> StreamEvent:
+    """`event` with the offloaded data of a user event read back, for a subscriber (live or
+    replaying history). A blob that cannot be read (swept, another workspace's) leaves the
+    reference, with its size and preview."""
+    data = event.data
+    if not isinstance(data, dict) or not payloads.has_refs(data.get("data")):
+        return event
+    try:
+        value = await readers.resolve(data["data"])
+    except BlobError:
+        _log.warning("stream %s: could not read offloaded data", event.topic, exc_info=True)
+        return event
+    return dataclasses.replace(event, data={**data, "data": value})
 
 
 def step_event(step: StepRecord, execution: int) -> dict[str, Any]:

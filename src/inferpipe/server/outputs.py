@@ -1,5 +1,6 @@
-"""Outputs offloaded to the blob store, as the API shows them: a preview with `output_url`
-in listings, the whole value with `full`, and the raw JSON from the download routes."""
+"""Values offloaded to the blob store, as the API shows them: a preview (with `output_url`
+for an output) in listings, the whole value with `full` (outputs, inputs) or from one event's
+route, and the raw JSON of an output from the download routes."""
 
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ async def run_view(scope: Scope, run: Run, limit_bytes: int | None) -> schemas.R
     """`views.run_info` with the run's totals (its steps are read), and an offloaded output
     read whole when there is no limit."""
     info = views.run_info(run, limit_bytes, await scope.store.get_steps(run.id))
-    if limit_bytes is None and info.output_url is not None:
+    if limit_bytes is None:
         info.output = await _payloads(scope).resolve(run.output)
+        info.input = await _payloads(scope).resolve(run.input)
     return info
 
 
@@ -41,8 +43,16 @@ async def run_views(
 async def step_view(scope: Scope, step: StepRecord, limit_bytes: int | None) -> schemas.StepInfo:
     """`views.step_info`, with an offloaded output read whole when there is no limit."""
     info = views.step_info(step, limit_bytes)
-    if limit_bytes is None and info.output_url is not None:
+    if limit_bytes is None:
         info.output = await _payloads(scope).resolve(step.output)
+        info.input = await _payloads(scope).resolve(step.input)
+    return info
+
+
+async def event_view(scope: Scope, event: dict[str, Any]) -> schemas.EventInfo:
+    """`views.event_info` with offloaded members of its data read whole."""
+    info = views.event_info(event)
+    info.data = await _payloads(scope).resolve(info.data)
     return info
 
 

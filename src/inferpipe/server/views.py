@@ -28,6 +28,9 @@ def preview(value: Any, limit_bytes: int | None) -> tuple[Any, bool]:
     blob = payloads.ref_of(value)
     if blob is not None:  # offloaded: its reference keeps the start of its JSON
         return blob.preview[:limit_bytes] + PREVIEW_SUFFIX, True
+    if payloads.has_refs(value):  # members offloaded: each shown by the start of its JSON
+        raw = orjson.dumps(_previewed(value), option=orjson.OPT_NON_STR_KEYS)
+        return raw[:limit_bytes].decode("utf-8", errors="ignore") + PREVIEW_SUFFIX, True
     if isinstance(value, str):  # cut the text itself, not its quoted JSON form
         raw_text = value.encode()
         if len(raw_text) <= limit_bytes:
@@ -40,6 +43,17 @@ def preview(value: Any, limit_bytes: int | None) -> tuple[Any, bool]:
     if len(raw) <= limit_bytes:
         return value, False
     return raw[:limit_bytes].decode("utf-8", errors="ignore") + PREVIEW_SUFFIX, True
+
+
+def _previewed(value: Any) -> Any:
+    blob = payloads.ref_of(value)
+    if blob is not None:
+        return blob.preview + PREVIEW_SUFFIX
+    if isinstance(value, dict):
+        return {k: _previewed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_previewed(v) for v in value]
+    return value
 
 
 def error_out(error: dict[str, Any] | None) -> schemas.ErrorOut | None:

@@ -8,13 +8,14 @@ reference to another workspace's blob.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from inferpipe.store.base import Store
+from inferpipe.store.base import PlannedEvent, Store
 from inferpipe.store.blobs.base import BlobStore, BlobWorkspaceError
 
 MARKER = "$inferpipe.blob"
@@ -91,9 +92,52 @@ class Payloads:
         if value is None or isinstance(value, bool | int | float):
             return value
         if raw is None:
-            raw = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+            raw = _dumps(value)
         if len(raw) <= self.threshold_bytes:
             return value
+        return await self._store(raw)
+
+    async def offload_fields(self, value: Any) -> Any:
+        """What the row keeps for `value`, member by member: a large object or list keeps its
+        small members inline and has its largest ones offloaded (each one a reference) until
+        its JSON fits under the threshold, so what rows are matched on (trigger and wait
+        expressions, concurrency keys, `function_id`) stays readable; any other large value
+        is offloaded whole. Used for event data and step inputs."""
+        raw = _dumps(value)
+        if len(raw) <= self.threshold_bytes:
+            return value
+        if not isinstance(value, dict | list) or not value:
+            return await self.offload(value, raw)
+        out: dict[Any, Any] | list[Any] = dict(value) if isinstance(value, dict) else list(value)
+        members = out.items() if isinstance(out, dict) else enumerate(out)
+        encoded = sorted(((k, _dumps(v)) for k, v in members), key=lambda m: -len(m[1]))
+        total = len(raw)
+        for key, member in encoded:
+            if total <= self.threshold_bytes:
+                break
+            ref = await self._store(member)
+            out[key] = ref
+            total -= len(member) - len(_dumps(ref))
+        return out
+
+    async def offload_event(self, planned: PlannedEvent) -> PlannedEvent:
+        """`planned` with its event's data offloaded member by member (`offload_fields`),
+        in the event and in the input of the runs it starts. Planned first, so triggers'
+        expressions saw the whole data."""
+        data = await self.offload_fields(planned.event.data)
+        if data is planned.event.data:
+            return planned
+        event = dataclasses.replace(planned.event, data=data)
+        body = event.as_dict()
+        for run in planned.runs:
+            if isinstance(run.input, list):
+                run.input = [
+                    body if isinstance(e, dict) and e.get("id") == event.id else e
+                    for e in run.input
+                ]
+        return PlannedEvent(event, planned.runs)
+
+    async def _store(self, raw: bytes) -> dict[str, Any]:
         sha = await self.blobs.put(self.workspace, raw)
         preview = raw[: PREVIEW_CHARS * 4].decode("utf-8", errors="ignore")[:PREVIEW_CHARS]
         return BlobRef(self.workspace, sha, len(raw), preview).to_json()
@@ -119,6 +163,10 @@ class Payloads:
         return value
 
 
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+
+
 def shas_in(documents: Iterable[bytes | str | None]) -> set[str]:
     """The blobs the JSON `documents` reference, at any depth."""
     found: set[str] = set()
@@ -140,19 +188,28 @@ def _collect(value: Any, found: set[str]) -> None:
             _collect(v, found)
 
 
-SWEEP_GRACE_MS = 3_600_000
+SWEEP_GRACE_MS = 25 * 3_600_000
 """How old an unreferenced blob must be before a sweep deletes it: a blob is written before
-the row that references it commits, so a younger one may belong to a commit still on its way."""
+the row that references it commits, so a younger one may belong to a commit still on its way;
+and offloaded stream data is referenced only by its topic's history, kept up to 24 hours."""
 
 
 async def sweep(store: Store, now_ms: int, grace_ms: int = SWEEP_GRACE_MS) -> int:
     """Delete the blobs of `store`'s workspace that no row references and that were last
     written before `now_ms - grace_ms`: those of purged runs, and orphans of a crash between
     a blob's write and its row's commit. Returns how many were deleted."""
+    # The protocol: a writer puts (writes or renews) a blob, then commits its row within the
+    # grace period. The references are read first, in one statement; then each candidate is
+    # deleted only if still last written before the cutoff, atomically against a put
+    # (`BlobStore.delete(written_before_ms=)`). A commit the read missed follows a put after
+    # the cutoff, which either renewed the blob before the delete (kept) or wrote it again.
+    cutoff = now_ms - grace_ms
     referenced = await store.blob_refs()
     removed = 0
     for blob in await store.blobs.list_blobs(store.workspace):
-        if blob.sha256 not in referenced and blob.stored_at_ms < now_ms - grace_ms:
-            await store.blobs.delete(store.workspace, blob.sha256)
-            removed += 1
+        if blob.sha256 not in referenced and blob.stored_at_ms < cutoff:
+            deleted = await store.blobs.delete(
+                store.workspace, blob.sha256, written_before_ms=cutoff
+            )
+            removed += deleted
     return removed

@@ -101,7 +101,7 @@ async def get_event(event_id: str, scope: RequestScope) -> schemas.EventInfo:
     event = await scope.store.get_event(event_id)
     if event is None:
         raise EventNotFoundError(event_id)
-    return views.event_info(event)
+    return await outputs.event_view(scope, event)
 
 
 @router.get(

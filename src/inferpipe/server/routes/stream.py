@@ -30,10 +30,11 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from inferpipe.core.errors import RunNotFoundError
 from inferpipe.core.run_stream import run_topic
-from inferpipe.engine.streaming import FinalAttemptStream
+from inferpipe.engine.streaming import FinalAttemptStream, resolved
 from inferpipe.server import query, views
 from inferpipe.server.deps import RequestScope
 from inferpipe.server.errors import error_body
+from inferpipe.store import payloads
 from inferpipe.store.base import Store
 from inferpipe.streams.errors import (
     CursorExpiredError,
@@ -115,8 +116,9 @@ async def run_stream(
     except StreamError as exc:  # the backend failed, or holds an entry it cannot read
         return JSONResponse(error_body(exc.code, str(exc)), 503 if exc.retryable else 500)
     grace_s = FINAL_GRACE_S if run.status.finished else None
+    readers = payloads.Payloads(scope.store.blobs, scope.store.workspace, 0)
     return EventSourceResponse(
-        _relay(subscription, grace_s),
+        _relay(subscription, grace_s, readers),
         ping=HEARTBEAT_S,
         send_timeout=SEND_TIMEOUT_S,
         headers=_HEADERS,
@@ -124,14 +126,17 @@ async def run_stream(
 
 
 async def _relay(
-    subscription: Subscription | FinalAttemptStream, grace_s: float | None
+    subscription: Subscription | FinalAttemptStream,
+    grace_s: float | None,
+    readers: payloads.Payloads,
 ) -> AsyncIterator[Any]:
-    """The subscription's events as SSE messages, closing it however the stream ends."""
+    """The subscription's events as SSE messages (offloaded user data read back), closing it
+    however the stream ends."""
     async with subscription:
         yield ServerSentEvent(retry=RETRY_MS, comment="inferpipe run stream")
         try:
             async for event in _events(subscription, grace_s):
-                message = _message(event)
+                message = _message(await resolved(event, readers))
                 if isinstance(subscription, FinalAttemptStream) and subscription.omitted:
                     message["omitted"] = subscription.omitted
                 yield ServerSentEvent(data=_json(message), id=str(event.index))

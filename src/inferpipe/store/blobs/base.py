@@ -56,8 +56,16 @@ class BlobStore(Protocol):
         """The uncompressed bytes. Raises `BlobNotFoundError`."""
         ...
 
-    async def delete(self, workspace: str, sha256: str) -> None:
-        """Remove a blob; a missing one is not an error."""
+    async def delete(
+        self, workspace: str, sha256: str, *, written_before_ms: int | None = None
+    ) -> bool:
+        """Remove a blob; a missing one is not an error. Returns whether one was removed.
+
+        With `written_before_ms`, only a blob last written (`put`) before then is removed,
+        and atomically with respect to a concurrent `put` of the same content: a `put` that
+        returns leaves its blob stored, whether it ran just before the delete or just after.
+        The orphan sweep relies on it (see `inferpipe.store.payloads.sweep`).
+        """
         ...
 
     async def list_blobs(self, workspace: str) -> list[BlobInfo]:

@@ -50,16 +50,18 @@ class FileBlobStore:
     async def get(self, workspace: str, sha256: str) -> bytes:
         path = self._path(workspace, sha256)
         try:
-            return await asyncio.to_thread(_read, path)
+            return await asyncio.to_thread(_read_or_held, path)
         except FileNotFoundError:
             raise BlobNotFoundError(workspace, sha256) from None
         except (OSError, zlib.error, EOFError) as exc:
             raise BlobError(f"cannot read blob {path}: {exc}") from exc
 
-    async def delete(self, workspace: str, sha256: str) -> None:
+    async def delete(
+        self, workspace: str, sha256: str, *, written_before_ms: int | None = None
+    ) -> bool:
         path = self._path(workspace, sha256)
         try:
-            await asyncio.to_thread(path.unlink, missing_ok=True)
+            return await asyncio.to_thread(_delete, path, written_before_ms)
         except OSError as exc:
             raise BlobError(f"cannot delete blob {path}: {exc}") from exc
 
@@ -79,14 +81,18 @@ class FileBlobStore:
     def _write(self, path: Path, data: bytes) -> None:
         try:
             if path.exists():
-                os.utime(path)  # renewed: a sweep running now must not take it
-                return
+                try:
+                    _touch(path)  # renewed: a sweep deciding now keeps it (see _delete)
+                    return
+                except FileNotFoundError:
+                    pass  # a sweep took it just now: written again below
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
             try:
                 with open(tmp, "wb") as out:
                     _compress_into(out.fileno(), data)
                     os.fsync(out.fileno())
+                _touch(tmp)
                 os.replace(tmp, path)
             finally:
                 tmp.unlink(missing_ok=True)
@@ -127,9 +133,61 @@ def _write_all(fd: int, chunk: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _touch(path: Path) -> None:
+    # The exact time: a file's own timestamp comes from the kernel's coarse clock, which lags
+    # time.time() by a few ms, and a sweep's cutoff is compared with it.
+    now_ns = time.time_ns()
+    os.utime(path, ns=(now_ns, now_ns))
+
+
 def _read(path: Path) -> bytes:
     with gzip.open(path, "rb") as src:
         return src.read()
+
+
+_HELD = ".sweep"
+"""The suffix of a blob a sweep holds aside while it decides (see `_delete`)."""
+
+
+def _read_or_held(path: Path) -> bytes:
+    try:
+        return _read(path)
+    except FileNotFoundError:
+        # A sweep may hold it aside for an instant; its content is the same (content-addressed).
+        for held in path.parent.glob(f".{path.name}.*{_HELD}"):
+            try:
+                return _read(held)
+            except FileNotFoundError:
+                continue
+        try:
+            return _read(path)  # put back meanwhile
+        except FileNotFoundError:
+            raise
+
+
+def _delete(path: Path, written_before_ms: int | None) -> bool:
+    """Unlink `path`; with `written_before_ms`, only when last written before then.
+
+    The blob is first renamed aside (atomic), so a `put` renewing it either renewed it before
+    the rename (the held file's mtime is recent: it is put back) or finds it gone and writes
+    it again. A check of the mtime and then an unlink would lose a renewal made in between.
+    """
+    if written_before_ms is None:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+    held = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}{_HELD}")
+    try:
+        os.rename(path, held)
+    except FileNotFoundError:
+        return False
+    if int(held.stat().st_mtime * 1000) >= written_before_ms:
+        os.replace(held, path)  # renewed: back (a put that wrote it again wrote the same bytes)
+        return False
+    held.unlink()
+    return True
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -27,8 +27,15 @@ class MemoryBlobStore:
             raise BlobNotFoundError(workspace, sha256)
         return zlib.decompress(found[0])
 
-    async def delete(self, workspace: str, sha256: str) -> None:
-        self._blobs.pop((workspace, sha256), None)
+    async def delete(
+        self, workspace: str, sha256: str, *, written_before_ms: int | None = None
+    ) -> bool:
+        # One event loop: nothing runs between the check and the removal.
+        found = self._blobs.get((workspace, sha256))
+        if found is None or (written_before_ms is not None and found[1] >= written_before_ms):
+            return False
+        del self._blobs[(workspace, sha256)]
+        return True
 
     async def list_blobs(self, workspace: str) -> list[BlobInfo]:
         return [BlobInfo(sha, at) for (ws, sha), (_, at) in self._blobs.items() if ws == workspace]

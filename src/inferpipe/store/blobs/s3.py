@@ -12,6 +12,7 @@ import asyncio
 import gzip
 import hashlib
 import zlib
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -68,15 +69,25 @@ class S3BlobStore:
         except (OSError, zlib.error, EOFError) as exc:
             raise BlobError(f"blob {sha256} in {self.url} is damaged: {exc}") from exc
 
-    async def delete(self, workspace: str, sha256: str) -> None:
+    async def delete(
+        self, workspace: str, sha256: str, *, written_before_ms: int | None = None
+    ) -> bool:
         if not SHA256.fullmatch(sha256):
-            return
+            return False
+        key = _key(workspace, sha256)
         try:
-            await obstore.delete_async(self._store, _key(workspace, sha256))
+            if written_before_ms is not None:
+                # S3 has no delete conditional on age: a PUT landing between this HEAD and the
+                # DELETE (one round trip) is lost; see docs/payloads.md.
+                meta = await obstore.head_async(self._store, key)
+                if _written_ms(meta["last_modified"]) >= written_before_ms:
+                    return False
+            await obstore.delete_async(self._store, key)
         except FileNotFoundError:
-            return
+            return False
         except Exception as exc:
             raise BlobError(f"cannot delete blob {sha256} from {self.url}: {exc}") from exc
+        return True
 
     async def list_blobs(self, workspace: str) -> list[BlobInfo]:
         found = []
@@ -85,7 +96,7 @@ class S3BlobStore:
                 for meta in chunk:
                     sha = meta["path"].rsplit("/", 1)[-1].removesuffix(_SUFFIX)
                     if SHA256.fullmatch(sha):
-                        found.append(BlobInfo(sha, int(meta["last_modified"].timestamp() * 1000)))
+                        found.append(BlobInfo(sha, _written_ms(meta["last_modified"])))
         except Exception as exc:
             raise BlobError(f"cannot list blobs in {self.url}: {exc}") from exc
         return found
@@ -96,6 +107,11 @@ class S3BlobStore:
         except Exception as exc:
             raise BlobError(f"cannot list blobs in {self.url}: {exc}") from exc
         return sorted(unquote(p.rstrip("/")) for p in top["common_prefixes"])
+
+
+def _written_ms(last_modified: datetime) -> int:
+    # S3 keeps Last-Modified to the second: a blob counts as written at the end of its second.
+    return int(last_modified.timestamp()) * 1000 + 999
 
 
 def _key(workspace: str, sha256: str) -> str:

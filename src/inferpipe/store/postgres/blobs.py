@@ -43,12 +43,21 @@ class PostgresBlobStore:
             raise BlobNotFoundError(workspace, sha256)
         return await asyncio.to_thread(zlib.decompress, row[0])
 
-    async def delete(self, workspace: str, sha256: str) -> None:
-        await self._db.transaction(
+    async def delete(
+        self, workspace: str, sha256: str, *, written_before_ms: int | None = None
+    ) -> bool:
+        # One statement: a concurrent put's upsert either renewed stored_at_ms first (kept)
+        # or inserts the row again after it (written anew).
+        before = written_before_ms if written_before_ms is not None else 2**62
+        status = await self._db.transaction(
             lambda c: c.execute(
-                "DELETE FROM blobs WHERE workspace = $1 AND sha256 = $2", workspace, sha256
+                "DELETE FROM blobs WHERE workspace = $1 AND sha256 = $2 AND stored_at_ms < $3",
+                workspace,
+                sha256,
+                before,
             )
         )
+        return str(status) != "DELETE 0"
 
     async def list_blobs(self, workspace: str) -> list[BlobInfo]:
         rows = await self._db.read(

@@ -417,6 +417,8 @@ class PostgresStore:
 _BLOB_REFS = """
 SELECT s.output::text FROM steps s JOIN runs r ON r.id = s.run_id
  WHERE r.workspace = $1 AND strpos(s.output::text, $2) > 0
+UNION ALL SELECT s.input::text FROM steps s JOIN runs r ON r.id = s.run_id
+ WHERE r.workspace = $1 AND strpos(s.input::text, $2) > 0
 UNION ALL SELECT output::text FROM runs WHERE workspace = $1 AND strpos(output::text, $2) > 0
 UNION ALL SELECT input::text FROM runs WHERE workspace = $1 AND strpos(input::text, $2) > 0
 UNION ALL SELECT body::text FROM events WHERE workspace = $1 AND strpos(body::text, $2) > 0

@@ -331,7 +331,7 @@ class SQLiteStore:
 
     async def blob_refs(self) -> set[str]:
         rows = await self._db.read(
-            lambda c: c.execute(_BLOB_REFS, [self.workspace, MARKER] * 5).fetchall()
+            lambda c: c.execute(_BLOB_REFS, [self.workspace, MARKER] * 6).fetchall()
         )
         return payloads.shas_in(row[0] for row in rows)
 
@@ -370,6 +370,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 _BLOB_REFS = """
 SELECT s.output FROM steps s JOIN runs r ON r.id = s.run_id WHERE r.workspace = ? AND instr(s.output, ?)
+UNION ALL SELECT s.input FROM steps s JOIN runs r ON r.id = s.run_id
+ WHERE r.workspace = ? AND instr(s.input, ?)
 UNION ALL SELECT output FROM runs WHERE workspace = ? AND instr(output, ?)
 UNION ALL SELECT input FROM runs WHERE workspace = ? AND instr(input, ?)
 UNION ALL SELECT body FROM events WHERE workspace = ? AND instr(body, ?)
