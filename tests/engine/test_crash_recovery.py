@@ -8,10 +8,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 import inferpipe as ip
+from inferpipe.core.records import Run
+from inferpipe.engine.lifecycle import RunListener, StepStart
 from tests.engine import crash_app
 
 APP_FILE = Path(crash_app.__file__)
@@ -194,3 +199,50 @@ async def test_a_step_has_one_idempotency_key_across_attempts(tmp_path: Path) ->
         run = await app.result(run_id, timeout=10)
     assert seen == [f"{run_id}:pay", f"{run_id}:pay", f"{run_id}:pay:1"]
     assert run.output == [f"{run_id}:pay", f"{run_id}:pay:1", "outside a step"]
+
+
+@pytest.mark.parametrize("callable_kind", ["sync", "async"])
+async def test_no_step_is_called_once_its_lease_may_have_ended(
+    tmp_path: Path, callable_kind: str
+) -> None:
+    """The lease is checked right before a step's code is called, after everything the step
+    does first (for a sync callable: in its thread, which may start long after the step was
+    reached when every thread is busy). A lease that ends in between calls nothing; the run
+    is not failed, and is taken up again under a new lease."""
+    app = ip.App("late-start", database=f"sqlite:///{tmp_path / 'app.db'}")
+    called: list[str] = []
+
+    def effect() -> str:
+        called.append("effect")
+        return "done"
+
+    async def effect_async() -> str:
+        return effect()
+
+    @app.function(id="one-step")
+    async def one_step(ctx: ip.Context) -> str:
+        return str(
+            await ctx.step.run("effect", effect if callable_kind == "sync" else effect_async)
+        )
+
+    ended, reached = threading.Event(), asyncio.Event()
+
+    class EndsAsTheStepStarts(RunListener):
+        def step_started(self, run: Run, step: StepStart) -> None:
+            # The step passed its first check; its lease ends before its code is called (the
+            # worker was starved or stopped, or, for a sync step, no thread was free).
+            ended.set()
+            reached.set()
+
+    async with app:
+        app.engine.add_listener(EndsAsTheStepStarts())
+        run_id = await app.invoke("one-step")
+        (claimed,) = await app.engine.store.claim(
+            "w", ["one-step"], 1, app.engine.clock.now_ms(), 60_000
+        )
+        await app.engine.executor.execute(claimed, lease_ending=ended.is_set)
+        assert reached.is_set()
+        run = await app.get_run(run_id)
+        steps = await app.engine.store.get_steps(run_id)
+    assert called == []
+    assert run.status is ip.RunStatus.RUNNING and steps == []

@@ -114,6 +114,40 @@ class Cluster:
         best = max(live, key=lambda p: len(held[p.pid]))
         return best, held[best.pid]
 
+    async def describe(self, run_ids: list[str]) -> str:
+        """The rows of `run_ids` and what every session of the database is doing (PostgreSQL):
+        why runs were not taken over."""
+        if self.url.startswith("sqlite") or self._pg is None:
+            return ""
+        now_ms = int(time.time() * 1000)
+        rows = await self._pg.fetch(
+            "SELECT id, status, lease_owner, lease_expires_at_ms - $2, lease_token FROM runs"
+            " WHERE id = ANY($1::text[]) ORDER BY id",
+            run_ids,
+            now_ms,
+        )
+        sessions = await self._pg.fetch(
+            "SELECT pid, state, wait_event_type, wait_event, now() - xact_start,"
+            " left(query, 120) FROM pg_stat_activity WHERE datname = current_database()"
+        )
+        locks = await self._pg.fetch(
+            "SELECT l.pid, l.locktype, l.mode, l.granted, c.relname FROM pg_locks l"
+            " LEFT JOIN pg_class c ON c.oid = l.relation WHERE l.database ="
+            " (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND (c.relname IS NULL OR c.relname NOT LIKE 'pg_%')"
+        )
+        workers = " ".join(
+            f"{p.pid}:{'up' if p.poll() is None else p.returncode}" for p in self.workers
+        )
+        return "\n".join(
+            [f"workers {workers}", "runs (id, status, owner, lease ends in ms, token):"]
+            + [str(tuple(r)) for r in rows]
+            + ["sessions (pid, state, wait type, wait, xact age, query):"]
+            + [str(tuple(r)) for r in sessions]
+            + ["locks (pid, type, mode, granted, relation):"]
+            + [str(tuple(r)) for r in locks]
+        )
+
     async def unfinished(self, run_ids: list[str]) -> int:
         wanted = set(run_ids)
         return sum(
@@ -149,12 +183,19 @@ def _sqlite_rows(path: str, sql: str) -> list[tuple[str, str, str | None]]:
         conn.close()
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = DEADLINE_S) -> None:
-    """Poll an outside observation (other processes do the work) until it holds."""
+async def eventually(
+    check: Callable[[], Awaitable[bool]],
+    timeout_s: float = DEADLINE_S,
+    *,
+    describe: Callable[[], Awaitable[str]] | None = None,
+) -> None:
+    """Poll an outside observation (other processes do the work) until it holds; on timeout
+    the failure says what `describe` finds then."""
     deadline = time.monotonic() + timeout_s
     while not await check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout_s} s")
+            found = await describe() if describe is not None else ""
+            raise AssertionError(f"not reached within {timeout_s} s\n{found}")
         await asyncio.sleep(0.1)
 
 
@@ -164,6 +205,7 @@ class Execution:
     phase: str  #: `start` (the step's code began) or `done` (its side effect was made)
     pid: int
     ns: int  #: CLOCK_MONOTONIC: one order for every process on the machine
+    execution_ns: int  #: when the run's execution that ran this step began (same clock)
 
 
 @dataclass
@@ -177,8 +219,10 @@ class SideEffects:
         made = cls()
         for log in folder.glob("exec-*.log"):
             for line in log.read_text().splitlines():
-                run_id, key, phase, pid, ns = line.split()
-                made.by_run[run_id].append(Execution(key, phase, int(pid), int(ns)))
+                run_id, key, phase, pid, ns, execution_ns = line.split()
+                made.by_run[run_id].append(
+                    Execution(key, phase, int(pid), int(ns), int(execution_ns))
+                )
         for executions in made.by_run.values():
             executions.sort(key=lambda e: e.ns)
         return made
@@ -224,16 +268,21 @@ class SideEffects:
                     done[(run_id, e.key)] += 1
         return sum(n - 1 for n in done.values())
 
-    def started_by_after(self, pid: int, run_ids: list[str], after_ns: int) -> list[str]:
-        """Steps of `run_ids` that process `pid` started after `after_ns`."""
+    def started_after(
+        self, pid: int, run_ids: list[str], after_ns: int
+    ) -> tuple[list[str], list[str]]:
+        """Steps of `run_ids` that process `pid` started after `after_ns`: those of executions
+        begun before then (under a lease it held before), and those of executions begun
+        after (it took the run again, under a new lease: these may run steps)."""
         wanted = set(run_ids)
-        return [
-            f"{run_id}/{e.key}"
+        started = [
+            (f"{run_id}/{e.key}", e.execution_ns < after_ns)
             for run_id, executions in self.by_run.items()
             if run_id in wanted
             for e in executions
             if e.pid == pid and e.phase == "start" and e.ns > after_ns
         ]
+        return [s for s, old in started if old], [s for s, old in started if not old]
 
 
 async def verify(cluster: Cluster, runs: int) -> SideEffects:

@@ -4,7 +4,9 @@ pg_app.py`), on PostgreSQL or on one SQLite file.
 Every execution of a step appends two lines to a file of its process, with unbuffered writes
 (they survive SIGKILL of the process): `start` when the step's code begins and `done` when its
 side effect is made, each with the time (CLOCK_MONOTONIC, one order for every process of the
-machine). The files, not the engine's records, tell what ran where and when.
+machine) and the time the run's execution in this process began (the function was called: a
+run claimed again is a new execution). The files, not the engine's records, tell what ran where
+and when.
 """
 
 from __future__ import annotations
@@ -23,14 +25,16 @@ STEP_S = float(os.environ.get("PG_TEST_STEP_MS", "10")) / 1000
 _log_fd: int | None = None
 
 
-def log_execution(run_id: str, key: str, phase: str) -> str:
-    """Append `run key phase pid ns`; returns `pid-ns`, an id for this execution."""
+def log_execution(run_id: str, key: str, phase: str, execution_ns: int) -> str:
+    """Append `run key phase pid ns execution_ns`; returns `pid-ns`, an id for this step
+    execution."""
     global _log_fd  # noqa: PLW0603 - one append-only file per process
     if _log_fd is None:
         path = LOG_DIR / f"exec-{os.getpid()}.log"
         _log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     now_ns = time.monotonic_ns()
-    os.write(_log_fd, f"{run_id} {key} {phase} {os.getpid()} {now_ns}\n".encode())
+    line = f"{run_id} {key} {phase} {os.getpid()} {now_ns} {execution_ns}\n"
+    os.write(_log_fd, line.encode())
     return f"{os.getpid()}-{now_ns}"
 
 
@@ -39,10 +43,12 @@ def build_app(*, cron: bool = False) -> ip.App:
 
     @app.function(id="five-steps", trigger=ip.on_event("load/item"), retries=10)
     async def five_steps(ctx: ip.Context) -> list[str]:
+        execution_ns = time.monotonic_ns()
+
         async def work(key: str) -> str:
-            log_execution(ctx.run_id, key, "start")
+            log_execution(ctx.run_id, key, "start", execution_ns)
             await asyncio.sleep(STEP_S)
-            return log_execution(ctx.run_id, key, "done")
+            return log_execution(ctx.run_id, key, "done", execution_ns)
 
         return [await ctx.step.run(f"s{i}", work, f"s{i}") for i in range(STEPS)]
 

@@ -83,17 +83,17 @@ class Executor:
         claimed: ClaimedRun,
         *,
         drain: asyncio.Event | None = None,
-        lease_deadline_ms: Callable[[], int | None] | None = None,
+        lease_ending: Callable[[], bool] | None = None,
     ) -> None:
         """Execute until the run finishes or parks. When `drain` is set, no new step starts and
         the run is handed back once its steps in flight are recorded. No step starts once
-        `lease_deadline_ms()` has passed. A lost lease or a failing store ends the execution
+        `lease_ending()` is true (checked right before each step's code is called). A lost lease or a failing store ends the execution
         quietly, writing nothing more: the run is taken up again under a new lease."""
         journal = RunJournal(
             claimed, self.store, self.clock, self.planner, self.limits, self.wakeups
         )
         journal.drain = drain
-        journal.lease_deadline_ms = lease_deadline_ms
+        journal.lease_ending = lease_ending
         stream = streaming.RunStream(journal, self.pubsub)
         journal.on_recorded = stream.recorded
         journal.listener = self.listeners if self.listeners else None

@@ -142,9 +142,9 @@ class RunJournal:
         self.on_recorded: Callable[[list[StepRecord]], Awaitable[None]] | None = None
         self.listener: RunListener | None = None  #: None when the engine has no listeners
         self.drain: asyncio.Event | None = None
-        self.lease_deadline_ms: Callable[[], int | None] | None = None
-        """When this execution must stop starting steps: its lease, as last renewed, nearly
-        ends (None: no deadline, as in burst mode)."""
+        self.lease_ending: Callable[[], bool] | None = None
+        """Whether this execution's lease, as last renewed, may end soon by the worker's own
+        clock: then no step may start (None: no deadline, as in burst mode)."""
         self.changed = asyncio.Event()
         self._occurrences: dict[str, int] = {}
         self._next_seq = max((r.seq for r in self.records.values()), default=0) + 1
@@ -236,16 +236,21 @@ class RunJournal:
         continue (see `inferpipe.core.trace_context`)."""
         return step_span(run_span(self.run.id, self.run.events), self.run.id, key)
 
-    def check_continue(self) -> None:
-        """Before a new step starts: stop if the run was cancelled or ran out of time."""
+    def check_lease(self) -> None:
+        """Right before a step's code is called (in its thread, for a sync callable): stop if
+        the lease is lost or may have ended. A step that passed this check may run to its end
+        even if the lease ends meanwhile (at least once); none is called after it failed."""
         if self.lease_lost:
             raise LeaseLost(self.run.id)
-        deadline = self.lease_deadline_ms() if self.lease_deadline_ms is not None else None
-        if deadline is not None and self.now_ms() >= deadline:
+        if self.lease_ending is not None and self.lease_ending():
             # The last renewal this worker saw ends (nearly) now: another worker may hold the
-            # run already (this process was paused, or the store is out of reach).
+            # run already (this process was paused or starved, or the store is out of reach).
             self.lease_lost = True
             raise LeaseLost(self.run.id, "ended before it could be renewed")
+
+    def check_continue(self) -> None:
+        """Before a new step starts: stop if the run was cancelled or ran out of time."""
+        self.check_lease()
         if self.fatal is not None:
             raise self.fatal
         if self.drain is not None and self.drain.is_set():

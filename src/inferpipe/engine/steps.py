@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import inspect
 from collections.abc import Callable
 from datetime import datetime
@@ -15,6 +14,7 @@ from inferpipe.core import json as jsonc
 from inferpipe.core.durations import Duration, datetime_to_ms, to_ms
 from inferpipe.core.errors import (
     InferpipeError,
+    LeaseLost,
     NonRetriableError,
     OutputNotSerializableError,
     PayloadTooLargeError,
@@ -110,7 +110,6 @@ class Steps(ScoringSteps):
             ),
         )
         step.input = await j.offload_fields(step.input)
-        extra: dict[str, Any] = {}
         failure: Exception | None = None
         if j.listener is not None:
             j.listener.step_started(j.run, StepStart(key, step_id, _kind, attempt))
@@ -119,16 +118,10 @@ class Steps(ScoringSteps):
         # branches are parked looks quiescent during the commit and is suspended too early.
         try:
             try:
-                output = await _call(step_id, fn, args, kwargs, (key, attempt))
-                if _meta is not None:
-                    extra = redact(jsonc.roundtrip(_meta(output)), j.limits.redact_keys)
-                value = jsonc.roundtrip(
-                    output,
-                    what=f"output of step {step_id!r}",
-                    limit_bytes=j.limits.step_output_bytes,
-                )
-                # Redacted before it is stored *and* returned, so a replay sees the same value.
-                value = redact(value, j.limits.redact_keys)
+                output = await _call(step_id, fn, args, kwargs, (key, attempt), j.check_lease)
+                value, extra = _recordable(j, step_id, output, _meta)
+            except LeaseLost:
+                raise  # the step's code was not called: the lease may have ended
             except Exception as exc:
                 failure = exc
             if failure is not None:
@@ -443,16 +436,42 @@ async def _call(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     attempt: tuple[str, int],
+    check_lease: Callable[[], None],
 ) -> Any:
+    """Call a step's code; `check_lease` runs right before it, with nothing in between that
+    may wait (a sync callable waits for a thread: it is checked in that thread)."""
     token = active_step.set(step_id)
     attempt_token = streaming.step_attempt.set(attempt)  # so its stream events name it
     try:
         if inspect.iscoroutinefunction(fn):
+            check_lease()
             return await fn(*args, **kwargs)
-        result = await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
+        result = await asyncio.to_thread(_checked, check_lease, fn, args, kwargs)
         if inspect.isawaitable(result):
             return await result
         return result
     finally:
         streaming.step_attempt.reset(attempt_token)
         active_step.reset(token)
+
+
+def _recordable(
+    j: RunJournal, step_id: str, output: Any, meta: Callable[[Any], dict[str, Any]] | None
+) -> tuple[Any, dict[str, Any]]:
+    """A step's output as recorded and returned, and its metadata (`_meta`)."""
+    extra = redact(jsonc.roundtrip(meta(output)), j.limits.redact_keys) if meta else {}
+    value = jsonc.roundtrip(
+        output, what=f"output of step {step_id!r}", limit_bytes=j.limits.step_output_bytes
+    )
+    # Redacted before it is stored *and* returned, so a replay sees the same value.
+    return redact(value, j.limits.redact_keys), extra
+
+
+def _checked(
+    check_lease: Callable[[], None],
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    check_lease()
+    return fn(*args, **kwargs)

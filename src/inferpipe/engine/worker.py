@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 
 from inferpipe.core.errors import StoreError
 from inferpipe.core.ids import new_id
@@ -59,8 +60,11 @@ class Worker:
         self._stopping = asyncio.Event()
         self._drain = asyncio.Event()
         self._active: dict[str, tuple[Lease, asyncio.Task[None]]] = {}
-        self._lease_until_ms: dict[str, int] = {}
-        """When each lease held ends, as far as this worker knows (last renewal it was told of)."""
+        self._lease_ends: dict[str, float] = {}
+        """When each lease held ends, as far as this worker knows, on `time.monotonic()`: the
+        time read before the claim or the last renewal it was told of was asked, plus the
+        lease. The store's expiry is the wall time read then plus the lease, so by this clock
+        the lease never looks longer than it is, and a wall clock set back cannot stretch it."""
         self._short_claim_at_ms: int | None = None
         """When the last claim returned fewer runs than asked: what was ready then and not
         taken waits for a concurrency slot, which a finishing run frees (and wakes us)."""
@@ -140,33 +144,31 @@ class Worker:
         free = self.concurrency - len(self._active)
         if free <= 0:
             return 0
+        asked = time.monotonic()
         now = self.engine.clock.now_ms()
         claimed = await self.engine.store.claim(
             self.id, self.engine.registry.ids, free, now, self.lease_ms
         )
         self._short_claim_at_ms = now if len(claimed) < free else None
         for item in claimed:
-            self._start(item)
+            self._start(item, asked + self.lease_ms / 1000)
         return len(claimed)
 
-    def _start(self, claimed: ClaimedRun) -> None:
+    def _start(self, claimed: ClaimedRun, lease_ends: float) -> None:
         run_id = claimed.run.id
-        margin_ms = self.lease_ms // LEASE_MARGIN_DIVISOR
+        margin_s = self.lease_ms / LEASE_MARGIN_DIVISOR / 1000
 
-        def deadline() -> int:
-            return self._lease_until_ms.get(run_id, 0) - margin_ms
+        def ending() -> bool:
+            return time.monotonic() >= self._lease_ends.get(run_id, 0.0) - margin_s
 
-        execution = self.engine.executor.execute(
-            claimed, drain=self._drain, lease_deadline_ms=deadline
-        )
+        execution = self.engine.executor.execute(claimed, drain=self._drain, lease_ending=ending)
         task = asyncio.create_task(execution)
         self._active[run_id] = (claimed.lease, task)
-        until = claimed.run.lease_expires_at_ms
-        self._lease_until_ms[run_id] = until if until is not None else 2**62
+        self._lease_ends[run_id] = lease_ends
 
         def done(_: asyncio.Task[None]) -> None:
             self._active.pop(run_id, None)
-            self._lease_until_ms.pop(run_id, None)
+            self._lease_ends.pop(run_id, None)
             self._wake.set()
             if not task.cancelled() and task.exception() is not None:
                 _log.error("run %s: executor crashed", run_id, exc_info=task.exception())
@@ -200,6 +202,7 @@ class Worker:
             leases = [lease for lease, _ in self._active.values()]
             if not leases:
                 continue
+            asked = time.monotonic()
             until_ms = self.engine.clock.now_ms() + self.lease_ms
             try:
                 lost = await asyncio.wait_for(
@@ -212,10 +215,11 @@ class Worker:
                 continue
             gone = set(lost)
             for lease in leases:
-                if lease.run_id in self._lease_until_ms:
+                if lease.run_id in self._lease_ends:
                     # A lost lease ends now: its code may run again before its cancel lands
                     # (its commit answered), and must then start no step.
-                    self._lease_until_ms[lease.run_id] = 0 if lease.run_id in gone else until_ms
+                    ends = 0.0 if lease.run_id in gone else asked + self.lease_ms / 1000
+                    self._lease_ends[lease.run_id] = ends
             for run_id in lost:
                 entry = self._active.get(run_id)
                 if entry is not None:
@@ -226,10 +230,10 @@ class Worker:
         """The store is unreachable: stop executing runs whose lease may end before it can be
         renewed, as another worker may take them over then (a stalled worker must not run their
         next steps; a step in flight is abandoned, as on a crash, and runs again there)."""
-        limit = self.engine.clock.now_ms() + horizon_ms
-        for run_id, until in list(self._lease_until_ms.items()):
+        limit = time.monotonic() + horizon_ms / 1000
+        for run_id, ends in list(self._lease_ends.items()):
             entry = self._active.get(run_id)
-            if until <= limit and entry is not None:
+            if ends <= limit and entry is not None:
                 _log.warning("run %s: lease cannot be renewed, stopping local execution", run_id)
-                del self._lease_until_ms[run_id]
+                del self._lease_ends[run_id]
                 entry[1].cancel()
