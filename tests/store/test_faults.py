@@ -386,3 +386,56 @@ async def test_a_process_stopped_inside_a_transaction_does_not_hold_its_run(
     finally:
         await stalled.close()
         await other.close()
+
+
+async def test_a_process_stopped_while_preparing_a_statement_does_not_hold_its_run(
+    own_postgres: PostgresServer,
+) -> None:
+    """asyncpg prepares a statement new to its connection with Parse, Describe and Flush, and
+    sends Bind, Execute and Sync once it has read the answer. A worker stopped in that round
+    trip, inside a transaction holding a run's row lock, leaves its session "active" (the
+    idle-in-transaction timeout does not apply): another process's claim ends that session
+    (`cut_stalled_sessions`), the lock goes, and the run is taken over while the worker is
+    still stopped (before, the run stayed locked for as long as the worker was stopped)."""
+    url = await own_postgres.new_database()
+    stalled, other = PostgresStore(url, "ws"), PostgresStore(url, "ws")
+    await stalled.open()
+    await other.open()
+    try:
+        await stalled.create_runs([NewRun("r1", "f", [], [], NOW)], NOW)
+        await stalled.claim("stalled", ["f"], 1, NOW, 1000)
+        sent = asyncio.Event()
+
+        async def stop_while_preparing(conn: Conn) -> None:
+            await conn.execute("SELECT 1 FROM runs WHERE id = 'r1' FOR UPDATE")
+            # What asyncpg writes to prepare a statement; then the process stops: it reads
+            # nothing more and sends nothing more.
+            transport = conn._con._transport  # type: ignore[attr-defined]
+            transport.pause_reading()
+            transport.write(_parse_describe_flush("SELECT id FROM runs WHERE id = $1"))
+            sent.set()
+            await asyncio.sleep(3600)
+
+        holder = asyncio.create_task(stalled._db.transaction(stop_while_preparing))
+        await asyncio.wait_for(sent.wait(), 10)
+        taken: list[ClaimedRun] = []
+        while not taken:
+            taken = await other.claim("other", ["f"], 1, NOW + 2000, 1000)
+            await asyncio.sleep(0.2)
+        assert not holder.done()  # the stopped worker never went on
+        assert taken[0].lease.owner == "other" and taken[0].taken_over
+        holder.cancel()
+    finally:
+        await stalled.close()
+        await other.close()
+
+
+def _parse_describe_flush(query: str) -> bytes:
+    """The frontend messages Parse (unnamed statement, no parameter types), Describe of that
+    statement, and Flush."""
+
+    def message(kind: bytes, body: bytes) -> bytes:
+        return kind + (len(body) + 4).to_bytes(4, "big") + body
+
+    parse = message(b"P", b"\0" + query.encode() + b"\0" + (0).to_bytes(2, "big"))
+    return parse + message(b"D", b"S\0") + message(b"H", b"")

@@ -46,6 +46,17 @@ IDLE_IN_TRANSACTION_MS = 5000
 milliseconds, so only a stopped or stalled process (SIGSTOP, a debugger, a frozen VM) is cut, and
 the rows it locked (a run it was finishing) can be taken over instead of waiting for it."""
 
+_CUT_STALLED = """
+SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE datname = current_database() AND application_name = 'inferpipe'
+  AND usename = current_user AND pid <> pg_backend_pid()
+  AND state = 'active' AND wait_event = 'ClientRead'
+  AND state_change < now() - make_interval(secs => $1)
+"""
+"""Sessions of our processes inside a statement and waiting for their client for longer than
+`IDLE_IN_TRANSACTION_MS`: stopped in the middle of preparing a statement (see
+`cut_stalled_sessions`). Only our own role's: ending them needs no privilege."""
+
 _BACKOFF_FIRST_S = 0.02
 _BACKOFF_MAX_S = 1.0
 
@@ -169,6 +180,19 @@ async def _keep_session(conn: object) -> None:
     """Skip asyncpg's reset query on every release (a round trip per operation): the store
     leaves no session state behind (transaction-scoped locks; asyncpg still rolls back an
     unfinished transaction)."""
+
+
+async def cut_stalled_sessions(conn: Conn) -> int:
+    """End the sessions of stopped processes that `IDLE_IN_TRANSACTION_MS` does not reach;
+    returns how many. asyncpg prepares a statement new to its connection with Parse, Describe
+    and Flush, and sends Bind, Execute and Sync only once it has read the answer. A process
+    stopped in that round trip (SIGSTOP, a frozen VM, a starved CPU) leaves its session
+    "active", waiting for the client: the server's idle-in-transaction timeout does not apply,
+    and the rows its transaction locked (a batch of finishes) stayed locked for as long as the
+    process was stopped, so the runs it held were never taken over (claims skip locked rows).
+    PostgreSQL 15 has no timeout for that wait (`statement_timeout` is not armed there, and
+    `transaction_timeout` is new in 17), so claims end such sessions (`PostgresStore.claim`)."""
+    return int(await conn.fetchval(_CUT_STALLED, IDLE_IN_TRANSACTION_MS / 1000))
 
 
 async def notify(conn: Conn, workspace: str) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,10 +37,12 @@ from inferpipe.store.postgres.blobs import PostgresBlobStore
 from inferpipe.store.postgres.database import (
     CHANNEL,
     FINISHED_CHANNEL,
+    IDLE_IN_TRANSACTION_MS,
     POOL_SIZE,
     RETRY_S,
     Conn,
     Database,
+    cut_stalled_sessions,
     notify,
 )
 from inferpipe.store.postgres.graphs import PostgresGraphs
@@ -56,6 +60,12 @@ from inferpipe.store.postgres.rows import (
 from inferpipe.store.postgres.secrets import PostgresSecrets
 from inferpipe.store.postgres.stream_log import PostgresStreamLog
 from inferpipe.store.postgres.webhooks import PostgresWebhooks
+
+_log = logging.getLogger("inferpipe.store.postgres")
+
+CUT_STALLED_EVERY_S = IDLE_IN_TRANSACTION_MS / 2000
+"""How often a process's claims look for sessions of stopped processes to end: with the wait
+that qualifies them, a stopped process's rows are free after 1 to 1.5 times that timeout."""
 
 
 class PostgresStore:
@@ -103,6 +113,7 @@ class PostgresStore:
         self._notifications = _notifications or Notifications(url)
         self._owner = _db is None
         self._flow_checks = False  #: the last claim met runs that flow control checks
+        self._cut_stalled_at = 0.0  #: when claims next end stalled sessions (monotonic)
         self.keys = PostgresKeys(self._db)
         self.graphs = PostgresGraphs(self._db, workspace)
         self.secrets = PostgresSecrets(self._db)
@@ -294,6 +305,11 @@ class PostgresStore:
     ) -> list[ClaimedRun]:
         if not function_ids or limit <= 0:
             return []
+        if time.monotonic() >= self._cut_stalled_at:
+            # Runs whose rows a stopped process keeps locked could not be taken over.
+            self._cut_stalled_at = time.monotonic() + CUT_STALLED_EVERY_S
+            if cut := await self._db.read(cut_stalled_sessions):
+                _log.warning("ended %d sessions of processes stopped mid-statement", cut)
         args = (self.workspace, owner, function_ids, limit, now_ms, lease_ms)
         # One statement when no ready run needs a flow control check; once one did, claims
         # go page by page until they see none again (saves the one-statement attempt).
