@@ -284,6 +284,25 @@ class SideEffects:
         ]
         return [s for s, old in started if old], [s for s, old in started if not old]
 
+    def started_after_takeover(self, pid: int, run_ids: list[str]) -> list[str]:
+        """Steps of `run_ids` that process `pid` started after another process took the run
+        over from that execution: after the other started a step of it, in an execution of
+        `pid` begun before (its lease then had ended, by its own clock too)."""
+        wanted = set(run_ids)
+        found = []
+        for run_id, executions in self.by_run.items():
+            if run_id not in wanted:
+                continue
+            others = [e.ns for e in executions if e.pid != pid and e.phase == "start"]
+            found += [
+                f"{run_id}/{e.key}"
+                for e in executions
+                if e.pid == pid
+                and e.phase == "start"
+                and any(e.execution_ns < ns < e.ns for ns in others)
+            ]
+        return found
+
 
 async def verify(cluster: Cluster, runs: int) -> SideEffects:
     """Every run completed (none failed by the faults), every step made its side effect, and
