@@ -307,10 +307,10 @@ class RunJournal:
             self.wakeups.work_ready()
         return result
 
-    async def offload(self, value: Any) -> Any:
+    async def offload(self, value: Any, raw: bytes | None = None) -> Any:
         """What the journal row keeps for `value` (a reference when it is large); the blob is
-        durable before this returns, so before the row commits."""
-        return await self._written(self.payloads.offload(value))
+        durable before this returns, so before the row commits. `raw`: its JSON, if known."""
+        return await self._written(self.payloads.offload(value, raw))
 
     async def offload_fields(self, value: Any) -> Any:
         """`value` with its largest members offloaded (`Payloads.offload_fields`)."""

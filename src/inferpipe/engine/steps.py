@@ -118,8 +118,8 @@ class Steps(ScoringSteps):
         # branches are parked looks quiescent during the commit and is suspended too early.
         try:
             try:
-                output = await _call(step_id, fn, args, kwargs, (key, attempt), j.check_lease)
-                value, extra = _recordable(j, step_id, output, _meta)
+                returned = [await _call(step_id, fn, args, kwargs, (key, attempt), j.check_lease)]
+                value, raw, extra = _recordable(j, step_id, returned, _meta)
             except LeaseLost:
                 raise  # the step's code was not called: the lease may have ended
             except Exception as exc:
@@ -127,7 +127,8 @@ class Steps(ScoringSteps):
             if failure is not None:
                 retry_at_ms = await self._failed(step, failure, history, _retries)
             else:
-                step.output = await j.offload(value)
+                step.output = await j.offload(value, raw)
+                raw = None
                 step.finished_at_ms = j.now_ms()
                 step.meta = {**extra, "attempts": history} if history else extra
                 await j.commit(Progress(steps=[step]))
@@ -446,7 +447,11 @@ async def _call(
         if inspect.iscoroutinefunction(fn):
             check_lease()
             return await fn(*args, **kwargs)
-        result = await asyncio.to_thread(_checked, check_lease, fn, args, kwargs)
+        # The result comes back through a box, not the executor's future: the future outlives
+        # this call, and it would keep a 100 MB output alive after the step dropped it.
+        box: list[Any] = []
+        await asyncio.to_thread(lambda: box.append(_checked(check_lease, fn, args, kwargs)))
+        result = box.pop()
         if inspect.isawaitable(result):
             return await result
         return result
@@ -456,15 +461,26 @@ async def _call(
 
 
 def _recordable(
-    j: RunJournal, step_id: str, output: Any, meta: Callable[[Any], dict[str, Any]] | None
-) -> tuple[Any, dict[str, Any]]:
-    """A step's output as recorded and returned, and its metadata (`_meta`)."""
+    j: RunJournal,
+    step_id: str,
+    returned: list[Any],
+    meta: Callable[[Any], dict[str, Any]] | None,
+) -> tuple[Any, bytes | None, dict[str, Any]]:
+    """What a step returned (taken out of `returned`) as it is recorded and returned: its
+    value, redacted before it is stored *and* returned (so a replay sees the same value), its
+    JSON when that is the value's (else None), and its metadata (`_meta`). A large output is
+    held twice at most: as its JSON and its value, not also as the object the step returned."""
+    output = returned.pop()
     extra = redact(jsonc.roundtrip(meta(output)), j.limits.redact_keys) if meta else {}
-    value = jsonc.roundtrip(
-        output, what=f"output of step {step_id!r}", limit_bytes=j.limits.step_output_bytes
-    )
-    # Redacted before it is stored *and* returned, so a replay sees the same value.
-    return redact(value, j.limits.redact_keys), extra
+    what = f"output of step {step_id!r}"
+    raw = jsonc.dumps(output, what=what, limit_bytes=j.limits.step_output_bytes)
+    if isinstance(output, str):  # its own replay value, and nothing in it to redact
+        return output, raw, extra
+    del output
+    loaded = jsonc.loads(raw)
+    value = redact(loaded, j.limits.redact_keys)
+    # Identical objects inside when nothing was redacted, so the comparison is cheap.
+    return value, raw if value == loaded else None, extra
 
 
 def _checked(

@@ -43,8 +43,12 @@ class FileBlobStore:
         self.url = f"file://{self.root.resolve()}"
 
     async def put(self, workspace: str, data: bytes) -> str:
+        # Hashed, compressed and written in a thread: 100 MB is a second of work off the loop.
+        return await asyncio.to_thread(self._put, workspace, data)
+
+    def _put(self, workspace: str, data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()
-        await asyncio.to_thread(self._write, self._path(workspace, sha), data)
+        self._write(self._path(workspace, sha), data)
         return sha
 
     async def get(self, workspace: str, sha256: str) -> bytes:
