@@ -30,13 +30,14 @@ _HOLDS_SLOTS = "(runs.concurrency_key1 IS NOT NULL OR runs.singleton_key IS NOT 
 
 _LOCK_ROWS = """
 SELECT id FROM runs
-WHERE id = ANY($1::text[])
-   OR id IN (SELECT parent_run_id FROM runs WHERE id = ANY($1::text[]))
+WHERE id = ANY($1::text[] || ARRAY(SELECT parent_run_id FROM runs WHERE id = ANY($1::text[])))
 ORDER BY id
 FOR NO KEY UPDATE
 """
 """Lock the finishing runs and the parents their ends wake, in id order (as journal writes and
-lease renewals lock runs), before anything else is written."""
+lease renewals lock runs), before anything else is written. One array of ids, found by the
+primary key: `id = ANY(...) OR id IN (subquery)` read the whole table (84 ms a finish with
+100 000 runs)."""
 
 _FINISH = f"""
 WITH f AS (

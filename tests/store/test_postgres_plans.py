@@ -1,0 +1,28 @@
+"""Statements on the path of every finish find their rows by index on PostgreSQL: with many
+runs in the table, a sequential scan costs each finish a read of every run."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from inferpipe.store.postgres import PostgresStore, finishes
+from tests.store.conftest import PostgresServer
+
+
+async def test_locking_a_finish_and_its_parents_reads_no_whole_table(
+    postgres: PostgresServer,
+) -> None:
+    url = await postgres.new_database()
+    store = PostgresStore(url)
+    await store.open()  # migrated
+    await store.close()
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("SET enable_seqscan = off")  # an index plan whenever one exists
+        rows = await conn.fetch(f"EXPLAIN {finishes._LOCK_ROWS}", ["run-1", "run-2"])
+    finally:
+        await conn.close()
+    plan = "\n".join(row[0] for row in rows)
+    # every read of runs is bounded by an index condition, none walks the table or an index
+    # whole filtering every row
+    assert "Index Cond" in plan and "Filter" not in plan and "Seq Scan" not in plan, plan
