@@ -24,10 +24,19 @@ import pytest
 
 import inferpipe as ip
 from inferpipe.core.errors import LeaseLost
-from inferpipe.core.records import ClaimedRun, NewRun, StepKind, StepRecord, StepStatus
+from inferpipe.core.records import (
+    ClaimedRun,
+    NewRun,
+    NewWait,
+    RunStatus,
+    StepKind,
+    StepRecord,
+    StepStatus,
+    WaitKind,
+)
 from inferpipe.engine.worker import Worker
-from inferpipe.store.base import Progress
-from inferpipe.store.postgres import PostgresStore, journal
+from inferpipe.store.base import Outcome, PlannedEvent, Progress
+from inferpipe.store.postgres import PostgresStore, finishes, journal
 from inferpipe.store.postgres.database import Conn
 from inferpipe.store.sqlite import SQLiteStore
 from tests.server.conftest import build_app as build_server_app
@@ -444,3 +453,87 @@ def _parse_describe_flush(query: str) -> bytes:
 
     parse = message(b"P", b"\0" + query.encode() + b"\0" + (0).to_bytes(2, "big"))
     return parse + message(b"D", b"S\0") + message(b"H", b"")
+
+
+async def test_finish_batches_that_lock_each_others_waiting_runs_both_commit(
+    own_postgres: PostgresServer,
+) -> None:
+    """Two batches of finishes, each sending an event that a run locked by the other batch
+    waits for (the parent of the other's finishing run). Each batch locks its finishing runs
+    and their parents first and the runs its events wake last, so here they deadlock:
+    PostgreSQL ends one, which runs again once the other has committed. Both finishes and both
+    waits' resolutions are committed (and the deadlock did happen)."""
+    url = await own_postgres.new_database()
+    store = PostgresStore(url, "ws")
+    await store.open()
+    blocker = await asyncpg.connect(url)
+    try:
+        await store.create_runs([NewRun(p, "parent", [], [], NOW) for p in ("p1", "p2")], NOW)
+        parents = {c.run.id: c for c in await store.claim("w", ["parent"], 2, NOW, 60_000)}
+        for parent, event in (("p1", "from-c2"), ("p2", "from-c1")):
+            step = StepRecord(
+                parent, "w", "w", StepKind.WAIT_FOR_EVENT, StepStatus.WAITING, 0, seq=1
+            )
+            wait = NewWait(parent, WaitKind.STEP, event, None, "w")
+            await store.commit(parents[parent].lease, Progress(steps=[step], waits=[wait]), NOW)
+        await store.create_runs(
+            [NewRun(f"c{i}", "child", [], [], NOW, parent_run_id=f"p{i}") for i in (1, 2)], NOW
+        )
+        children = {c.run.id: c for c in await store.claim("w", ["child"], 2, NOW, 60_000)}
+
+        def finish(child: str) -> finishes.Finish:
+            event = PlannedEvent(ip.Event(f"from-{child}", {}, id=f"event-of-{child}", ts_ms=NOW))
+            outcome = Outcome(RunStatus.COMPLETED, output=child)
+            return finishes.Finish("ws", children[child].lease, outcome, [event], NOW)
+
+        # Both batches lock their rows, then wait here on the events' ids: once this
+        # transaction is gone they go on at once, each to the run the other holds.
+        held = blocker.transaction()
+        await held.start()
+        await blocker.execute(
+            "INSERT INTO event_ids (workspace, id, received_at_ms)"
+            " VALUES ('ws', 'event-of-c1', $1), ('ws', 'event-of-c2', $1)",
+            NOW,
+        )
+        deadlocks = await _deadlocks(blocker)
+        batches = [
+            asyncio.create_task(
+                store._db.transaction(
+                    lambda c, child=child: finishes.finish_many(c, [finish(child)])
+                )
+            )
+            for child in ("c1", "c2")
+        ]
+
+        async def both_wait() -> bool:
+            waiting = await blocker.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"
+            )
+            return int(waiting) == 2
+
+        await eventually(both_wait, 60)
+        await held.rollback()
+        assert await asyncio.gather(*batches) == [[None], [None]]
+
+        async def deadlock_counted() -> bool:
+            return await _deadlocks(blocker) > deadlocks
+
+        await eventually(deadlock_counted, 60)
+        for parent, child in (("p1", "c2"), ("p2", "c1")):
+            (step,) = await store.get_steps(parent)
+            assert step.status is StepStatus.COMPLETED
+            assert step.output["id"] == f"event-of-{child}"
+            run = await store.get_run(child)
+            assert run is not None and run.status is RunStatus.COMPLETED
+    finally:
+        await blocker.close()
+        await store.close()
+
+
+async def _deadlocks(conn: asyncpg.Connection) -> int:
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    return int(
+        await conn.fetchval(
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+        )
+    )
