@@ -3,10 +3,11 @@
     .venv/bin/python -m bench.webhooks [--runs 500] [--subscribers 0 1]
 
 Runs N trivial runs through a worker (concurrency 100) on the embedded SQLite store, without
-`enable_delivery` and with it (each finished run then starts a dispatch run; with subscribers,
-one delivery run per subscriber to a receiver on loopback). Prints the wall time until every
-run (and every delivery) is done, and with subscribers the median time from a run's finish to
-its delivery's arrival.
+`enable_delivery` and with it (with subscribers each finished run starts a dispatch run, and
+one delivery run per subscriber to a receiver on loopback; without, dispatch runs are skipped
+but for the first). Prints the wall time until every run (and every delivery) is done, how
+many runs were made, and with subscribers the median time from a run's finish to its
+delivery's arrival.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ class _Receiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
+_FINISHED = {"completed", "failed", "cancelled"}
+
+
 async def one(runs: int, delivery: bool, subscribers: int, folder: Path) -> None:
     app = ip.App("bench-webhooks", database=f"sqlite:///{folder / f'{delivery}-{subscribers}.db'}")
     finished_at: dict[str, float] = {}
@@ -69,21 +73,25 @@ async def one(runs: int, delivery: bool, subscribers: int, folder: Path) -> None
         task = asyncio.create_task(worker.run())
         start = time.perf_counter()
         await app.send([ip.Event("bench/go", {"i": i}) for i in range(runs)])
-        expected_runs = runs * (1 + (1 if delivery else 0) + subscribers)
+        # Done: every run finished (dispatch and delivery runs too: how many there are is
+        # what is measured) and every delivery arrived.
         while True:
             counts = await app.engine.store.count_runs_by_status()
+            unfinished = sum(n for status, n in counts.items() if status not in _FINISHED)
             if (
-                counts.get("completed", 0) >= expected_runs
+                len(finished_at) >= runs
+                and unfinished == 0
                 and len(receiver.arrived) >= runs * subscribers
             ):
                 break
             await asyncio.sleep(0.02)
         wall = time.perf_counter() - start
+        total = sum(counts.values())
         worker.notify_shutdown()
         await task
     receiver.server.shutdown()
     label = f"delivery={'on ' if delivery else 'off'} subscribers={subscribers}"
-    line = f"{label}: {runs} runs in {wall:.2f} s ({runs / wall:.0f} runs/s)"
+    line = f"{label}: {runs} runs in {wall:.2f} s ({runs / wall:.0f} runs/s, {total} runs made)"
     if subscribers:
         lags = [at - finished_at[p["data"]["run_id"]] for at, p in receiver.arrived]
         line += f", finish-to-arrival median {statistics.median(lags) * 1000:.0f} ms"

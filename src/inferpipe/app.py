@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -105,6 +105,10 @@ class App:
         self.telemetry = telemetry
         self._engine: Engine | None = None
         self._export: export.Telemetry | None = None
+        self._closing: list[Callable[[], Awaitable[None]]] = []
+        self.features: dict[str, object] = {}
+        """What features enabled on this app keep of it, by name (e.g. webhook delivery's
+        ``"webhooks"``), so that whoever serves the app finds them."""
 
     def function(
         self,
@@ -233,7 +237,13 @@ class App:
                 self._export = export.start(self._engine, self.id, exporting)
         return self._engine
 
+    def on_close(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Await `hook` when the app closes, before its store (a feature's connections)."""
+        self._closing.append(hook)
+
     async def close(self) -> None:
+        for hook in self._closing:
+            await hook()
         if self._export is not None:  # what the last executions reported goes out first
             await asyncio.to_thread(self._export.shutdown)
             self._export = None

@@ -1,8 +1,9 @@
 """A worker process killed with SIGKILL between two attempts of a delivery loses nothing: the
 next worker makes the next attempt, and the receiver (a real HTTP server, counting what it
-gets) sees each attempt once and the delivery accepted exactly once.
+gets) sees each attempt once and the delivery accepted exactly once. On SQLite and on
+PostgreSQL (a fresh database per loop on the session's server).
 
-Run it in a loop with ``INFERPIPE_WEBHOOK_CRASH_LOOPS=10``."""
+Run it in a loop with ``INFERPIPE_WEBHOOK_CRASH_LOOPS=20``."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ from pathlib import Path
 
 import pytest
 import standardwebhooks
+from cryptography.fernet import Fernet
 
 from inferpipe.core.events import Event
 from inferpipe.store.base import RunFilter
 from inferpipe.webhooks.delivery import DELIVER_FUNCTION_ID, get_delivery
 from inferpipe.webhooks.subscriptions import EventType, webhook_subscriptions
+from tests.store.conftest import session_postgres
 from tests.webhooks import delivery_app
 from tests.webhooks.receiver import receiver
 
@@ -46,9 +49,17 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout_s: float = 
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 @pytest.mark.parametrize("loop", range(LOOPS))
-async def test_sigkill_between_attempts_delivers_once(tmp_path: Path, loop: int) -> None:
-    db = f"sqlite:///{tmp_path / 'crash.db'}"
+async def test_sigkill_between_attempts_delivers_once(
+    tmp_path: Path, loop: int, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if backend == "sqlite":
+        db = f"sqlite:///{tmp_path / 'crash.db'}"
+    else:
+        db = await session_postgres().new_database()
+        # Sealed subscription secrets: the same operator key in this process and the workers.
+        monkeypatch.setenv("INFERPIPE_SECRETS_KEY", Fernet.generate_key().decode())
     env = {
         **os.environ,
         "INFERPIPE_DATABASE_URL": db,

@@ -11,15 +11,20 @@ from contextlib import asynccontextmanager
 
 import pytest
 
+import inferpipe as ip
 from inferpipe.core.events import Event
 from inferpipe.engine.functions import Backoff
 from inferpipe.testing import Harness
 from inferpipe.webhooks.delivery import (
     RESPONSE_HEAD_CHARS,
     Delivery,
+    WebhookDelivery,
+    _SharedTransport,
+    delivery_of,
     list_deliveries,
     retry_delay_ms,
 )
+from inferpipe.webhooks.errors import WebhooksNotEnabledError
 from inferpipe.webhooks.subscriptions import EventType, Subscription, webhook_subscriptions
 from tests.webhooks.delivery_app import build
 from tests.webhooks.receiver import ELSEWHERE, receiver
@@ -116,3 +121,30 @@ async def test_a_filter_that_fails_on_the_event_records_a_failed_delivery(
         assert found.reason is not None and found.reason.startswith("filter: ")
         assert "missing" in found.reason
         assert any(sub.id in r.getMessage() for r in caplog.records)
+
+
+async def test_the_pooled_connections_close_with_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    closed: list[object] = []
+    real = _SharedTransport.aclose
+
+    async def aclose(self: _SharedTransport) -> None:
+        closed.append(self)
+        await real(self)
+
+    monkeypatch.setattr(_SharedTransport, "aclose", aclose)
+    app = build(None, private=True, backoff_s=1.0)
+    async with Harness(app) as h:
+        with receiver() as hook:
+            await subscribe(h, hook.url)
+            await h.send(Event("test/work", {"n": 5}))
+            await h.advance("1h")
+            assert len(hook.accepted()) == 1
+        assert closed == []
+    assert len(closed) == 1
+
+
+def test_delivery_is_found_on_its_app_only() -> None:
+    app = build(None, private=True, backoff_s=1.0)
+    assert isinstance(delivery_of(app), WebhookDelivery)
+    with pytest.raises(WebhooksNotEnabledError):
+        delivery_of(ip.App("no-webhooks"))

@@ -67,7 +67,7 @@ def plan_finish(
     judged = parent.get("function_id", "") if isinstance(parent, dict) else ""
     events = lifecycle_events(run, outcome, now_ms)
     events += [score_event(score, now_ms, judged) for score in outcome.scores]
-    planned = [PlannedEvent(e, registry.plan(e, now_ms)) for e in events]
+    planned = [PlannedEvent(e, registry.plan(e, now_ms, workspace=run.workspace)) for e in events]
     planned[0].runs.extend(_deferred(registry, fn, run, journal, outcome, now_ms))
     return planned
 

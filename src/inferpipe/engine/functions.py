@@ -124,6 +124,11 @@ class FunctionDef:
     """A scorer's returned `Score` is stored on the run that started it (its parent)."""
     flow: FlowControl = field(default_factory=FlowControl)
     """Concurrency, throttle, rate limit, debounce, batch, priority, idempotency, singleton."""
+    gate: Callable[[str], bool] | None = None
+    """Whether its event triggers start runs in a workspace (False: the event starts none of
+    this function there). Called in the commit path of every matching event, so it must be
+    quick and must not block: a cached answer (webhook delivery skips its dispatch run in a
+    workspace with no subscription)."""
 
     @property
     def event_triggers(self) -> list[EventTrigger]:
@@ -207,8 +212,8 @@ class Registry:
     def all(self) -> list[FunctionDef]:
         return list(self._functions.values())
 
-    def plan(self, event: Event, now_ms: int) -> list[NewRun]:
-        """The runs an (already validated) event starts."""
+    def plan(self, event: Event, now_ms: int, *, workspace: str) -> list[NewRun]:
+        """The runs an (already validated) event starts in `workspace`."""
         body = event.as_dict()
         if event.name == CRON_TICK:
             fn_id = event.data.get("function_id")
@@ -217,6 +222,8 @@ class Registry:
         runs = []
         for fn, trig in self._by_event.get(event.name, []):
             if trig.if_exp and not expr.matches(trig.if_exp, {"event": body}):
+                continue
+            if fn.gate is not None and not fn.gate(workspace):
                 continue
             runs.append(self.new_run(fn, [body], now_ms, triggered=True))
         return runs

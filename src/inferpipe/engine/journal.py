@@ -70,7 +70,7 @@ class Limits:
 class Planner(Protocol):
     """Turns events and invocations into runs (the function registry)."""
 
-    def plan(self, event: Event, now_ms: int) -> list[NewRun]: ...
+    def plan(self, event: Event, now_ms: int, *, workspace: str) -> list[NewRun]: ...
 
     def invocation(
         self,

@@ -201,7 +201,11 @@ class Runs:
                 event, limit_bytes=self.limits.event_bytes, now_ms=now_ms, engine=engine
             )
             redacted = redact_event(valid, self.limits.redact_keys)
-            planned.append(PlannedEvent(redacted, self.registry.plan(redacted, now_ms)))
+            planned.append(
+                PlannedEvent(
+                    redacted, self.registry.plan(redacted, now_ms, workspace=self.store.workspace)
+                )
+            )
         return [await self.payloads.offload_event(p) for p in planned]
 
     async def result(self, run_id: str, *, timeout: Duration = 60, resolve: bool = True) -> Run:

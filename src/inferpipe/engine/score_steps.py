@@ -70,7 +70,7 @@ class ScoringSteps(ABC):
             metadata=meta,
         )
         event = score_event(score, now)
-        planned = PlannedEvent(event, j.planner.plan(event, now))
+        planned = PlannedEvent(event, j.planner.plan(event, now, workspace=j.run.workspace))
         await j.commit(Progress(steps=[step], scores=[score], events=[planned]))
 
     async def experiment(

@@ -337,7 +337,12 @@ class Steps(ScoringSteps):
             )
             for e in (events if isinstance(events, list) else [events])
         ]
-        planned = [await j.offload_event(PlannedEvent(e, j.planner.plan(e, now))) for e in batch]
+        planned = [
+            await j.offload_event(
+                PlannedEvent(e, j.planner.plan(e, now, workspace=j.run.workspace))
+            )
+            for e in batch
+        ]
         batch = [p.event for p in planned]
         ids = [e.id for e in batch if e.id]
         step = StepRecord(

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import enum
 import hashlib
 import logging
 import random
 import time
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -49,7 +49,16 @@ from inferpipe.store.base import ScoreFilter, Store
 from inferpipe.store.webhooks import RecordKind, WebhookRecord
 from inferpipe.webhooks import signing
 from inferpipe.webhooks.errors import WebhookNotFoundError, WebhooksNotEnabledError
-from inferpipe.webhooks.subscriptions import EventType, Subscription, webhook_subscriptions
+from inferpipe.webhooks.subscriptions import (
+    DISABLED_REASON,
+    EventType,
+    Subscription,
+    WebhookSubscriptions,
+    webhook_subscriptions,
+)
+from inferpipe.webhooks.subscriptions import (
+    DeliveryStatus as Status,
+)
 from inferpipe.workflows import _http as http_node
 from inferpipe.workflows.errors import UrlRefusedError
 from inferpipe.workflows.netpolicy import EgressPolicy
@@ -60,6 +69,8 @@ DISPATCH_FUNCTION_ID = "inferpipe.webhooks.dispatch"
 DELIVER_FUNCTION_ID = "inferpipe.webhooks.deliver"
 DELIVERY_EVENT = "inferpipe/webhook.delivery"
 """Starts a delivery run: ``{"delivery_id", "series"}`` (series 0, then one per redelivery)."""
+FEATURE = "webhooks"
+"""The name of the delivery in `App.features`."""
 RESPONSE_HEAD_CHARS = 1024
 """How much of a receiver's answer an attempt keeps."""
 
@@ -75,17 +86,6 @@ _TYPE_BY_STATUS = {
 }
 
 
-class Status(enum.StrEnum):
-    """A delivery's state."""
-
-    PENDING = "pending"  #: recorded, no attempt yet
-    RETRYING = "retrying"  #: an attempt failed; another is due
-    SUCCEEDED = "succeeded"  #: the receiver answered 2xx
-    FAILED = "failed"  #: given up: a final answer, a refused URL, the window passed, or the
-    #: subscription's filter failed on the event (see `Delivery.reason`)
-    CANCELLED = "cancelled"  #: not made: the subscription was disabled before it went out
-
-
 class AppHost(Protocol):
     """What delivery needs of an application (`inferpipe.App` provides it)."""
 
@@ -93,6 +93,11 @@ class AppHost(Protocol):
 
     @property
     def engine(self) -> Engine: ...
+
+    @property
+    def features(self) -> dict[str, object]: ...
+
+    def on_close(self, hook: Callable[[], Awaitable[None]]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,12 +128,57 @@ class DeliverySettings:
         backoff: the delay before each retry (exponential, with jitter).
         timeout_s: one attempt's time limit.
         http: the transport and resolver (tests pass their own).
+        recheck_s: how long a workspace found to have no enabled subscription starts no
+            dispatch run for its finished runs before it is looked at again. A subscription
+            made or enabled in this process counts at once; one made in another process (the
+            CLI, another server) counts for runs finishing `recheck_s` after it was saved.
     """
 
     egress: EgressPolicy = field(default_factory=EgressPolicy.from_env)
     backoff: Backoff = field(default_factory=lambda: Backoff(base_s=5.0, max_s=3600.0))
     timeout_s: float = 10.0
     http: http_node.HttpSettings = field(default_factory=http_node.HttpSettings)
+    recheck_s: float = 1.0
+
+
+class SubscriptionPresence:
+    """Per workspace, whether it has an enabled subscription, as last read: the gate of the
+    dispatch function, so that a workspace with none makes no dispatch run per finished run.
+
+    The rule: a workspace is skipped only on an answer read less than `fresh_ms` ago (on the
+    engine's clock) and not invalidated since by a change in this process (`changed`); a read
+    that overlaps such a change is not kept. So a run that finishes after a subscription is
+    saved is dispatched, at once in this process and `fresh_ms` later in another one.
+    """
+
+    def __init__(self, now_ms: Callable[[], int], fresh_ms: int) -> None:
+        self._now_ms = now_ms
+        self.fresh_ms = fresh_ms
+        self._known: dict[str, tuple[bool, int]] = {}
+        self._generation: dict[str, int] = {}
+
+    def admits(self, workspace: str) -> bool:
+        """False only when the workspace is known, freshly, to have no enabled subscription."""
+        known = self._known.get(workspace)
+        if known is None:
+            return True
+        has, read_ms = known
+        return has or self._now_ms() - read_ms >= self.fresh_ms
+
+    def reading(self, workspace: str) -> tuple[int, int]:
+        """Call before reading a workspace's subscriptions; pass the result to `record`."""
+        return self._generation.get(workspace, 0), self._now_ms()
+
+    def record(self, workspace: str, has: bool, reading: tuple[int, int]) -> None:
+        """What a read begun at `reading` found, unless a change came in since."""
+        generation, read_ms = reading
+        if self._generation.get(workspace, 0) == generation:
+            self._known[workspace] = (has, read_ms)
+
+    def changed(self, workspace: str) -> None:
+        """A subscription of the workspace was made, changed or deleted in this process."""
+        self._generation[workspace] = self._generation.get(workspace, 0) + 1
+        self._known.pop(workspace, None)
 
 
 class _SharedTransport(httpx.AsyncHTTPTransport):
@@ -137,9 +187,6 @@ class _SharedTransport(httpx.AsyncHTTPTransport):
 
     async def __aexit__(self, *exc: object) -> None:
         return None
-
-
-_DELIVERIES: weakref.WeakKeyDictionary[Any, WebhookDelivery] = weakref.WeakKeyDictionary()
 
 
 class WebhookDelivery:
@@ -153,6 +200,8 @@ class WebhookDelivery:
         self.settings = settings or DeliverySettings()
         self._transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SharedTransport]
         self._transports = weakref.WeakKeyDictionary()
+        self.presence = SubscriptionPresence(self._clock_ms, int(self.settings.recheck_s * 1000))
+        """Which workspaces have subscriptions (see `SubscriptionPresence`)."""
         app.add(
             FunctionDef(
                 id=DISPATCH_FUNCTION_ID,
@@ -160,6 +209,7 @@ class WebhookDelivery:
                 triggers=[on_event(FUNCTION_FINISHED, _FINISHED_FILTER), on_event(SCORE_RECORDED)],
                 retries=4,
                 description="Matches a lifecycle event to the workspace's webhook subscriptions.",
+                gate=self.presence.admits,
             )
         )
         app.add(
@@ -171,11 +221,17 @@ class WebhookDelivery:
                 description="Delivers one webhook, retrying with backoff.",
             )
         )
-        _DELIVERIES[app] = self
+        app.features[FEATURE] = self
+        app.on_close(self.aclose)
 
     @property
     def _store(self) -> Store:
         return self.app.engine.store
+
+    def subscriptions(self, store: Store) -> WebhookSubscriptions:
+        """The subscriptions in `store`'s database, telling this delivery of every change
+        (so a new subscription is heard of at once: see `SubscriptionPresence`)."""
+        return WebhookSubscriptions(store.webhooks, store.secrets, on_change=self.presence.changed)
 
     def _clock_ms(self) -> int:
         """The engine's time, which the backoff sleeps run on: the retry window is measured in
@@ -215,8 +271,11 @@ class WebhookDelivery:
         subs = webhook_subscriptions(self._store)
         function_id = str(payload["data"].get("function_id") or "")
         table, now = self._store.webhooks, _now_ms()
+        reading = self.presence.reading(workspace)
+        found = await subs.list_subscriptions(workspace)
+        self.presence.record(workspace, any(s.enabled for s in found), reading)
         ids = []
-        for sub in await subs.list_subscriptions(workspace):
+        for sub in found:
             if not sub.wants(kind, function_id):
                 continue
             reason = None
@@ -287,6 +346,8 @@ class WebhookDelivery:
             if row is not None:
                 await self._settle(workspace, delivery_id, Status.FAILED, "subscription deleted")
             return None
+        if row.body.get("status") == Status.CANCELLED:
+            return None
         return {"at_ms": self._clock_ms(), "window_ms": int(sub.body["retry_window_s"]) * 1000}
 
     async def _attempt(
@@ -303,6 +364,15 @@ class WebhookDelivery:
         except WebhookNotFoundError:
             await self._settle(workspace, delivery_id, Status.FAILED, "subscription deleted")
             return {"ok": False, "retry": False, "status": Status.FAILED, "at_ms": self._clock_ms()}
+        if row.body.get("status") == Status.CANCELLED or not sub.enabled:
+            # Disabled: its queued deliveries do not go out, even once it is enabled again.
+            await self._settle(workspace, delivery_id, Status.CANCELLED, DISABLED_REASON)
+            return {
+                "ok": False,
+                "retry": False,
+                "status": Status.CANCELLED,
+                "at_ms": self._clock_ms(),
+            }
         tick_ms = self._clock_ms()
         at_ms = _now_ms()
         body = jsonc.dumps(row.body["payload"])
@@ -335,6 +405,15 @@ class WebhookDelivery:
 
         await table.update(workspace, RecordKind.DELIVERY, delivery_id, add, _now_ms())
         return {"ok": outcome["ok"], "retry": outcome["retry"], "status": status, "at_ms": tick_ms}
+
+    async def aclose(self) -> None:
+        """Close the pooled connections of this event loop (the app does, when it closes)."""
+        loop = asyncio.get_running_loop()
+        transports = list(self._transports.items())
+        self._transports = weakref.WeakKeyDictionary()
+        for owner, transport in transports:
+            if owner is loop:
+                await transport.aclose()
 
     async def _http(self) -> http_node.HttpSettings:
         """The settings' HTTP, with one transport per event loop when they name none: a new
@@ -551,10 +630,10 @@ def enable_delivery(app: AppHost, settings: DeliverySettings | None = None) -> W
     return WebhookDelivery(app, settings)
 
 
-def delivery_of(app: object) -> WebhookDelivery:
-    """The delivery registered on `app`; raises WebhooksNotEnabledError when there is none."""
-    found = _DELIVERIES.get(app)
-    if found is None:
+def delivery_of(app: AppHost) -> WebhookDelivery:
+    """The delivery enabled on `app`; raises WebhooksNotEnabledError when there is none."""
+    found = app.features.get(FEATURE)
+    if not isinstance(found, WebhookDelivery):
         raise WebhooksNotEnabledError()
     return found
 

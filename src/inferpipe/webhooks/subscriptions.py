@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,22 @@ MAX_RETRY_WINDOW_S = 7 * 24 * 3600
 DEFAULT_GRACE_S = 24 * 3600
 """How long a rotated-out secret still signs deliveries."""
 MAX_URL_CHARS = 2048
+
+
+class DeliveryStatus(enum.StrEnum):
+    """A delivery's state."""
+
+    PENDING = "pending"  #: recorded, no attempt yet
+    RETRYING = "retrying"  #: an attempt failed; another is due
+    SUCCEEDED = "succeeded"  #: the receiver answered 2xx
+    FAILED = "failed"  #: given up: a final answer, a refused URL, the window passed, or the
+    #: subscription's filter failed on the event (see `Delivery.reason`)
+    CANCELLED = "cancelled"  #: not made: the subscription was disabled before it went out
+
+
+QUEUED = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
+"""The states of a delivery that will still make an attempt."""
+DISABLED_REASON = "subscription disabled"
 
 
 class EventType(enum.StrEnum):
@@ -78,11 +95,22 @@ class WebhookSubscriptions:
     """The subscription operations over the webhook table and the secrets' cipher."""
 
     def __init__(
-        self, table: WebhookTable, secrets: SecretTable, cipher: SecretCipher | None = None
+        self,
+        table: WebhookTable,
+        secrets: SecretTable,
+        cipher: SecretCipher | None = None,
+        on_change: Callable[[str], None] | None = None,
     ) -> None:
+        """`on_change(workspace)`: after each create, update and delete (webhook delivery
+        forgets what it knew of the workspace's subscriptions)."""
         self._table = table
         self._secrets = secrets
         self._cipher = cipher
+        self._on_change = on_change
+
+    def _changed(self, workspace: str) -> None:
+        if self._on_change is not None:
+            self._on_change(workspace)
 
     def _seal_with(self) -> SecretCipher:
         if self._cipher is None:
@@ -117,6 +145,7 @@ class WebhookSubscriptions:
         row = await self._table.put(
             WebhookRecord(workspace, RecordKind.SUBSCRIPTION, sub_id, body, now, now)
         )
+        self._changed(workspace)
         return _subscription(row), secret
 
     async def update(
@@ -132,7 +161,9 @@ class WebhookSubscriptions:
         enabled: bool | None = None,
         allow_private: bool = False,
     ) -> Subscription:
-        """Change the given fields; deliveries not yet made use the new ones."""
+        """Change the given fields; deliveries not yet made use the new ones. Disabling it
+        cancels its queued deliveries (recorded `cancelled`, reason "subscription disabled"):
+        enabling it again does not send them (redeliver one to)."""
         current = await self.get(workspace, sub_id)
         checked = _checked(
             url if url is not None else current.url,
@@ -147,7 +178,30 @@ class WebhookSubscriptions:
         row = await self._table.update(
             workspace, RecordKind.SUBSCRIPTION, sub_id, lambda b: {**b, **checked}, _now_ms()
         )
+        self._changed(workspace)
+        if enabled is False:
+            await self._cancel_queued(workspace, sub_id)
         return _subscription(_found(row, sub_id))
+
+    async def _cancel_queued(self, workspace: str, sub_id: str) -> None:
+        def cancel(body: dict[str, Any]) -> dict[str, Any]:
+            if body.get("status") not in QUEUED:
+                return body
+            return {**body, "status": DeliveryStatus.CANCELLED.value, "reason": DISABLED_REASON}
+
+        before: int | None = None
+        while True:
+            page = await self._table.list_records(
+                workspace, RecordKind.DELIVERY, parent=sub_id, before_ms=before, limit=500
+            )
+            for row in page:
+                if row.body.get("status") in QUEUED:
+                    await self._table.update(
+                        workspace, RecordKind.DELIVERY, row.id, cancel, _now_ms()
+                    )
+            if len(page) < 500:
+                return
+            before = page[-1].created_at_ms
 
     async def rotate(self, workspace: str, sub_id: str, *, grace_s: int = DEFAULT_GRACE_S) -> str:
         """A new signing secret; the current ones keep signing for `grace_s` more seconds."""
@@ -183,6 +237,7 @@ class WebhookSubscriptions:
         """Deliveries already queued for it end at their next attempt, as failed."""
         if not await self._table.delete(workspace, RecordKind.SUBSCRIPTION, sub_id):
             raise _not_found(sub_id)
+        self._changed(workspace)
 
     async def signing_secrets(self, workspace: str, sub_id: str, now_ms: int) -> list[str]:
         """The secrets a delivery made now is signed with, newest first."""

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Response
 from inferpipe.server.deps import RequestScope
 from inferpipe.server.routes import ERROR_RESPONSES
 from inferpipe.webhooks import delivery
-from inferpipe.webhooks.subscriptions import EventType, Subscription, webhook_subscriptions
+from inferpipe.webhooks.subscriptions import EventType, Subscription, WebhookSubscriptions
 from inferpipe.wire import webhooks as wire
 
 router = APIRouter(tags=["webhooks"], responses=ERROR_RESPONSES)
@@ -23,6 +23,11 @@ router = APIRouter(tags=["webhooks"], responses=ERROR_RESPONSES)
 
 def _enabled(scope: RequestScope) -> delivery.WebhookDelivery:
     return delivery.delivery_of(scope.services.workspaces.app)
+
+
+def _subs(scope: RequestScope) -> WebhookSubscriptions:
+    """The workspace's subscriptions, through the delivery (which hears of each change)."""
+    return _enabled(scope).subscriptions(scope.store)
 
 
 def _allow_private(scope: RequestScope) -> bool:
@@ -36,7 +41,7 @@ def _allow_private(scope: RequestScope) -> bool:
 )
 async def list_subscriptions(scope: RequestScope) -> list[wire.SubscriptionInfo]:
     _enabled(scope)
-    subs = webhook_subscriptions(scope.store)
+    subs = _subs(scope)
     return [_info(s) for s in await subs.list_subscriptions(scope.store.workspace)]
 
 
@@ -51,7 +56,7 @@ async def create_subscription(
 ) -> wire.SubscriptionInfo:
     """Admin keys only. The answer holds the signing secret (when generated: the only time
     it is shown). Private addresses only where the operator's egress policy allows them."""
-    made, secret = await webhook_subscriptions(scope.store).create(
+    made, secret = await _subs(scope).create(
         scope.store.workspace,
         body.url,
         events=[EventType(e) for e in body.events],
@@ -71,7 +76,7 @@ async def create_subscription(
 )
 async def get_subscription(sub_id: str, scope: RequestScope) -> wire.SubscriptionInfo:
     _enabled(scope)
-    return _info(await webhook_subscriptions(scope.store).get(scope.store.workspace, sub_id))
+    return _info(await _subs(scope).get(scope.store.workspace, sub_id))
 
 
 @router.patch(
@@ -83,7 +88,7 @@ async def patch_subscription(
     sub_id: str, body: wire.SubscriptionPatch, scope: RequestScope
 ) -> wire.SubscriptionInfo:
     """Deliveries not yet attempted go to the new URL, with the new filter."""
-    changed = await webhook_subscriptions(scope.store).update(
+    changed = await _subs(scope).update(
         scope.store.workspace,
         sub_id,
         url=body.url,
@@ -108,7 +113,7 @@ async def rotate_secret(
     """A new secret, in this answer only; deliveries are signed with it and, for `grace_s`,
     with the previous one too, so a receiver switching over verifies every delivery."""
     _enabled(scope)
-    subs = webhook_subscriptions(scope.store)
+    subs = _subs(scope)
     secret = await subs.rotate(scope.store.workspace, sub_id, grace_s=body.grace_s)
     return _info(await subs.get(scope.store.workspace, sub_id), secret)
 
@@ -118,7 +123,7 @@ async def rotate_secret(
 )
 async def delete_subscription(sub_id: str, scope: RequestScope) -> Response:
     _enabled(scope)
-    await webhook_subscriptions(scope.store).delete(scope.store.workspace, sub_id)
+    await _subs(scope).delete(scope.store.workspace, sub_id)
     return Response(status_code=204)
 
 
@@ -135,7 +140,7 @@ async def list_deliveries(
 ) -> list[wire.DeliveryInfo]:
     """Newest first, each with every attempt and the receiver's answers."""
     _enabled(scope)
-    await webhook_subscriptions(scope.store).get(scope.store.workspace, sub_id)
+    await _subs(scope).get(scope.store.workspace, sub_id)
     found = await delivery.list_deliveries(scope.store, sub_id, before_ms=before_ms, limit=limit)
     return [delivery_info(d) for d in found]
 
