@@ -148,22 +148,58 @@ class SubscriptionPresence:
     The rule: a workspace is skipped only on an answer read less than `fresh_ms` ago (on the
     engine's clock) and not invalidated since by a change in this process (`changed`); a read
     that overlaps such a change is not kept. So a run that finishes after a subscription is
-    saved is dispatched, at once in this process and `fresh_ms` later in another one.
+    saved is dispatched, at once in this process and `fresh_ms` later in another one. With no
+    fresh answer the run is dispatched and, when `read` is given, the answer is read in the
+    background (a burst of finishes then makes a few dispatch runs, not one each).
     """
 
-    def __init__(self, now_ms: Callable[[], int], fresh_ms: int) -> None:
+    def __init__(
+        self,
+        now_ms: Callable[[], int],
+        fresh_ms: int,
+        read: Callable[[str], Awaitable[bool]] | None = None,
+    ) -> None:
         self._now_ms = now_ms
         self.fresh_ms = fresh_ms
+        self._read = read
         self._known: dict[str, tuple[bool, int]] = {}
         self._generation: dict[str, int] = {}
+        self._reads: dict[str, asyncio.Task[None]] = {}
 
     def admits(self, workspace: str) -> bool:
         """False only when the workspace is known, freshly, to have no enabled subscription."""
         known = self._known.get(workspace)
-        if known is None:
-            return True
-        has, read_ms = known
-        return has or self._now_ms() - read_ms >= self.fresh_ms
+        if known is not None and (known[0] or self._now_ms() - known[1] < self.fresh_ms):
+            return known[0]
+        self._read_later(workspace)
+        return True
+
+    def _read_later(self, workspace: str) -> None:
+        if self._read is None or workspace in self._reads:
+            return
+        read = self._read
+
+        async def refresh() -> None:
+            try:
+                reading = self.reading(workspace)
+                self.record(workspace, await read(workspace), reading)
+            except Exception as exc:  # the next dispatch run reads it instead: nothing is lost
+                _log.warning("webhooks: could not read the subscriptions of %r: %s", workspace, exc)
+            finally:
+                self._reads.pop(workspace, None)
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # planned outside the event loop: no background read
+            return
+        self._reads[workspace] = loop.create_task(refresh())
+
+    async def aclose(self) -> None:
+        """Stop the background reads."""
+        reads = list(self._reads.values())
+        for task in reads:
+            task.cancel()
+        await asyncio.gather(*reads, return_exceptions=True)
 
     def reading(self, workspace: str) -> tuple[int, int]:
         """Call before reading a workspace's subscriptions; pass the result to `record`."""
@@ -200,7 +236,9 @@ class WebhookDelivery:
         self.settings = settings or DeliverySettings()
         self._transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SharedTransport]
         self._transports = weakref.WeakKeyDictionary()
-        self.presence = SubscriptionPresence(self._clock_ms, int(self.settings.recheck_s * 1000))
+        self.presence = SubscriptionPresence(
+            self._clock_ms, int(self.settings.recheck_s * 1000), self._has_subscriptions
+        )
         """Which workspaces have subscriptions (see `SubscriptionPresence`)."""
         app.add(
             FunctionDef(
@@ -406,8 +444,14 @@ class WebhookDelivery:
         await table.update(workspace, RecordKind.DELIVERY, delivery_id, add, _now_ms())
         return {"ok": outcome["ok"], "retry": outcome["retry"], "status": status, "at_ms": tick_ms}
 
+    async def _has_subscriptions(self, workspace: str) -> bool:
+        found = await self._store.webhooks.list_records(workspace, RecordKind.SUBSCRIPTION)
+        return any(r.body.get("enabled", True) for r in found)
+
     async def aclose(self) -> None:
-        """Close the pooled connections of this event loop (the app does, when it closes)."""
+        """Stop the background reads and close the pooled connections of this event loop (the
+        app does, when it closes)."""
+        await self.presence.aclose()
         loop = asyncio.get_running_loop()
         transports = list(self._transports.items())
         self._transports = weakref.WeakKeyDictionary()
