@@ -257,3 +257,35 @@ async def test_an_event_carrying_another_workspaces_reference_fails_its_run(
         (run,) = await h.runs_of("on-doc")
         assert run.status is ip.RunStatus.FAILED
         assert run.error is not None and run.error["code"] == "blob_forbidden"
+
+
+async def test_a_replay_reads_its_offloaded_outputs_in_one_read(tmp_path: Path) -> None:
+    app = ip.App("blobs")
+    parts = [f"{n:03d}" + "p" * (300 * 1024) for n in range(5)]
+    seen: list[list[str]] = []
+
+    @app.function(id="f")
+    async def f(ctx: ip.Context) -> int:
+        got = [await ctx.step.run(f"part-{n}", lambda n=n: parts[n]) for n in range(5)]
+        seen.append(got)
+        await ctx.step.sleep("pause", "1h")
+        return len(got)
+
+    async with Harness(app, path=tmp_path / "app.db") as h:
+        blobs = h.engine.store.blobs
+        reads: list[tuple[str, int]] = []
+        real_get, real_get_many = blobs.get, blobs.get_many
+
+        async def get(workspace: str, sha256: str) -> bytes:
+            reads.append(("get", 1))
+            return await real_get(workspace, sha256)
+
+        async def get_many(workspace: str, shas: list[str]) -> dict[str, bytes]:
+            reads.append(("get_many", len(shas)))
+            return await real_get_many(workspace, shas)
+
+        blobs.get, blobs.get_many = get, get_many  # type: ignore[method-assign]
+        run = await h.settle(await h.invoke("f"))
+        assert run is not None and run.output == 5, run.error
+    assert seen == [parts, parts]  # the first execution, then the replay after the sleep
+    assert reads == [("get_many", 5)]

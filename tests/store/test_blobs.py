@@ -143,6 +143,15 @@ async def test_a_put_racing_the_sweeps_delete_keeps_its_blob(
     assert kept + deleted > 0
 
 
+async def test_get_many_reads_what_is_stored_in_the_workspace(blobs: BlobStore) -> None:
+    one, two = await blobs.put("ws1", b'"one"'), await blobs.put("ws1", b'"two"')
+    other = await blobs.put("ws2", b'"other"')
+    missing = hashlib.sha256(b"never written").hexdigest()
+    found = await blobs.get_many("ws1", [one, two, other, missing, "../../etc/passwd"])
+    assert found == {one: b'"one"', two: b'"two"'}
+    assert await blobs.get_many("ws1", []) == {}
+
+
 async def test_a_malformed_hash_is_not_found(blobs: BlobStore) -> None:
     with pytest.raises(BlobNotFoundError):
         await blobs.get("ws1", "../../etc/passwd")

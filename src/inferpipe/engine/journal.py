@@ -35,6 +35,7 @@ from inferpipe.engine.clock import Clock
 from inferpipe.engine.group_commit import GroupCommit
 from inferpipe.engine.lifecycle import RunListener
 from inferpipe.engine.wakeups import Wakeups
+from inferpipe.store import payloads
 from inferpipe.store.base import PlannedEvent, Progress, ProgressResult, Store
 from inferpipe.store.blobs import BlobError
 from inferpipe.store.payloads import Payloads
@@ -43,6 +44,11 @@ active_step: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "active_step", default=None
 )
 """The step whose callable is running in this context, to refuse nested steps."""
+
+
+READ_AHEAD_BYTES = 64 * MB
+"""How much of a journal's offloaded outputs a replay reads ahead, in one read (the rest are
+read as the replay reaches them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +120,7 @@ class RunJournal:
         self.records: dict[str, StepRecord] = claimed.journal
         self.store = store
         self.payloads = Payloads(store.blobs, claimed.run.workspace, limits.offload_bytes)
+        self._read_ahead: dict[str, bytes] | None = None  #: see `resolve`
         self.clock = clock
         self.planner = planner
         self.limits = limits
@@ -329,14 +336,31 @@ class RunJournal:
             raise StoreUnavailable(self.run.id, exc) from exc
 
     async def resolve(self, value: Any) -> Any:
-        """A recorded value as the function sees it: references replaced by their values."""
+        """A recorded value as the function sees it: references replaced by their values.
+
+        The first one to resolve reads ahead every offloaded output the journal recorded (up
+        to `READ_AHEAD_BYTES`) in one read of the blob store: a replay then takes them from
+        memory, one by one as it reaches them, instead of one read each."""
+        if not payloads.has_refs(value):
+            return value
         try:
-            return await self.payloads.resolve(value)
+            if self._read_ahead is None:
+                self._read_ahead = await self.payloads.read_many(self._recorded_refs())
+            return await self.payloads.resolve(value, self._read_ahead)
         except BlobError as exc:
             if not exc.retryable:
                 raise
             self.lease_lost = True
             raise StoreUnavailable(self.run.id, exc) from exc
+
+    def _recorded_refs(self) -> list[payloads.BlobRef]:
+        refs, budget = [], READ_AHEAD_BYTES
+        for rec in sorted(self.records.values(), key=lambda r: r.seq):
+            for ref in payloads.refs_in(rec.output) if rec.status is StepStatus.COMPLETED else ():
+                if ref.size_bytes <= budget:
+                    refs.append(ref)
+                    budget -= ref.size_bytes
+        return refs
 
     async def park(self, key: str, wake_at_ms: int | None) -> Any:
         """Hold this step until the run suspends; it resumes on a later replay."""

@@ -149,17 +149,26 @@ class Payloads:
             raise BlobWorkspaceError(self.workspace, ref.workspace)
         return await self.blobs.get(self.workspace, ref.sha256)
 
-    async def resolve(self, value: Any) -> Any:
-        """`value` with every reference in it replaced by what it refers to."""
+    async def read_many(self, refs: Iterable[BlobRef]) -> dict[str, bytes]:
+        """The JSON of each offloaded value of this workspace among `refs` that is stored,
+        by sha256, read at once (a reference to another workspace is left out: `resolve`
+        refuses it)."""
+        shas = sorted({r.sha256 for r in refs if r.workspace == self.workspace})
+        return await self.blobs.get_many(self.workspace, shas) if shas else {}
+
+    async def resolve(self, value: Any, read: dict[str, bytes] | None = None) -> Any:
+        """`value` with every reference in it replaced by what it refers to. `read`: JSON
+        already read (`read_many`), taken out of it as it is used."""
         ref = ref_of(value)
         if ref is not None:
-            return orjson.loads(await self.read(ref))
+            raw = read.pop(ref.sha256, None) if read and ref.workspace == self.workspace else None
+            return orjson.loads(raw if raw is not None else await self.read(ref))
         if isinstance(value, dict):
             if not has_refs(value):
                 return value
-            return {k: await self.resolve(v) for k, v in value.items()}
+            return {k: await self.resolve(v, read) for k, v in value.items()}
         if isinstance(value, list) and has_refs(value):
-            return [await self.resolve(v) for v in value]
+            return [await self.resolve(v, read) for v in value]
         return value
 
 
@@ -167,25 +176,28 @@ def _dumps(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
 
 
-def shas_in(documents: Iterable[bytes | str | None]) -> set[str]:
-    """The blobs the JSON `documents` reference, at any depth."""
-    found: set[str] = set()
-    for raw in documents:
-        if raw is not None:
-            _collect(orjson.loads(raw), found)
+def refs_in(value: Any) -> list[BlobRef]:
+    """The references in `value`, at any depth, in order."""
+    found: list[BlobRef] = []
+    _refs(value, found)
     return found
 
 
-def _collect(value: Any, found: set[str]) -> None:
+def _refs(value: Any, found: list[BlobRef]) -> None:
     ref = ref_of(value)
     if ref is not None:
-        found.add(ref.sha256)
+        found.append(ref)
     elif isinstance(value, dict):
         for v in value.values():
-            _collect(v, found)
+            _refs(v, found)
     elif isinstance(value, list):
         for v in value:
-            _collect(v, found)
+            _refs(v, found)
+
+
+def shas_in(documents: Iterable[bytes | str | None]) -> set[str]:
+    """The blobs the JSON `documents` reference, at any depth."""
+    return {r.sha256 for raw in documents if raw is not None for r in refs_in(orjson.loads(raw))}
 
 
 SWEEP_GRACE_MS = 25 * 3_600_000

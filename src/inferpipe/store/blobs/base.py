@@ -56,6 +56,11 @@ class BlobStore(Protocol):
         """The uncompressed bytes. Raises `BlobNotFoundError`."""
         ...
 
+    async def get_many(self, workspace: str, shas: list[str]) -> dict[str, bytes]:
+        """The uncompressed bytes of each of `shas` found (missing ones are left out), read
+        at once: a replay reads every offloaded output its journal references this way."""
+        ...
+
     async def delete(
         self, workspace: str, sha256: str, *, written_before_ms: int | None = None
     ) -> bool:

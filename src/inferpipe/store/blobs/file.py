@@ -60,6 +60,13 @@ class FileBlobStore:
         except (OSError, zlib.error, EOFError) as exc:
             raise BlobError(f"cannot read blob {path}: {exc}") from exc
 
+    async def get_many(self, workspace: str, shas: list[str]) -> dict[str, bytes]:
+        paths = {sha: self._path(workspace, sha) for sha in shas if SHA256.fullmatch(sha)}
+        try:
+            return await asyncio.to_thread(_read_many, paths)  # one thread hop for them all
+        except (OSError, zlib.error, EOFError) as exc:
+            raise BlobError(f"cannot read blobs in {self.root}: {exc}") from exc
+
     async def delete(
         self, workspace: str, sha256: str, *, written_before_ms: int | None = None
     ) -> bool:
@@ -167,6 +174,16 @@ def _read_or_held(path: Path) -> bytes:
             return _read(path)  # put back meanwhile
         except FileNotFoundError:
             raise
+
+
+def _read_many(paths: dict[str, Path]) -> dict[str, bytes]:
+    found = {}
+    for sha, path in paths.items():
+        try:
+            found[sha] = _read_or_held(path)
+        except FileNotFoundError:
+            continue
+    return found
 
 
 def _delete(path: Path, written_before_ms: int | None) -> bool:

@@ -27,6 +27,10 @@ class MemoryBlobStore:
             raise BlobNotFoundError(workspace, sha256)
         return zlib.decompress(found[0])
 
+    async def get_many(self, workspace: str, shas: list[str]) -> dict[str, bytes]:
+        found = {sha: self._blobs.get((workspace, sha)) for sha in shas}
+        return {sha: zlib.decompress(b[0]) for sha, b in found.items() if b is not None}
+
     async def delete(
         self, workspace: str, sha256: str, *, written_before_ms: int | None = None
     ) -> bool:

@@ -24,6 +24,9 @@ from inferpipe.store.blobs.file import COMPRESS_LEVEL, SHA256, workspace_dir
 
 _SUFFIX = ".json.gz"
 
+READ_CONCURRENCY = 8
+"""Objects `get_many` reads at a time."""
+
 
 class S3BlobStore:
     """Blobs in a bucket, under an optional prefix.
@@ -67,6 +70,19 @@ class S3BlobStore:
             return await asyncio.to_thread(gzip.decompress, packed.to_bytes())
         except (OSError, zlib.error, EOFError) as exc:
             raise BlobError(f"blob {sha256} in {self.url} is damaged: {exc}") from exc
+
+    async def get_many(self, workspace: str, shas: list[str]) -> dict[str, bytes]:
+        gate = asyncio.Semaphore(READ_CONCURRENCY)
+
+        async def one(sha: str) -> tuple[str, bytes | None]:
+            async with gate:
+                try:
+                    return sha, await self.get(workspace, sha)
+                except BlobNotFoundError:
+                    return sha, None
+
+        found = await asyncio.gather(*(one(sha) for sha in shas))
+        return {sha: data for sha, data in found if data is not None}
 
     async def delete(
         self, workspace: str, sha256: str, *, written_before_ms: int | None = None

@@ -43,6 +43,19 @@ class PostgresBlobStore:
             raise BlobNotFoundError(workspace, sha256)
         return await asyncio.to_thread(zlib.decompress, row[0])
 
+    async def get_many(self, workspace: str, shas: list[str]) -> dict[str, bytes]:
+        rows = await self._db.read(
+            lambda c: c.fetch(
+                "SELECT sha256, data FROM blobs WHERE workspace = $1 AND sha256 = ANY($2)",
+                workspace,
+                shas,
+            )
+        )
+        packed = {str(r[0]): bytes(r[1]) for r in rows}
+        return await asyncio.to_thread(
+            lambda: {sha: zlib.decompress(data) for sha, data in packed.items()}
+        )
+
     async def delete(
         self, workspace: str, sha256: str, *, written_before_ms: int | None = None
     ) -> bool:
