@@ -23,6 +23,7 @@ import asyncio
 import gc
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -142,14 +143,20 @@ async def wakes(app: ip.App, keys: list[int]) -> tuple[list[float], list[float]]
     return latencies, misses
 
 
-async def postgres_store(server: str) -> PostgresStore:
-    name = f"bench_parked_{uuid.uuid4().hex[:8]}"
+async def create_database(server: str, name: str) -> None:
     conn = await asyncpg.connect(server)
     try:
         await conn.execute(f"CREATE DATABASE {name}")
     finally:
         await conn.close()
-    return PostgresStore(server.rsplit("/", 1)[0] + f"/{name}")
+
+
+async def drop_database(server: str, name: str) -> None:
+    conn = await asyncpg.connect(server)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await conn.close()
 
 
 def line(name: str, value: str) -> None:
@@ -203,20 +210,25 @@ async def measure(store: Store, runs: int, mode: str, samples: int, settle_s: fl
 async def main(args: argparse.Namespace) -> None:
     stop = None
     folder = Path(tempfile.mkdtemp(prefix="inferpipe-bench-parked-"))
+    server, name = args.database, ""
     try:
         if args.store == "sqlite":
             store: Store = SQLiteStore(str(folder / "parked.db"))
         else:
-            server = args.database
             if server is None:
                 from tests.servers import start_postgres  # noqa: PLC0415 - only without one
 
                 server, stop, _ = start_postgres(folder / "pg")
-            store = await postgres_store(server)
+            name = f"bench_parked_{uuid.uuid4().hex[:8]}"
+            await create_database(server, name)
+            store = PostgresStore(server.rsplit("/", 1)[0] + f"/{name}")
         await measure(store, args.runs, args.park, args.samples, args.settle)
     finally:
         if stop is not None:
             stop()
+        elif name:
+            await drop_database(server, name)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

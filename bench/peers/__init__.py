@@ -1,0 +1,1 @@
+"""The peer benchmark: inferpipe beside DBOS Transact (`python -m bench.peers`)."""
