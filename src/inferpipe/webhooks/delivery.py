@@ -54,7 +54,6 @@ from inferpipe.webhooks.subscriptions import (
     EventType,
     Subscription,
     WebhookSubscriptions,
-    webhook_subscriptions,
 )
 from inferpipe.webhooks.subscriptions import (
     DeliveryStatus as Status,
@@ -62,6 +61,7 @@ from inferpipe.webhooks.subscriptions import (
 from inferpipe.workflows import _http as http_node
 from inferpipe.workflows.errors import UrlRefusedError
 from inferpipe.workflows.netpolicy import EgressPolicy
+from inferpipe.workflows.secret_store import SecretCipher, cipher_for
 
 _log = logging.getLogger("inferpipe.webhooks")
 
@@ -236,6 +236,7 @@ class WebhookDelivery:
         self.settings = settings or DeliverySettings()
         self._transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SharedTransport]
         self._transports = weakref.WeakKeyDictionary()
+        self._cipher: SecretCipher | None = None
         self.presence = SubscriptionPresence(
             self._clock_ms, int(self.settings.recheck_s * 1000), self._has_subscriptions
         )
@@ -268,8 +269,13 @@ class WebhookDelivery:
 
     def subscriptions(self, store: Store) -> WebhookSubscriptions:
         """The subscriptions in `store`'s database, telling this delivery of every change
-        (so a new subscription is heard of at once: see `SubscriptionPresence`)."""
-        return WebhookSubscriptions(store.webhooks, store.secrets, on_change=self.presence.changed)
+        (so a new subscription is heard of at once: see `SubscriptionPresence`). The secrets'
+        cipher is made once (it may read a key file), not per attempt."""
+        if self._cipher is None:
+            self._cipher = cipher_for(store.secrets)
+        return WebhookSubscriptions(
+            store.webhooks, store.secrets, self._cipher, on_change=self.presence.changed
+        )
 
     def _clock_ms(self) -> int:
         """The engine's time, which the backoff sleeps run on: the retry window is measured in
@@ -306,7 +312,7 @@ class WebhookDelivery:
                 workspace,
             )
             return []
-        subs = webhook_subscriptions(self._store)
+        subs = self.subscriptions(self._store)
         function_id = str(payload["data"].get("function_id") or "")
         table, now = self._store.webhooks, _now_ms()
         reading = self.presence.reading(workspace)
@@ -396,7 +402,7 @@ class WebhookDelivery:
         row = await table.get(workspace, RecordKind.DELIVERY, delivery_id)
         if row is None:
             return {"ok": False, "retry": False, "status": Status.FAILED, "at_ms": self._clock_ms()}
-        subs = webhook_subscriptions(self._store)
+        subs = self.subscriptions(self._store)
         try:
             sub = await subs.get(workspace, row.parent)
         except WebhookNotFoundError:
