@@ -24,9 +24,9 @@ from typing import Any
 
 import inferpipe as ip
 from inferpipe.core import json
+from inferpipe.net.egress import EgressPolicy
 from inferpipe.webhooks.delivery import DeliverySettings, enable_delivery
 from inferpipe.webhooks.subscriptions import EventType, webhook_subscriptions
-from inferpipe.workflows.netpolicy import EgressPolicy
 
 
 class _Receiver:

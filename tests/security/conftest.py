@@ -18,9 +18,9 @@ import pytest
 from rich.console import Console
 
 import inferpipe as ip
+from inferpipe.net.http import HttpSettings
 from inferpipe.server import keys_cli
 from inferpipe.store.sqlite import SQLiteStore
-from inferpipe.workflows._http import HttpSettings
 from inferpipe.workflows.runtime import WorkflowRuntime
 from tests.server.conftest import start_server
 

@@ -7,10 +7,10 @@ import httpx
 import pytest
 
 import inferpipe as ip
+from inferpipe.net.egress import PRIVATE_EGRESS_ENV, EgressPolicy
+from inferpipe.net.http import HttpSettings
 from inferpipe.testing import Harness
-from inferpipe.workflows._http import HttpSettings
 from inferpipe.workflows.errors import GraphInvalidError
-from inferpipe.workflows.netpolicy import PRIVATE_EGRESS_ENV, EgressPolicy
 from inferpipe.workflows.runtime import WorkflowRuntime
 from tests.security.conftest import SecureServer, graph, resolve
 from tests.server.conftest import assert_error

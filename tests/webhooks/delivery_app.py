@@ -10,9 +10,9 @@ import os
 
 import inferpipe as ip
 from inferpipe.engine.functions import Backoff
+from inferpipe.net.egress import AsyncResolver, EgressPolicy, resolve_host_async
 from inferpipe.webhooks.delivery import DeliverySettings, enable_delivery
 from inferpipe.workflows import HttpSettings
-from inferpipe.workflows.netpolicy import AsyncResolver, EgressPolicy, resolve_host_async
 
 
 def build(

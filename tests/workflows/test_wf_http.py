@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 import inferpipe as ip
+from inferpipe.net.egress import EgressPolicy
 from inferpipe.testing import Harness
 from inferpipe.workflows import HttpSettings, MappingSecrets
-from inferpipe.workflows.netpolicy import EgressPolicy
 from tests.workflows import wf_build as b
 from tests.workflows.wf_run import run_graph, runtime, steps_by_key
 

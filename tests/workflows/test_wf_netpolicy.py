@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from inferpipe.workflows.errors import UrlRefusedError
-from inferpipe.workflows.netpolicy import (
+from inferpipe.net.egress import (
     Resolver,
+    UrlRefusedError,
     check_url,
     check_url_async,
     ensure_url_allowed,

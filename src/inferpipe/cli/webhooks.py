@@ -17,12 +17,12 @@ from rich.console import Console
 from rich.table import Table
 
 from inferpipe.cli.loading import load_app, workspace_of
+from inferpipe.net.egress import EgressPolicy
 from inferpipe.store import store_from_url
 from inferpipe.store.base import Store
 from inferpipe.webhooks import delivery, signing, transform
 from inferpipe.webhooks.sources import webhook_sources
 from inferpipe.webhooks.subscriptions import EventType, webhook_subscriptions
-from inferpipe.workflows.netpolicy import EgressPolicy
 
 console = Console()
 

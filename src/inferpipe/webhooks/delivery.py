@@ -45,6 +45,8 @@ from inferpipe.engine.context import Context
 from inferpipe.engine.engine import Engine
 from inferpipe.engine.functions import Backoff, FunctionDef, on_event
 from inferpipe.engine.sandbox import default_sandbox
+from inferpipe.net import http as http_node
+from inferpipe.net.egress import EgressPolicy, UrlRefusedError
 from inferpipe.store.base import ScoreFilter, Store
 from inferpipe.store.webhooks import RecordKind, WebhookRecord
 from inferpipe.webhooks import signing
@@ -58,9 +60,6 @@ from inferpipe.webhooks.subscriptions import (
 from inferpipe.webhooks.subscriptions import (
     DeliveryStatus as Status,
 )
-from inferpipe.workflows import _http as http_node
-from inferpipe.workflows.errors import UrlRefusedError
-from inferpipe.workflows.netpolicy import EgressPolicy
 from inferpipe.workflows.secret_store import SecretCipher, cipher_for
 
 _log = logging.getLogger("inferpipe.webhooks")

@@ -2,7 +2,8 @@
 
 `spec` holds the graph models and loaders, `validate` the save-time checks, `compile` the
 execution plan, `schedule` a pure reference scheduler over a plan, `templates` the sandboxed
-Jinja2 renderer, `netpolicy` the HTTP destination policy and `versions` the diff of two versions.
+Jinja2 renderer and `versions` the diff of two versions (the HTTP node's destination policy and
+call are `inferpipe.net`, shared with webhook delivery).
 `graphstore` keeps saved versions (over a store's `graphs` table, or `MemoryGraphStore`);
 `runtime` runs them durably (one generic function,
 `workflow-run`; `nodes` and `execution` are its parts); `cli` is `inferpipe workflows ...`.
@@ -10,8 +11,9 @@ Jinja2 renderer, `netpolicy` the HTTP destination policy and `versions` the diff
 
 from __future__ import annotations
 
+from inferpipe.net.egress import UrlRefusedError
+from inferpipe.net.http import HttpSettings
 from inferpipe.store.graphs import VersionInfo
-from inferpipe.workflows._http import HttpSettings
 from inferpipe.workflows.compile import ExecutionPlan, PlanNode, compile_graph
 from inferpipe.workflows.errors import (
     GraphInvalidError,
@@ -21,7 +23,6 @@ from inferpipe.workflows.errors import (
     ProblemCode,
     TemplateError,
     TemplateSecurityError,
-    UrlRefusedError,
     WorkflowError,
     WorkflowInputError,
 )

@@ -6,7 +6,6 @@ Hierarchy (all under `inferpipe.core.errors.InferpipeError`)::
     ├── GraphInvalidError             a graph failed validation; carries every Problem
     ├── TemplateError                 a template failed to parse or render
     │   └── TemplateSecurityError     a template tried to reach outside its sandbox
-    ├── UrlRefusedError               an HTTP node's URL is not allowed by the network policy
     ├── PlanIntegrityError            a stored plan's content hash does not match its content
     ├── GraphNotFoundError            no saved graph (or version) with that id
     ├── WorkflowInputError            a run's input does not match the graph's input schema
@@ -118,17 +117,6 @@ class TemplateSecurityError(TemplateError):
     """A template tried to reach outside its sandbox (private attributes, unsafe calls)."""
 
     code = "template_unsafe"
-
-
-class UrlRefusedError(WorkflowError):
-    """An HTTP node's URL was refused by the network policy; `reason` says why."""
-
-    code = "url_refused"
-
-    def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"request to {url!r} refused: {reason}")
-        self.url = url
-        self.reason = reason
 
 
 class PlanIntegrityError(WorkflowError):

@@ -29,7 +29,9 @@ from inferpipe.engine.context import Context
 from inferpipe.llm import step as llm_step
 from inferpipe.llm.providers import ProviderRegistry
 from inferpipe.llm.types import Message
-from inferpipe.workflows import _http, _secret_use, netpolicy, spec
+from inferpipe.net import http as net_http
+from inferpipe.net.egress import EgressPolicy
+from inferpipe.workflows import _secret_use, spec
 from inferpipe.workflows._bind import bind_refs, scrub, scrubbed_error
 from inferpipe.workflows.compile import ExecutionPlan, PlanNode
 from inferpipe.workflows.errors import ExpressionFailedError, UnknownTaskError, WorkflowError
@@ -46,9 +48,9 @@ class NodeServices:
 
     providers: ProviderRegistry
     secrets: SecretResolver
-    http: _http.HttpSettings
+    http: net_http.HttpSettings
     tasks: Mapping[str, TaskFunction]
-    egress: netpolicy.EgressPolicy = field(default_factory=netpolicy.EgressPolicy)
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
     renderer: TemplateRenderer = field(default_factory=TemplateRenderer)
 
 
@@ -255,7 +257,7 @@ class NodeRunner:
             values = await self._s.secrets.resolve(self._ctx.workspace, place.secrets)
             request = self._http_request(body, place, values)
             try:
-                response = await _http.send(
+                response = await net_http.send(
                     self._s.http,
                     **request,
                     timeout_s=body.timeout_s,

@@ -39,14 +39,14 @@ from inferpipe.engine.context import Context
 from inferpipe.engine.engine import Engine
 from inferpipe.engine.functions import Backoff, FunctionDef, Trigger, on_cron, on_event
 from inferpipe.llm.providers import ProviderRegistry
+from inferpipe.net.egress import EgressPolicy
+from inferpipe.net.http import HttpSettings
 from inferpipe.store.base import Store
 from inferpipe.workflows import spec
-from inferpipe.workflows._http import HttpSettings
 from inferpipe.workflows.compile import ExecutionPlan
 from inferpipe.workflows.errors import PlanIntegrityError, WorkflowInputError
 from inferpipe.workflows.execution import GraphExecution
 from inferpipe.workflows.graphstore import GraphStore, SaveResult, saved_graphs
-from inferpipe.workflows.netpolicy import EgressPolicy
 from inferpipe.workflows.nodes import NodeRunner, NodeServices, TaskFunction
 from inferpipe.workflows.secret_store import WorkspaceSecrets, workspace_secrets
 from inferpipe.workflows.secrets import SecretProvider, SecretResolver

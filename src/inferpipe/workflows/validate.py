@@ -21,7 +21,8 @@ from croniter import croniter
 from inferpipe.core import expr
 from inferpipe.core.errors import InvalidExpressionError
 from inferpipe.llm.providers import ModelLister, ProviderRegistry
-from inferpipe.workflows import _dag, _refs, _secret_use, netpolicy, spec
+from inferpipe.net import egress as netpolicy
+from inferpipe.workflows import _dag, _refs, _secret_use, spec
 from inferpipe.workflows._index import GraphIndex, index_graph
 from inferpipe.workflows.errors import GraphInvalidError, Problem, ProblemCode
 

@@ -1,4 +1,5 @@
-"""The HTTP call of an `http` node: network policy at run time, then httpx.
+"""An outgoing HTTP call (a workflow `http` node, a webhook delivery): network policy at run
+time, then httpx.
 
 The destination is checked when the node runs (the URL is a template), by resolving its host
 and refusing private, loopback and link-local addresses unless the node allows them. The
@@ -15,9 +16,10 @@ from typing import Any
 
 import httpx
 
+from inferpipe.core.errors import InferpipeError
 from inferpipe.core.json import MB
-from inferpipe.workflows import netpolicy
-from inferpipe.workflows.errors import UrlRefusedError, WorkflowError
+from inferpipe.net import egress
+from inferpipe.net.egress import UrlRefusedError
 
 _NO_BODY: Any = object()
 
@@ -34,11 +36,11 @@ class HttpSettings:
     """
 
     transport: httpx.AsyncBaseTransport | None = None
-    resolver: netpolicy.AsyncResolver = netpolicy.resolve_host_async
+    resolver: egress.AsyncResolver = egress.resolve_host_async
     max_response_bytes: int = 1 * MB
 
 
-class HttpStatusError(WorkflowError):
+class HttpStatusError(InferpipeError):
     """The server answered 4xx or 5xx. 408, 429 and 5xx are retried; other 4xx are not."""
 
     code = "http_status"
@@ -50,7 +52,7 @@ class HttpStatusError(WorkflowError):
         self.retry_after_s = retry_after_s
 
 
-class ResponseTooLargeError(WorkflowError):
+class ResponseTooLargeError(InferpipeError):
     """The response body is over `HttpSettings.max_response_bytes`."""
 
     code = "http_response_too_large"
@@ -128,7 +130,7 @@ async def exchange(
             `HttpSettings.max_response_bytes`.
         httpx.HTTPError: the request failed (connection, timeout).
     """
-    decision = await netpolicy.check_url_async(
+    decision = await egress.check_url_async(
         url, allow_private=allow_private, resolver=settings.resolver
     )
     if not decision.allowed:
@@ -157,7 +159,7 @@ async def exchange(
 
 
 def _pinned(
-    url: httpx.URL, decision: netpolicy.UrlDecision, headers: dict[str, str]
+    url: httpx.URL, decision: egress.UrlDecision, headers: dict[str, str]
 ) -> tuple[httpx.URL, dict[str, Any], dict[str, str]]:
     """Aim the request at the checked address, keeping the host for Host and TLS."""
     if not decision.addresses or url.host in decision.addresses:

@@ -1,5 +1,5 @@
-"""Which URLs an HTTP node may call: no private, loopback, link-local or multicast addresses
-unless the node says `allow_private`.
+"""Which URLs an outgoing request (a workflow HTTP node, a webhook delivery) may call: no
+private, loopback, link-local or multicast addresses unless the caller says `allow_private`.
 
 The host is resolved and *every* address it resolves to is checked, so a public name pointing
 at 127.0.0.1 is refused too. A transport should connect to one of `UrlDecision.addresses`
@@ -26,7 +26,19 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from inferpipe.workflows.errors import UrlRefusedError
+from inferpipe.core.errors import InferpipeError
+
+
+class UrlRefusedError(InferpipeError):
+    """A URL was refused by the network policy (never retried); `reason` says why."""
+
+    code = "url_refused"
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"request to {url!r} refused: {reason}")
+        self.url = url
+        self.reason = reason
+
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Sequence[str]]
