@@ -10,6 +10,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from inferpipe.core.errors import ConfigurationError
+from inferpipe.store import sealing
 from inferpipe.store.base import Store
 from inferpipe.store.postgres import PostgresStore
 from inferpipe.store.secrets import SealedSecret
@@ -35,7 +36,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 async def test_set_list_value_delete_per_workspace(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(secret_store.KEY_ENV, Fernet.generate_key().decode())
+    monkeypatch.setenv(sealing.KEY_ENV, Fernet.generate_key().decode())
     secrets = secret_store.workspace_secrets(store)
     first = await secrets.set("w1", "TOKEN", "v1")
     again = await secrets.set("w1", "TOKEN", "v2")
@@ -57,7 +58,7 @@ async def test_a_token_moved_to_another_row_is_refused_and_rotation_keeps_values
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
-    monkeypatch.setenv(secret_store.KEY_ENV, old)
+    monkeypatch.setenv(sealing.KEY_ENV, old)
     table = secret_store.workspace_secrets(store)._table
     await secret_store.workspace_secrets(store).set("w1", "A", "value-a")
     sealed = await table.fetch("w1", "A")
@@ -65,22 +66,22 @@ async def test_a_token_moved_to_another_row_is_refused_and_rotation_keeps_values
     await table.upsert(SealedSecret("w2", "A", sealed.ciphertext, 1, 1))
     with pytest.raises(ConfigurationError, match="sealed for another secret"):
         await secret_store.workspace_secrets(store).value("w2", "A")
-    monkeypatch.setenv(secret_store.KEY_ENV, f"{new},{old}")
+    monkeypatch.setenv(sealing.KEY_ENV, f"{new},{old}")
     assert await secret_store.workspace_secrets(store).value("w1", "A") == "value-a"
-    monkeypatch.setenv(secret_store.KEY_ENV, new)
+    monkeypatch.setenv(sealing.KEY_ENV, new)
     with pytest.raises(ConfigurationError, match="does not decrypt"):
         await secret_store.workspace_secrets(store).value("w1", "A")
 
 
 async def test_without_a_configured_key(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(secret_store.KEY_ENV, raising=False)
+    monkeypatch.delenv(sealing.KEY_ENV, raising=False)
     secrets = secret_store.workspace_secrets(store)
     if isinstance(store, PostgresStore):
-        with pytest.raises(ConfigurationError, match=secret_store.KEY_ENV):
+        with pytest.raises(ConfigurationError, match=sealing.KEY_ENV):
             await secrets.set("w1", "A", "x")
         return
     await secrets.set("w1", "A", "x")  # SQLite: a key file beside the database
     assert isinstance(store, SQLiteStore)
-    key_file = Path(store.path).parent / secret_store.KEY_FILE
+    key_file = Path(store.path).parent / sealing.KEY_FILE
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert await secret_store.workspace_secrets(store).value("w1", "A") == "x"

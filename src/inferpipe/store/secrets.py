@@ -1,6 +1,7 @@
 """Workspace secret rows: the `workspace_secrets` table of every store, values only sealed.
 
-Sealing, names and policy are the workflows' (`inferpipe.workflows.secret_store`).
+Sealing is `inferpipe.store.sealing`'s; names and policy are the workflows'
+(`inferpipe.workflows.secret_store`).
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ from inferpipe.engine.sandbox import default_sandbox
 from inferpipe.net import http as http_node
 from inferpipe.net.egress import EgressPolicy, UrlRefusedError
 from inferpipe.store.base import ScoreFilter, Store
+from inferpipe.store.sealing import SecretCipher, cipher_for
 from inferpipe.store.webhooks import RecordKind, WebhookRecord
 from inferpipe.webhooks import signing
 from inferpipe.webhooks.errors import WebhookNotFoundError, WebhooksNotEnabledError
@@ -60,7 +61,6 @@ from inferpipe.webhooks.subscriptions import (
 from inferpipe.webhooks.subscriptions import (
     DeliveryStatus as Status,
 )
-from inferpipe.workflows.secret_store import SecretCipher, cipher_for
 
 _log = logging.getLogger("inferpipe.webhooks")
 

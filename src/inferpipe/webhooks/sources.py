@@ -33,6 +33,7 @@ from inferpipe.core.events import Event
 from inferpipe.core.json import KB, MB
 from inferpipe.engine.engine import Engine
 from inferpipe.store.base import Store
+from inferpipe.store.sealing import SecretCipher, cipher_for
 from inferpipe.store.secrets import SealedSecret, SecretTable
 from inferpipe.store.webhooks import RecordKind, WebhookRecord, WebhookTable
 from inferpipe.webhooks import signing, transform
@@ -43,7 +44,6 @@ from inferpipe.webhooks.errors import (
     WebhookNotFoundError,
     WebhookTooLargeError,
 )
-from inferpipe.workflows.secret_store import SecretCipher, cipher_for
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 """Source names go in URLs: lower-case letters, digits, '-' and '_'."""

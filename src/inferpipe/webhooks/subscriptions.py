@@ -28,11 +28,11 @@ from inferpipe.core.errors import InvalidExpressionError
 from inferpipe.core.ids import new_id
 from inferpipe.net import egress as netpolicy
 from inferpipe.store.base import Store
+from inferpipe.store.sealing import SecretCipher, cipher_for
 from inferpipe.store.secrets import SealedSecret, SecretTable
 from inferpipe.store.webhooks import RecordKind, WebhookRecord, WebhookTable
 from inferpipe.webhooks import signing
 from inferpipe.webhooks.errors import InvalidWebhookConfigError, WebhookNotFoundError
-from inferpipe.workflows.secret_store import SecretCipher, cipher_for
 
 DEFAULT_RETRY_WINDOW_S = 24 * 3600
 """How long a delivery is retried (on 5xx, 408, 429, timeouts and connection errors)."""
