@@ -29,15 +29,20 @@ MAX_BATCH = 128
 _HOLDS_SLOTS = "(runs.concurrency_key1 IS NOT NULL OR runs.singleton_key IS NOT NULL)"
 
 _LOCK_ROWS = """
+WITH locks AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock_shared(k) FROM unnest($2::bigint[]) AS k
+)
 SELECT id FROM runs
-WHERE id = ANY($1::text[] || ARRAY(SELECT parent_run_id FROM runs WHERE id = ANY($1::text[])))
+WHERE (SELECT count(*) FROM locks) >= 0
+  AND id = ANY($1::text[] || ARRAY(SELECT parent_run_id FROM runs WHERE id = ANY($1::text[])))
 ORDER BY id
 FOR NO KEY UPDATE
 """
-"""Lock the finishing runs and the parents their ends wake, in id order (as journal writes and
-lease renewals lock runs), before anything else is written. One array of ids, found by the
-primary key: `id = ANY(...) OR id IN (subquery)` read the whole table (84 ms a finish with
-100 000 runs)."""
+"""Take the shared locks on the names of the events the finishes send (an InitPlan, so before
+any row: advisory locks come before row locks everywhere), then lock the finishing runs and the
+parents their ends wake, in id order (as journal writes and lease renewals lock runs), before
+anything else is written: one round trip. One array of ids, found by the primary key:
+`id = ANY(...) OR id IN (subquery)` read the whole table (84 ms a finish with 100 000 runs)."""
 
 _FINISH = f"""
 WITH f AS (
@@ -86,13 +91,8 @@ async def finish_many(conn: Conn, items: list[Finish]) -> list[str | LeaseLost |
     its outcome, or LeaseLost. The events may start no run under flow control (those finish
     alone: their flow keys are locked before any row)."""
     names = {k for it in items for k in intake.lock_keys(it.workspace, _names(it))}
-    if names:  # advisory locks come before row locks everywhere
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock_shared(k) FROM unnest($1::bigint[]) AS k",
-            sorted(names),
-        )
     ids = [it.lease.run_id for it in items]
-    await conn.execute(_LOCK_ROWS, ids)
+    await conn.execute(_LOCK_ROWS, ids, sorted(names))
     done = {
         r[0]: bool(r[1])
         for r in await conn.fetch(
