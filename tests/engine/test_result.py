@@ -49,17 +49,20 @@ async def _eventually(check: Callable[[], bool]) -> None:
     raise AssertionError("condition not reached")
 
 
-async def test_result_reads_the_run_once_more_when_it_finishes(tmp_path: Path) -> None:
+async def test_result_reads_the_run_once_then_only_when_it_may_have_finished(
+    tmp_path: Path,
+) -> None:
     release = asyncio.Event()
     app = held_app(release)
     store = CountingStore(tmp_path / "result.db")
     await app.start(store=store)
     worker = app.worker()
-    working = asyncio.create_task(worker.run())
+    working: asyncio.Task[None] | None = None
     try:
-        run_id = await app.invoke("held")
+        run_id = await app.invoke("held")  # no worker yet: queued
         waiting = asyncio.create_task(app.result(run_id, timeout=WAIT_S))
         await _eventually(lambda: store.reads[run_id] >= 1)
+        working = asyncio.create_task(worker.run())
         # Much else happens meanwhile (each wakes the worker), and time passes: none of it
         # makes the waiter read its run again.
         for _ in range(10):
@@ -69,7 +72,35 @@ async def test_result_reads_the_run_once_more_when_it_finishes(tmp_path: Path) -
         release.set()
         done = await waiting
         assert done.status is ip.RunStatus.COMPLETED and done.output == "True"
-        assert store.reads[run_id] == 2
+        assert store.reads[run_id] == 1  # its finish here handed it over
+    finally:
+        worker.notify_shutdown()
+        if working is not None:
+            await working
+        await app.close()
+
+
+async def test_a_run_invoked_and_executed_here_is_handed_to_its_waiter(tmp_path: Path) -> None:
+    """Start-and-claim: `invoke` inserts the run already claimed by this process's worker, and
+    its finish hands the run to `result` as a read would return it, with no read."""
+    release = asyncio.Event()
+    app = held_app(release)
+    store = CountingStore(tmp_path / "result.db")
+    await app.start(store=store)
+    worker = app.worker()
+    working = asyncio.create_task(worker.run())
+    try:
+        run_id = await app.invoke("held")
+        started = await store.get_run(run_id)
+        assert started is not None and started.status is ip.RunStatus.RUNNING
+        assert started.lease_owner == worker.id and started.lease_token == 1
+        waiting = asyncio.create_task(app.result(run_id, timeout=WAIT_S))
+        await asyncio.sleep(0.05)
+        release.set()
+        done = await waiting
+        assert store.reads[run_id] == 1  # ours, above
+        assert done == await store.get_run(run_id)
+        assert done.status is ip.RunStatus.COMPLETED and done.output == "True"
     finally:
         worker.notify_shutdown()
         await working

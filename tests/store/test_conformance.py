@@ -372,6 +372,34 @@ async def test_expired_lease_is_taken_over_and_old_writer_fenced(store: Store) -
     assert run is not None and run.status is RunStatus.RUNNING and run.lease_owner == "w2"
 
 
+async def test_start_run_inserts_the_run_claimed_and_a_crash_hands_it_over(
+    store: Store,
+) -> None:
+    event = Event("e", {"k": 1}, id=new_id("ev"), ts_ms=NOW)
+    run = NewRun(new_id("run"), FN, [event.id or ""], [event.as_dict()], NOW)
+    started = await store.start_run(run, NOW, "w1", LEASE_MS)
+    assert started is not None and started.journal == {} and started.log_count == 0
+    assert started.lease.owner == "w1" and started.lease.token == 1 and not started.taken_over
+    assert started.run.status is RunStatus.RUNNING and started.run.executions == 1
+    assert started.run.started_at_ms == NOW and started.run.lease_expires_at_ms == NOW + LEASE_MS
+    assert started.run.events == [event.as_dict()]
+    assert await store.get_run(run.id) == started.run
+    page = await store.list_runs(RunFilter(event_id=event.id))
+    assert [r.id for r in page.items] == [run.id]
+    assert await store.claim("w2", [FN], 5, NOW + 1, LEASE_MS) == []  # held, not ready
+    # another run with that id is left alone
+    assert await store.start_run(run, NOW, "w3", LEASE_MS) is None
+
+    # its starter dies: the run is taken over when the lease ends, the starter is fenced
+    (taken,) = await store.claim("w2", [FN], 1, NOW + LEASE_MS + 1, LEASE_MS)
+    assert taken.run.id == run.id and taken.taken_over and taken.lease.token == 2
+    with pytest.raises(LeaseLost):
+        await store.finish(started.lease, Outcome(RunStatus.COMPLETED, output=1), [], NOW)
+    await store.finish(taken.lease, Outcome(RunStatus.COMPLETED, output=2), [], NOW)
+    done = await store.get_run(run.id)
+    assert done is not None and done.status is RunStatus.COMPLETED and done.output == 2
+
+
 async def test_renewed_lease_is_not_taken_over(store: Store) -> None:
     claimed = await started(store)
     assert await store.renew_leases([claimed.lease], NOW + 3 * LEASE_MS) == []

@@ -106,7 +106,8 @@ class Run:
     event_ids: list[str]
     input: JSON
     created_at_ms: int
-    ready_at_ms: int
+    ready_at_ms: int | None
+    """When the run may be claimed next; None once it has finished."""
     output: JSON = None
     error: dict[str, Any] | None = None
     started_at_ms: int | None = None

@@ -77,6 +77,12 @@ class Executor:
         self.functions: Callable[[str], FunctionDef] = registry.get
         self.limits = limits
         self.wakeups = wakeups
+        self._executing: set[str] = set()
+
+    def executing(self, run_id: str) -> bool:
+        """Whether this process executes the run now (its finish, if it comes here, is told
+        with the run: `Wakeups.on_finish`)."""
+        return run_id in self._executing
 
     async def execute(
         self,
@@ -97,6 +103,7 @@ class Executor:
         stream = streaming.RunStream(journal, self.pubsub)
         journal.on_recorded = stream.recorded
         journal.listener = self.listeners if self.listeners else None
+        self._executing.add(claimed.run.id)
         try:
             await self._execute(journal, stream)
         except LeaseLost as exc:
@@ -110,6 +117,9 @@ class Executor:
                 exc,
             )
         finally:
+            if claimed.run.id in self._executing:  # it did not finish here
+                self._executing.discard(claimed.run.id)
+                self.wakeups.execution_ended(claimed.run.id)
             if journal.listener is not None:
                 journal.listener.execution_ended(claimed.run)
 
@@ -266,7 +276,8 @@ class Executor:
             outcome = Outcome(RunStatus.CANCELLED, reason=cancel)
             planned = finalize.plan_finish(self.registry, fn, j.run, j.records, outcome, now)
             await self.store.finish(j.lease, outcome, planned, now)
-        self.wakeups.run_finished(j.run.id)
+        self._executing.discard(j.run.id)
+        self.wakeups.run_finished(j.run.id, finalize.finished_run(j.run, outcome, now))
         if j.listener is not None:
             j.listener.run_finished(j.run, outcome, j.records)
         event = streaming.run_event(

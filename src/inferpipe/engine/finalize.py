@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from inferpipe.core.errors import InvalidScoreError, error_payload
@@ -50,6 +51,26 @@ def lifecycle_events(run: Run, outcome: Outcome, now_ms: int) -> list[Event]:
         trace=run_span(run.id, run.events).as_dict(),
     )
     return [finished, failed]
+
+
+def finished_run(run: Run, outcome: Outcome, now_ms: int) -> Run | None:
+    """The run as its accepted finish left the row (`Store.finish`), what a reader would get
+    back; `run` is the run as claimed (only claims change its other columns). None for a
+    cancel, whose request may have reached the row after the claim: read that one."""
+    if outcome.status is RunStatus.CANCELLED:
+        return None
+    return dataclasses.replace(
+        run,
+        status=outcome.status,
+        output=outcome.output,
+        error=outcome.error,
+        finished_at_ms=now_ms,
+        ready_at_ms=None,
+        lease_owner=None,
+        lease_expires_at_ms=None,
+        status_reason=outcome.reason,
+        cancel_requested=None,
+    )
 
 
 def plan_finish(

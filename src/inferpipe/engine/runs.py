@@ -4,13 +4,14 @@ cancel, re-run, feedback scores and awaiting a result."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from inferpipe.core.durations import Duration, to_ms
 from inferpipe.core.errors import InvalidEventError, RunNotFoundError, RunStateError
 from inferpipe.core.events import Event, validate_event
 from inferpipe.core.ids import new_id
-from inferpipe.core.records import IngestResult, Run, RunStatus
+from inferpipe.core.records import ClaimedRun, IngestResult, NewRun, Run, RunStatus
 from inferpipe.core.redaction import redact, redact_event
 from inferpipe.core.scores import ScoreRecord, ScoreSource, score_event, validate_score
 from inferpipe.core.trace_context import TraceContext
@@ -24,6 +25,20 @@ from inferpipe.store.payloads import Payloads
 
 FINALIZE_LEASE_MS = 60_000
 """Lease on a cancelled run while this process finalizes it (one store write)."""
+
+
+class Starter(Protocol):
+    """A worker of this process that executes the runs invoked here at once (start-and-claim:
+    the run is inserted already claimed by it, with no claim and no wake-up)."""
+
+    id: str
+    lease_ms: int
+
+    def reserve(self) -> bool:
+        """Hold a free slot for one run; False when none is free (or the worker stops)."""
+
+    def adopt(self, start: asyncio.Future[ClaimedRun | None]) -> None:
+        """Execute the run `start` inserts, once it is committed; frees the slot held."""
 
 
 class Runs:
@@ -44,6 +59,13 @@ class Runs:
         """Resolves offloaded outputs for `result`."""
         self.owner = f"engine:{new_id()}"
         """The lease owner of the runs finalized here (cancelled runs no worker executes)."""
+        self._starters: list[Starter] = []
+
+    def add_starter(self, starter: Starter) -> Callable[[], None]:
+        """Let `starter` execute the runs invoked here while it has a free slot; returns the
+        function that stops it."""
+        self._starters.append(starter)
+        return lambda: self._starters.remove(starter)
 
     async def get(self, run_id: str) -> Run:
         """The run; RunNotFoundError if this workspace has none with that id."""
@@ -91,9 +113,22 @@ class Runs:
         now = self.clock.now_ms()
         data = await self.payloads.offload_fields(redact(data or {}, self.limits.redact_keys))
         run = self.registry.invocation(function_id, data, now, None, trace)
-        await asyncio.shield(self.store.create_runs([run], now))
-        self.wakeups.work_ready()
+        starter = self._starter(run, now)
+        if starter is None:
+            await asyncio.shield(self.store.create_runs([run], now))
+            self.wakeups.work_ready()
+            return run.id
+        start = asyncio.ensure_future(self.store.start_run(run, now, starter.id, starter.lease_ms))
+        starter.adopt(start)
+        await asyncio.shield(start)
         return run.id
+
+    def _starter(self, run: NewRun, now_ms: int) -> Starter | None:
+        """A local worker with a free slot for `run`, if flow control has nothing to decide
+        about it (such runs go through the claim, which applies it)."""
+        if run.flow is not None or run.cancel_waits or run.journal or run.ready_at_ms > now_ms:
+            return None
+        return next((s for s in self._starters if s.reserve()), None)
 
     async def cancel(self, run_id: str, reason: str = "cancelled by request") -> Run:
         """Cancel a run: a step in flight finishes, nothing after it runs. A cancel accepted
@@ -221,9 +256,12 @@ class Runs:
             TimeoutError: it did not finish within `timeout`.
         """
         changed = asyncio.Event()
+        handed: list[Run] = []
 
-        def finished(done_id: str) -> None:
+        def finished(done_id: str, done: Run | None) -> None:
             if done_id == run_id:
+                if done is not None:
+                    handed.append(done)
                 changed.set()
 
         unsubscribe = self.wakeups.on_finish(finished)
@@ -232,7 +270,10 @@ class Runs:
             async with asyncio.timeout(to_ms(timeout) / 1000):
                 while True:
                     changed.clear()
-                    run = await self.get(run_id)
+                    if not handed and self.executor.executing(run_id):
+                        await changed.wait()  # its execution here ends, with the run if finished
+                        continue
+                    run = handed[0] if handed else await self.get(run_id)
                     if run.status.finished:
                         if resolve:
                             run.output = await self.payloads.resolve(run.output)

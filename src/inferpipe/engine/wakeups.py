@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from inferpipe.core.records import Run
+
 
 class Wakeups:
     """One signal shared by the parts of an engine: the executor and the run operations notify
@@ -14,16 +16,18 @@ class Wakeups:
 
     def __init__(self) -> None:
         self._work: list[Callable[[], None]] = []
-        self._finish: list[Callable[[str], None]] = []
+        self._finish: list[Callable[[str, Run | None], None]] = []
 
     def on_work(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call `listener` whenever work may be ready; returns the unsubscribe function."""
         self._work.append(listener)
         return lambda: self._work.remove(listener)
 
-    def on_finish(self, listener: Callable[[str], None]) -> Callable[[], None]:
-        """Call `listener(run_id)` once a run's finish is committed; returns the unsubscribe
-        function."""
+    def on_finish(self, listener: Callable[[str, Run | None], None]) -> Callable[[], None]:
+        """Call `listener(run_id, run)` when an execution of a run in this process ends: with
+        the run as finished when its finish committed and this process knows it whole, else
+        None (read it: it may have finished, or parked, or been handed on); returns the
+        unsubscribe function."""
         self._finish.append(listener)
         return lambda: self._finish.remove(listener)
 
@@ -32,9 +36,15 @@ class Wakeups:
         for listener in list(self._work):
             listener()
 
-    def run_finished(self, run_id: str) -> None:
+    def run_finished(self, run_id: str, run: Run | None = None) -> None:
         """A run's finish was committed (which may start or resume other runs, and frees its
-        concurrency slot)."""
+        concurrency slot); `run` is the finished run, when known whole."""
         self.work_ready()
         for listener in list(self._finish):
-            listener(run_id)
+            listener(run_id, run)
+
+    def execution_ended(self, run_id: str) -> None:
+        """An execution of a run here ended without finishing it (parked, handed back, lease
+        lost)."""
+        for listener in list(self._finish):
+            listener(run_id, None)

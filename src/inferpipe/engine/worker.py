@@ -65,6 +65,10 @@ class Worker:
         time read before the claim or the last renewal it was told of was asked, plus the
         lease. The store's expiry is the wall time read then plus the lease, so by this clock
         the lease never looks longer than it is, and a wall clock set back cannot stretch it."""
+        self._starting: set[asyncio.Future[ClaimedRun | None]] = set()
+        """Runs invoked in this process, being inserted already claimed by this worker
+        (`Runs.invoke`): each holds a slot until it executes."""
+        self._reserved = 0  #: slots held for runs whose insert is about to start
         self._short_claim_at_ms: int | None = None
         """When the last claim returned fewer runs than asked: what was ready then and not
         taken waits for a concurrency slot, which a finishing run frees (and wakes us)."""
@@ -79,6 +83,7 @@ class Worker:
         """Claim and execute work until `notify_shutdown`; then drain."""
         unlisten = await self.engine.store.listen(self._wake.set)
         heartbeat = asyncio.create_task(self._heartbeat())
+        stop_starts = self.engine.runs.add_starter(self)
         failures = 0
         try:
             while not self._stopping.is_set():
@@ -86,7 +91,7 @@ class Worker:
                 try:
                     await self._fire_cron()
                     claimed = await self._claim_into_slots()
-                    if claimed and len(self._active) < self.concurrency:
+                    if claimed and self._busy < self.concurrency:
                         continue
                     await self._sleep()
                     failures = 0
@@ -99,6 +104,7 @@ class Worker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stopping.wait(), timeout=delay_s)
         finally:
+            stop_starts()
             await self.drain()
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -114,6 +120,8 @@ class Worker:
 
     async def drain(self) -> None:
         """Wait for every run this worker holds to park, finish or be handed back."""
+        if self._starting:
+            await asyncio.gather(*self._starting, return_exceptions=True)
         tasks = [task for _, task in self._active.values()]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -140,8 +148,36 @@ class Worker:
         if due:
             await self.engine.runs.send_engine_events(due)
 
+    def reserve(self) -> bool:
+        """Hold a slot for a run invoked in this process (`Runs.invoke`), if one is free."""
+        if self._stopping.is_set() or self._busy >= self.concurrency:
+            return False
+        self._reserved += 1
+        return True
+
+    def adopt(self, start: asyncio.Future[ClaimedRun | None]) -> None:
+        """Execute the run that `start` inserts claimed by this worker, in the slot held."""
+        asked = time.monotonic()  # before the insert is asked: its lease ends no later
+        self._reserved -= 1
+        self._starting.add(start)
+
+        def started(_: asyncio.Future[ClaimedRun | None]) -> None:
+            self._starting.discard(start)
+            if start.cancelled() or start.exception() is not None:
+                self._wake.set()  # the slot is free again; the caller sees the failure
+                return
+            claimed = start.result()
+            if claimed is not None:
+                self._start(claimed, asked + self.lease_ms / 1000)
+
+        start.add_done_callback(started)
+
+    @property
+    def _busy(self) -> int:
+        return len(self._active) + len(self._starting) + self._reserved
+
     async def _claim_into_slots(self) -> int:
-        free = self.concurrency - len(self._active)
+        free = self.concurrency - self._busy
         if free <= 0:
             return 0
         asked = time.monotonic()
@@ -180,7 +216,7 @@ class Worker:
         times = [clock.now_ms() + self.poll_ms]
         # With every slot busy, ready work must wait for a slot (a finishing run wakes us),
         # not for its ready time, which may be now: that would spin.
-        if len(self._active) < self.concurrency:
+        if self._busy < self.concurrency:
             nxt = await self._next_ready_at()
             if nxt is not None:
                 times.append(nxt)

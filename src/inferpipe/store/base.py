@@ -257,6 +257,15 @@ class Store(Protocol):
           (and reason) and keeps that reservation.
         """
 
+    async def start_run(
+        self, run: NewRun, now_ms: int, owner: str, lease_ms: int
+    ) -> ClaimedRun | None:
+        """Insert a run already claimed by `owner`, in one durable write (start-and-claim:
+        the caller's process executes it at once, with no claim). Only for a run without flow
+        control, cancel waits or journal, ready now. Its lease is the one `claim` would give
+        (token 1, first execution); if the caller dies, the run is taken over when the lease
+        ends. None when a run with that id already exists and is not under this lease."""
+
     async def next_ready_at(
         self, function_ids: list[str], *, after_ms: int | None = None
     ) -> int | None:

@@ -57,8 +57,9 @@ class RunMetrics(RunListener):
         fn = {"inferpipe.function.id": run.function_id}
         if run.executions <= 1:
             self.started.add(1, fn)
-        delay_ms = self._clock.now_ms() - run.ready_at_ms
-        self.queue_delay.record(max(0, delay_ms) / 1000, fn)
+        if run.ready_at_ms is not None:  # always, for a run being started
+            delay_ms = self._clock.now_ms() - run.ready_at_ms
+            self.queue_delay.record(max(0, delay_ms) / 1000, fn)
 
     def steps_recorded(self, run: Run, steps: Sequence[StepRecord]) -> None:
         for rec in steps:

@@ -24,11 +24,12 @@ from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from inferpipe.core.records import ClaimedRun, Lease, Run
+from inferpipe.core.records import ClaimedRun, Lease, NewRun, Run
+from inferpipe.store.flow import admission
 from inferpipe.store.flow.claims import CANDIDATE_COLUMNS, Candidate, ClaimPlan, ClaimPolicy
 from inferpipe.store.postgres.admission import flow_lock
 from inferpipe.store.postgres.database import Conn
-from inferpipe.store.postgres.rows import RUN_COLUMNS, STEP_COLUMNS, dec, run_from_row
+from inferpipe.store.postgres.rows import RUN_COLUMNS, STEP_COLUMNS, dec, enc, run_from_row
 from inferpipe.store.postgres.rows import step_from_values as step_of
 
 _PARKED = "('queued', 'sleeping', 'waiting')"
@@ -140,13 +141,22 @@ _PLAIN = f"""{_HEAD}, verdict AS MATERIALIZED (
     FROM (SELECT id, source, q, queue_seq FROM stale UNION ALL
           SELECT id, source, q, queue_seq FROM page) AS p
     WHERE r.id = p.id AND NOT (SELECT checked FROM verdict)
-    RETURNING p.source, p.q, p.queue_seq, {_R_RUN_COLUMNS}
+    RETURNING p.source, p.q, p.queue_seq,
+        (SELECT x.attempts FROM runs x WHERE x.id = r.id) = r.attempts - 1,
+        (SELECT count(*) FROM logs l WHERE l.run_id = r.id),
+        (SELECT json_agg(json_build_array({_S_STEP_COLUMNS})) FROM steps s WHERE s.run_id = r.id),
+        {_R_RUN_COLUMNS}
 )
 SELECT v.checked, t.* FROM verdict v LEFT JOIN taken t ON TRUE
 """
 """The common claim in one statement: when no run of the page needs a flow control check,
-take the page (and the expired leases); else take nothing and say so (the claim then runs
-page by page in a transaction, `_Claim`)."""
+take the page (and the expired leases) with their journals; else take nothing and say so (the
+claim then runs page by page in a transaction, `_Claim`). A run of the page was parked in this
+statement's snapshot (else it would not be a candidate), so its journal, committed before it
+parked, is in the snapshot too, unless another claim took and parked it again since (the row
+was re-read when locked: its `attempts` differ from the snapshot's). Those journals, and the
+ones of expired leases (their holder may have committed steps since the snapshot), are read
+again (`_JOURNALS`)."""
 
 _SLOTS = """
 SELECT 'running', k, count(*), NULL::bigint FROM (
@@ -218,7 +228,8 @@ SELECT r.id, (SELECT count(*) FROM logs l WHERE l.run_id = r.id),
     (SELECT json_agg(json_build_array({_S_STEP_COLUMNS})) FROM steps s WHERE s.run_id = r.id)
 FROM unnest($1::text[]) AS r(id)
 """
-"""The journals of claimed runs. Read by a statement of its own, after the claim: its snapshot
+"""The journals of runs taken from an expired lease, or claimed and parked again by another
+worker since the claim's snapshot. Read by a statement of its own, after the claim: its snapshot
 then holds every step committed by the previous holder before we took the row (a later write of
 theirs is fenced), which the claim's own older snapshot could miss."""
 
@@ -232,6 +243,28 @@ SELECT LEAST(
        AND function_id = ANY($2::text[])
      ORDER BY lease_expires_at_ms LIMIT 1))
 """
+
+_NEW = admission.RUN_WIDTH + 2  #: parameters of the inserted row: workspace, creation, columns
+
+_START = f"""
+WITH made AS (
+    INSERT INTO runs (workspace, created_at_ms, {admission.RUN_COLUMNS},
+        lease_owner, lease_expires_at_ms, lease_token, attempts, started_at_ms)
+    VALUES ({", ".join(f"${i}" for i in range(1, _NEW + 1))},
+        ${_NEW + 1}, $2::bigint + ${_NEW + 2}::bigint, 1, 1, $2)
+    ON CONFLICT (id) DO UPDATE SET lease_owner = runs.lease_owner
+    WHERE runs.lease_owner = excluded.lease_owner AND runs.lease_token = 1
+      AND runs.status = 'running'
+    RETURNING {RUN_COLUMNS}
+), triggers AS (
+    INSERT INTO run_triggers (event_id, run_id)
+    SELECT unnest(${_NEW + 3}::text[]), $3 ON CONFLICT DO NOTHING
+)
+SELECT * FROM made
+"""
+"""Insert a run as its first claim leaves it (`start_run`), with its trigger links. Run again
+after a connection lost at commit, it finds its own row and returns it; another run's row with
+that id is left alone (no row returned)."""
 
 
 STALE, PAGE, PEEK = 0, 1, 2
@@ -436,12 +469,15 @@ async def claim_plain(
     rows = await conn.fetch(_PLAIN, ws, now_ms, function_ids, size, [], [], True, owner, lease_ms)
     if rows and rows[0][0]:
         return None
-    taken = sorted((row for row in rows if row[4] is not None), key=lambda r: tuple(r[1:4]))
+    taken = sorted((row for row in rows if row[7] is not None), key=lambda r: tuple(r[1:4]))
     if not taken:
         return []
-    runs = [run_from_row(row[4:]) for row in taken]
+    runs = [run_from_row(row[7:]) for row in taken]
+    journals = {run.id: (row[5], row[6]) for run, row in zip(runs, taken, strict=True)}
     stale = {run.id for run, row in zip(runs, taken, strict=True) if row[1] == STALE}
-    journals = {r[0]: (r[1], r[2]) for r in await conn.fetch(_JOURNALS, [r.id for r in runs])}
+    moved = {run.id for run, row in zip(runs, taken, strict=True) if not row[4]} | stale
+    if moved:
+        journals |= {r[0]: (r[1], r[2]) for r in await conn.fetch(_JOURNALS, sorted(moved))}
     return [_Taken(run, *journals[run.id], run.id in stale).claimed(owner) for run in runs]
 
 
@@ -460,6 +496,21 @@ async def claim(
     claim = _Claim(conn, ws, owner, function_ids, limit, now_ms)
     taken = await claim.run(lease_ms)
     return [t.claimed(owner) for t in taken], claim.checked
+
+
+async def start_run(
+    conn: Conn, ws: str, run: NewRun, now_ms: int, owner: str, lease_ms: int
+) -> ClaimedRun | None:
+    """Insert a run claimed by `owner` (see `Store.start_run`): one statement, which commits
+    on its own."""
+    row = admission.Admitted(run, run.ready_at_ms, run.input, run.event_ids)
+    values = list(row.values(now_ms, enc))
+    values[2] = "running"
+    found = await conn.fetchrow(_START, ws, now_ms, *values, owner, lease_ms, run.event_ids)
+    if found is None:
+        return None
+    started = run_from_row(found)
+    return ClaimedRun(started, Lease(started.id, owner, started.lease_token), {}, 0)
 
 
 async def claim_cancelled(

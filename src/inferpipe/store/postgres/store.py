@@ -320,6 +320,13 @@ class PostgresStore:
         claimed, self._flow_checks = await self._db.transaction(lambda c: claims.claim(c, *args))
         return claimed
 
+    async def start_run(
+        self, run: NewRun, now_ms: int, owner: str, lease_ms: int
+    ) -> ClaimedRun | None:
+        return await self._db.read(
+            lambda c: claims.start_run(c, self.workspace, run, now_ms, owner, lease_ms)
+        )
+
     async def next_ready_at(
         self, function_ids: list[str], *, after_ms: int | None = None
     ) -> int | None:

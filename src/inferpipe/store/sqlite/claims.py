@@ -15,8 +15,9 @@ import sqlite3
 from collections.abc import Collection
 from typing import Any
 
-from inferpipe.core.records import ClaimedRun, Lease
+from inferpipe.core.records import ClaimedRun, Lease, NewRun
 from inferpipe.store.flow.claims import CANDIDATE_COLUMNS, Candidate, ClaimPlan, ClaimPolicy
+from inferpipe.store.sqlite import intake
 from inferpipe.store.sqlite.rows import RUN_COLUMNS, STEP_COLUMNS, dec, run_from_row, step_from_row
 from inferpipe.store.sqlite.slots import running_slots
 
@@ -190,6 +191,16 @@ def _write(
         [(tag, run_id) for run_id, tag in plan.retagged.items()],
     )
     return [take(conn, run_id, owner, now_ms, lease_ms) for run_id in plan.take]
+
+
+def start_run(
+    conn: sqlite3.Connection, ws: str, run: NewRun, now_ms: int, owner: str, lease_ms: int
+) -> ClaimedRun | None:
+    """Insert a run claimed by `owner` (see `Store.start_run`), in the caller's write."""
+    if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run.id,)).fetchone() is not None:
+        return None
+    intake.create_runs(conn, ws, [run], now_ms)
+    return take(conn, run.id, owner, now_ms, lease_ms)
 
 
 def claim_cancelled(

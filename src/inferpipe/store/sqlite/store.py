@@ -243,6 +243,13 @@ class SQLiteStore:
             lambda c: claims.claim(c, self.workspace, owner, function_ids, limit, now_ms, lease_ms)
         )
 
+    async def start_run(
+        self, run: NewRun, now_ms: int, owner: str, lease_ms: int
+    ) -> ClaimedRun | None:
+        return await self._db.write(
+            lambda c: claims.start_run(c, self.workspace, run, now_ms, owner, lease_ms)
+        )
+
     async def next_ready_at(
         self, function_ids: list[str], *, after_ms: int | None = None
     ) -> int | None:
