@@ -1,5 +1,5 @@
-"""A worker process killed with SIGKILL mid-run loses nothing: recorded steps are not executed
-again and the run completes when a worker is back."""
+"""A worker process killed with SIGKILL mid-run loses nothing: steps recorded durably are not
+executed again and the run completes when a worker is back."""
 
 from __future__ import annotations
 
@@ -58,7 +58,9 @@ async def test_sigkill_mid_run_then_recovery(tmp_path: Path) -> None:
         first.wait()
         before = await app.engine.store.get_run(run_id)
         assert before is not None and before.status is ip.RunStatus.RUNNING
-        assert [s.key for s in await app.engine.store.get_steps(run_id)] == ["a", "b"]
+        # Step records are pipelined: `b`'s may still have been on its way to the disk.
+        durable = [s.key for s in await app.engine.store.get_steps(run_id)]
+        assert durable == ["a", "b"][: len(durable)]
 
         hold.unlink()
         second = start_worker(env)
@@ -70,9 +72,10 @@ async def test_sigkill_mid_run_then_recovery(tmp_path: Path) -> None:
         run = await app.engine.store.get_run(run_id)
         assert run is not None and run.status is ip.RunStatus.COMPLETED
         assert run.output == ["a", "b", "slow", "c", "d"]
-        # a, b were recorded before the crash: not executed again. `slow` was in flight: at
-        # least once. Everything after: exactly once.
-        assert log.read_text().split() == ["a", "b", "slow", "slow", "c", "d"]
+        # What was durable at the crash is not executed again; `slow` was in flight, and `b`
+        # if its record was not yet durable: at least once. Everything after: exactly once.
+        lost = [k for k in ["a", "b"] if k not in durable]
+        assert log.read_text().split() == ["a", "b", "slow", *lost, "slow", "c", "d"]
 
 
 async def _invoke(db: str) -> str:

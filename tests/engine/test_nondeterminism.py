@@ -84,6 +84,7 @@ async def test_parallel_branches_replaying_in_their_own_order_are_not_a_divergen
                 calls.append("a")
                 if calls.count("a") == 1:
                     await b_done.wait()
+                    await ctx._journal.flush()  # b1 and b2 are durable (pipelined otherwise)
                     crash(ctx)  # in flight at the crash: not recorded, b1 and b2 are
                 return "a"
 

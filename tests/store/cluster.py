@@ -238,8 +238,11 @@ class SideEffects:
         return short + ["(runs never started)"] * max(0, runs - len(self.by_run))
 
     def restarted_after_record(self) -> list[str]:
-        """Steps that started again after the run's next step had started: the next step
-        starts only once this one's record is committed, so these reran a recorded step."""
+        """Steps that started again after a later step had started that starts only once this
+        one's record is committed (step records are pipelined: a step starts once the records
+        more than `pg_app.PIPELINE_STEPS` steps back are durable), so these reran a recorded
+        step."""
+        ahead = pg_app.PIPELINE_STEPS + 1
         found = []
         for run_id, executions in self.by_run.items():
             first_start: dict[str, int] = {}
@@ -248,8 +251,8 @@ class SideEffects:
                 if e.phase == "start":
                     first_start.setdefault(e.key, e.ns)
                     last_start[e.key] = e.ns
-            for i in range(pg_app.STEPS - 1):
-                this, nxt = f"s{i}", f"s{i + 1}"
+            for i in range(pg_app.STEPS - ahead):
+                this, nxt = f"s{i}", f"s{i + ahead}"
                 if (
                     this in last_start
                     and nxt in first_start

@@ -22,6 +22,9 @@ STEPS = 5
 LOG_DIR = Path(os.environ.get("PG_TEST_LOG_DIR", "."))
 STEP_S = float(os.environ.get("PG_TEST_STEP_MS", "10")) / 1000
 """The I/O each step waits for, so runs are in flight when a fault strikes."""
+PIPELINE_STEPS = 1
+"""Step records a run may have on their way to the disk while the next step runs: with 1, a
+step starting means the record before the previous one is durable (`SideEffects` checks it)."""
 _log_fd: int | None = None
 
 
@@ -39,7 +42,11 @@ def log_execution(run_id: str, key: str, phase: str, execution_ns: int) -> str:
 
 
 def build_app(*, cron: bool = False) -> ip.App:
-    app = ip.App("pg-workers", database=os.environ.get("INFERPIPE_DATABASE_URL"))
+    app = ip.App(
+        "pg-workers",
+        database=os.environ.get("INFERPIPE_DATABASE_URL"),
+        limits=ip.Limits(pipeline_steps=PIPELINE_STEPS),
+    )
 
     @app.function(id="five-steps", trigger=ip.on_event("load/item"), retries=10)
     async def five_steps(ctx: ip.Context) -> list[str]:

@@ -57,8 +57,11 @@ async def test_worker_killed_mid_graph_then_recovery(tmp_path: Path) -> None:
             first.wait()
         before = await app.get_run(run_id)
         assert before.status is ip.RunStatus.RUNNING
-        recorded = {s.key for s in await app.steps(run_id)}
-        assert recorded == {"resolve-graph", "node-a-task", "node-b-task"}
+        # Step records are pipelined: the last ones may still have been on their way to disk;
+        # what is durable is a prefix of the order they were recorded in.
+        recorded = [s.key for s in await app.steps(run_id)]
+        assert recorded[:1] in ([], ["resolve-graph"])
+        assert set(recorded) <= {"resolve-graph", "node-a-task", "node-b-task"}
 
         hold.unlink()
         second = start_worker(env)
@@ -75,6 +78,12 @@ async def test_worker_killed_mid_graph_then_recovery(tmp_path: Path) -> None:
     assert run.status is ip.RunStatus.COMPLETED, run.error
     assert run.output == {"a": "a-x", "c": "c", "slow": "slow"}
     lines = log.read_text().split()
-    # a and b finished before the crash: not again. slow was in flight: at least once. c: once.
+    # a and b finished before the crash: not again if their records were durable. slow was in
+    # flight: at least once. c: once.
+    lost = [
+        name for key, name in (("node-a-task", "a-x"), ("node-b-task", "b")) if key not in recorded
+    ]
     assert sorted(lines[:2]) == ["a-x", "b"]
-    assert lines[2:] == ["slow", "slow", "c"]
+    assert lines[2] == "slow"
+    assert sorted(lines[3 : 3 + len(lost)]) == sorted(lost)
+    assert lines[3 + len(lost) :] == ["slow", "c"]

@@ -257,4 +257,4 @@ class IngestResult:
     duplicates: list[str]  #: ids of events dropped as duplicates
     runs_created: list[str]
     waits_resolved: list[str]  #: run ids resumed
-    runs_cancelled: list[str]
+    runs_cancelled: list[str]  #: asked to stop (a `cancel_on` match, a replaced singleton)

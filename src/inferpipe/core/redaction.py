@@ -64,16 +64,18 @@ def redact(
     Returns:
         New containers where something changed; `data` itself is never modified.
     """
-    patterns = _patterns(tuple(keys))
-    secrets = tuple(secret_values)
-    if not patterns and not secrets:
+    if data is None or isinstance(data, int | float):  # every step's scalar: nothing to walk
         return data
-    return _redact(data, patterns, secrets, replacement)
+    names = _names(tuple(keys))
+    secrets = tuple(secret_values)
+    if not names.patterns and not secrets:
+        return data
+    return _redact(data, names, secrets, replacement)
 
 
 def is_sensitive_key(key: str, keys: Iterable[str] = DEFAULT_REDACTED_KEYS) -> bool:
     """Whether `key` names a secret according to `keys`."""
-    return _matches(key, _patterns(tuple(keys)))
+    return _names(tuple(keys)).sensitive(key)
 
 
 def scrub_text(text: str, secret_values: Iterable[str], replacement: str = REDACTED) -> str:
@@ -84,34 +86,50 @@ def scrub_text(text: str, secret_values: Iterable[str], replacement: str = REDAC
     return text
 
 
-def _redact(
-    data: Any, patterns: tuple[tuple[str, ...], ...], secrets: tuple[str, ...], replacement: str
-) -> Any:
-    if isinstance(data, Mapping):
+def _redact(data: Any, names: _Names, secrets: tuple[str, ...], replacement: str) -> Any:
+    if isinstance(data, dict | Mapping):
         return {
             key: (
                 replacement
-                if isinstance(key, str) and _matches(key, patterns)
-                else _redact(value, patterns, secrets, replacement)
+                if isinstance(key, str) and names.sensitive(key)
+                else _redact(value, names, secrets, replacement)
             )
             for key, value in data.items()
         }
     if isinstance(data, list | tuple):
-        items = [_redact(item, patterns, secrets, replacement) for item in data]
+        items = [_redact(item, names, secrets, replacement) for item in data]
         return tuple(items) if isinstance(data, tuple) else items
     if isinstance(data, str) and secrets:
         return scrub_text(data, secrets, replacement)
     return data
 
 
+_SEEN_KEYS = 4096
+"""Keys whose verdict one set of names remembers (the keys of step data repeat)."""
+
+
+class _Names:
+    """A set of sensitive names, and the verdicts on the keys seen so far."""
+
+    __slots__ = ("_seen", "patterns")
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.patterns = tuple(words for words in (_key_words(key) for key in keys) if words)
+        self._seen: dict[str, bool] = {}
+
+    def sensitive(self, key: str) -> bool:
+        verdict = self._seen.get(key)
+        if verdict is None:
+            words = _key_words(key)
+            verdict = any(words[-len(pattern) :] == pattern for pattern in self.patterns)
+            if len(self._seen) < _SEEN_KEYS:
+                self._seen[key] = verdict
+        return verdict
+
+
 @lru_cache(maxsize=64)
-def _patterns(keys: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
-    return tuple(words for words in (_key_words(key) for key in keys) if words)
-
-
-def _matches(key: str, patterns: tuple[tuple[str, ...], ...]) -> bool:
-    words = _key_words(key)
-    return any(words[-len(pattern) :] == pattern for pattern in patterns)
+def _names(keys: tuple[str, ...]) -> _Names:
+    return _Names(keys)
 
 
 @lru_cache(maxsize=4096)

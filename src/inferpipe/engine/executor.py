@@ -32,7 +32,7 @@ from inferpipe.engine.functions import FunctionDef, Registry
 from inferpipe.engine.journal import Limits, Planner, RunJournal
 from inferpipe.engine.lifecycle import Listeners
 from inferpipe.engine.wakeups import Wakeups
-from inferpipe.store.base import Outcome, Progress, Store
+from inferpipe.store.base import Outcome, Store
 from inferpipe.store.blobs import BlobError
 from inferpipe.streams.pubsub import PubSub
 
@@ -77,12 +77,13 @@ class Executor:
         self.functions: Callable[[str], FunctionDef] = registry.get
         self.limits = limits
         self.wakeups = wakeups
-        self._executing: set[str] = set()
+        self._live: dict[str, RunJournal] = {}
+        """The executions under way here, by run (until their finish is committed)."""
 
     def executing(self, run_id: str) -> bool:
         """Whether this process executes the run now (its finish, if it comes here, is told
         with the run: `Wakeups.on_finish`)."""
-        return run_id in self._executing
+        return run_id in self._live
 
     async def execute(
         self,
@@ -103,7 +104,7 @@ class Executor:
         stream = streaming.RunStream(journal, self.pubsub)
         journal.on_recorded = stream.recorded
         journal.listener = self.listeners if self.listeners else None
-        self._executing.add(claimed.run.id)
+        self._live[claimed.run.id] = journal
         try:
             await self._execute(journal, stream)
         except LeaseLost as exc:
@@ -117,11 +118,19 @@ class Executor:
                 exc,
             )
         finally:
-            if claimed.run.id in self._executing:  # it did not finish here
-                self._executing.discard(claimed.run.id)
+            if self._live.get(claimed.run.id) is journal:  # it did not finish here
+                del self._live[claimed.run.id]
                 self.wakeups.execution_ended(claimed.run.id)
             if journal.listener is not None:
                 journal.listener.execution_ended(claimed.run)
+
+    def cancel_requested(self, run_id: str, reason: str) -> None:
+        """A cancel of `run_id` was committed: its execution here, if any, starts no more
+        steps (its step results are pipelined, so the answer of its next write, which would
+        say so too, may come only after the next step has started)."""
+        journal = self._live.get(run_id)
+        if journal is not None and journal.cancel_reason is None:
+            journal.cancel_reason = reason
 
     async def _execute(self, j: RunJournal, stream: streaming.RunStream) -> None:
         run = j.run
@@ -184,6 +193,10 @@ class Executor:
             changed.cancel()
             if task.done():
                 break
+            if j.lease_lost:  # a write failed (a pipelined one maybe): no more of its code runs
+                task.cancel()
+                failure = j.write_failure
+                raise failure if isinstance(failure, LeaseLost) else LeaseLost(j.run.id)
             if await self._quiescent(j, task):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -196,8 +209,7 @@ class Executor:
         while j.inflight:
             j.changed.clear()
             await j.changed.wait()
-        if j.pending_logs or j.pending_steps:
-            await j.commit(Progress())
+        await j.flush()  # the run's records are durable before it leaves the worker
         await self.store.park(j.lease, RunStatus.QUEUED, j.now_ms(), j.now_ms())
 
     async def _quiescent(self, j: RunJournal, task: asyncio.Task[Any]) -> bool:
@@ -241,8 +253,7 @@ class Executor:
         return Outcome(RunStatus.COMPLETED, output=redact(output, self.limits.redact_keys))
 
     async def _park(self, j: RunJournal, started: float) -> None:
-        if j.pending_logs or j.pending_steps:
-            await j.commit(Progress())
+        await j.flush()
         batch_ms = None
         if not j.wrote_steps:  # replayed, and every branch still waits: batch the next wakes
             replay_ms = (time.monotonic() - started) * 1000 * WAKE_BATCH_PER_REPLAY
@@ -263,8 +274,7 @@ class Executor:
         )
 
     async def _finish(self, j: RunJournal, outcome: Outcome) -> None:
-        if j.pending_logs or j.pending_steps:
-            await j.commit(Progress())
+        await j.flush()
         now = j.now_ms()
         fn = self.functions(j.run.function_id)
         outcome = finalize.scorer_outcome(fn, j.run, outcome, now)
@@ -276,7 +286,8 @@ class Executor:
             outcome = Outcome(RunStatus.CANCELLED, reason=cancel)
             planned = finalize.plan_finish(self.registry, fn, j.run, j.records, outcome, now)
             await self.store.finish(j.lease, outcome, planned, now)
-        self._executing.discard(j.run.id)
+        if self._live.get(j.run.id) is j:
+            del self._live[j.run.id]
         self.wakeups.run_finished(j.run.id, finalize.finished_run(j.run, outcome, now))
         if j.listener is not None:
             j.listener.run_finished(j.run, outcome, j.records)

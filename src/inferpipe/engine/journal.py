@@ -32,7 +32,7 @@ from inferpipe.core.records import (
 from inferpipe.core.redaction import DEFAULT_REDACTED_KEYS
 from inferpipe.core.trace_context import TraceContext, run_span, step_span
 from inferpipe.engine.clock import Clock
-from inferpipe.engine.group_commit import GroupCommit
+from inferpipe.engine.group_commit import GroupCommit, Lag
 from inferpipe.engine.lifecycle import RunListener
 from inferpipe.engine.wakeups import Wakeups
 from inferpipe.store import payloads
@@ -71,6 +71,14 @@ class Limits:
     redact_keys: tuple[str, ...] = DEFAULT_REDACTED_KEYS
     """Matched case-insensitively at any depth of step inputs and outputs, run inputs (events,
     invocation data) and outputs, and log metadata (see `inferpipe.core.redaction`)."""
+    pipeline_steps: int = 16
+    """Step results a run may compute ahead of its durable journal: a step's record commits
+    while the function runs on, and the run waits for it before anything that leaves the run
+    (a send, an invoke, a park, its finish, a stream event). A crash re-runs at most this many
+    recorded-but-unflushed steps (each step is at-least-once anyway). 0: every step result
+    is committed before the step returns."""
+    pipeline_bytes: int = 1 * MB
+    """The same bound on the JSON size of those step records."""
 
 
 class Planner(Protocol):
@@ -155,7 +163,7 @@ class RunJournal:
         self.changed = asyncio.Event()
         self._occurrences: dict[str, int] = {}
         self._next_seq = max((r.seq for r in self.records.values()), default=0) + 1
-        self._group = GroupCommit(self._write)
+        self._group = GroupCommit(self._write, Lag(limits.pipeline_steps, limits.pipeline_bytes))
 
     def key_for(self, step_id: str) -> str:
         """The journal key of this call of `step_id`: repeated ids get `:1`, `:2`, ..."""
@@ -260,6 +268,8 @@ class RunJournal:
         self.check_lease()
         if self.fatal is not None:
             raise self.fatal
+        if self._group.failure is not None:
+            raise self._group.failure
         if self.drain is not None and self.drain.is_set():
             raise Suspend("worker is shutting down")
         if self.cancel_reason is None and self.run.finish_timeout_ms is not None:
@@ -268,6 +278,41 @@ class RunJournal:
                 self.cancel_reason = "finish timeout reached"
         if self.cancel_reason is not None:
             raise RunCancelled(self.cancel_reason)
+
+    async def record(self, step: StepRecord, size_bytes: int) -> None:
+        """Record a step's result and return before it is durable (pipelined): the record
+        commits in order behind the writes before it while the function runs on, within the
+        lag bound (`Limits.pipeline_steps`, `pipeline_bytes`). Whatever leaves the run waits
+        for it (`commit`, `flush`): the durable journal is always a prefix of what was
+        recorded, and a crash loses at most the unflushed tail, whose steps run again."""
+        if self.lease_lost:
+            raise LeaseLost(self.run.id)
+        steps = [*self.pending_steps, step]
+        progress = Progress(steps=steps, logs=self.pending_logs)
+        self.pending_logs, self.pending_steps = [], []
+        self.records[step.key] = step
+        if self.listener is not None:
+            self.listener.steps_recorded(self.run, steps)
+        await self._group.pipeline(progress, size_bytes)
+
+    async def flush(self) -> None:
+        """Return once everything this execution recorded is committed (pending logs and
+        records included); raises what a failed write raised."""
+        if self.pending_logs or self.pending_steps:
+            await self.commit(Progress())
+        else:
+            await self._group.flush()
+
+    @property
+    def write_failure(self) -> BaseException | None:
+        """What the first failed write of this execution raised."""
+        return self._group.failure
+
+    async def durable(self) -> None:
+        """Return once the writes already sent to the store are committed (not the pending
+        logs): before something a client can see leaves the run."""
+        if self._group.unflushed or self._group.failure is not None:
+            await self._group.flush()
 
     async def commit(self, progress: Progress) -> ProgressResult:
         """Write `progress` (with the writes of parallel branches that meet it: `GroupCommit`);
@@ -297,9 +342,11 @@ class RunJournal:
             result = await self.store.commit(self.lease, progress, self.now_ms())
         except LeaseLost:
             self.lease_lost = True
+            self.changed.set()  # the executor stops the function's code at once
             raise
         except StoreError as exc:
             self.lease_lost = True
+            self.changed.set()
             raise StoreUnavailable(self.run.id, exc) from exc
         self.wrote_steps |= bool(progress.steps)
         for step in progress.steps:

@@ -8,8 +8,9 @@ never fails a run. Each call reports something this execution did, once: replaye
 executed and produce no call, and a run resumed by another process gets its calls there.
 
 The order within one execution: `run_started`, then for each step attempt executed
-`step_started` and, once its record is committed, `steps_recorded` (which also reports sleeps,
-waits, sends and scores as they are recorded), then `run_parked` or `run_finished` when the
+`step_started` and, once its record is made, `steps_recorded` (which also reports sleeps,
+waits, sends and scores as they are recorded; a step result's record is pipelined, reported as
+it goes to the store, durable before the run does anything that leaves it), then `run_parked` or `run_finished` when the
 execution parks or finishes the run, and always `execution_ended` last, whatever ended it (a
 lost lease or a shutdown hand-back included). A feedback score stored later, outside any
 execution, is reported by `score_recorded`.
@@ -48,8 +49,10 @@ class RunListener:
         """A step attempt starts executing."""
 
     def steps_recorded(self, run: Run, steps: Sequence[StepRecord]) -> None:
-        """Step records were committed: attempts' results (completed, failed, retrying), and
-        sleeps, waits, invocations, sent events and scores as they were opened or resolved."""
+        """Step records were made: attempts' results (completed, failed, retrying), and
+        sleeps, waits, invocations, sent events and scores as they were opened or resolved
+        (committed by then; a completed step's result commits in the background, see
+        `RunJournal.record`)."""
 
     def run_parked(self, run: Run, status: RunStatus, ready_at_ms: int | None) -> None:
         """The execution parked the run (sleeping or waiting, until `ready_at_ms` at the

@@ -95,7 +95,11 @@ class Runs:
         now = self.clock.now_ms()
         result = await self.store.ingest(await self._planned(batch, now, engine=engine), now)
         self.wakeups.work_ready()
-        for run_id in result.runs_cancelled:  # by a `cancel_on` match
+        for run_id in result.runs_cancelled:  # by a `cancel_on` match or a singleton
+            if self.executor.executing(run_id):
+                cancelled = await self.store.get_run(run_id)
+                if cancelled is not None and cancelled.cancel_requested is not None:
+                    self.executor.cancel_requested(run_id, cancelled.cancel_requested)
             await self._finalize_cancelled(run_id)
         return result
 
@@ -144,6 +148,7 @@ class Runs:
         if old.status.finished:
             raise RunStateError(f"run {run_id} has already finished ({old.status.value})")
         run = await self.store.request_cancel(run_id, reason, self.clock.now_ms())
+        self.executor.cancel_requested(run_id, run.cancel_requested or reason)
         self.wakeups.work_ready()
         if await self._finalize_cancelled(run_id):
             return await self.store.get_run(run_id) or run

@@ -127,18 +127,18 @@ class Steps(ScoringSteps):
             if failure is not None:
                 retry_at_ms = await self._failed(step, failure, history, _retries)
             else:
+                size = len(raw) if raw is not None else len(jsonc.dumps(value))
                 step.output = await j.offload(value, raw)
                 raw = None
                 step.finished_at_ms = j.now_ms()
                 step.meta = {**extra, "attempts": history} if history else extra
-                await j.commit(Progress(steps=[step]))
+                # The function runs on while the record commits (see `RunJournal.record`).
+                await j.record(step, size)
         finally:
             j.finished()
         if failure is not None:
             return await j.park(key, retry_at_ms)
-        if j.records[key] is step:
-            return value
-        return await j.resolve(j.records[key].output)  # another execution recorded it first
+        return value
 
     async def _run_variant(self, step_id: str, fn: Any) -> Any:
         return await self.run(step_id, fn)

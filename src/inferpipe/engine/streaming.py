@@ -81,6 +81,8 @@ class RunStream:
             return
         if attempt is None and self._j.replaying:
             return
+        # A client must not see what follows a step result that a crash could still lose.
+        await self._j.durable()
         payload: dict[str, Any] = {
             "type": kind,
             "data": await self._offloaded(data),

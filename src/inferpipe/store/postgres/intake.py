@@ -160,7 +160,7 @@ async def ingest(
     runs = [run for p in accepted for run in p.runs]
     inserted = await insert_runs(conn, ws, runs, now_ms, notify_ready=True)
     resolved: list[str] = []
-    cancelled: list[str] = []
+    cancelled = [victim for victim, _ in inserted.cancels]  # replaced singletons
     bodies = [p.event.as_dict() for p in accepted]
     for run_id, kind in await match_waits(conn, ws, bodies, now_ms, wakes):
         (resolved if kind is WaitKind.STEP else cancelled).append(run_id)

@@ -53,6 +53,7 @@ def ingest(
         inserted = insert_runs(conn, ws, item.runs, now_ms, running)
         created.extend(inserted.created)
         skipped.extend(inserted.skipped)
+        cancelled.extend(victim for victim, _ in inserted.cancels)  # replaced singletons
         for run_id, kind in match_waits(conn, ws, body, now_ms):
             (resolved if kind is WaitKind.STEP else cancelled).append(run_id)
     announce_skipped(conn, ws, skipped, now_ms)
