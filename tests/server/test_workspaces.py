@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,8 @@ from inferpipe.core.records import Run, RunStatus
 from inferpipe.engine.lifecycle import RunListener
 from inferpipe.engine.worker import Worker
 from inferpipe.server.workspaces import Workspaces
+from inferpipe.store import payloads
+from inferpipe.store.blobs import FileBlobStore
 from tests.server.conftest import LiveServer, assert_error
 
 
@@ -103,3 +106,26 @@ async def test_every_workspace_engine_reports_to_the_apps_listeners(tmp_path: Pa
         await app.close()
     assert run.status is RunStatus.COMPLETED
     assert finishes.workspaces == ["acme"]
+
+
+def test_a_blob_reference_reads_nothing_of_another_workspace(
+    live: LiveServer, http_a: httpx.Client, http_b: httpx.Client
+) -> None:
+    # A blob of workspace A, in the server's blob store (the request body limit here is under
+    # the offload threshold, so it is written as a large event's data would be).
+    doc = "secret of a " * 30_000
+    blobs = FileBlobStore(live.db_path.parent / "blobs")
+    ref = asyncio.run(payloads.Payloads(blobs, "ws-a", threshold_bytes=0).offload(doc))
+    sent = http_a.post("/v1/events", json={"name": "test/untriggered", "data": {"doc": ref}})
+    (event_id,) = sent.json()["ids"]
+    assert http_a.get(f"/v1/events/{event_id}").json()["data"]["doc"] == doc
+
+    # B sends A's reference as it is, and relabelled with its own workspace
+    relabelled = {payloads.MARKER: {**ref[payloads.MARKER], "workspace": "ws-b"}}
+    for forged, status, code in ((ref, 403, "blob_forbidden"), (relabelled, 404, "blob_not_found")):
+        sent_b = http_b.post(
+            "/v1/events", json={"name": "test/untriggered", "data": {"doc": forged}}
+        )
+        (id_b,) = sent_b.json()["ids"]
+        body = assert_error(http_b.get(f"/v1/events/{id_b}"), status, code)
+        assert "secret of a" not in str(body)

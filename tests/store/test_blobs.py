@@ -152,6 +152,16 @@ async def test_get_many_reads_what_is_stored_in_the_workspace(blobs: BlobStore) 
     assert await blobs.get_many("ws1", []) == {}
 
 
+async def test_open_streams_a_blob_in_chunks(blobs: BlobStore) -> None:
+    data = b'"' + os.urandom(1_300_000).hex().encode() + b'"'  # 2.6 MB: several chunks
+    sha = await blobs.put("ws1", data)
+    chunks = [chunk async for chunk in await blobs.open("ws1", sha)]
+    assert b"".join(chunks) == data and len(chunks) > 1
+    assert max(len(c) for c in chunks) <= 2 * 1024 * 1024
+    with pytest.raises(BlobNotFoundError):
+        await blobs.open("ws2", sha)  # before any chunk
+
+
 async def test_a_malformed_hash_is_not_found(blobs: BlobStore) -> None:
     with pytest.raises(BlobNotFoundError):
         await blobs.get("ws1", "../../etc/passwd")

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 from fastapi import Response
+from fastapi.responses import StreamingResponse
 
 from inferpipe.core.records import Run, StepRecord
 from inferpipe.server import views
@@ -57,10 +58,12 @@ async def event_view(scope: Scope, event: dict[str, Any]) -> schemas.EventInfo:
 
 
 async def download(scope: Scope, value: Any) -> Response:
-    """The JSON of an output, whole: an offloaded one straight from its blob."""
+    """The JSON of an output, whole: an offloaded one streamed from its blob a chunk at a
+    time (a 100 MB output is never held whole); a missing or forbidden blob is answered as an
+    error before the response starts."""
     blob = payloads.ref_of(value)
     if blob is not None:
-        raw = await _payloads(scope).read(blob)
-    else:
-        raw = orjson.dumps(await _payloads(scope).resolve(value), option=orjson.OPT_NON_STR_KEYS)
+        chunks = await _payloads(scope).open(blob)
+        return StreamingResponse(chunks, media_type="application/json")
+    raw = orjson.dumps(await _payloads(scope).resolve(value), option=orjson.OPT_NON_STR_KEYS)
     return Response(raw, media_type="application/json")

@@ -9,7 +9,7 @@ reference to another workspace's blob.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,6 +148,13 @@ class Payloads:
         if ref.workspace != self.workspace:
             raise BlobWorkspaceError(self.workspace, ref.workspace)
         return await self.blobs.get(self.workspace, ref.sha256)
+
+    async def open(self, ref: BlobRef) -> AsyncIterator[bytes]:
+        """The JSON of an offloaded value as a stream of chunks (`BlobStore.open`); refuses
+        another workspace's reference, and raises `BlobNotFoundError` before any chunk."""
+        if ref.workspace != self.workspace:
+            raise BlobWorkspaceError(self.workspace, ref.workspace)
+        return await self.blobs.open(self.workspace, ref.sha256)
 
     async def read_many(self, refs: Iterable[BlobRef]) -> dict[str, bytes]:
         """The JSON of each offloaded value of this workspace among `refs` that is stored,

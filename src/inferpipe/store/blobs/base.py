@@ -6,10 +6,14 @@ a blob is read, listed and deleted through the workspace that wrote it, never an
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
 from inferpipe.core.errors import StoreError
+
+CHUNK_BYTES = 1024 * 1024
+"""How much of a blob is compressed, written or streamed at a time."""
 
 
 class BlobError(StoreError):
@@ -54,6 +58,12 @@ class BlobStore(Protocol):
 
     async def get(self, workspace: str, sha256: str) -> bytes:
         """The uncompressed bytes. Raises `BlobNotFoundError`."""
+        ...
+
+    async def open(self, workspace: str, sha256: str) -> AsyncIterator[bytes]:
+        """The uncompressed bytes as a stream of chunks (about `CHUNK_BYTES` each), for a
+        download that must not hold a large blob whole. Raises `BlobNotFoundError` here,
+        before the first chunk."""
         ...
 
     async def get_many(self, workspace: str, shas: list[str]) -> dict[str, bytes]:

@@ -14,13 +14,11 @@ import os
 import re
 import time
 import zlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-from inferpipe.store.blobs.base import BlobError, BlobInfo, BlobNotFoundError
-
-CHUNK_BYTES = 1024 * 1024
-"""How much is compressed and written at a time."""
+from inferpipe.store.blobs.base import CHUNK_BYTES, BlobError, BlobInfo, BlobNotFoundError
 
 COMPRESS_LEVEL = 1
 """gzip level: JSON shrinks most of the way at level 1, at several times level 6's speed."""
@@ -59,6 +57,16 @@ class FileBlobStore:
             raise BlobNotFoundError(workspace, sha256) from None
         except (OSError, zlib.error, EOFError) as exc:
             raise BlobError(f"cannot read blob {path}: {exc}") from exc
+
+    async def open(self, workspace: str, sha256: str) -> AsyncIterator[bytes]:
+        path = self._path(workspace, sha256)
+        try:
+            src = await asyncio.to_thread(_open_or_held, path)
+        except FileNotFoundError:
+            raise BlobNotFoundError(workspace, sha256) from None
+        except OSError as exc:
+            raise BlobError(f"cannot read blob {path}: {exc}") from exc
+        return _stream(src, path)
 
     async def get_many(self, workspace: str, shas: list[str]) -> dict[str, bytes]:
         paths = {sha: self._path(workspace, sha) for sha in shas if SHA256.fullmatch(sha)}
@@ -174,6 +182,28 @@ def _read_or_held(path: Path) -> bytes:
             return _read(path)  # put back meanwhile
         except FileNotFoundError:
             raise
+
+
+def _open_or_held(path: Path) -> gzip.GzipFile:
+    try:
+        return gzip.open(path, "rb")
+    except FileNotFoundError:
+        for held in path.parent.glob(f".{path.name}.*{_HELD}"):
+            try:
+                return gzip.open(held, "rb")
+            except FileNotFoundError:
+                continue
+        return gzip.open(path, "rb")  # put back meanwhile, or FileNotFoundError
+
+
+async def _stream(src: gzip.GzipFile, path: Path) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await asyncio.to_thread(src.read, CHUNK_BYTES):
+            yield chunk
+    except (OSError, zlib.error, EOFError) as exc:
+        raise BlobError(f"cannot read blob {path}: {exc}") from exc
+    finally:
+        src.close()
 
 
 def _read_many(paths: dict[str, Path]) -> dict[str, bytes]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import time
 import zlib
+from collections.abc import AsyncIterator
 
-from inferpipe.store.blobs.base import BlobInfo, BlobNotFoundError
+from inferpipe.store.blobs.base import CHUNK_BYTES, BlobInfo, BlobNotFoundError
 
 
 class MemoryBlobStore:
@@ -27,6 +28,10 @@ class MemoryBlobStore:
             raise BlobNotFoundError(workspace, sha256)
         return zlib.decompress(found[0])
 
+    async def open(self, workspace: str, sha256: str) -> AsyncIterator[bytes]:
+        data = await self.get(workspace, sha256)
+        return _chunks(data)
+
     async def get_many(self, workspace: str, shas: list[str]) -> dict[str, bytes]:
         found = {sha: self._blobs.get((workspace, sha)) for sha in shas}
         return {sha: zlib.decompress(b[0]) for sha, b in found.items() if b is not None}
@@ -46,3 +51,8 @@ class MemoryBlobStore:
 
     async def workspaces(self) -> list[str]:
         return sorted({ws for ws, _ in self._blobs})
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), CHUNK_BYTES):
+        yield data[start : start + CHUNK_BYTES]

@@ -12,6 +12,7 @@ import asyncio
 import gzip
 import hashlib
 import zlib
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
@@ -19,7 +20,7 @@ from urllib.parse import unquote
 import obstore
 from obstore.store import S3Store
 
-from inferpipe.store.blobs.base import BlobError, BlobInfo, BlobNotFoundError
+from inferpipe.store.blobs.base import CHUNK_BYTES, BlobError, BlobInfo, BlobNotFoundError
 from inferpipe.store.blobs.file import COMPRESS_LEVEL, SHA256, workspace_dir
 
 _SUFFIX = ".json.gz"
@@ -70,6 +71,31 @@ class S3BlobStore:
             return await asyncio.to_thread(gzip.decompress, packed.to_bytes())
         except (OSError, zlib.error, EOFError) as exc:
             raise BlobError(f"blob {sha256} in {self.url} is damaged: {exc}") from exc
+
+    async def open(self, workspace: str, sha256: str) -> AsyncIterator[bytes]:
+        if not SHA256.fullmatch(sha256):
+            raise BlobNotFoundError(workspace, sha256)
+        try:
+            found = await obstore.get_async(self._store, _key(workspace, sha256))
+        except FileNotFoundError:
+            raise BlobNotFoundError(workspace, sha256) from None
+        except Exception as exc:
+            raise BlobError(f"cannot read blob {sha256} from {self.url}: {exc}") from exc
+        return self._unpacked(found.stream(min_chunk_size=CHUNK_BYTES), sha256)
+
+    async def _unpacked(self, packed: AsyncIterator[Any], sha256: str) -> AsyncIterator[bytes]:
+        unpacker = zlib.decompressobj(31)  # 31: gzip framing
+        try:
+            async for chunk in packed:
+                data = await asyncio.to_thread(unpacker.decompress, bytes(chunk))
+                if data:
+                    yield data
+            if tail := unpacker.flush():
+                yield tail
+        except zlib.error as exc:
+            raise BlobError(f"blob {sha256} in {self.url} is damaged: {exc}") from exc
+        except Exception as exc:
+            raise BlobError(f"cannot read blob {sha256} from {self.url}: {exc}") from exc
 
     async def get_many(self, workspace: str, shas: list[str]) -> dict[str, bytes]:
         gate = asyncio.Semaphore(READ_CONCURRENCY)

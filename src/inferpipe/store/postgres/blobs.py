@@ -7,8 +7,9 @@ import asyncio
 import hashlib
 import time
 import zlib
+from collections.abc import AsyncIterator
 
-from inferpipe.store.blobs.base import BlobInfo, BlobNotFoundError
+from inferpipe.store.blobs.base import CHUNK_BYTES, BlobInfo, BlobNotFoundError
 from inferpipe.store.postgres.database import Database
 
 _PUT = """
@@ -42,6 +43,16 @@ class PostgresBlobStore:
         if row is None:
             raise BlobNotFoundError(workspace, sha256)
         return await asyncio.to_thread(zlib.decompress, row[0])
+
+    async def open(self, workspace: str, sha256: str) -> AsyncIterator[bytes]:
+        row = await self._db.read(
+            lambda c: c.fetchrow(
+                "SELECT data FROM blobs WHERE workspace = $1 AND sha256 = $2", workspace, sha256
+            )
+        )
+        if row is None:
+            raise BlobNotFoundError(workspace, sha256)
+        return _unpacked(bytes(row[0]))
 
     async def get_many(self, workspace: str, shas: list[str]) -> dict[str, bytes]:
         rows = await self._db.read(
@@ -89,3 +100,15 @@ class PostgresBlobStore:
 
 def _pack(data: bytes) -> tuple[str, bytes]:
     return hashlib.sha256(data).hexdigest(), zlib.compress(data, 1)
+
+
+async def _unpacked(packed: bytes) -> AsyncIterator[bytes]:
+    """The row's bytes decompressed a chunk at a time (the compressed row is read whole)."""
+    unpacker = zlib.decompressobj()
+    view = memoryview(packed)
+    for start in range(0, len(view), CHUNK_BYTES // 4):
+        data = await asyncio.to_thread(unpacker.decompress, view[start : start + CHUNK_BYTES // 4])
+        if data:
+            yield data
+    if tail := unpacker.flush():
+        yield tail
