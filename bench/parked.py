@@ -33,8 +33,6 @@ from pathlib import Path
 import asyncpg
 
 import inferpipe as ip
-from inferpipe.core.records import Run, RunStatus
-from inferpipe.engine.lifecycle import RunListener
 from inferpipe.store.base import Store
 from inferpipe.store.postgres import PostgresStore
 from inferpipe.store.sqlite import SQLiteStore
@@ -69,14 +67,11 @@ def build_app() -> ip.App:
     return app
 
 
-class Parks(RunListener):
-    """Counts the parks this process committed."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def run_parked(self, run: Run, status: RunStatus, ready_at_ms: int | None) -> None:
-        self.count += 1
+async def parked_count(store: Store) -> int:
+    """Runs sleeping or waiting in the store (a park is counted once committed, whichever
+    execution committed it)."""
+    counts = await store.count_runs_by_status()
+    return counts.get("sleeping", 0) + counts.get("waiting", 0)
 
 
 def rss_mb() -> float:
@@ -108,22 +103,22 @@ def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-async def park(app: ip.App, parks: Parks, event: str, keys: range) -> float:
+async def park(app: ip.App, event: str, keys: range) -> float:
     """Send one event per key and wait until every run it starts has parked; seconds taken."""
     start = time.perf_counter()
-    target = parks.count + len(keys)
+    target = await parked_count(app.engine.store) + len(keys)
     for first in range(keys.start, keys.stop, BATCH):
         last = min(keys.stop, first + BATCH)
         await app.engine.runs.send([ip.Event(event, {"k": k}) for k in range(first, last)])
     shown = 0.0
-    while parks.count < target:
+    while (count := await parked_count(app.engine.store)) < target:
         if time.perf_counter() - shown > 5:
             shown = time.perf_counter()
             progress(
-                f"  parked {parks.count}/{target} after {shown - start:.0f} s,"
+                f"  parked {count}/{target} after {shown - start:.0f} s,"
                 f" RSS {rss_mb():.0f} MB, load {load()}"
             )
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.25)
     return time.perf_counter() - start
 
 
@@ -169,19 +164,17 @@ def summary(values: list[float]) -> str:
 
 async def measure(store: Store, runs: int, mode: str, samples: int, settle_s: float) -> None:
     app = build_app()
-    parks = Parks()
     await app.start(store=store)
-    app.engine.add_listener(parks)
     worker = app.worker(concurrency=1000)
     task = asyncio.create_task(worker.run())
     try:
         print(f"{runs} runs parked in {mode}s on {type(store).__name__}; load {load()}")
         if mode == "event":
-            park_s = await park(app, parks, "bench/wait", range(runs))
+            park_s = await park(app, "bench/wait", range(runs))
             span = runs
         else:
-            park_s = await park(app, parks, "bench/sleep", range(runs))
-            park_s += await park(app, parks, "bench/wait", range(2 * samples))
+            park_s = await park(app, "bench/sleep", range(runs))
+            park_s += await park(app, "bench/wait", range(2 * samples))
             span = 2 * samples
         line("park (send + every run parked)", f"{park_s:.1f} s, {runs / park_s:.0f} runs/s")
         gc.collect()
