@@ -8,12 +8,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from inferpipe.core.errors import StoreError
 
 CHUNK_BYTES = 1024 * 1024
 """How much of a blob is compressed, written or streamed at a time."""
+
+
+def bounded(unpacker: Any, packed: bytes) -> list[bytes]:
+    """`packed` decompressed by `unpacker` (a `zlib.decompressobj`) in pieces of at most
+    `CHUNK_BYTES`: a megabyte of compressed JSON can hold far more than that."""
+    pieces = []
+    while packed:
+        if piece := unpacker.decompress(packed, CHUNK_BYTES):
+            pieces.append(piece)
+        packed = unpacker.unconsumed_tail
+    return pieces
 
 
 class BlobError(StoreError):

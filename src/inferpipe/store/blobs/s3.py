@@ -20,7 +20,13 @@ from urllib.parse import unquote
 import obstore
 from obstore.store import S3Store
 
-from inferpipe.store.blobs.base import CHUNK_BYTES, BlobError, BlobInfo, BlobNotFoundError
+from inferpipe.store.blobs.base import (
+    CHUNK_BYTES,
+    BlobError,
+    BlobInfo,
+    BlobNotFoundError,
+    bounded,
+)
 from inferpipe.store.blobs.file import COMPRESS_LEVEL, SHA256, workspace_dir
 
 _SUFFIX = ".json.gz"
@@ -87,8 +93,7 @@ class S3BlobStore:
         unpacker = zlib.decompressobj(31)  # 31: gzip framing
         try:
             async for chunk in packed:
-                data = await asyncio.to_thread(unpacker.decompress, bytes(chunk))
-                if data:
+                for data in await asyncio.to_thread(bounded, unpacker, bytes(chunk)):
                     yield data
             if tail := unpacker.flush():
                 yield tail

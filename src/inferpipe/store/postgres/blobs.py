@@ -9,7 +9,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator
 
-from inferpipe.store.blobs.base import CHUNK_BYTES, BlobInfo, BlobNotFoundError
+from inferpipe.store.blobs.base import CHUNK_BYTES, BlobInfo, BlobNotFoundError, bounded
 from inferpipe.store.postgres.database import Database
 
 _PUT = """
@@ -107,8 +107,9 @@ async def _unpacked(packed: bytes) -> AsyncIterator[bytes]:
     unpacker = zlib.decompressobj()
     view = memoryview(packed)
     for start in range(0, len(view), CHUNK_BYTES // 4):
-        data = await asyncio.to_thread(unpacker.decompress, view[start : start + CHUNK_BYTES // 4])
-        if data:
+        for data in await asyncio.to_thread(
+            bounded, unpacker, bytes(view[start : start + CHUNK_BYTES // 4])
+        ):
             yield data
     if tail := unpacker.flush():
         yield tail
