@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_processes(sub)
     _add_runs(sub)
     _add_workflows(sub)
+    _add_shadow(sub)
     _add_server(sub)
     _add_db(sub)
     _add_secrets(sub)
@@ -153,6 +154,17 @@ def _add_runs(sub: _Subparsers) -> None:
     runs_p.set_defaults(handler="runs:runs_command")
 
 
+def _add_graph_options(p: argparse.ArgumentParser) -> None:
+    """`--database`, `--app` and `--workspace` of the commands on saved graphs."""
+    _add_database(p, "sqlite:///path or postgresql://... (default: the app's)")
+    p.add_argument("--app", help="module:attribute or path/to/app.py with a WorkflowRuntime")
+    p.add_argument(
+        "--workspace",
+        metavar="NAME",
+        help="the workspace of the graphs and runs (default: $INFERPIPE_WORKSPACE or the app's)",
+    )
+
+
 def _add_workflows(sub: _Subparsers) -> None:
     wf = sub.add_parser("workflows", help="validate, save, version and run workflow graphs")
     actions = wf.add_subparsers(dest="workflows_command", required=True, metavar="ACTION")
@@ -179,14 +191,59 @@ def _add_workflows(sub: _Subparsers) -> None:
         help="how long to wait for the result, e.g. 30s (default: %(default)s)",
     )
     for p in (save, versions, diff, rollback, run):
-        _add_database(p, "sqlite:///path or postgresql://... (default: the app's)")
-        p.add_argument("--app", help="module:attribute or path/to/app.py with a WorkflowRuntime")
-        p.add_argument(
-            "--workspace",
-            metavar="NAME",
-            help="the workspace of the graphs and runs (default: $INFERPIPE_WORKSPACE or the app's)",
-        )
+        _add_graph_options(p)
     wf.set_defaults(handler="workflows:workflows_command")
+
+
+def _add_shadow(sub: _Subparsers) -> None:
+    shadow = sub.add_parser(
+        "shadow",
+        help="run a candidate beside a graph's live runs; compare, report, cut over",
+        description="Shadow runs: a policy runs a candidate (another saved version, or the "
+        "run's version with overrides) beside a sampled share of a graph's runs, with the same "
+        "input; http and side-effect nodes reuse the primary's outputs. `report` compares them; "
+        "`promote` makes the candidate current, `rollback` undoes it. See docs/shadow.md.",
+    )
+    actions = shadow.add_subparsers(dest="shadow_command", required=True, metavar="ACTION")
+    create = actions.add_parser(
+        "create",
+        help="create (and enable) a policy",
+        epilog="example: inferpipe shadow create ticket-triage --set classify.model=fake/echo "
+        "--rate 0.1",
+    )
+    create.add_argument("graph_id", metavar="ID", help="the graph to shadow")
+    create.add_argument("--version", type=int, help="candidate: another saved version")
+    create.add_argument(
+        "--set",
+        action="append",
+        metavar="NODE.FIELD=VALUE",
+        help="candidate override (repeatable); VALUE is JSON or text, e.g. answer.model=fake/echo",
+    )
+    create.add_argument(
+        "--rate", type=float, default=1.0, help="share of runs shadowed, 0 to 1 (default: 1)"
+    )
+    create.add_argument(
+        "--call",
+        action="append",
+        metavar="NODE",
+        help="a side-effect node that calls for real in the shadow (repeatable; default: none)",
+    )
+    create.add_argument("--disabled", action="store_true", help="create it switched off")
+    lst = actions.add_parser("list", help="policies, newest first")
+    lst.add_argument("graph_id", metavar="ID", nargs="?", help="only this graph's")
+    report = actions.add_parser("report", help="the parity report of a policy")
+    report.add_argument("--json", action="store_true", help="the whole report as JSON")
+    enable = actions.add_parser("enable", help="switch a policy on (the graph's others go off)")
+    disable = actions.add_parser("disable", help="switch a policy off")
+    for p in (enable, disable):
+        p.add_argument("--rate", type=float, help="also set the share of runs shadowed")
+    promote = actions.add_parser("promote", help="make the candidate the current version")
+    rollback = actions.add_parser("rollback", help="undo a promotion")
+    for p in (report, enable, disable, promote, rollback):
+        p.add_argument("policy_id", metavar="POLICY", help="the policy's id")
+    for p in (create, lst, report, enable, disable, promote, rollback):
+        _add_graph_options(p)
+    shadow.set_defaults(handler="shadow:shadow_command")
 
 
 _SERVER_DATABASE_HELP = (

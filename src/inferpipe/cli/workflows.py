@@ -46,7 +46,7 @@ async def workflows_command(args: argparse.Namespace) -> None:
     if args.workflows_command == "validate":
         validate_file(Path(args.file))
         return
-    async with _runtime(args.database, args.app, args.workspace) as (runtime, checks_tasks):
+    async with open_runtime(args.database, args.app, args.workspace) as (runtime, checks_tasks):
         action = args.workflows_command
         if action == "save":
             await save_file(runtime, Path(args.file), checks_tasks=checks_tasks)
@@ -166,7 +166,7 @@ async def print_run(app: App, run: Run) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _runtime(
+async def open_runtime(
     database: str | None, app_target: str | None, workspace: str | None = None
 ) -> AsyncIterator[tuple[WorkflowRuntime, bool]]:
     """The runtime to use, with its app started; and whether task names can be checked."""

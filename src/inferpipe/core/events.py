@@ -23,6 +23,10 @@ FUNCTION_FINISHED = "inferpipe/function.finished"
 """Sent when any run finalizes; `invoke` waits on it."""
 FUNCTION_FAILED = "inferpipe/function.failed"
 """Sent when a run fails; `on_failure` handlers are triggered by it."""
+QUIET_FINISHED = "inferpipe/function.finished.quiet"
+"""Stored instead of `function.finished` when a quiet function's run (a shadow run) ends with
+deferred runs or scorers to start: those are its only runs; no trigger, `invoke` or webhook
+sees it."""
 
 
 def invoke_outcome(finished: dict[str, Any]) -> tuple[bool, Any, dict[str, Any] | None]:

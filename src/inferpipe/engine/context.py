@@ -110,6 +110,12 @@ class Context:
         model = self._journal.planner.input_model_of(self.function_id)
         return model.model_validate(data) if model is not None else data
 
+    async def committed(self) -> None:
+        """Return once every step this run has recorded is committed: step records are
+        written while the function goes on, so code that reads its own run's steps from the
+        store (a shadow run comparing itself) waits for them first."""
+        await self._journal.flush()
+
     def patched(self, patch_id: str) -> bool:
         """Version a change to this function's steps so runs started before it finish on the
         old path. True: take the new code; False: this run was already past this point under

@@ -6,7 +6,13 @@ import dataclasses
 from typing import Any
 
 from inferpipe.core.errors import InvalidScoreError, error_payload
-from inferpipe.core.events import FUNCTION_FAILED, FUNCTION_FINISHED, Event
+from inferpipe.core.events import (
+    DEFERRED,
+    FUNCTION_FAILED,
+    FUNCTION_FINISHED,
+    QUIET_FINISHED,
+    Event,
+)
 from inferpipe.core.records import NewRun, Run, RunStatus, StepKind, StepRecord
 from inferpipe.core.scores import (
     ScoreRecord,
@@ -86,10 +92,20 @@ def plan_finish(
     `score.recorded` event per score the finish writes."""
     parent = (run.events[0].get("data") or {}).get("parent") if run.events else None
     judged = parent.get("function_id", "") if isinstance(parent, dict) else ""
-    events = lifecycle_events(run, outcome, now_ms)
+    events = [] if fn.quiet else lifecycle_events(run, outcome, now_ms)
     events += [score_event(score, now_ms, judged) for score in outcome.scores]
     planned = [PlannedEvent(e, registry.plan(e, now_ms, workspace=run.workspace)) for e in events]
-    planned[0].runs.extend(_deferred(registry, fn, run, journal, outcome, now_ms))
+    deferred = _deferred(registry, fn, run, journal, outcome, now_ms)
+    if fn.quiet and deferred:
+        carrier = Event(
+            QUIET_FINISHED,
+            {"run_id": run.id, "function_id": run.function_id},
+            ts_ms=now_ms,
+            id=f"finished-{run.id}",
+        )
+        planned.insert(0, PlannedEvent(carrier))
+    if deferred:
+        planned[0].runs.extend(deferred)
     return planned
 
 
@@ -119,6 +135,8 @@ def _deferred(
         if rec.kind is StepKind.DEFER
     ]
     trigger = run.events[0]["data"] if run.events else {}
+    if run.events and run.events[0].get("name") == DEFERRED:
+        trigger = trigger.get("input")  # a deferred run's scorers see its own input
     for attached in fn.scorers:
         if attached.samples(run.id):
             data = {"input": trigger, "output": outcome.output}

@@ -129,6 +129,10 @@ class FunctionDef:
     this function there). Called in the commit path of every matching event, so it must be
     quick and must not block: a cached answer (webhook delivery skips its dispatch run in a
     workspace with no subscription)."""
+    quiet: bool = False
+    """Its runs send no lifecycle events (`function.finished`, `function.failed`): their end
+    triggers nothing and fires no webhook, and `step.invoke` cannot wait for them (shadow
+    runs). Its deferred runs and scorers still start."""
 
     @property
     def event_triggers(self) -> list[EventTrigger]:

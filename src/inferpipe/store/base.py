@@ -32,6 +32,7 @@ from inferpipe.store.blobs.base import BlobStore
 from inferpipe.store.graphs import GraphTable
 from inferpipe.store.keys import KeyStore
 from inferpipe.store.secrets import SecretTable
+from inferpipe.store.shadows import ShadowTable
 from inferpipe.store.stream_log import StreamLog
 from inferpipe.store.webhooks import WebhookTable
 
@@ -134,6 +135,10 @@ class Store(Protocol):
     @property
     def graphs(self) -> GraphTable:
         """The saved graph versions of this workspace, in the same database."""
+
+    @property
+    def shadows(self) -> ShadowTable:
+        """The shadow policies and comparisons of this workspace, in the same database."""
 
     @property
     def secrets(self) -> SecretTable:

@@ -317,6 +317,9 @@ class WebhookDelivery:
         reading = self.presence.reading(workspace)
         found = await subs.list_subscriptions(workspace)
         self.presence.record(workspace, any(s.enabled for s in found), reading)
+        registry = self.app.engine.registry
+        if function_id in registry and registry.get(function_id).quiet:
+            return []  # a shadow run's scores fire no webhook (its end sends no event at all)
         ids = []
         for sub in found:
             if not sub.wants(kind, function_id):

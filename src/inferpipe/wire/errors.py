@@ -49,5 +49,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "invalid_webhook": 422,
     "webhook_not_found": 404,
     "webhooks_not_enabled": 404,
+    # shadow runs (inferpipe.workflows.shadow; the server's routes/shadow.py)
+    "shadow_policy_invalid": 422,
+    "shadow_not_found": 404,
+    "shadow_state": 409,
 }
 """The status of each error code; a code not listed answers 500 (503 when retryable)."""

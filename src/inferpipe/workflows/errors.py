@@ -11,7 +11,10 @@ Hierarchy (all under `inferpipe.core.errors.InferpipeError`)::
     ├── WorkflowInputError            a run's input does not match the graph's input schema
     ├── NodeFailedError               a node failed after its retries; the run fails naming it
     ├── ExpressionFailedError         a CEL expression failed on the run's data
-    └── UnknownTaskError              a task node names an unregistered function
+    ├── UnknownTaskError              a task node names an unregistered function
+    ├── ShadowPolicyInvalidError      a shadow policy's fields are wrong; carries every problem
+    ├── ShadowPolicyNotFoundError     no shadow policy (or comparison) with that id
+    └── ShadowStateError              a promotion or rollback the policy's state does not allow
 """
 
 from __future__ import annotations
@@ -184,3 +187,26 @@ class UnknownTaskError(WorkflowError):
         listed = ", ".join(sorted(known)) or "none"
         super().__init__(f"no task named {name!r} is registered (registered: {listed})")
         self.name = name
+
+
+class ShadowPolicyInvalidError(WorkflowError):
+    """A shadow policy was refused; `problems` lists every field at fault (``field: why``)."""
+
+    code = "shadow_policy_invalid"
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("shadow policy is invalid: " + "; ".join(self.problems))
+
+
+class ShadowPolicyNotFoundError(WorkflowError):
+    """No shadow policy, or no comparison of a shadow run, with that id."""
+
+    code = "shadow_not_found"
+
+
+class ShadowStateError(WorkflowError):
+    """The policy's state does not allow this (promote twice, roll back what was not
+    promoted)."""
+
+    code = "shadow_state"

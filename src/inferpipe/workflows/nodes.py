@@ -36,6 +36,7 @@ from inferpipe.workflows._bind import bind_refs, scrub, scrubbed_error
 from inferpipe.workflows.compile import ExecutionPlan, PlanNode
 from inferpipe.workflows.errors import ExpressionFailedError, UnknownTaskError, WorkflowError
 from inferpipe.workflows.secrets import SecretMisuseError, SecretResolver, placeholders
+from inferpipe.workflows.shadow.guard import ShadowGuard
 from inferpipe.workflows.templates import TemplateRenderer
 
 TaskFunction = Callable[..., Any]
@@ -86,8 +87,11 @@ class NodeRunner:
         services: NodeServices,
         input_data: Any,
         outputs: Mapping[str, Any],
+        guard: ShadowGuard | None = None,
     ) -> None:
         self._ctx = ctx
+        self._guard = guard
+        """Set in a shadow run: side-effect nodes reuse the primary's outputs."""
         self._steps = ctx.step
         self._plan = plan
         self._s = services
@@ -145,6 +149,19 @@ class NodeRunner:
         await self._steps.run(place.step_name, failed, _kind=kind, _input=place.recorded)
         raise exc  # unreachable: the step above fails (its error is not retried)
 
+    async def _stand_in(self, place: _Place) -> Any:
+        """A shadow run's step for a side-effect node: the primary's output, or null."""
+        assert self._guard is not None
+        output, action, reason = self._guard.stand_in(place.step_name)
+
+        async def stand_in() -> Any:
+            return output
+
+        meta = {**place.meta, "shadow": action, "shadow_reason": reason}
+        return await self._steps.run(
+            place.step_name, stand_in, _input=place.recorded, _meta=lambda _: meta
+        )
+
     # node types ---------------------------------------------------------------------------
     async def _transform(self, body: spec.TransformFields, place: _Place) -> Any:
         async def evaluate() -> Any:
@@ -180,6 +197,9 @@ class NodeRunner:
         return NodeResult(out, arm=int(out["arm"]))
 
     async def _wait(self, body: spec.WaitNode, place: _Place) -> Any:
+        if self._guard is not None and self._guard.stands_in(place.node_id, "wait"):
+            event = await self._stand_in(place)
+            return event.get("data") if isinstance(event, dict) else None
         try:
             bound = bind_refs(body.match, place.scope) if body.match else None
         except WorkflowError as exc:
@@ -190,6 +210,8 @@ class NodeRunner:
         return None if event is None else event.data
 
     async def _task(self, body: spec.TaskFields, place: _Place) -> Any:
+        if self._guard is not None and self._guard.stands_in(place.node_id, "task", body.task):
+            return await self._stand_in(place)
         fn = self._s.tasks.get(body.task)
         try:
             if fn is None:
@@ -246,6 +268,8 @@ class NodeRunner:
         return messages
 
     async def _http(self, body: spec.HttpFields, place: _Place) -> Any:
+        if self._guard is not None and self._guard.stands_in(place.node_id, "http"):
+            return await self._stand_in(place)
         try:
             for path, reason in _secret_use.http_misuse(body):  # a graph saved before the rule
                 raise SecretMisuseError(f"node {place.node_id!r} at {path}: {reason}")

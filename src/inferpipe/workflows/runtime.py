@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -37,7 +37,15 @@ from inferpipe.core.errors import ConfigurationError
 from inferpipe.core.records import StepRecord
 from inferpipe.engine.context import Context
 from inferpipe.engine.engine import Engine
-from inferpipe.engine.functions import Backoff, FunctionDef, Trigger, on_cron, on_event
+from inferpipe.engine.flow import flow_control
+from inferpipe.engine.functions import (
+    AttachedScorer,
+    Backoff,
+    FunctionDef,
+    Trigger,
+    on_cron,
+    on_event,
+)
 from inferpipe.llm.providers import ProviderRegistry
 from inferpipe.net.egress import EgressPolicy
 from inferpipe.net.http import HttpSettings
@@ -50,6 +58,9 @@ from inferpipe.workflows.graphstore import GraphStore, SaveResult, saved_graphs
 from inferpipe.workflows.nodes import NodeRunner, NodeServices, TaskFunction
 from inferpipe.workflows.secret_store import WorkspaceSecrets, workspace_secrets
 from inferpipe.workflows.secrets import SecretProvider, SecretResolver
+from inferpipe.workflows.shadow.guard import ShadowGuard
+from inferpipe.workflows.shadow.policy import ShadowPolicies
+from inferpipe.workflows.shadow.run import SHADOW_FUNCTION_ID, SHADOW_PRIORITY, ShadowRun
 from inferpipe.workflows.validate import (
     Limits,
     ModelCatalog,
@@ -104,6 +115,10 @@ class WorkflowRuntime:
             decision; by default `EgressPolicy.from_env()`: nobody unless configured).
         models: the models graphs may use (by default `RegistryModelCatalog(providers)`: each
             provider's own list; pass one with `allow`/`only_allowed` for an allowlist).
+        scorers: scorers attached to every graph run, and to every shadow run (`sample(...)`
+            for a share of them): a parity report compares their scores.
+        shadow_concurrency: shadow runs executing at once in each process's workspace (they
+            queue at a lower priority than the graphs' own runs).
     """
 
     def __init__(
@@ -119,6 +134,8 @@ class WorkflowRuntime:
         limits: Limits | None = None,
         egress: EgressPolicy | None = None,
         models: ModelCatalog | None = None,
+        scorers: Sequence[FunctionDef | AttachedScorer] = (),
+        shadow_concurrency: int = 2,
     ) -> None:
         self.app = app
         self.providers = providers or ProviderRegistry.with_defaults()
@@ -126,6 +143,11 @@ class WorkflowRuntime:
         self.backoff = backoff or Backoff()
         self.limits = limits or Limits()
         self.tasks: dict[str, TaskFunction] = {}
+        self.side_effect_tasks: set[str] = set()
+        """Tasks that stand in for their side effects in shadow runs."""
+        self.scorers = [
+            s if isinstance(s, AttachedScorer) else AttachedScorer(s.id) for s in scorers
+        ]
         self._graphs = graphs
         # Graph stores per workspace, for the store they were made for (an app started again
         # - tests, the CLI - gets stores of its own).
@@ -139,6 +161,19 @@ class WorkflowRuntime:
         )
         self._plans: OrderedDict[tuple[str, int, str], ExecutionPlan] = OrderedDict()
         app.add(self._function(WORKFLOW_FUNCTION_ID, self._on_invoke, [], "Runs a saved graph."))
+        shadow = ShadowRun(self)
+        app.add(
+            FunctionDef(
+                id=SHADOW_FUNCTION_ID,
+                handler=shadow.execute,
+                retries=retries,
+                backoff=self.backoff,
+                description="Runs a shadow policy's candidate beside a primary graph run.",
+                scorers=list(self.scorers),
+                flow=flow_control(concurrency=shadow_concurrency, priority=SHADOW_PRIORITY),
+                quiet=True,
+            )
+        )
         _RUNTIMES[app] = self
 
     async def _workspace_secret(self, workspace: str, name: str) -> str | None:
@@ -153,11 +188,12 @@ class WorkflowRuntime:
         return None if secrets is None else await secrets.value(workspace, name)
 
     # registration -------------------------------------------------------------------------
-    def task(self, name: str | None = None) -> Callable[[F], F]:
+    def task(self, name: str | None = None, *, side_effect: bool = False) -> Callable[[F], F]:
         """Register a Python function that `task` nodes call by `name` (default: its name).
 
         It receives the node's `args` as keyword arguments and returns JSON; it may be sync
-        (run in a thread) or async.
+        (run in a thread) or async. `side_effect`: it changes the outside world (sends a mail,
+        writes a record), so a shadow run does not call it (it reuses the primary's output).
         """
 
         def register(fn: F) -> F:
@@ -165,6 +201,8 @@ class WorkflowRuntime:
             if task_name in self.tasks:
                 raise ConfigurationError(f"a task named {task_name!r} is already registered")
             self.tasks[task_name] = fn
+            if side_effect:
+                self.side_effect_tasks.add(task_name)
             return fn
 
         return register
@@ -224,6 +262,7 @@ class WorkflowRuntime:
             retries=self.retries,
             backoff=self.backoff,
             description=description,
+            scorers=list(self.scorers),
         )
 
     # graphs -------------------------------------------------------------------------------
@@ -344,18 +383,72 @@ class WorkflowRuntime:
             saved = await graphs.get(graph_id, version, content_hash=content_hash)
             self._remember(saved.plan)
             info = saved.info
-            return {
+            ref = {
                 "graph_id": graph_id,
                 "version": info.version,
                 "content_hash": info.content_hash,
             }
+            # Decided once, with the version: a replay or a re-run plans the same shadow.
+            shadow = await self._shadow_decision(ctx, graph_id)
+            return ref if shadow is None else {**ref, "shadow": shadow}
 
         ref = await ctx.step.run(RESOLVE_STEP, resolve, _input={"graph_id": graph_id})
         plan = await self._plan(ref, graphs)
+        if isinstance(ref.get("shadow"), dict):
+            # Recorded with the run's next step; it starts when this run finalizes, in the
+            # same transaction, so a crash loses neither (and the shadow reads every output
+            # this run recorded, never competing with it while it runs).
+            planned = {k: ref[k] for k in ("graph_id", "version", "content_hash", "shadow")}
+            ctx.defer("shadow", SHADOW_FUNCTION_ID, {**planned, "input": input_data})
+        return await self.run_plan(ctx, plan, input_data)
+
+    def store_for(self, workspace: str | None = None) -> Store:
+        """The app's store, for `workspace` (None: the app's)."""
+        store = self.app.engine.store
+        return store if workspace in (None, store.workspace) else store.for_workspace(workspace)
+
+    def shadow_policies(self, workspace: str | None = None) -> ShadowPolicies:
+        """The shadow policies of `workspace` (the app's by default), checked against its
+        graphs and this runtime's models and tasks."""
+        return ShadowPolicies(
+            self.graphs_for(workspace),
+            self.store_for(workspace).shadows,
+            self.validation_options(workspace),
+            clock=self.app.engine.clock.now_ms,
+        )
+
+    async def _shadow_decision(self, ctx: Context, graph_id: str) -> dict[str, Any] | None:
+        """The candidate of the graph's enabled policy, when it samples this run."""
+        policy = await self.shadow_policies(_workspace_of(ctx)).active(graph_id)
+        if policy is None or not policy.samples(ctx.run_id):
+            return None
+        fields = ("id", "candidate_version", "overrides", "call_nodes")
+        return policy.model_dump(mode="json", include=set(fields))
+
+    @property
+    def engine(self) -> Engine:
+        """The app's engine."""
+        return self.app.engine
+
+    async def run_plan(
+        self, ctx: Context, plan: ExecutionPlan, input_data: Any, guard: ShadowGuard | None = None
+    ) -> dict[str, Any]:
+        """Run every node of `plan` in the run `ctx` (a shadow run passes its `guard`)."""
         check_input(plan, input_data)
         outputs: dict[str, Any] = {}  # written by the execution, read by the nodes
-        runner = NodeRunner(ctx, plan, self._services, input_data, outputs)
+        runner = NodeRunner(ctx, plan, self._services, input_data, outputs, guard)
         return await GraphExecution(plan, runner, input_data, outputs).run()
+
+    def cached_plan(self, key: tuple[str, int, str]) -> ExecutionPlan | None:
+        """A plan parsed before, by (graph id, version, content hash)."""
+        plan = self._plans.get(key)
+        if plan is not None:
+            self._plans.move_to_end(key)
+        return plan
+
+    def remember(self, plan: ExecutionPlan) -> None:
+        """Keep a plan parsed (a shadow's candidate, e.g.)."""
+        self._remember(plan)
 
     async def _plan(self, ref: Mapping[str, Any], graphs: GraphStore) -> ExecutionPlan:
         """The plan a run resolved, by the graph id, version and content hash it recorded."""

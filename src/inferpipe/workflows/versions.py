@@ -98,14 +98,14 @@ def diff_graphs(old: spec.Graph, new: spec.Graph) -> GraphDiff:
     for node_id in [n for n in new_nodes if n in old_nodes]:
         before = old_nodes[node_id].model_dump(mode="json")
         after = new_nodes[node_id].model_dump(mode="json")
-        fields = tuple(_value_changes("", before, after))
+        fields = tuple(value_changes("", before, after))
         if fields:
             changed.append(NodeChange(node_id=node_id, fields=fields))
     old_edges = {(e.source, e.target) for e in old.edges}
     new_edges = {(e.source, e.target) for e in new.edges}
     graph_fields = []
     for name in _GRAPH_FIELDS:
-        graph_fields += _value_changes(
+        graph_fields += value_changes(
             name, old.model_dump(mode="json")[name], new.model_dump(mode="json")[name]
         )
     added = tuple(n for n in new_nodes if n not in old_nodes)
@@ -126,20 +126,21 @@ def diff_graphs(old: spec.Graph, new: spec.Graph) -> GraphDiff:
     )
 
 
-def _value_changes(path: str, before: Any, after: Any) -> list[FieldChange]:
-    """Leaf-level differences between two JSON values; lists of unequal length differ whole."""
+def value_changes(path: str, before: Any, after: Any) -> list[FieldChange]:
+    """Leaf-level differences between two JSON values (a structural diff, paths dotted from
+    `path`); lists of unequal length differ whole."""
     if before == after:
         return []
     if isinstance(before, dict) and isinstance(after, dict):
         changes = []
         for key in [*before, *(k for k in after if k not in before)]:
             sub = f"{path}.{key}" if path else str(key)
-            changes += _value_changes(sub, before.get(key), after.get(key))
+            changes += value_changes(sub, before.get(key), after.get(key))
         return changes
     if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
         changes = []
         for position, (left, right) in enumerate(zip(before, after, strict=True)):
-            changes += _value_changes(f"{path}[{position}]", left, right)
+            changes += value_changes(f"{path}[{position}]", left, right)
         return changes
     return [FieldChange(path=path, before=before, after=after)]
 

@@ -42,6 +42,7 @@ from inferpipe.store.postgres.database import (
     RETRY_S,
     Conn,
     Database,
+    Runner,
     cut_stalled_sessions,
     notify,
 )
@@ -60,6 +61,7 @@ from inferpipe.store.postgres.rows import (
 from inferpipe.store.postgres.secrets import PostgresSecrets
 from inferpipe.store.postgres.stream_log import PostgresStreamLog
 from inferpipe.store.postgres.webhooks import PostgresWebhooks
+from inferpipe.store.shadows import SQLShadows
 
 _log = logging.getLogger("inferpipe.store.postgres")
 
@@ -116,6 +118,7 @@ class PostgresStore:
         self._cut_stalled_at = 0.0  #: when claims next end stalled sessions (monotonic)
         self.keys = PostgresKeys(self._db)
         self.graphs = PostgresGraphs(self._db, workspace)
+        self.shadows = SQLShadows(Runner(self._db), workspace)
         self.secrets = PostgresSecrets(self._db)
         self.stream_log = PostgresStreamLog(self._db, self._notifications)
         self.webhooks = PostgresWebhooks(self._db)

@@ -33,9 +33,10 @@ from inferpipe.store.base import (
 from inferpipe.store.blobs import BlobStore, blob_store_from_url
 from inferpipe.store.migrations import migration_files
 from inferpipe.store.payloads import MARKER
+from inferpipe.store.shadows import SQLShadows
 from inferpipe.store.sqlite import admission, claims, intake, scores, work
 from inferpipe.store.sqlite.changes import Changes
-from inferpipe.store.sqlite.database import Database
+from inferpipe.store.sqlite.database import Database, Runner
 from inferpipe.store.sqlite.graphs import SQLiteGraphs
 from inferpipe.store.sqlite.keys import SQLiteKeys
 from inferpipe.store.sqlite.rows import (
@@ -80,6 +81,7 @@ class SQLiteStore:
         self._owner = _db is None
         self.keys = SQLiteKeys(self._db)
         self.graphs = SQLiteGraphs(self._db, workspace)
+        self.shadows = SQLShadows(Runner(self._db), workspace)
         self.secrets = SQLiteSecrets(self._db, self.path)
         self.stream_log = SQLiteStreamLog(self._db)
         self.webhooks = SQLiteWebhooks(self._db)
