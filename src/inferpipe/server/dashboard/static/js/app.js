@@ -8,6 +8,7 @@ import * as functions from "./functions.js";
 import * as run from "./run.js";
 import * as runs from "./runs.js";
 import * as scores from "./scores.js";
+import * as shadow from "./shadow.js";
 import * as workflows from "./workflows.js";
 import { parseHash } from "./nav.js";
 import * as webhooks from "./webhooks.js";
@@ -20,6 +21,9 @@ const ROUTES = [
   { pattern: /^\/functions$/, nav: "functions", page: functions },
   { pattern: /^\/workflows$/, nav: "workflows", page: workflows, view: "list" },
   { pattern: /^\/workflow\/([^/]+)$/, nav: "workflows", page: workflows, view: "graph" },
+  { pattern: /^\/shadow$/, nav: "shadow", page: shadow, view: "list" },
+  { pattern: /^\/shadow\/policy\/([^/]+)$/, nav: "shadow", page: shadow, view: "policy" },
+  { pattern: /^\/shadow\/run\/([^/]+)$/, nav: "shadow", page: shadow, view: "run" },
   { pattern: /^\/scores$/, nav: "scores", page: scores },
   { pattern: /^\/costs$/, nav: "costs", page: costs },
   { pattern: /^\/webhooks$/, nav: "webhooks", page: webhooks },
