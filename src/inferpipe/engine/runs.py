@@ -122,10 +122,17 @@ class Runs:
             await asyncio.shield(self.store.create_runs([run], now))
             self.wakeups.work_ready()
             return run.id
-        start = asyncio.ensure_future(self.store.start_run(run, now, starter.id, starter.lease_ms))
+        start = asyncio.ensure_future(self._start_run(run, starter))
         starter.adopt(start)
         await asyncio.shield(start)
         return run.id
+
+    async def _start_run(self, run: NewRun, starter: Starter) -> ClaimedRun | None:
+        # The lease is timed from now, after `adopt` read the worker's clock (this body runs
+        # once it returned), not from when the invoke began: the offload above may take a
+        # while, and the worker would think its lease longer than the store does.
+        now = self.clock.now_ms()
+        return await self.store.start_run(run, now, starter.id, starter.lease_ms)
 
     def _starter(self, run: NewRun, now_ms: int) -> Starter | None:
         """A local worker with a free slot for `run`, if flow control has nothing to decide
