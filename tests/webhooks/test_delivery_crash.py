@@ -31,9 +31,9 @@ APP_FILE = Path(delivery_app.__file__)
 LOOPS = int(os.environ.get("INFERPIPE_WEBHOOK_CRASH_LOOPS", "1"))
 
 
-def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_worker(env: dict[str, str], lease_ms: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "inferpipe", "worker", str(APP_FILE), "--lease-ms", "1000"],
+        [sys.executable, "-m", "inferpipe", "worker", str(APP_FILE), "--lease-ms", str(lease_ms)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -73,7 +73,10 @@ async def test_sigkill_between_attempts_delivers_once(
             sub, secret = await webhook_subscriptions(store).create(
                 "default", hook.url, events=[EventType.RUN_FINISHED], allow_private=True
             )
-            first = start_worker(env)
+            # The killed worker's lease is short, so the next one takes its run over soon;
+            # the next one's is long, so a loaded machine does not make it look dead too (its
+            # run would then be taken over again and an attempt made twice: at least once).
+            first = start_worker(env, lease_ms=1000)
             second: subprocess.Popen[bytes] | None = None
             try:
                 await app.send(Event("test/work", {"n": loop}))
@@ -90,7 +93,7 @@ async def test_sigkill_between_attempts_delivers_once(
                 first.wait()
                 assert [r.answered for r in hook.all()] == [500]
 
-                second = start_worker(env)
+                second = start_worker(env, lease_ms=30_000)
 
                 async def accepted() -> bool:
                     return len(hook.accepted()) >= 1
