@@ -297,7 +297,10 @@ async def test_a_store_failure_under_a_step_hands_the_run_back(
         await running
         await app.close()
     assert run.status is ip.RunStatus.COMPLETED and run.output == "onetwo"
-    assert effects.read_text().splitlines() == ["first", "first", "second"]
+    # `second` starts while `first`'s record is on its way (step records are pipelined); the
+    # write failed, so both run again: each step at least once, each result recorded once.
+    lines = effects.read_text().splitlines()
+    assert lines in (["first", "first", "second"], ["first", "second", "first", "second"])
 
 
 async def test_readiness_follows_whether_the_store_can_be_written(
