@@ -102,9 +102,14 @@ class FileBlobStore:
             if path.exists():
                 try:
                     _touch(path)  # renewed: a sweep deciding now keeps it (see _delete)
-                    return
                 except FileNotFoundError:
                     pass  # a sweep took it just now: written again below
+                else:
+                    # utime finds the file by name before it sets the time: a sweep's rename
+                    # and check can fall in between and unlink a file this touched. Still
+                    # under its name after the touch, the touch came first (the sweep keeps it).
+                    if path.exists():
+                        return
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
             try:
