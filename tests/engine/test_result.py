@@ -90,6 +90,10 @@ async def test_a_run_invoked_and_executed_here_is_handed_to_its_waiter(tmp_path:
     worker = app.worker()
     working = asyncio.create_task(worker.run())
     try:
+        for _ in range(1000):  # the worker offers its slots once it listens to the store
+            if worker in app.engine.runs._starters:
+                break
+            await asyncio.sleep(0.01)
         run_id = await app.invoke("held")
         started = await store.get_run(run_id)
         assert started is not None and started.status is ip.RunStatus.RUNNING
