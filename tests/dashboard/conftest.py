@@ -327,13 +327,19 @@ def sessions(browser: Browser, dashboard: Dashboard) -> dict[str, dict[str, Any]
 
 @pytest.fixture
 def new_page(
-    browser: Browser, sessions: dict[str, dict[str, Any]]
+    browser: Browser, dashboard: Dashboard, sessions: dict[str, dict[str, Any]]
 ) -> Iterator[Callable[..., Page]]:
-    """Open a page in a fresh context logged in as `as_` ("admin", "reader" or None)."""
+    """Open a page in a fresh context logged in as `as_` ("admin", "reader" or None); with
+    `own_session`, through a login of its own (the login tests log the shared sessions out)."""
     contexts: list[BrowserContext] = []
 
-    def make(as_: str | None = "admin", *, bypass_csp: bool = False) -> Page:
-        state = sessions[as_] if as_ else None
+    def make(
+        as_: str | None = "admin", *, bypass_csp: bool = False, own_session: bool = False
+    ) -> Page:
+        if as_ and own_session:
+            state = login(browser, dashboard.base_url, dashboard.keys[as_])
+        else:
+            state = sessions[as_] if as_ else None
         context = browser.new_context(
             storage_state=state,  # type: ignore[arg-type]
             viewport={"width": 1400, "height": 1000},

@@ -6,41 +6,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Page, expect
 
-from tests.dashboard.conftest import UI_TIMEOUT_MS, Dashboard, login, open_app
+from tests.dashboard.conftest import Dashboard, open_app
 from tests.dashboard.test_a11y import axe, violations
 
 __all__ = ["axe"]  # the fixture, used by name
 
 GRAPH = "shadowed-answer"
 REPORT_TIMEOUT_S = 30.0
-
-
-@pytest.fixture
-def fresh_page(browser: Browser, dashboard: Dashboard) -> Iterator[Callable[..., Page]]:
-    """A page logged in with a session of its own (the login tests log the shared admin
-    session out)."""
-    contexts: list[BrowserContext] = []
-
-    def make(key: str = "admin", *, bypass_csp: bool = False) -> Page:
-        state = login(browser, dashboard.base_url, dashboard.keys[key])
-        context = browser.new_context(
-            storage_state=state,  # type: ignore[arg-type]
-            viewport={"width": 1400, "height": 1000},
-            bypass_csp=bypass_csp,  # only to inject the accessibility checker
-        )
-        context.set_default_timeout(UI_TIMEOUT_MS)
-        contexts.append(context)
-        return context.new_page()
-
-    yield make
-    for context in contexts:
-        context.close()
 
 
 def _shadowed(dashboard: Dashboard) -> dict[str, Any]:
@@ -66,11 +43,11 @@ def _shadowed(dashboard: Dashboard) -> dict[str, Any]:
 
 
 def test_report_side_by_side_and_cutover(
-    dashboard: Dashboard, fresh_page: Callable[..., Page]
+    dashboard: Dashboard, new_page: Callable[..., Page]
 ) -> None:
     report = _shadowed(dashboard)
     policy_id = report["policy"]["id"]
-    reader = fresh_page("reader")
+    reader = new_page("reader", own_session=True)
     open_app(reader, dashboard.base_url, "/runs")
     reader.get_by_role("navigation", name="Main").get_by_role("link", name="Shadow runs").click()
     row = reader.locator(f'#policies-table tr[data-policy="{policy_id}"]')
@@ -94,7 +71,7 @@ def test_report_side_by_side_and_cutover(
     expect(reader.locator("#compare-nodes tbody tr").first).to_contain_text("answer")
     assert reader.page_errors() == []
 
-    admin = fresh_page("admin")
+    admin = new_page("admin", own_session=True)
     open_app(admin, dashboard.base_url, f"/shadow/policy/{policy_id}")
     admin.get_by_role("button", name="Turn off").click()
     expect(admin.locator("#policy-state")).to_have_text("off")
@@ -112,7 +89,7 @@ def test_report_side_by_side_and_cutover(
 
 
 def test_shadow_pages_have_no_serious_accessibility_violations(
-    dashboard: Dashboard, fresh_page: Callable[..., Page], axe: str
+    dashboard: Dashboard, new_page: Callable[..., Page], axe: str
 ) -> None:
     policies = dashboard.http.get("/v1/shadow/policies", params={"graph_id": GRAPH}).json()
     report = (
@@ -122,7 +99,7 @@ def test_shadow_pages_have_no_serious_accessibility_violations(
     )
     policy_id = report["policy"]["id"]
     comparison = report["worst"][0]["shadow_run_id"]
-    page = fresh_page(bypass_csp=True)
+    page = new_page(bypass_csp=True, own_session=True)
     problems = {}
     for fragment in ("/shadow", f"/shadow/policy/{policy_id}", f"/shadow/run/{comparison}"):
         open_app(page, dashboard.base_url, fragment)
