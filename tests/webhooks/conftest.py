@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,12 +73,21 @@ def incoming_app(database: str) -> ip.App:
     return app
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+@contextlib.contextmanager
+def serving(
+    tmp_path_factory: pytest.TempPathFactory, make_app: Callable[[str], ip.App]
+) -> Iterator[Live]:
+    """An API server with keys on a new SQLite file, over the app `make_app(database)`."""
     db_path = tmp_path_factory.mktemp("webhooks") / "api.db"
     keys = asyncio.run(create_keys(db_path))
-    server, stop = start_server(incoming_app(f"sqlite:///{db_path}"), require_keys=True)
+    server, stop = start_server(make_app(f"sqlite:///{db_path}"), require_keys=True)
     try:
         yield Live(f"http://127.0.0.1:{server.port}", keys, db_path, server)
     finally:
         stop()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    with serving(tmp_path_factory, incoming_app) as served:
+        yield served

@@ -14,21 +14,15 @@ import pytest
 import standardwebhooks
 
 from tests.server.conftest import assert_error, start_server
-from tests.webhooks.conftest import Live, create_keys
+from tests.webhooks.conftest import Live, create_keys, serving
 from tests.webhooks.delivery_app import build
 from tests.webhooks.receiver import receiver
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    db_path = tmp_path_factory.mktemp("delivery") / "api.db"
-    keys = asyncio.run(create_keys(db_path))
-    app = build(f"sqlite:///{db_path}", private=True, backoff_s=0.2)
-    server, stop = start_server(app, require_keys=True)
-    try:
-        yield Live(f"http://127.0.0.1:{server.port}", keys, db_path)
-    finally:
-        stop()
+    with serving(tmp_path_factory, lambda db: build(db, private=True, backoff_s=0.2)) as served:
+        yield served
 
 
 def eventually(check: Callable[[], Any], timeout_s: float = 20.0) -> Any:

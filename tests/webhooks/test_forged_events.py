@@ -5,7 +5,6 @@ so even an event that got in delivers nothing unless the run finished or the sco
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -22,8 +21,8 @@ from inferpipe.store.base import RunFilter
 from inferpipe.testing import Harness
 from inferpipe.webhooks.delivery import DELIVERY_EVENT, DISPATCH_FUNCTION_ID, list_deliveries
 from inferpipe.webhooks.subscriptions import EventType, Subscription, webhook_subscriptions
-from tests.server.conftest import assert_error, start_server
-from tests.webhooks.conftest import Live, create_keys
+from tests.server.conftest import assert_error
+from tests.webhooks.conftest import Live, serving
 from tests.webhooks.delivery_app import build
 from tests.webhooks.receiver import receiver
 from tests.webhooks.test_delivery import deliveries, eventually, send, subscribe
@@ -124,14 +123,8 @@ async def test_the_dispatch_delivers_only_what_the_store_holds() -> None:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    db_path = tmp_path_factory.mktemp("forged") / "api.db"
-    keys = asyncio.run(create_keys(db_path))
-    app = build(f"sqlite:///{db_path}", private=True, backoff_s=0.2)
-    server, stop = start_server(app, require_keys=True)
-    try:
-        yield Live(f"http://127.0.0.1:{server.port}", keys, db_path)
-    finally:
-        stop()
+    with serving(tmp_path_factory, lambda db: build(db, private=True, backoff_s=0.2)) as served:
+        yield served
 
 
 def test_the_http_api_and_an_incoming_transform_refuse_reserved_names(live: Live) -> None:
