@@ -216,13 +216,15 @@ and offloaded stream data is referenced only by its topic's history, kept up to 
 async def sweep(store: Store, now_ms: int, grace_ms: int = SWEEP_GRACE_MS) -> int:
     """Delete the blobs of `store`'s workspace that no row references and that were last
     written before `now_ms - grace_ms`: those of purged runs, and orphans of a crash between
-    a blob's write and its row's commit. Returns how many were deleted."""
+    a blob's write and its row's commit. What a write or a sweep killed half-way left behind
+    is tidied first (`BlobStore.collect_leftovers`). Returns how many blobs were deleted."""
     # The protocol: a writer puts (writes or renews) a blob, then commits its row within the
     # grace period. The references are read first, in one statement; then each candidate is
-    # deleted only if still last written before the cutoff, atomically against a put
+    # deleted only if not put since the cutoff, atomically against a put
     # (`BlobStore.delete(written_before_ms=)`). A commit the read missed follows a put after
     # the cutoff, which either renewed the blob before the delete (kept) or wrote it again.
     cutoff = now_ms - grace_ms
+    await store.blobs.collect_leftovers(store.workspace, now_ms=now_ms, written_before_ms=cutoff)
     referenced = await store.blob_refs()
     removed = 0
     for blob in await store.blobs.list_blobs(store.workspace):

@@ -50,7 +50,7 @@ class BlobInfo:
     """A stored blob, as a listing shows it."""
 
     sha256: str
-    stored_at_ms: int  #: when it was last written (a write of the same content renews it)
+    stored_at_ms: int  #: when it was last written (a write of the same content may renew it)
 
 
 class BlobStore(Protocol):
@@ -64,7 +64,9 @@ class BlobStore(Protocol):
 
     async def put(self, workspace: str, data: bytes) -> str:
         """Store `data` (compressed) and return its sha256; durable when this returns.
-        Storing bytes already there renews their `stored_at_ms`."""
+        Storing bytes already there renews them: a `delete` with a `written_before_ms` before
+        this call leaves them (most stores set `stored_at_ms` to now; S3 may reuse a recent
+        copy as it is, see `S3BlobStore.reuse_ms`)."""
         ...
 
     async def get(self, workspace: str, sha256: str) -> bytes:
@@ -87,11 +89,20 @@ class BlobStore(Protocol):
     ) -> bool:
         """Remove a blob; a missing one is not an error. Returns whether one was removed.
 
-        With `written_before_ms`, only a blob last written (`put`) before then is removed,
-        and atomically with respect to a concurrent `put` of the same content: a `put` that
-        returns leaves its blob stored, whether it ran just before the delete or just after.
-        The orphan sweep relies on it (see `inferpipe.store.payloads.sweep`).
+        With `written_before_ms`, only a blob not `put` (written or renewed) since then is
+        removed, and atomically with respect to a concurrent `put` of the same content: a
+        `put` that returns leaves its blob stored, whether it ran just before the delete or
+        just after. The orphan sweep relies on it (see `inferpipe.store.payloads.sweep`).
         """
+        ...
+
+    async def collect_leftovers(
+        self, workspace: str, *, now_ms: int, written_before_ms: int
+    ) -> None:
+        """Tidy what a `put` or a `delete` killed half-way left in `workspace`: the folder
+        store puts back a blob a sweep held aside more than a few seconds before `now_ms`
+        and removes temporary files last written before `written_before_ms`; S3 deletes
+        copies superseded by a newer one. The sweep calls it first."""
         ...
 
     async def list_blobs(self, workspace: str) -> list[BlobInfo]:

@@ -87,6 +87,18 @@ class FileBlobStore:
     async def list_blobs(self, workspace: str) -> list[BlobInfo]:
         return await asyncio.to_thread(self._list, self.root / workspace_dir(workspace))
 
+    async def collect_leftovers(
+        self, workspace: str, *, now_ms: int, written_before_ms: int
+    ) -> None:
+        """Put back each blob a killed sweep left held aside (`_delete`; held more than
+        `HELD_MS` before `now_ms`), to be decided on as any other, and remove temporary
+        files of writes killed half-way, last written before `written_before_ms`."""
+        directory = self.root / workspace_dir(workspace)
+        try:
+            await asyncio.to_thread(_collect_leftovers, directory, now_ms, written_before_ms)
+        except OSError as exc:
+            raise BlobError(f"cannot tidy blobs in {directory}: {exc}") from exc
+
     async def workspaces(self) -> list[str]:
         if not self.root.is_dir():
             return []
@@ -111,7 +123,7 @@ class FileBlobStore:
                     if path.exists():
                         return
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}{_TMP}")
             try:
                 with open(tmp, "wb") as out:
                     _compress_into(out.fileno(), data)
@@ -171,6 +183,13 @@ def _read(path: Path) -> bytes:
 
 _HELD = ".sweep"
 """The suffix of a blob a sweep holds aside while it decides (see `_delete`)."""
+
+_TMP = ".tmp"
+"""The suffix of a blob being written (see `FileBlobStore._write`)."""
+
+HELD_MS = 10_000
+"""How long a blob held aside (for the instant of one check) is left to the sweep holding it
+before another sweep puts it back: that sweep was killed."""
 
 
 def _read_or_held(path: Path) -> bytes:
@@ -239,11 +258,48 @@ def _delete(path: Path, written_before_ms: int | None) -> bool:
         os.rename(path, held)
     except FileNotFoundError:
         return False
-    if int(held.stat().st_mtime * 1000) >= written_before_ms:
-        os.replace(held, path)  # renewed: back (a put that wrote it again wrote the same bytes)
-        return False
-    held.unlink()
+    try:
+        if int(held.stat().st_mtime * 1000) >= written_before_ms:
+            os.replace(held, path)  # renewed: back (a put that wrote it again wrote the same)
+            return False
+        held.unlink()
+    except FileNotFoundError:
+        return False  # put back by another sweep meanwhile (`_collect_leftovers`): kept
     return True
+
+
+def _collect_leftovers(directory: Path, now_ms: int, written_before_ms: int) -> None:
+    if not directory.is_dir():
+        return
+    for shard in os.scandir(directory):
+        if not shard.is_dir() or len(shard.name) != 2:
+            continue
+        for entry in os.scandir(shard.path):
+            name = entry.name
+            sha = name[1:].split(".", 1)[0]
+            if not (name.startswith(".") and SHA256.fullmatch(sha)):
+                continue
+            try:
+                if name.endswith(_HELD):
+                    # A rename sets the ctime: when the blob was held aside.
+                    if entry.stat().st_ctime * 1000 < now_ms - HELD_MS:
+                        _put_back(Path(entry.path), Path(shard.path) / f"{sha}{_SUFFIX}")
+                elif name.endswith(_TMP) and entry.stat().st_mtime * 1000 < written_before_ms:
+                    os.unlink(entry.path)
+            except FileNotFoundError:
+                continue  # gone meanwhile: another sweep took care of it
+
+
+def _put_back(held: Path, path: Path) -> None:
+    """Return `held` to `path`, unless a put wrote the blob again there since (the same
+    content, renewed: a rename over it would lose the renewal)."""
+    try:
+        os.link(held, path)
+    except FileExistsError:
+        pass
+    else:
+        _fsync_dir(path.parent)  # under its name durably before the held name goes
+    held.unlink()
 
 
 def _fsync_dir(directory: Path) -> None:

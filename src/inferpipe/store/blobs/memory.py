@@ -46,6 +46,11 @@ class MemoryBlobStore:
         del self._blobs[(workspace, sha256)]
         return True
 
+    async def collect_leftovers(
+        self, workspace: str, *, now_ms: int, written_before_ms: int
+    ) -> None:
+        return None  # a put and a delete leave nothing half-done
+
     async def list_blobs(self, workspace: str) -> list[BlobInfo]:
         return [BlobInfo(sha, at) for (ws, sha), (_, at) in self._blobs.items() if ws == workspace]
 

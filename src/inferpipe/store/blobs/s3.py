@@ -1,7 +1,11 @@
 """`S3BlobStore`: blobs as gzip objects in an S3-compatible bucket (the `s3` extra, `obstore`).
 
-Keys: `<prefix>/<workspace>/<sha256[:2]>/<sha256>.json.gz`, the workspace percent-encoded. S3
-acknowledges a PUT once the object is stored durably, so a blob is whole or absent.
+Keys: each put that writes a blob writes a copy of its own,
+`<prefix>/<workspace>/<sha256[:2]>/<sha256>/<copy id>.json.gz` (the workspace percent-encoded),
+and never overwrites a key: S3 has no delete conditional on age, so the sweep deletes only the
+copies it listed and found old, and a put racing it writes a key the sweep never saw. Blobs
+written before this layout (`<sha256[:2]>/<sha256>.json.gz`) are read and collected too.
+S3 acknowledges a PUT once the object is stored durably, so a copy is whole or absent.
 Credentials, region and endpoint come from the standard `AWS_*` environment variables
 (`AWS_ENDPOINT_URL` for a server other than AWS, `AWS_ALLOW_HTTP=true` for plain HTTP).
 """
@@ -11,10 +15,13 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+import logging
+import os
+import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import obstore
@@ -29,48 +36,73 @@ from inferpipe.store.blobs.base import (
 )
 from inferpipe.store.blobs.file import COMPRESS_LEVEL, SHA256, workspace_dir
 
+if TYPE_CHECKING:
+    from obstore import ObjectMeta  # in the type stubs only
+
+_log = logging.getLogger("inferpipe.blobs")
+
 _SUFFIX = ".json.gz"
 
 READ_CONCURRENCY = 8
 """Objects `get_many` reads at a time."""
 
+REUSE_MS = 3_600_000
+"""A put of content whose newest copy was written less than this long ago writes nothing (a
+document processed again and again is uploaded once an hour at most). The copy counts as
+renewed by such a put: the conditional delete spares a blob whose newest copy is younger than
+its cutoff plus this, so the sweep collects an orphan this much later than its grace period."""
+
+_READS = 3
+"""Listings a read makes when the copy it listed is gone (replaced by a newer one meanwhile)."""
+
 
 class S3BlobStore:
     """Blobs in a bucket, under an optional prefix.
+
+    Args:
+        store: the bucket (and prefix) as an obstore `S3Store`.
+        url: the URL it was opened from, for messages.
+        reuse_ms: see `REUSE_MS` (0: every put writes a copy). Every process sharing the
+            bucket must use the same: the conditional delete allows for this one's.
 
     Example::
 
         blobs = S3BlobStore.from_url("s3://my-bucket/inferpipe")
     """
 
-    def __init__(self, store: S3Store, url: str) -> None:
+    def __init__(self, store: S3Store, url: str, *, reuse_ms: int = REUSE_MS) -> None:
         self._store = store
         self.url = url
+        self.reuse_ms = reuse_ms
 
     @classmethod
-    def from_url(cls, url: str, **config: Any) -> S3BlobStore:
+    def from_url(cls, url: str, *, reuse_ms: int = REUSE_MS, **config: Any) -> S3BlobStore:
         """A store for `s3://bucket/prefix`; `config` overrides the `AWS_*` environment."""
         try:
-            return cls(S3Store.from_url(url, **config), url)
+            return cls(S3Store.from_url(url, **config), url, reuse_ms=reuse_ms)
         except Exception as exc:  # obstore raises its own errors for a bad URL or config
             raise BlobError(f"cannot open blob store {url}: {exc}") from exc
 
     async def put(self, workspace: str, data: bytes) -> str:
         sha, packed = await asyncio.to_thread(_pack, data)  # off the loop: MBs of work
         try:
-            await obstore.put_async(self._store, _key(workspace, sha), packed)
+            copies = await self._copies(workspace, sha)
+            if self.reuse_ms > 0 and copies and _started_ms(copies[0]) > _now_ms() - self.reuse_ms:
+                return sha  # recent enough: renewed (see REUSE_MS)
+            await obstore.put_async(self._store, _copy_key(workspace, sha), packed)
         except Exception as exc:
             raise BlobError(f"cannot write blob {sha} to {self.url}: {exc}") from exc
+        if copies:
+            # Superseded by the copy just written, which stays whatever the sweep decides.
+            await self._drop([c["path"] for c in copies])
         return sha
 
     async def get(self, workspace: str, sha256: str) -> bytes:
         if not SHA256.fullmatch(sha256):
             raise BlobNotFoundError(workspace, sha256)
+        found = await self._get(workspace, sha256)
         try:
-            found = await obstore.get_async(self._store, _key(workspace, sha256))
             packed = await found.bytes_async()
-        except FileNotFoundError:
-            raise BlobNotFoundError(workspace, sha256) from None
         except Exception as exc:
             raise BlobError(f"cannot read blob {sha256} from {self.url}: {exc}") from exc
         try:
@@ -81,13 +113,23 @@ class S3BlobStore:
     async def open(self, workspace: str, sha256: str) -> AsyncIterator[bytes]:
         if not SHA256.fullmatch(sha256):
             raise BlobNotFoundError(workspace, sha256)
+        found = await self._get(workspace, sha256)
+        return self._unpacked(found.stream(min_chunk_size=CHUNK_BYTES), sha256)
+
+    async def _get(self, workspace: str, sha256: str) -> Any:
+        """The newest copy's GET response (an obstore `GetResult`)."""
         try:
-            found = await obstore.get_async(self._store, _key(workspace, sha256))
-        except FileNotFoundError:
-            raise BlobNotFoundError(workspace, sha256) from None
+            for _ in range(_READS):
+                copies = await self._copies(workspace, sha256)
+                key = copies[0]["path"] if copies else _legacy_key(workspace, sha256)
+                try:
+                    return await obstore.get_async(self._store, key)
+                except FileNotFoundError:
+                    if not copies:
+                        break  # no copy, nor a blob of the former layout
         except Exception as exc:
             raise BlobError(f"cannot read blob {sha256} from {self.url}: {exc}") from exc
-        return self._unpacked(found.stream(min_chunk_size=CHUNK_BYTES), sha256)
+        raise BlobNotFoundError(workspace, sha256)
 
     async def _unpacked(self, packed: AsyncIterator[Any], sha256: str) -> AsyncIterator[bytes]:
         unpacker = zlib.decompressobj(31)  # 31: gzip framing
@@ -120,32 +162,51 @@ class S3BlobStore:
     ) -> bool:
         if not SHA256.fullmatch(sha256):
             return False
-        key = _key(workspace, sha256)
+        legacy = _legacy_key(workspace, sha256)
         try:
-            if written_before_ms is not None:
-                # S3 has no delete conditional on age: a PUT landing between this HEAD and the
-                # DELETE (one round trip) is lost; see docs/payloads.md.
-                meta = await obstore.head_async(self._store, key)
-                if _written_ms(meta["last_modified"]) >= written_before_ms:
-                    return False
-            await obstore.delete_async(self._store, key)
-        except FileNotFoundError:
+            copies = await self._copies(workspace, sha256)
+            try:
+                old = [await obstore.head_async(self._store, legacy)]
+            except FileNotFoundError:
+                old = []
+        except Exception as exc:
+            raise BlobError(f"cannot delete blob {sha256} from {self.url}: {exc}") from exc
+        if written_before_ms is not None and (
+            any(_written_ms(c) + self.reuse_ms >= written_before_ms for c in copies)
+            or any(_written_ms(o) >= written_before_ms for o in old)
+        ):
             return False
+        # Exactly the keys listed: a put from now on writes a key of its own, which stays.
+        # (Only inferpipe before copies wrote the former layout's key, and overwrote it.)
+        keys = [c["path"] for c in copies] + [legacy] * bool(old)
+        if not keys:
+            return False
+        try:
+            await obstore.delete_async(self._store, keys)
         except Exception as exc:
             raise BlobError(f"cannot delete blob {sha256} from {self.url}: {exc}") from exc
         return True
 
     async def list_blobs(self, workspace: str) -> list[BlobInfo]:
-        found = []
-        try:
-            async for chunk in obstore.list(self._store, workspace_dir(workspace)):
-                for meta in chunk:
-                    sha = meta["path"].rsplit("/", 1)[-1].removesuffix(_SUFFIX)
-                    if SHA256.fullmatch(sha):
-                        found.append(BlobInfo(sha, _written_ms(meta["last_modified"])))
-        except Exception as exc:
-            raise BlobError(f"cannot list blobs in {self.url}: {exc}") from exc
-        return found
+        return [
+            BlobInfo(sha, max(_written_ms(o) for o in objects))
+            for sha, objects in (await self._objects(workspace)).items()
+        ]
+
+    async def collect_leftovers(
+        self, workspace: str, *, now_ms: int, written_before_ms: int
+    ) -> None:
+        """Delete every object of a blob but its newest copy: copies a put superseded and
+        did not delete (it failed or was killed first), and a former layout's object."""
+        superseded = []
+        for sha, objects in (await self._objects(workspace)).items():
+            legacy = _legacy_key(workspace, sha)
+            copies = [o for o in objects if o["path"] != legacy]
+            if copies:
+                newest = max(copies, key=_newest_first_key)
+                superseded += [o["path"] for o in objects if o is not newest]
+        if superseded:
+            await self._drop(superseded)
 
     async def workspaces(self) -> list[str]:
         try:
@@ -154,15 +215,81 @@ class S3BlobStore:
             raise BlobError(f"cannot list blobs in {self.url}: {exc}") from exc
         return sorted(unquote(p.rstrip("/")) for p in top["common_prefixes"])
 
+    async def _copies(self, workspace: str, sha256: str) -> list[ObjectMeta]:
+        """The copies of a blob, newest first."""
+        found: list[ObjectMeta] = []
+        async for chunk in obstore.list(self._store, _copies_dir(workspace, sha256)):
+            found.extend(chunk)
+        return sorted(found, key=_newest_first_key, reverse=True)
+
+    async def _objects(self, workspace: str) -> dict[str, list[ObjectMeta]]:
+        """Every object of `workspace`, by the sha256 of the blob it holds."""
+        found: dict[str, list[ObjectMeta]] = {}
+        try:
+            async for chunk in obstore.list(self._store, workspace_dir(workspace)):
+                for meta in chunk:
+                    if sha := _sha_of(meta["path"]):
+                        found.setdefault(sha, []).append(meta)
+        except Exception as exc:
+            raise BlobError(f"cannot list blobs in {self.url}: {exc}") from exc
+        return found
+
+    async def _drop(self, superseded: Sequence[str]) -> None:
+        # Each has a newer copy beside it: a failure leaves extra bytes, never a missing blob
+        # (the next sweep deletes them).
+        try:
+            await obstore.delete_async(self._store, superseded)
+        except Exception as exc:
+            _log.warning(
+                "cannot delete %d superseded blob copies in %s: %s", len(superseded), self.url, exc
+            )
+
 
 def _pack(data: bytes) -> tuple[str, bytes]:
     return hashlib.sha256(data).hexdigest(), gzip.compress(data, COMPRESS_LEVEL, mtime=0)
 
 
-def _written_ms(last_modified: datetime) -> int:
-    # S3 keeps Last-Modified to the second: a blob counts as written at the end of its second.
-    return int(last_modified.timestamp()) * 1000 + 999
+def _written_ms(meta: ObjectMeta) -> int:
+    # S3 keeps Last-Modified to the second: an object counts as written at the end of its second.
+    return _second_ms(meta["last_modified"]) + 999
 
 
-def _key(workspace: str, sha256: str) -> str:
-    return f"{workspace_dir(workspace)}/{sha256[:2]}/{sha256}{_SUFFIX}"
+def _started_ms(meta: ObjectMeta) -> int:
+    """The earliest the object can have been written (its age, counted as a put would reuse
+    it, is never less than the true one)."""
+    return _second_ms(meta["last_modified"])
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _second_ms(last_modified: datetime) -> int:
+    return int(last_modified.timestamp()) * 1000
+
+
+def _newest_first_key(meta: ObjectMeta) -> tuple[datetime, str]:
+    return meta["last_modified"], meta["path"]
+
+
+def _copies_dir(workspace: str, sha256: str) -> str:
+    return f"{workspace_dir(workspace)}/{sha256[:2]}/{sha256}"
+
+
+def _copy_key(workspace: str, sha256: str) -> str:
+    # Sortable by time, and unique: two puts never write the same key.
+    copy_id = f"{time.time_ns():020d}-{os.urandom(6).hex()}"
+    return f"{_copies_dir(workspace, sha256)}/{copy_id}{_SUFFIX}"
+
+
+def _legacy_key(workspace: str, sha256: str) -> str:
+    """Where a blob was kept before copies (one key per blob, overwritten by each put)."""
+    return f"{_copies_dir(workspace, sha256)}{_SUFFIX}"
+
+
+def _sha_of(key: str) -> str | None:
+    """The sha256 of the blob `key` holds (a copy or a former layout's object), or None."""
+    parts = key.split("/")
+    name = parts[-1].removesuffix(_SUFFIX)
+    sha = name if SHA256.fullmatch(name) else parts[-2] if len(parts) >= 2 else ""
+    return sha if SHA256.fullmatch(sha) and name != parts[-1] else None
