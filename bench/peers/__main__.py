@@ -9,7 +9,9 @@ alike; the ratio is what counts); each figure is the median of the repetitions. 
 1000 steps (µs/step); 1000 runs x 10 steps (steps/s) started by one call per run, by
 inferpipe's one batched send, and through a concurrency limit of 50 (DBOS: on PostgreSQL
 only, where the issue compares it); the wake-up of 200 parked runs (p50, p99); 300 zero-step
-runs start -> result (p50). See `bench/peers/common.py` for the workloads.
+runs start -> result (p50). See `bench/peers/common.py` for the workloads. The w2 cases ending
+in `-1p` and `-2p` (inferpipe only) run the workers in 1 or 2 processes of their own, the
+benchmark's process only starting the runs and awaiting them: how throughput scales out.
 
 DBOS runs in a virtualenv of its own, made on first use in ~/.cache/inferpipe-bench/ with
 `pip install dbos==VERSION` (never a dependency of inferpipe); when that fails the table has
@@ -44,16 +46,32 @@ CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("w2-send", ("inferpipe",), ("sqlite", "postgres")),
     ("w2-queue", ("dbos", "inferpipe"), ("postgres",)),
     ("w2-queue", ("inferpipe",), ("sqlite",)),
+    *(
+        (f"w2-{mode}-{p}p", ("inferpipe",), ("sqlite", "postgres"))
+        for mode in ("start", "send", "queue")
+        for p in (1, 2)
+    ),
     ("w3", ("dbos", "inferpipe"), ("sqlite", "postgres")),
     ("w4", ("dbos", "inferpipe"), ("sqlite", "postgres")),
 ]
 """(case, engines, stores): the runs of one repetition, in order."""
+
+RATE = "steps_per_s"
 
 ROWS: list[tuple[str, str, str, str, bool]] = [
     ("1 run x 1000 steps, µs/step", "w1", "w1", "us_per_step", False),
     ("1000 x 10 steps, invoke, steps/s", "w2-start", "w2-start", "steps_per_s", True),
     ("1000 x 10 steps, batched send, steps/s", "w2-send", "w2-start", "steps_per_s", True),
     ("1000 x 10 steps, concurrency 50, steps/s", "w2-queue", "w2-queue", "steps_per_s", True),
+    *(
+        (f"{label}, {p} worker process{'es' if p > 1 else ''}", f"w2-{mode}-{p}p", "", RATE, True)
+        for mode, label in (
+            ("start", "1000 x 10 steps, invoke"),
+            ("send", "1000 x 10 steps, batched send"),
+            ("queue", "1000 x 10 steps, concurrency 50"),
+        )
+        for p in (1, 2)
+    ),
     ("wake-up after a matching event, p50 ms", "w3", "w3", "wakeup.p50_ms", False),
     ("wake-up after a matching event, p99 ms", "w3", "w3", "wakeup.p99_ms", False),
     ("zero-step run, start -> result, p50 ms", "w4", "w4", "start_to_result.p50_ms", False),

@@ -6,8 +6,11 @@
 CASE: w1, w2-start (`app.invoke` x N), w2-send (one `send` of N events), w2-queue (the
 function has `concurrency=50`, filled by `app.invoke` x N), w3, w4 (`app.invoke` then
 `app.result`). The engine and a worker (concurrency N for w2, else 100) run in this process,
-as DBOS runs its workflows in its own; steps are async no-ops. SQLite: a fresh file (WAL,
-synchronous=FULL); PostgreSQL: a fresh database on the server, dropped afterwards.
+as DBOS runs its workflows in its own; steps are async no-ops. A w2 case ending in `-<P>p`
+(w2-start-2p) runs its workers in P processes of their own instead (each a worker of
+concurrency N, started with `--serve URL` and ready before the clock starts): this process
+only starts the runs and awaits their results. SQLite: a fresh file (WAL, synchronous=FULL);
+PostgreSQL: a fresh database on the server, dropped afterwards.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import uuid
 from importlib.metadata import version
@@ -126,8 +132,51 @@ async def w4(app: ip.App, n: int) -> dict[str, Any]:
     return {"start_to_result": latency_ms(lat), "wrong": wrong}
 
 
+async def serve(url: str) -> None:
+    """A worker process of a `-<P>p` case: run the app's functions until SIGTERM."""
+    app = build_app()
+    app.database = url
+    await app.start()
+    worker = app.worker(concurrency=common.SIZES["w2"])
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, worker.notify_shutdown)
+    task = asyncio.create_task(worker.run())
+    while worker not in app.engine.runs._starters:  # it listens to the store by then
+        await asyncio.sleep(0.01)
+    print("ready", flush=True)
+    try:
+        await task
+    finally:
+        await app.close()
+
+
+def start_workers(url: str, count: int) -> list[subprocess.Popen[str]]:
+    """`count` worker processes on `url`, each ready (listening) when this returns."""
+    argv = [sys.executable, "-m", "bench.peers.inferpipe_side", "--serve", url]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(count)]
+    for proc in procs:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            stop_workers(procs)
+            raise RuntimeError("a worker process did not start")
+    return procs
+
+
+def stop_workers(procs: list[subprocess.Popen[str]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 async def main(args: argparse.Namespace) -> None:
     workload, _, mode = args.case.partition("-")
+    mode, _, apart = mode.partition("-")
+    processes = int(apart.removesuffix("p")) if apart else 0
     n = common.SIZES[workload]
     folder = Path(tempfile.mkdtemp(prefix="inferpipe-peer-"))
     url, name = str(folder / "bench.db"), ""
@@ -144,8 +193,9 @@ async def main(args: argparse.Namespace) -> None:
     app = build_app()
     app.database = url  # the app is built before its database exists
     await app.start()
-    worker = app.worker(concurrency=n if workload == "w2" else 100)
-    task = asyncio.create_task(worker.run())
+    workers = await asyncio.to_thread(start_workers, url, processes) if processes else []
+    worker = None if workers else app.worker(concurrency=n if workload == "w2" else 100)
+    task = asyncio.create_task(worker.run()) if worker is not None else None
     try:
         c0, t0 = cpu_s(), now()
         if workload == "w1":
@@ -157,9 +207,13 @@ async def main(args: argparse.Namespace) -> None:
         else:
             metrics = await w4(app, n)
         metrics["cpu_pct"] = round(100 * (cpu_s() - c0) / (now() - t0), 1)
+        if workers:
+            metrics["worker_processes"] = len(workers)
     finally:
-        worker.notify_shutdown()
-        await task
+        if worker is not None and task is not None:
+            worker.notify_shutdown()
+            await task
+        await asyncio.to_thread(stop_workers, workers)
         await app.close()
         shutil.rmtree(folder, ignore_errors=True)
         if name:
@@ -173,7 +227,14 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--store", choices=("sqlite", "postgres"), required=True)
-    parser.add_argument("--case", required=True)
+    parser.add_argument("--store", choices=("sqlite", "postgres"))
+    parser.add_argument("--case")
     parser.add_argument("--pg-server", default="", help="a postgresql:// URL of a server")
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--serve", metavar="URL", help="be a worker process on this database")
+    parsed = parser.parse_args()
+    if parsed.serve:
+        asyncio.run(serve(parsed.serve))
+    elif parsed.store is None or parsed.case is None:
+        parser.error("--store and --case are required (or --serve)")
+    else:
+        asyncio.run(main(parsed))
