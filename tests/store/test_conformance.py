@@ -16,6 +16,7 @@ from inferpipe.core.records import (
     LogRecord,
     NewRun,
     NewWait,
+    RunFlow,
     RunStatus,
     StepKind,
     StepRecord,
@@ -33,6 +34,7 @@ from inferpipe.store.base import (
     RunFilter,
     ScoreFilter,
     Store,
+    WakeClaim,
 )
 from inferpipe.store.blobs import BlobNotFoundError, FileBlobStore
 from tests.store.conftest import unique_workspace
@@ -263,6 +265,52 @@ async def test_event_during_lease_makes_park_requeue_now(store: Store) -> None:
     assert run is not None and run.status is RunStatus.QUEUED and run.ready_at_ms == NOW + 20
     (again,) = await store.claim("w2", [FN], 5, NOW + 20, LEASE_MS)
     assert again.journal["wait"].status is StepStatus.COMPLETED
+
+
+async def test_wake_claim_takes_the_resumed_run_and_a_crash_hands_it_over(store: Store) -> None:
+    keyed = RunFlow(concurrency=(("k", 5),))
+    waiting = []
+    for flow in (None, None, keyed):
+        claimed = await started(store, flow=flow)
+        await open_wait(store, claimed, "go", None)
+        logged = LogRecord(claimed.run.id, 1, "info", "x", NOW)
+        await store.commit(claimed.lease, Progress(logs=[logged]), NOW)
+        await store.park(claimed.lease, RunStatus.WAITING, None, NOW)
+        waiting.append(claimed)
+    await queued(store, fn="other")
+    (other,) = await store.claim("w1", ["other"], 1, NOW, LEASE_MS)
+    await open_wait(store, other, "go", None)
+    await store.park(other.lease, RunStatus.WAITING, None, NOW)
+    claim = WakeClaim("w1", [FN], LEASE_MS)
+
+    assert (await store.ingest([planned("stop")], NOW + 1, claim=claim)).runs_claimed == []
+    event = planned("go")
+    result = await store.ingest([event], NOW + 2, claim=claim)
+    # the first plain run in id order; the one with a concurrency key, the one of a function
+    # the claimer does not run, and those over the limit are left to claims
+    assert sorted(result.waits_resolved) == sorted([*(c.run.id for c in waiting), other.run.id])
+    (taken,) = result.runs_claimed
+    first = waiting[0]
+    assert taken.run.id == first.run.id and taken.lease.owner == "w1"
+    assert taken.lease.token == first.lease.token + 1 and not taken.taken_over
+    assert taken.run.status is RunStatus.RUNNING and taken.run.executions == 2
+    assert taken.run.lease_expires_at_ms == NOW + 2 + LEASE_MS
+    assert taken.journal["wait"].status is StepStatus.COMPLETED
+    assert taken.journal["wait"].output["id"] == event.event.id
+    assert taken.log_count == 1
+    assert await store.get_run(first.run.id) == taken.run
+    rest = await store.claim("w2", [FN, "other"], 5, NOW + 3, LEASE_MS)
+    assert sorted(c.run.id for c in rest) == sorted(
+        [waiting[1].run.id, waiting[2].run.id, other.run.id]
+    )
+
+    # its claimer dies: the run is taken over when the lease ends, the claimer is fenced
+    (again,) = await store.claim("w2", [FN], 1, NOW + 2 + LEASE_MS + 1, LEASE_MS)
+    assert again.run.id == first.run.id and again.taken_over
+    assert again.journal["wait"].status is StepStatus.COMPLETED
+    with pytest.raises(LeaseLost):
+        await store.finish(taken.lease, Outcome(RunStatus.COMPLETED, output=1), [], NOW)
+    await store.finish(again.lease, Outcome(RunStatus.COMPLETED, output=2), [], NOW)
 
 
 async def test_park_without_events_sleeps_until_ready_time(store: Store) -> None:

@@ -258,3 +258,6 @@ class IngestResult:
     runs_created: list[str]
     waits_resolved: list[str]  #: run ids resumed
     runs_cancelled: list[str]  #: asked to stop (a `cancel_on` match, a replaced singleton)
+    runs_claimed: list[ClaimedRun] = field(default_factory=list)
+    """Resumed runs taken under a lease in the same transaction, when the intake was asked to
+    (`store.base.WakeClaim`): the caller's worker executes them, with no claim."""

@@ -4,6 +4,8 @@ cancel, re-run, feedback scores and awaiting a result."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -20,7 +22,7 @@ from inferpipe.engine.executor import Executor
 from inferpipe.engine.functions import Registry
 from inferpipe.engine.journal import Limits
 from inferpipe.engine.wakeups import Wakeups
-from inferpipe.store.base import PlannedEvent, Store
+from inferpipe.store.base import PlannedEvent, Store, WakeClaim
 from inferpipe.store.payloads import Payloads
 
 FINALIZE_LEASE_MS = 60_000
@@ -29,7 +31,8 @@ FINALIZE_LEASE_MS = 60_000
 
 class Starter(Protocol):
     """A worker of this process that executes the runs invoked here at once (start-and-claim:
-    the run is inserted already claimed by it, with no claim and no wake-up)."""
+    the run is inserted already claimed by it, with no claim and no wake-up), and a run that
+    a send here resumes (wake-and-claim: the send's transaction takes it for the worker)."""
 
     id: str
     lease_ms: int
@@ -38,14 +41,27 @@ class Starter(Protocol):
         """Hold a free slot for one run; False when none is free (or the worker stops)."""
 
     def adopt(self, start: asyncio.Future[ClaimedRun | None]) -> None:
-        """Execute the run `start` inserts, once it is committed; frees the slot held."""
+        """Execute the run `start` inserts or takes, once it is committed; frees the slot held
+        (at once when `start` gives None)."""
+
+
+def _hand_over(
+    handed: asyncio.Future[ClaimedRun | None], ingest: asyncio.Task[IngestResult]
+) -> None:
+    """Give the worker the run its send claimed, or free its slot."""
+    if ingest.cancelled() or ingest.exception() is not None:
+        handed.set_result(None)
+        return
+    claimed = ingest.result().runs_claimed
+    handed.set_result(claimed[0] if claimed else None)
 
 
 class Runs:
     """Starts runs and acts on them, for one workspace's store.
 
     Events are accepted durably: `send` returns only after the events, the runs they start
-    and the waits they resume are committed in one transaction.
+    and the waits they resume are committed in one transaction. A run a send resumes may be
+    taken in that transaction for a worker of this process with a free slot (`WakeClaim`).
     """
 
     def __init__(self, executor: Executor, wakeups: Wakeups) -> None:
@@ -92,8 +108,12 @@ class Runs:
         batch = events if isinstance(events, list) else [events]
         if not batch:
             raise InvalidEventError("no events to send")
-        now = self.clock.now_ms()
-        result = await self.store.ingest(await self._planned(batch, now, engine=engine), now)
+        waker = next((s for s in self._starters if s.reserve()), None)
+        if waker is None:
+            now = self.clock.now_ms()
+            result = await self.store.ingest(await self._planned(batch, now, engine=engine), now)
+        else:
+            result = await self._send_and_claim(batch, waker, engine=engine)
         self.wakeups.work_ready()
         for run_id in result.runs_cancelled:  # by a `cancel_on` match or a singleton
             if self.executor.executing(run_id):
@@ -102,6 +122,26 @@ class Runs:
                     self.executor.cancel_requested(run_id, cancelled.cancel_requested)
             await self._finalize_cancelled(run_id)
         return result
+
+    async def _send_and_claim(
+        self, batch: list[Event], waker: Starter, *, engine: bool
+    ) -> IngestResult:
+        """Ingest, taking a run the events resume for `waker`'s slot (wake-and-claim: it
+        executes with no claim)."""
+        handed: asyncio.Future[ClaimedRun | None] = asyncio.get_running_loop().create_future()
+        waker.adopt(handed)  # before the clock is read: its lease ends no later than the store's
+        try:
+            now = self.clock.now_ms()
+            planned = await self._planned(batch, now, engine=engine)
+            claim = WakeClaim(waker.id, self.registry.ids, waker.lease_ms)
+            ingest = asyncio.ensure_future(self.store.ingest(planned, now, claim=claim))
+        except BaseException:
+            handed.set_result(None)  # the slot is free again
+            raise
+        ingest.add_done_callback(functools.partial(_hand_over, handed))
+        # Shielded: a caller that gives up must not strand a run claimed for its worker.
+        result = await asyncio.shield(ingest)
+        return dataclasses.replace(result, runs_claimed=[])
 
     async def invoke(
         self,

@@ -68,6 +68,21 @@ class Progress:
 
 
 @dataclass(frozen=True, slots=True)
+class WakeClaim:
+    """Wake-and-claim: an intake takes the runs its events resume under a lease for `owner`,
+    in its own transaction, so the sender's worker executes them with no claim. Only runs of
+    `function_ids` without flow control to check (concurrency or singleton keys, a throttle)
+    or a cancel asked for, that the intake makes ready now; at most `limit`, in id order. The
+    lease is the one `claim` would give; if the owner dies, the run is taken over when the
+    lease ends."""
+
+    owner: str
+    function_ids: list[str]
+    lease_ms: int
+    limit: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class ProgressResult:
     cancel_requested: str | None  #: why the run should stop, when it should
     resolved: dict[str, JSON]  #: step key -> event, for waits satisfied at once by lookback
@@ -180,9 +195,12 @@ class Store(Protocol):
         """Commit a tiny durable write; raises StoreError when the store cannot be written."""
 
     # events -------------------------------------------------------------------------------
-    async def ingest(self, events: list[PlannedEvent], now_ms: int) -> IngestResult:
+    async def ingest(
+        self, events: list[PlannedEvent], now_ms: int, *, claim: WakeClaim | None = None
+    ) -> IngestResult:
         """Store events (dropping duplicates), create their runs, resume matching waits and
-        request cancellation of matching runs, all in one transaction.
+        request cancellation of matching runs, all in one transaction; with `claim`, also take
+        resumed runs under a lease (`WakeClaim`, returned in `runs_claimed`).
 
         Runs are admitted by their `NewRun.flow`, in the same transaction (see
         `create_runs`): `runs_created` lists the runs recorded, skipped ones included; an

@@ -25,6 +25,15 @@ CANDIDATE_COLUMNS = (
 )
 """The columns of a run that `Candidate.of` reads, in this order."""
 
+UNCHECKED = (
+    "cancel_requested IS NULL AND concurrency_key1 IS NULL AND concurrency_key2 IS NULL"
+    " AND singleton_key IS NULL"
+    " AND NOT (throttle IS NOT NULL AND attempts = 0 AND throttled_until_ms IS NULL)"
+)
+"""A run that starts with nothing for flow control to decide (no slot key, no throttle
+reservation to take) and no cancel to finalize, as SQL on either dialect: an intake may take
+such a run when it resumes it (`store.base.WakeClaim`)."""
+
 
 @dataclass(slots=True)
 class Candidate:

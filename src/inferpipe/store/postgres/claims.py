@@ -25,8 +25,15 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from inferpipe.core.records import ClaimedRun, Lease, NewRun, Run
+from inferpipe.store.base import WakeClaim
 from inferpipe.store.flow import admission
-from inferpipe.store.flow.claims import CANDIDATE_COLUMNS, Candidate, ClaimPlan, ClaimPolicy
+from inferpipe.store.flow.claims import (
+    CANDIDATE_COLUMNS,
+    UNCHECKED,
+    Candidate,
+    ClaimPlan,
+    ClaimPolicy,
+)
 from inferpipe.store.postgres.admission import flow_lock
 from inferpipe.store.postgres.database import Conn
 from inferpipe.store.postgres.rows import RUN_COLUMNS, STEP_COLUMNS, dec, enc, run_from_row
@@ -243,6 +250,23 @@ SELECT LEAST(
        AND function_id = ANY($2::text[])
      ORDER BY lease_expires_at_ms LIMIT 1))
 """
+
+_TAKE_RESUMED = f"""
+UPDATE runs r SET status = 'running', lease_owner = $4,
+    lease_expires_at_ms = $3::bigint + $5::bigint, lease_token = r.lease_token + 1,
+    wake_pending = FALSE, attempts = r.attempts + 1,
+    started_at_ms = COALESCE(r.started_at_ms, $3::bigint), status_reason = NULL
+WHERE r.id IN (
+    SELECT id FROM runs WHERE id = ANY($2::text[]) AND workspace = $1 AND status = 'queued'
+      AND ready_at_ms <= $3 AND {UNCHECKED} AND function_id = ANY($6::text[])
+    ORDER BY id LIMIT $7)
+RETURNING (SELECT count(*) FROM logs l WHERE l.run_id = r.id),
+    (SELECT json_agg(json_build_array({_S_STEP_COLUMNS})) FROM steps s WHERE s.run_id = r.id),
+    {_R_RUN_COLUMNS}
+"""
+"""Take runs this intake resumed (`WakeClaim`): their rows are locked by it already, and the
+steps its waits completed are in this statement's snapshot, with the rest of their journals
+(a parked run has no holder to write more)."""
 
 _NEW = admission.RUN_WIDTH + 2  #: parameters of the inserted row: workspace, creation, columns
 
@@ -511,6 +535,26 @@ async def start_run(
         return None
     started = run_from_row(found)
     return ClaimedRun(started, Lease(started.id, owner, started.lease_token), {}, 0)
+
+
+async def take_resumed(
+    conn: Conn, ws: str, run_ids: list[str], claim: WakeClaim, now_ms: int
+) -> list[ClaimedRun]:
+    """Take the runs an intake just resumed (`WakeClaim`), in the intake's transaction."""
+    if not run_ids or claim.limit <= 0 or not claim.function_ids:
+        return []
+    rows = await conn.fetch(
+        _TAKE_RESUMED,
+        ws,
+        sorted(set(run_ids)),
+        now_ms,
+        claim.owner,
+        claim.lease_ms,
+        claim.function_ids,
+        claim.limit,
+    )
+    taken = [_Taken(run_from_row(row[2:]), row[0], row[1]) for row in rows]
+    return [t.claimed(claim.owner) for t in sorted(taken, key=lambda t: t.run.id)]
 
 
 async def claim_cancelled(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -29,6 +30,7 @@ from inferpipe.store.base import (
     ProgressResult,
     RunFilter,
     ScoreFilter,
+    WakeClaim,
 )
 from inferpipe.store.blobs import BlobStore, blob_store_from_url
 from inferpipe.store.payloads import MARKER
@@ -167,12 +169,22 @@ class PostgresStore:
         return await self._notifications.subscribe(channel, on_notify, callback)
 
     # events -------------------------------------------------------------------------------
-    async def ingest(self, events: list[PlannedEvent], now_ms: int) -> IngestResult:
+    async def ingest(
+        self, events: list[PlannedEvent], now_ms: int, *, claim: WakeClaim | None = None
+    ) -> IngestResult:
         if not events:
             return IngestResult([], [], [], [], [])
-        return await self._db.transaction(
-            lambda c: intake.ingest(c, self.workspace, events, now_ms)
-        )
+
+        async def ingest(c: Conn) -> IngestResult:
+            result = await intake.ingest(c, self.workspace, events, now_ms)
+            if claim is None or not result.waits_resolved:
+                return result
+            taken = await claims.take_resumed(
+                c, self.workspace, result.waits_resolved, claim, now_ms
+            )
+            return dataclasses.replace(result, runs_claimed=taken)
+
+        return await self._db.transaction(ingest)
 
     async def get_event(self, event_id: str) -> dict[str, Any] | None:
         row = await self._db.read(

@@ -16,7 +16,14 @@ from collections.abc import Collection
 from typing import Any
 
 from inferpipe.core.records import ClaimedRun, Lease, NewRun
-from inferpipe.store.flow.claims import CANDIDATE_COLUMNS, Candidate, ClaimPlan, ClaimPolicy
+from inferpipe.store.base import WakeClaim
+from inferpipe.store.flow.claims import (
+    CANDIDATE_COLUMNS,
+    UNCHECKED,
+    Candidate,
+    ClaimPlan,
+    ClaimPolicy,
+)
 from inferpipe.store.sqlite import intake
 from inferpipe.store.sqlite.rows import RUN_COLUMNS, STEP_COLUMNS, dec, run_from_row, step_from_row
 from inferpipe.store.sqlite.slots import running_slots
@@ -201,6 +208,22 @@ def start_run(
         return None
     intake.create_runs(conn, ws, [run], now_ms)
     return take(conn, run.id, owner, now_ms, lease_ms)
+
+
+def take_resumed(
+    conn: sqlite3.Connection, ws: str, run_ids: list[str], claim: WakeClaim, now_ms: int
+) -> list[ClaimedRun]:
+    """Take the runs an intake just resumed (`WakeClaim`), in the intake's write."""
+    if not run_ids or claim.limit <= 0 or not claim.function_ids:
+        return []
+    ids = sorted(set(run_ids))
+    rows = conn.execute(
+        f"SELECT id FROM runs WHERE id IN ({', '.join('?' * len(ids))}) AND workspace = ?"
+        f" AND status = 'queued' AND ready_at_ms <= ? AND {UNCHECKED}"
+        f" AND function_id IN ({', '.join('?' * len(claim.function_ids))}) ORDER BY id LIMIT ?",
+        (*ids, ws, now_ms, *claim.function_ids, claim.limit),
+    ).fetchall()
+    return [take(conn, run_id, claim.owner, now_ms, claim.lease_ms) for (run_id,) in rows]
 
 
 def claim_cancelled(

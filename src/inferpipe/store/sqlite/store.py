@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,7 @@ from inferpipe.store.base import (
     ProgressResult,
     RunFilter,
     ScoreFilter,
+    WakeClaim,
 )
 from inferpipe.store.blobs import BlobStore, blob_store_from_url
 from inferpipe.store.migrations import migration_files
@@ -110,8 +112,17 @@ class SQLiteStore:
         return await self._db.read(_current_version)
 
     # events -------------------------------------------------------------------------------
-    async def ingest(self, events: list[PlannedEvent], now_ms: int) -> IngestResult:
-        return await self._db.write(lambda c: intake.ingest(c, self.workspace, events, now_ms))
+    async def ingest(
+        self, events: list[PlannedEvent], now_ms: int, *, claim: WakeClaim | None = None
+    ) -> IngestResult:
+        def ingest(c: sqlite3.Connection) -> IngestResult:
+            result = intake.ingest(c, self.workspace, events, now_ms)
+            if claim is None or not result.waits_resolved:
+                return result
+            taken = claims.take_resumed(c, self.workspace, result.waits_resolved, claim, now_ms)
+            return dataclasses.replace(result, runs_claimed=taken)
+
+        return await self._db.write(ingest)
 
     async def get_event(self, event_id: str) -> dict[str, Any] | None:
         row = await self._db.read(
