@@ -13,11 +13,11 @@ import pytest
 import inferpipe as ip
 from inferpipe.core.errors import StoreError
 from inferpipe.core.events import Event
-from inferpipe.core.records import NewRun
+from inferpipe.core.records import NewRun, RunStatus
 from inferpipe.engine.engine import Engine
 from inferpipe.engine.worker import Worker
 from inferpipe.store import admin, store_from_url
-from inferpipe.store.base import PlannedEvent
+from inferpipe.store.base import Outcome, PlannedEvent
 from inferpipe.store.migrations import migration_files
 from inferpipe.store.postgres import PostgresStore
 from inferpipe.store.postgres.listener import APPLICATION_NAME
@@ -125,6 +125,33 @@ async def test_notifications_of_other_workspaces_do_not_wake(postgres: PostgresS
     finally:
         await unlisten()
         await mine.close()
+
+
+async def test_the_listen_connection_outlives_its_subscriptions_until_the_store_closes(
+    postgres: PostgresServer,
+) -> None:
+    url = await postgres.new_database()
+    mine, theirs = PostgresStore(url), PostgresStore(url)
+    await mine.open()
+    await theirs.open()
+    try:
+        for n in range(3):  # results awaited one after another: one connection for them all
+            finished = asyncio.Event()
+            unlisten = await mine.listen(finished.set, run_id=f"r{n}")
+            await theirs.create_runs([NewRun(f"r{n}", "fn", [], [], NOW)], NOW)
+            (claimed,) = await theirs.claim("w", ["fn"], 1, NOW, 10_000)
+            await theirs.finish(claimed.lease, Outcome(RunStatus.COMPLETED), [], NOW)
+            await asyncio.wait_for(finished.wait(), timeout=10)
+            await unlisten()
+            assert await _listening(url) == 1
+    finally:
+        await mine.close()
+        await theirs.close()
+    for _ in range(200):  # the server ends the closed session's backend on its own time
+        if await _listening(url) == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert await _listening(url) == 0
 
 
 async def test_wake_ups_and_stream_appends_share_one_listen_connection(

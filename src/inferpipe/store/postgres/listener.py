@@ -1,7 +1,11 @@
 """One LISTEN connection per process and database, shared by run wake-ups and stream appends.
 
-The connection is opened with the first subscription and closed with the last; it LISTENs on
-every channel some subscription wants, and reconnects by itself when it drops. Notifications
+The connection is opened with the first subscription and kept until the store closes (`close`),
+not closed with the last subscription: a process that awaits results one after another (a
+client, an API apart from its workers) subscribes once per result, and connecting each time
+cost more than the rest of a short run (33 ms to connect and 15 ms to close, against 20 ms for
+the run, at load 12). It LISTENs on every channel some subscription wants (a channel stays
+listened to once wanted), and reconnects by itself when it drops. Notifications
 sent while it was disconnected are lost, so after each reconnection every subscription is told
 (`on_restored`) to assume it missed some.
 """
@@ -78,13 +82,16 @@ class Notifications:
                     self._lost.set()
 
         async def unsubscribe() -> None:
-            async with self._changing:
-                if subscription in self._subscriptions:
-                    self._subscriptions.remove(subscription)
-                    if not self._subscriptions:
-                        await self._stop()
+            if subscription in self._subscriptions:
+                self._subscriptions.remove(subscription)
 
         return unsubscribe
+
+    async def close(self) -> None:
+        """Close the connection (the store closes): subscriptions left hear nothing more."""
+        async with self._changing:
+            self._subscriptions.clear()
+            await self._stop()
 
     async def _start(self) -> None:
         try:

@@ -144,6 +144,7 @@ class PostgresStore:
 
     async def close(self) -> None:
         if self._owner:
+            await self._notifications.close()
             await self._db.close()
             await self._renewals.close()
 
