@@ -148,6 +148,10 @@ def build_app(database: str) -> ip.App:
         text = await ctx.step.run("scan", lambda: "x" * (300 * KB) + "THE-END")
         return len(text)
 
+    @app.function(id="offloaded-input", retries=0)
+    async def offloaded_input(ctx: ip.Context) -> int:
+        return int(await ctx.step.run("measure", len, ctx.event.data["body"]))
+
     @app.function(id="many-steps", retries=0)
     async def many_steps(ctx: ip.Context) -> int:
         ctx.logger.info("starting a long run", items=MANY_STEPS)  # outside any step

@@ -5,11 +5,13 @@ explanation, large values loaded in full."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
+from inferpipe.core.json import KB
 from tests.dashboard.conftest import MANY_STEPS, Dashboard, open_app
 from tests.dashboard.proxy import DroppableProxy
 
@@ -197,6 +199,39 @@ def test_an_offloaded_output_shows_a_preview_and_downloads_whole(
         link.click()
     saved = Path(download.value.path()).read_text()
     assert saved.endswith('THE-END"') and len(saved) > 300 * 1024
+
+
+def _downloaded(page: Page, link: Locator) -> str:
+    with page.expect_download() as download:
+        link.click()
+    return Path(download.value.path()).read_text()
+
+
+def test_offloaded_inputs_and_event_data_download_whole(
+    dashboard: Dashboard, new_page: Callable[..., Page]
+) -> None:
+    body = "x" * (300 * KB) + "THE-END"
+    run_id = dashboard.invoke("offloaded-input", {"body": body})
+    dashboard.wait(run_id, "completed")
+    page = new_page()
+    open_app(page, dashboard.base_url, f"/run/{run_id}?step=measure&tab=input")
+    step_link = page.get_by_role("tabpanel").get_by_role(
+        "link", name="Download the whole input (JSON)"
+    )
+    assert body in _downloaded(page, step_link)
+    run_link = page.locator("#run-header").get_by_role(
+        "link", name="Download the whole input (JSON)"
+    )
+    (started_by,) = json.loads(_downloaded(page, run_link))
+    assert started_by["data"] == {"body": body}
+    expect(page.locator("#run-output-download")).to_have_count(0)  # a number, in its row
+
+    (event_id,) = dashboard.http.post(
+        "/v1/events", json={"name": "test/untriggered", "data": {"body": body}}
+    ).json()["ids"]
+    open_app(page, dashboard.base_url, f"/event/{event_id}")
+    event_link = page.get_by_role("link", name="Download the whole data (JSON)")
+    assert json.loads(_downloaded(page, event_link)) == {"body": body}
 
 
 def test_a_long_run_compact_list_is_searched_by_step_name(

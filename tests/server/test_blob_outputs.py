@@ -1,6 +1,6 @@
 """Over HTTP: outputs offloaded to the blob store show as previews with `output_url`, come back
 whole with `full`, from the step route and from the download routes, and the client reads
-them with `output`."""
+them with `output`; inputs and event data with offloaded members download whole too."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from inferpipe.client import Client
 from tests.server.conftest import start_server
 
 DOC = {"text": "y" * (400 * 1024), "pages": 3}
+BODY = "z" * (300 * 1024)
 
 
 def blobs_app(database: str) -> ip.App:
@@ -24,6 +25,10 @@ def blobs_app(database: str) -> ip.App:
     async def doc(ctx: ip.Context) -> dict[str, object]:
         got = await ctx.step.run("extract", lambda: DOC)
         return {"copy": got["text"], "pages": got["pages"]}
+
+    @app.function(id="measure", trigger=ip.on_event("doc/sent"))
+    async def measure(ctx: ip.Context) -> int:
+        return int(await ctx.step.run("count", len, ctx.event.data["body"]))
 
     return app
 
@@ -83,3 +88,42 @@ def test_the_client_reads_whole_outputs(base_url: str, run_id: str) -> None:
         assert client.output(run_id, "extract") == DOC
         assert client.output(run_id)["pages"] == 3
         assert client.step(run_id, "extract").output == DOC
+
+
+def test_offloaded_inputs_and_event_data_download_whole(base_url: str) -> None:
+    data = {"kind": "a", "body": BODY}
+    with httpx.Client(base_url=base_url) as http, Client(base_url) as client:
+        sent = http.post("/v1/events", json={"name": "doc/sent", "data": data}).json()
+        ((event_id,), (run_id,)) = sent["ids"], sent["runs_created"]
+        assert client.wait_for_run(run_id, timeout_s=30).output == len(BODY)
+
+        event = http.get(f"/v1/events/{event_id}").json()
+        assert event["data_url"] == f"/v1/events/{event_id}/data"
+        whole = http.get(event["data_url"])
+        assert whole.headers["content-type"] == "application/json" and whole.json() == data
+
+        run = http.get(f"/v1/runs/{run_id}").json()
+        assert run["input_truncated"] and run["input_url"] == f"/v1/runs/{run_id}/input"
+        assert run["output_url"] is None  # a number: kept in the row
+        (started_by,) = http.get(run["input_url"]).json()
+        assert started_by["id"] == event_id and started_by["data"] == data
+
+        (step,) = http.get(f"/v1/runs/{run_id}/steps").json()["items"]
+        assert step["input_truncated"] and len(str(step["input"])) < 4096
+        assert step["input_url"] == f"/v1/runs/{run_id}/steps/count/input"
+        assert BODY in http.get(step["input_url"]).text
+        assert (
+            http.get(step["input_url"]).json()
+            == http.get(f"/v1/runs/{run_id}/steps/count").json()["input"]
+        )
+
+        missing = http.get(f"/v1/runs/{run_id}/steps/nope/input")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "step_not_found"
+        assert http.get("/v1/events/nope/data").status_code == 404
+
+
+def test_an_input_kept_in_its_row_downloads_as_it_is(base_url: str, run_id: str) -> None:
+    with httpx.Client(base_url=base_url) as http:
+        run = http.get(f"/v1/runs/{run_id}").json()
+        assert run["input_url"] is None
+        assert http.get(f"/v1/runs/{run_id}/input").json() == run["input"]

@@ -90,4 +90,4 @@ def test_api_conforms_to_its_spec(live: LiveServer, operation: Any, mode: Genera
 
 def test_every_route_is_covered() -> None:
     labels = {op.label for op in OPERATIONS}
-    assert len(labels) == 65, sorted(labels)
+    assert len(labels) == 68, sorted(labels)

@@ -119,6 +119,7 @@ def test_a_blob_reference_reads_nothing_of_another_workspace(
     sent = http_a.post("/v1/events", json={"name": "test/untriggered", "data": {"doc": ref}})
     (event_id,) = sent.json()["ids"]
     assert http_a.get(f"/v1/events/{event_id}").json()["data"]["doc"] == doc
+    assert http_a.get(f"/v1/events/{event_id}/data").json() == {"doc": doc}
 
     # B sends A's reference as it is, and relabelled with its own workspace
     relabelled = {payloads.MARKER: {**ref[payloads.MARKER], "workspace": "ws-b"}}
@@ -127,5 +128,6 @@ def test_a_blob_reference_reads_nothing_of_another_workspace(
             "/v1/events", json={"name": "test/untriggered", "data": {"doc": forged}}
         )
         (id_b,) = sent_b.json()["ids"]
-        body = assert_error(http_b.get(f"/v1/events/{id_b}"), status, code)
-        assert "secret of a" not in str(body)
+        for route in (f"/v1/events/{id_b}", f"/v1/events/{id_b}/data"):
+            body = assert_error(http_b.get(route), status, code)
+            assert "secret of a" not in str(body)

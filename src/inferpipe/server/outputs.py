@@ -1,10 +1,12 @@
-"""Values offloaded to the blob store, as the API shows them: a preview (with `output_url`
-for an output) in listings, the whole value with `full` (outputs, inputs) or from one event's
-route, and the raw JSON of an output from the download routes."""
+"""Values offloaded to the blob store, as the API shows them: a preview (with `output_url`,
+`input_url` or `data_url`) in listings, the whole value with `full` (outputs, inputs) or from
+one event's route, and the raw JSON of an output, an input or an event's data from the download
+routes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import secrets
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import orjson
@@ -58,12 +60,40 @@ async def event_view(scope: Scope, event: dict[str, Any]) -> schemas.EventInfo:
 
 
 async def download(scope: Scope, value: Any) -> Response:
-    """The JSON of an output, whole: an offloaded one streamed from its blob a chunk at a
-    time (a 100 MB output is never held whole); a missing or forbidden blob is answered as an
-    error before the response starts."""
-    blob = payloads.ref_of(value)
-    if blob is not None:
-        chunks = await _payloads(scope).open(blob)
-        return StreamingResponse(chunks, media_type="application/json")
-    raw = orjson.dumps(await _payloads(scope).resolve(value), option=orjson.OPT_NON_STR_KEYS)
-    return Response(raw, media_type="application/json")
+    """The JSON of a value (an output, an input, an event's data), whole: what is offloaded
+    in it is streamed from its blobs a chunk at a time, in place (a 100 MB output is never
+    held whole); a missing or forbidden blob is answered as an error before the response
+    starts."""
+    refs = payloads.refs_in(value)
+    if not refs:
+        return Response(_dumps(value), media_type="application/json")
+    opened = [await _payloads(scope).open(ref) for ref in refs]  # each checked, up front
+    return StreamingResponse(_spliced(value, opened), media_type="application/json")
+
+
+async def _spliced(value: Any, blobs: list[AsyncIterator[bytes]]) -> AsyncIterator[bytes]:
+    """The JSON of `value`, each reference in it replaced by its blob's JSON (`blobs`, in
+    the order `payloads.refs_in` finds them, which is the order the JSON writes them)."""
+    placeholder = f"$inferpipe.download:{secrets.token_hex(16)}"
+    around = _dumps(_replaced(value, placeholder)).split(_dumps(placeholder))
+    for text, blob in zip(around, blobs, strict=False):
+        if text:
+            yield text
+        async for chunk in blob:
+            yield chunk
+    if around[-1]:
+        yield around[-1]
+
+
+def _replaced(value: Any, placeholder: str) -> Any:
+    if payloads.ref_of(value) is not None:
+        return placeholder
+    if isinstance(value, dict):
+        return {k: _replaced(v, placeholder) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replaced(v, placeholder) for v in value]
+    return value
+
+
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)

@@ -75,6 +75,15 @@ def output_url(run_id: str, value: Any, step_key: str | None = None) -> str | No
     return f"/v1/runs/{quote(run_id, safe='')}{step}/output"
 
 
+def input_url(run_id: str, value: Any, step_key: str | None = None) -> str | None:
+    """The download route of an input with offloaded members (None when the row holds it
+    whole)."""
+    if not payloads.has_refs(value):
+        return None
+    step = f"/steps/{quote(step_key, safe='')}" if step_key is not None else ""
+    return f"/v1/runs/{quote(run_id, safe='')}{step}/input"
+
+
 def run_info(run: Run, limit_bytes: int | None, steps: Iterable[StepRecord]) -> schemas.RunInfo:
     """`run` as the API shows it, with the totals of its model-call `steps`."""
     run_input, input_cut = preview(run.input, limit_bytes)
@@ -90,6 +99,7 @@ def run_info(run: Run, limit_bytes: int | None, steps: Iterable[StepRecord]) -> 
         finished_at_ms=run.finished_at_ms,
         input=run_input,
         input_truncated=input_cut,
+        input_url=input_url(run.id, run.input),
         output=output,
         output_truncated=output_cut,
         output_url=output_url(run.id, run.output),
@@ -119,6 +129,7 @@ def step_info(step: StepRecord, limit_bytes: int | None) -> schemas.StepInfo:
         attempt=step.attempt,
         input=step_input,
         input_truncated=input_cut,
+        input_url=input_url(step.run_id, step.input, step.key),
         output=output,
         output_truncated=output_cut,
         output_url=output_url(step.run_id, step.output, step.key),
@@ -161,10 +172,13 @@ def score_info(score: ScoreRecord) -> schemas.ScoreInfo:
 
 
 def event_info(event: dict[str, Any]) -> schemas.EventInfo:
+    data = event.get("data") or {}
+    offloaded = payloads.has_refs(data)
     return schemas.EventInfo(
         id=event["id"],
         name=event["name"],
-        data=event.get("data") or {},
+        data=data,
+        data_url=f"/v1/events/{quote(event['id'], safe='')}/data" if offloaded else None,
         user=event.get("user") or {},
         ts=event.get("ts"),
         received_at_ms=event["received_at"],

@@ -85,6 +85,11 @@ class EventInfo(WireModel):
     id: str
     name: str
     data: dict[str, Any]
+    data_url: str | None = Field(
+        default=None,
+        description="Where the whole data downloads from (its JSON), when members of it were "
+        "offloaded to the blob store.",
+    )
     user: dict[str, Any] = Field(default_factory=dict)
     ts: int | None = None
     received_at_ms: int
@@ -156,6 +161,11 @@ class RunInfo(WireModel):
     finished_at_ms: int | None = None
     input: Any = None
     input_truncated: bool = False
+    input_url: str | None = Field(
+        default=None,
+        description="Where the whole input downloads from (its JSON), when members of it were "
+        "offloaded to the blob store; `input` is then a preview unless `full` was asked.",
+    )
     output: Any = None
     output_truncated: bool = False
     output_url: str | None = Field(
@@ -203,6 +213,11 @@ class StepInfo(WireModel):
     )
     input: Any = None
     input_truncated: bool = False
+    input_url: str | None = Field(
+        default=None,
+        description="Where the whole input downloads from (its JSON), when members of it were "
+        "offloaded to the blob store; `input` is then a preview unless `full` was asked.",
+    )
     output: Any = None
     output_truncated: bool = False
     output_url: str | None = Field(

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import ValidationError
 
 from inferpipe.core import json as jsonc
@@ -102,6 +102,20 @@ async def get_event(event_id: str, scope: RequestScope) -> schemas.EventInfo:
     if event is None:
         raise EventNotFoundError(event_id)
     return await outputs.event_view(scope, event)
+
+
+@router.get(
+    "/events/{event_id}/data",
+    summary="An event's data, whole, as JSON",
+    responses={200: {"content": {"application/json": {}}}},
+)
+async def event_data(event_id: str, scope: RequestScope) -> Response:
+    """The event's data as its JSON document: where `data_url` points for data with members
+    offloaded to the blob store (read in the caller's workspace only)."""
+    event = await scope.store.get_event(event_id)
+    if event is None:
+        raise EventNotFoundError(event_id)
+    return await outputs.download(scope, event.get("data") or {})
 
 
 @router.get(

@@ -157,6 +157,27 @@ async def run_output(run_id: str, scope: RequestScope) -> Response:
     return await outputs.download(scope, (await scope.runs.get(run_id)).output)
 
 
+@router.get(
+    "/{run_id}/steps/{step_key}/input",
+    summary="A step's input, whole, as JSON",
+    responses={200: {"content": {"application/json": {}}}},
+)
+async def run_step_input(run_id: str, step_key: str, scope: RequestScope) -> Response:
+    """The step's input as its JSON document: where `input_url` points for an input with
+    members offloaded to the blob store (read in the caller's workspace only)."""
+    return await outputs.download(scope, (await _step(scope, run_id, step_key)).input)
+
+
+@router.get(
+    "/{run_id}/input",
+    summary="A run's input, whole, as JSON",
+    responses={200: {"content": {"application/json": {}}}},
+)
+async def run_input(run_id: str, scope: RequestScope) -> Response:
+    """The run's input (the events that started it) as its JSON document."""
+    return await outputs.download(scope, (await scope.runs.get(run_id)).input)
+
+
 async def _step(scope: Scope, run_id: str, step_key: str) -> StepRecord:
     await scope.runs.get(run_id)
     for step in await scope.store.get_steps(run_id):

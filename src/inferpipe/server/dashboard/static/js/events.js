@@ -117,6 +117,9 @@ async function mountEvent(main, eventId) {
       h("dt", {}, "Event time"), h("dd", {}, timeEl(event.ts))),
     h("h2", {}, "Payload"),
     jsonBlock({ data: event.data, user: event.user }, { label: "Event payload" }),
+    event.data_url
+      ? h("p", {}, h("a", { href: event.data_url, download: `${event.id}-data.json`, id: "event-data-download" }, "Download the whole data (JSON)"))
+      : null,
     h("h2", {}, `Runs it started (${runs.items.length})`),
     runs.items.length
       ? h("ul", {}, runs.items.map((r) => h("li", {}, h("a", { href: href(`/run/${r.id}`), class: "mono" }, r.id), " ", r.function_id, " ", statusBadge(r.status))))

@@ -70,7 +70,10 @@ const PANELS = {
   input(ctx) {
     const { step } = ctx;
     if (step.input === null || step.input === undefined) return h("p", { class: "muted" }, "This step recorded no input.");
-    return jsonBlock(step.input, { truncated: step.input_truncated, onLoadFull: fullValue(ctx, "input"), label: "Step input" });
+    const block = jsonBlock(step.input, { truncated: step.input_truncated, onLoadFull: fullValue(ctx, "input"), label: "Step input" });
+    if (!step.input_url) return block;
+    return h("div", {}, block,
+      h("p", {}, h("a", { href: step.input_url, download: `${step.key}-input.json`, id: "step-input-download" }, "Download the whole input (JSON)")));
   },
   output(ctx) {
     const { step } = ctx;

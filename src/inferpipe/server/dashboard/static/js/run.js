@@ -147,7 +147,8 @@ class RunPage {
         fact("Scores", this.scores.length
           ? h("div", { class: "chips" }, summary.scores.map((s) => h("span", { class: "chip" }, `${s.name} ${fmtScore(s.value)}${s.count > 1 ? ` (×${s.count})` : ""}`)))
           : "—"),
-        run.cancel_requested ? fact("Cancel requested", run.cancel_requested) : null),
+        run.cancel_requested ? fact("Cancel requested", run.cancel_requested) : null,
+        run.input_url || run.output_url ? fact("Large values", ...downloads(run)) : null),
       this.actions());
   }
 
@@ -374,6 +375,14 @@ class RunPage {
     const box = this.main.querySelector("#live-state");
     if (box && this.stream) box.dataset.lastIndex = String(this.stream.lastIndex);
   }
+}
+
+// The run's input and output offloaded to the blob store: previews on the API, whole as files.
+function downloads(run) {
+  const links = [];
+  if (run.input_url) links.push(h("a", { href: run.input_url, download: `${run.id}-input.json`, id: "run-input-download" }, "Download the whole input (JSON)"));
+  if (run.output_url) links.push(h("a", { href: run.output_url, download: `${run.id}-output.json`, id: "run-output-download" }, "Download the whole output (JSON)"));
+  return links.flatMap((link, i) => (i ? [" · ", link] : [link]));
 }
 
 function abandonedText(data) {
