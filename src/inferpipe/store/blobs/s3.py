@@ -84,11 +84,13 @@ class S3BlobStore:
             raise BlobError(f"cannot open blob store {url}: {exc}") from exc
 
     async def put(self, workspace: str, data: bytes) -> str:
-        sha, packed = await asyncio.to_thread(_pack, data)  # off the loop: MBs of work
+        # Off the loop: MBs of work; compressed only when written (not for a reused copy).
+        sha = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
         try:
             copies = await self._copies(workspace, sha)
             if self.reuse_ms > 0 and copies and _started_ms(copies[0]) > _now_ms() - self.reuse_ms:
                 return sha  # recent enough: renewed (see REUSE_MS)
+            packed = await asyncio.to_thread(gzip.compress, data, COMPRESS_LEVEL, mtime=0)
             await obstore.put_async(self._store, _copy_key(workspace, sha), packed)
         except Exception as exc:
             raise BlobError(f"cannot write blob {sha} to {self.url}: {exc}") from exc
@@ -243,10 +245,6 @@ class S3BlobStore:
             _log.warning(
                 "cannot delete %d superseded blob copies in %s: %s", len(superseded), self.url, exc
             )
-
-
-def _pack(data: bytes) -> tuple[str, bytes]:
-    return hashlib.sha256(data).hexdigest(), gzip.compress(data, COMPRESS_LEVEL, mtime=0)
 
 
 def _written_ms(meta: ObjectMeta) -> int:
