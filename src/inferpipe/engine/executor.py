@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from inferpipe.core import json as jsonc
@@ -266,6 +266,11 @@ class Executor:
             for k in j.parked
         )
         status = RunStatus.SLEEPING if sleeping else RunStatus.WAITING
+        await _to_its_end(self._parked(j, status, ready_at, batch_ms))
+
+    async def _parked(
+        self, j: RunJournal, status: RunStatus, ready_at: int | None, batch_ms: int | None
+    ) -> None:
         await self.store.park(j.lease, status, ready_at, j.now_ms(), batch_wakes_ms=batch_ms)
         if j.listener is not None:
             j.listener.run_parked(j.run, status, ready_at)
@@ -280,6 +285,9 @@ class Executor:
         outcome = finalize.scorer_outcome(fn, j.run, outcome, now)
         if outcome.output is not None:
             outcome = dataclasses.replace(outcome, output=await j.offload(outcome.output))
+        await _to_its_end(self._finished(j, fn, outcome, now))
+
+    async def _finished(self, j: RunJournal, fn: FunctionDef, outcome: Outcome, now: int) -> None:
         planned = finalize.plan_finish(self.registry, fn, j.run, j.records, outcome, now)
         cancel = await self.store.finish(j.lease, outcome, planned, now)
         if cancel is not None:  # a cancel accepted before this finish wins over its outcome
@@ -300,3 +308,23 @@ class Executor:
             reason=outcome.reason,
         )
         await streaming.publish(self.pubsub, j.run.id, event, final=True)
+
+
+async def _to_its_end(leaving: Coroutine[Any, Any, None]) -> None:
+    """Await `leaving` (a park or finish, and the reports of it) to its end even when the
+    execution is cancelled meanwhile, then let the cancel go on. A park or finish releases the
+    lease as it commits, so a renewal made before its answer comes finds the lease gone, and
+    the worker, taking it for lost, cancels the execution (it also does when the store looks
+    out of reach, and a write already sent may commit all the same). What committed is then
+    told all the same, before the execution ends: else its listeners would never hear that
+    the run parked or finished, nor the run's stream subscribers of its end."""
+    task = asyncio.ensure_future(leaving)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: the execution ends with its cancel all the same
+        raise
