@@ -420,6 +420,20 @@ async def test_expired_lease_is_taken_over_and_old_writer_fenced(store: Store) -
     assert run is not None and run.status is RunStatus.RUNNING and run.lease_owner == "w2"
 
 
+async def test_a_claim_takes_no_more_runs_than_asked_with_expired_leases_among_them(
+    store: Store,
+) -> None:
+    """Expired leases are taken first, and count against the limit like any run taken: a
+    worker asking for its free slots gets no more runs than it has slots."""
+    stale = [await started(store, owner=f"dead{i}") for i in range(2)]
+    ready = [await queued(store) for _ in range(3)]
+    after = NOW + LEASE_MS + 1
+    taken = await store.claim("w2", [FN], 3, after, LEASE_MS)
+    assert len(taken) == 3
+    assert {c.run.id for c in taken if c.taken_over} == {c.run.id for c in stale}
+    assert len(await store.claim("w2", [FN], 5, after, LEASE_MS)) == len(ready) - 1
+
+
 async def test_start_run_inserts_the_run_claimed_and_a_crash_hands_it_over(
     store: Store,
 ) -> None:

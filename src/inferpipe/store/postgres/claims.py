@@ -146,7 +146,8 @@ _PLAIN = f"""{_HEAD}, verdict AS MATERIALIZED (
         wake_pending = FALSE, attempts = r.attempts + 1,
         started_at_ms = COALESCE(r.started_at_ms, $2::bigint), status_reason = NULL
     FROM (SELECT id, source, q, queue_seq FROM stale UNION ALL
-          SELECT id, source, q, queue_seq FROM page) AS p
+          (SELECT id, source, q, queue_seq FROM page ORDER BY q, queue_seq
+           LIMIT GREATEST(0, $4 - (SELECT count(*) FROM stale)))) AS p
     WHERE r.id = p.id AND NOT (SELECT checked FROM verdict)
     RETURNING p.source, p.q, p.queue_seq,
         (SELECT x.attempts FROM runs x WHERE x.id = r.id) = r.attempts - 1,
@@ -157,8 +158,9 @@ _PLAIN = f"""{_HEAD}, verdict AS MATERIALIZED (
 SELECT v.checked, t.* FROM verdict v LEFT JOIN taken t ON TRUE
 """
 """The common claim in one statement: when no run of the page needs a flow control check,
-take the page (and the expired leases) with their journals; else take nothing and say so (the
-claim then runs page by page in a transaction, `_Claim`). A run of the page was parked in this
+take the expired leases and as much of the page as the limit leaves (a worker asks for its
+free slots), with their journals; else take nothing and say so (the claim then runs page by
+page in a transaction, `_Claim`). A run of the page was parked in this
 statement's snapshot (else it would not be a candidate), so its journal, committed before it
 parked, is in the snapshot too, unless another claim took and parked it again since (the row
 was re-read when locked: its `attempts` differ from the snapshot's). Those journals, and the
