@@ -22,6 +22,10 @@ STEPS = 5
 LOG_DIR = Path(os.environ.get("PG_TEST_LOG_DIR", "."))
 STEP_S = float(os.environ.get("PG_TEST_STEP_MS", "10")) / 1000
 """The I/O each step waits for, so runs are in flight when a fault strikes."""
+HOLD = os.environ.get("PG_TEST_HOLD")
+HOLD_STEP = os.environ.get("PG_TEST_HOLD_STEP")
+"""In this process, step `HOLD_STEP` waits (once its start is logged) while the file `HOLD`
+exists: the process can be killed with its runs in flight at a step of the test's choosing."""
 PIPELINE_STEPS = 1
 """Step records a run may have on their way to the disk while the next step runs: with 1, a
 step starting means the record before the previous one is durable (`SideEffects` checks it)."""
@@ -54,6 +58,9 @@ def build_app(*, cron: bool = False) -> ip.App:
 
         async def work(key: str) -> str:
             log_execution(ctx.run_id, key, "start", execution_ns)
+            if HOLD is not None and key == HOLD_STEP:
+                while os.path.exists(HOLD):  # noqa: ASYNC110, ASYNC240
+                    await asyncio.sleep(0.01)
             await asyncio.sleep(STEP_S)
             return log_execution(ctx.run_id, key, "done", execution_ns)
 
