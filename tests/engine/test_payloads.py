@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import sqlite3
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+import asyncpg
 
 import inferpipe as ip
 from inferpipe.core.errors import StoreError
@@ -14,6 +18,8 @@ from inferpipe.server import retention
 from inferpipe.store import payloads
 from inferpipe.store.base import Progress
 from inferpipe.testing import Harness
+from tests.store.conftest import PostgresServer
+from tests.store.pg_harness import PostgresHarness
 
 BIG = "x" * (300 * 1024)  #: over the 256 KB default threshold
 
@@ -155,6 +161,42 @@ async def test_a_100_mb_step_output_works(tmp_path: Path) -> None:
         assert _row_bytes(tmp_path / "app.db", run_id, "huge") < 1024
         (blob,) = (tmp_path / "blobs").rglob("*.json.gz")
         assert blob.stat().st_size < size / 100
+
+
+async def test_a_100_mb_step_output_works_on_postgresql(postgres: PostgresServer) -> None:
+    app = ip.App("blobs")
+    text = os.urandom(50 * 1024 * 1024).hex()  # 100 MB that gzip leaves at over half its size
+
+    @app.function(id="f")
+    async def f(ctx: ip.Context) -> str:
+        replayed = await ctx.step.run("huge", lambda: text)
+        await ctx.step.sleep("pause", "1m")  # the run resumes from its journal and the blob
+        return hashlib.sha256(replayed.encode()).hexdigest()
+
+    async with PostgresHarness(app, postgres.url) as h:
+        run_id = await h.invoke("f")
+        run = await h.settle(run_id)
+        assert run is not None and run.status is ip.RunStatus.COMPLETED, run.error
+        assert run.output == hashlib.sha256(text.encode()).hexdigest()
+        ref = payloads.ref_of((await h.steps(run_id))[0].output)
+        assert ref is not None and ref.size_bytes == len(text) + 2  # the JSON string's quotes
+        conn = await asyncpg.connect(postgres.url)
+        try:
+            row_bytes = await conn.fetchval(
+                "SELECT length(output::text) FROM steps WHERE run_id = $1 AND key = 'huge'",
+                run_id,
+            )
+            blob = await conn.fetchrow(
+                "SELECT size, length(data) AS packed FROM blobs"
+                " WHERE workspace = $1 AND sha256 = $2",
+                h.workspace,
+                ref.sha256,
+            )
+        finally:
+            await conn.close()
+        assert row_bytes < 1024
+        assert blob is not None and blob["size"] == ref.size_bytes
+        assert blob["packed"] > 40 * 1024 * 1024  # random hex: tens of MB stay after gzip
 
 
 async def test_an_orphan_of_a_failed_commit_is_swept_after_its_grace(tmp_path: Path) -> None:
