@@ -9,22 +9,39 @@ from collections.abc import Callable
 from pathlib import Path
 
 import inferpipe as ip
-from inferpipe.core.records import Run
+from inferpipe.core.records import ClaimedRun, Run
+from inferpipe.store.base import RunFilter
 from inferpipe.store.sqlite import SQLiteStore
 
 WAIT_S = 30.0
 
 
 class CountingStore(SQLiteStore):
-    """A SQLite store that counts `get_run` calls per run."""
+    """A SQLite store that counts `get_run` calls per run, and the worker's claims and
+    polls."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self.reads: Counter[str] = Counter()
+        self.looks = 0  #: claims and next-ready polls
+        self.polls = 0  #: next-ready polls
 
     async def get_run(self, run_id: str) -> Run | None:
         self.reads[run_id] += 1
         return await super().get_run(run_id)
+
+    async def claim(
+        self, owner: str, function_ids: list[str], limit: int, now_ms: int, lease_ms: int
+    ) -> list[ClaimedRun]:
+        self.looks += 1
+        return await super().claim(owner, function_ids, limit, now_ms, lease_ms)
+
+    async def next_ready_at(
+        self, function_ids: list[str], *, after_ms: int | None = None
+    ) -> int | None:
+        self.looks += 1
+        self.polls += 1
+        return await super().next_ready_at(function_ids, after_ms=after_ms)
 
 
 def held_app(release: asyncio.Event, database: str | None = None) -> ip.App:
@@ -105,6 +122,57 @@ async def test_a_run_invoked_and_executed_here_is_handed_to_its_waiter(tmp_path:
         assert store.reads[run_id] == 1  # ours, above
         assert done == await store.get_run(run_id)
         assert done.status is ip.RunStatus.COMPLETED and done.output == "True"
+    finally:
+        worker.notify_shutdown()
+        await working
+        await app.close()
+
+
+async def test_a_run_that_finishes_with_nothing_made_ready_costs_the_worker_no_claim(
+    tmp_path: Path,
+) -> None:
+    """Start-and-claim, then a finish that starts, resumes and frees nothing: the worker looks
+    for work neither after the invoke nor after the finish (its start and its finish are the
+    run's only writes). A finish that starts a run still wakes it."""
+    app = ip.App("quiet")
+
+    @app.function(id="empty")
+    async def empty(ctx: ip.Context) -> int:
+        return 0
+
+    @app.function(
+        id="after",
+        trigger=ip.on_event(
+            "inferpipe/function.finished", if_exp="event.data.function_id == 'loud'"
+        ),
+    )
+    async def after(ctx: ip.Context) -> str:
+        return str(ctx.event.data["function_id"])
+
+    @app.function(id="loud")
+    async def loud(ctx: ip.Context) -> int:
+        return 1
+
+    store = CountingStore(tmp_path / "quiet.db")
+    await app.start(store=store)
+    worker = app.worker(poll_ms=3_600_000)  # no fallback poll during the test
+    working = asyncio.create_task(worker.run())
+    try:
+        # Idle: its claim found nothing, and the poll after it is asked (the worker sleeps).
+        await _eventually(lambda: store.polls >= 1 and not worker._unclaimed)
+        looks = store.looks
+        for _ in range(5):
+            run = await app.result(await app.invoke("empty"), timeout=WAIT_S)
+            assert run.status is ip.RunStatus.COMPLETED and run.output == 0
+        await asyncio.sleep(0.05)
+        assert store.looks == looks
+        assert (await app.result(await app.invoke("loud"), timeout=WAIT_S)).output == 1
+        triggered = RunFilter(function_id="after", status=ip.RunStatus.COMPLETED)
+        for _ in range(3_000):  # claimed at once (the worker does not wait for its poll)
+            if (await app.list_runs(triggered)).items:
+                break
+            await asyncio.sleep(0.01)
+        assert [r.output for r in (await app.list_runs(triggered)).items] == ["loud"]
     finally:
         worker.notify_shutdown()
         await working

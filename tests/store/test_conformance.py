@@ -511,9 +511,10 @@ async def test_finish_deletes_waits_and_ingests_events(store: Store) -> None:
     claimed = await started(store)
     await open_wait(store, claimed, "never", None)
     done = planned("run/finished", runs=1)
-    await store.finish(
+    result = await store.finish(
         claimed.lease, Outcome(RunStatus.COMPLETED, output={"ok": True}), [done], NOW
     )
+    assert result.cancel_requested is None and result.work_ready  # its event started a run
     run = await store.get_run(claimed.run.id)
     assert run is not None and run.status is RunStatus.COMPLETED and run.output == {"ok": True}
     assert run.finished_at_ms == NOW and run.lease_owner is None
@@ -529,9 +530,26 @@ async def test_finished_run_resumes_its_invoker(store: Store) -> None:
     await store.park(parent.lease, RunStatus.WAITING, None, NOW)
     child = await started(store, owner="w2")
     finished = planned("fn/finished", {"run_id": "child-1", "status": "completed"})
-    await store.finish(child.lease, Outcome(RunStatus.COMPLETED), [finished], NOW + 5)
+    result = await store.finish(child.lease, Outcome(RunStatus.COMPLETED), [finished], NOW + 5)
+    assert result.work_ready
     run = await store.get_run(parent.run.id)
     assert run is not None and run.status is RunStatus.QUEUED and run.ready_at_ms == NOW + 5
+
+
+async def test_a_finish_that_makes_no_run_ready_says_so(store: Store) -> None:
+    """Its event starts and resumes nothing and the run held no slot: a worker whose run
+    finished so need not claim."""
+    parent = await started(store)
+    await open_wait(store, parent, "fn/finished", "async.data.run_id == 'someone-else'")
+    await store.park(parent.lease, RunStatus.WAITING, None, NOW)
+    child = await started(store, owner="w2")
+    finished = planned("fn/finished", {"run_id": child.run.id, "status": "completed"})
+    result = await store.finish(child.lease, Outcome(RunStatus.COMPLETED), [finished], NOW)
+    assert result.cancel_requested is None and not result.work_ready
+    lone = await started(store)
+    assert not (await store.finish(lone.lease, Outcome(RunStatus.COMPLETED), [], NOW)).work_ready
+    run = await store.get_run(parent.run.id)
+    assert run is not None and run.status is RunStatus.WAITING
 
 
 async def test_rerun_from_failed_step_copies_completed_steps(store: Store) -> None:

@@ -35,7 +35,7 @@ from inferpipe.core.records import (
     WaitKind,
 )
 from inferpipe.engine.worker import Worker
-from inferpipe.store.base import Outcome, PlannedEvent, Progress
+from inferpipe.store.base import FinishResult, Outcome, PlannedEvent, Progress
 from inferpipe.store.postgres import PostgresStore, finishes, journal
 from inferpipe.store.postgres.database import Conn
 from inferpipe.store.sqlite import SQLiteStore
@@ -516,7 +516,8 @@ async def test_finish_batches_that_lock_each_others_waiting_runs_both_commit(
 
         await eventually(both_wait, 60)
         await held.rollback()
-        assert await asyncio.gather(*batches) == [[None], [None]]
+        resumed = [FinishResult(work_ready=True)]  # each finish resumes the other's parent
+        assert await asyncio.gather(*batches) == [resumed, resumed]
 
         async def deadlock_counted() -> bool:
             return await _deadlocks(blocker) > deadlocks

@@ -261,3 +261,9 @@ class IngestResult:
     runs_claimed: list[ClaimedRun] = field(default_factory=list)
     """Resumed runs taken under a lease in the same transaction, when the intake was asked to
     (`store.base.WakeClaim`): the caller's worker executes them, with no claim."""
+
+    @property
+    def work_ready(self) -> bool:
+        """Whether runs may have become ready to claim: runs created, resumed or asked to
+        stop."""
+        return bool(self.runs_created or self.waits_resolved or self.runs_cancelled)

@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from inferpipe.core import json as jsonc
 from inferpipe.core.errors import (
@@ -37,6 +37,8 @@ from inferpipe.store.blobs import BlobError
 from inferpipe.streams.pubsub import PubSub
 
 _log = logging.getLogger("inferpipe.executor")
+
+T = TypeVar("T")
 
 SETTLE_ROUNDS = 3
 """Event-loop turns to wait, once every step is parked, for sibling branches to start one."""
@@ -91,11 +93,15 @@ class Executor:
         *,
         drain: asyncio.Event | None = None,
         lease_ending: Callable[[], bool] | None = None,
-    ) -> None:
+    ) -> bool:
         """Execute until the run finishes or parks. When `drain` is set, no new step starts and
         the run is handed back once its steps in flight are recorded. No step starts once
-        `lease_ending()` is true (checked right before each step's code is called). A lost lease or a failing store ends the execution
-        quietly, writing nothing more: the run is taken up again under a new lease."""
+        `lease_ending()` is true (checked right before each step's code is called). A lost
+        lease or a failing store ends the execution quietly, writing nothing more: the run is
+        taken up again under a new lease.
+
+        Returns whether the execution ended with a finish that made no run ready
+        (`FinishResult.work_ready`): a worker then has nothing new to claim."""
         journal = RunJournal(
             claimed, self.store, self.clock, self.planner, self.limits, self.wakeups
         )
@@ -105,8 +111,9 @@ class Executor:
         journal.on_recorded = stream.recorded
         journal.listener = self.listeners if self.listeners else None
         self._live[claimed.run.id] = journal
+        quiet = False
         try:
-            await self._execute(journal, stream)
+            quiet = await self._execute(journal, stream)
         except LeaseLost as exc:
             _log.warning(
                 "run %s: %s; stopped here, the run continues under a new lease", claimed.run.id, exc
@@ -123,6 +130,7 @@ class Executor:
                 self.wakeups.execution_ended(claimed.run.id)
             if journal.listener is not None:
                 journal.listener.execution_ended(claimed.run)
+        return quiet
 
     def cancel_requested(self, run_id: str, reason: str) -> None:
         """A cancel of `run_id` was committed: its execution here, if any, starts no more
@@ -132,7 +140,8 @@ class Executor:
         if journal is not None and journal.cancel_reason is None:
             journal.cancel_reason = reason
 
-    async def _execute(self, j: RunJournal, stream: streaming.RunStream) -> None:
+    async def _execute(self, j: RunJournal, stream: streaming.RunStream) -> bool:
+        """Whether it ended with a finish that made no run ready."""
         run = j.run
         if (
             run.start_deadline_ms is not None
@@ -143,8 +152,7 @@ class Executor:
         with contextlib.suppress(RunCancelled, Suspend):
             j.check_continue()  # a cancel or an expired finish timeout ends the run here
         if j.cancel_reason is not None:
-            await self._finish(j, Outcome(RunStatus.CANCELLED, reason=j.cancel_reason))
-            return
+            return await self._finish(j, Outcome(RunStatus.CANCELLED, reason=j.cancel_reason))
         fn = self.functions(run.function_id)
         kind = "started" if run.executions <= 1 else "resumed"
         await streaming.publish(
@@ -159,18 +167,16 @@ class Executor:
         try:
             context = Context(j, stream, await j.resolve(run.events))
         except BlobError as exc:  # a reference sent in an event that this workspace cannot read
-            await self._finish(j, Outcome(RunStatus.FAILED, error=error_payload(exc)))
-            return
+            return await self._finish(j, Outcome(RunStatus.FAILED, error=error_payload(exc)))
         task: asyncio.Task[Any] = asyncio.ensure_future(fn.handler(context))
         try:
             if await self._drive(j, task):
                 if j.held:  # settled on a step the journal does not have, short of its steps
-                    await self._finish(
+                    return await self._finish(
                         j, Outcome(RunStatus.FAILED, error=error_payload(j.divergence()))
                     )
-                else:
-                    await self._park(j, started)
-                return
+                await self._park(j, started)
+                return False
         except asyncio.CancelledError:
             j.lease_lost = True  # cancelled from outside: the lease is lost or being given up
             raise
@@ -180,8 +186,8 @@ class Executor:
             task.cancel()
         if not task.cancelled() and isinstance(task.exception(), Suspend):
             await self._hand_back(j)
-            return
-        await self._finish(j, self._outcome(j, task))
+            return False
+        return await self._finish(j, self._outcome(j, task))
 
     async def _drive(self, j: RunJournal, task: asyncio.Task[Any]) -> bool:
         """Wait for the function to return, or for every live step to be parked."""
@@ -278,25 +284,30 @@ class Executor:
             self.pubsub, j.run.id, streaming.run_event(j.run, status.value, ready_at_ms=ready_at)
         )
 
-    async def _finish(self, j: RunJournal, outcome: Outcome) -> None:
+    async def _finish(self, j: RunJournal, outcome: Outcome) -> bool:
+        """Finish the run; returns whether that made no run ready."""
         await j.flush()
         now = j.now_ms()
         fn = self.functions(j.run.function_id)
         outcome = finalize.scorer_outcome(fn, j.run, outcome, now)
         if outcome.output is not None:
             outcome = dataclasses.replace(outcome, output=await j.offload(outcome.output))
-        await _to_its_end(self._finished(j, fn, outcome, now))
+        return await _to_its_end(self._finished(j, fn, outcome, now))
 
-    async def _finished(self, j: RunJournal, fn: FunctionDef, outcome: Outcome, now: int) -> None:
+    async def _finished(self, j: RunJournal, fn: FunctionDef, outcome: Outcome, now: int) -> bool:
         planned = finalize.plan_finish(self.registry, fn, j.run, j.records, outcome, now)
-        cancel = await self.store.finish(j.lease, outcome, planned, now)
-        if cancel is not None:  # a cancel accepted before this finish wins over its outcome
-            outcome = Outcome(RunStatus.CANCELLED, reason=cancel)
+        finished = await self.store.finish(j.lease, outcome, planned, now)
+        if finished.cancel_requested is not None:  # a cancel accepted first wins
+            outcome = Outcome(RunStatus.CANCELLED, reason=finished.cancel_requested)
             planned = finalize.plan_finish(self.registry, fn, j.run, j.records, outcome, now)
-            await self.store.finish(j.lease, outcome, planned, now)
+            finished = await self.store.finish(j.lease, outcome, planned, now)
         if self._live.get(j.run.id) is j:
             del self._live[j.run.id]
-        self.wakeups.run_finished(j.run.id, finalize.finished_run(j.run, outcome, now))
+        self.wakeups.run_finished(
+            j.run.id,
+            finalize.finished_run(j.run, outcome, now),
+            work_ready=finished.work_ready,
+        )
         if j.listener is not None:
             j.listener.run_finished(j.run, outcome, j.records)
         event = streaming.run_event(
@@ -308,9 +319,10 @@ class Executor:
             reason=outcome.reason,
         )
         await streaming.publish(self.pubsub, j.run.id, event, final=True)
+        return not finished.work_ready
 
 
-async def _to_its_end(leaving: Coroutine[Any, Any, None]) -> None:
+async def _to_its_end(leaving: Coroutine[Any, Any, T]) -> T:
     """Await `leaving` (a park or finish, and the reports of it) to its end even when the
     execution is cancelled meanwhile, then let the cancel go on. A park or finish releases the
     lease as it commits, so a renewal made before its answer comes finds the lease gone, and
@@ -320,7 +332,7 @@ async def _to_its_end(leaving: Coroutine[Any, Any, None]) -> None:
     the run parked or finished, nor the run's stream subscribers of its end."""
     task = asyncio.ensure_future(leaving)
     try:
-        await asyncio.shield(task)
+        return await asyncio.shield(task)
     except asyncio.CancelledError:
         while not task.done():
             with contextlib.suppress(asyncio.CancelledError):

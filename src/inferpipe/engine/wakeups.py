@@ -36,10 +36,12 @@ class Wakeups:
         for listener in list(self._work):
             listener()
 
-    def run_finished(self, run_id: str, run: Run | None = None) -> None:
-        """A run's finish was committed (which may start or resume other runs, and frees its
-        concurrency slot); `run` is the finished run, when known whole."""
-        self.work_ready()
+    def run_finished(self, run_id: str, run: Run | None = None, *, work_ready: bool = True) -> None:
+        """A run's finish was committed; `run` is the finished run, when known whole.
+        `work_ready`: the finish may have made runs ready (it started or resumed runs, or
+        freed concurrency slots; `FinishResult.work_ready`)."""
+        if work_ready:
+            self.work_ready()
         for listener in list(self._finish):
             listener(run_id, run)
 

@@ -59,7 +59,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._drain = asyncio.Event()
-        self._active: dict[str, tuple[Lease, asyncio.Task[None]]] = {}
+        self._active: dict[str, tuple[Lease, asyncio.Task[bool]]] = {}
         self._lease_ends: dict[str, float] = {}
         """When each lease held ends, as far as this worker knows, on `time.monotonic()`: the
         time read before the claim or the last renewal it was told of was asked, plus the
@@ -72,7 +72,16 @@ class Worker:
         self._short_claim_at_ms: int | None = None
         """When the last claim returned fewer runs than asked: what was ready then and not
         taken waits for a concurrency slot, which a finishing run frees (and wakes us)."""
-        self._unsubscribe = engine.wakeups.on_work(self._wake.set)
+        self._unclaimed = True
+        """Runs may be ready that no claim has looked for since: work was signalled, the last
+        claim took some, an execution parked or handed its run back, or a poll time came.
+        False after a claim that found nothing, with nothing signalled since: a run that then
+        finishes with nothing made ready (`Executor.execute`) frees its slot without a claim
+        or a poll (a zero-step run started here costs its start and its finish only)."""
+        self._ready_known = False
+        """Whether the current sleep waits for the next ready time too (read while a slot
+        was free); a slot freed while it does not must look it up."""
+        self._unsubscribe = engine.wakeups.on_work(self._work_signalled)
         self.cron = CronSchedule(engine.registry, engine.clock.now_ms())
 
     @property
@@ -81,7 +90,7 @@ class Worker:
 
     async def run(self) -> None:
         """Claim and execute work until `notify_shutdown`; then drain."""
-        unlisten = await self.engine.store.listen(self._wake.set)
+        unlisten = await self.engine.store.listen(self._work_signalled)
         heartbeat = asyncio.create_task(self._heartbeat())
         stop_starts = self.engine.runs.add_starter(self)
         failures = 0
@@ -90,7 +99,7 @@ class Worker:
                 self._wake.clear()
                 try:
                     await self._fire_cron()
-                    claimed = await self._claim_into_slots()
+                    claimed = await self._claim_into_slots() if self._unclaimed else 0
                     if claimed and self._busy < self.concurrency:
                         continue
                     await self._sleep()
@@ -98,6 +107,7 @@ class Worker:
                 except StoreError as exc:
                     # The database is unreachable or restarting: keep the runs in flight, and
                     # try again with backoff; the store reconnects by itself.
+                    self._unclaimed = True
                     failures += 1
                     delay_s = min(STORE_RETRY_MAX_S, 0.1 * 2**failures)
                     _log.warning("store unavailable (%s); retrying in %.1f s", exc, delay_s)
@@ -111,6 +121,10 @@ class Worker:
                 await heartbeat
             self._unsubscribe()
             await unlisten()
+
+    def _work_signalled(self) -> None:
+        self._unclaimed = True
+        self._wake.set()
 
     def notify_shutdown(self) -> None:
         """Stop claiming; runs in flight finish their current step and are handed back."""
@@ -164,7 +178,7 @@ class Worker:
         def started(_: asyncio.Future[ClaimedRun | None]) -> None:
             self._starting.discard(start)
             if start.cancelled() or start.exception() is not None:
-                self._wake.set()  # the slot is free again; the caller sees the failure
+                self._work_signalled()  # the slot is free again; the caller sees the failure
                 return
             claimed = start.result()
             if claimed is not None:
@@ -182,10 +196,13 @@ class Worker:
             return 0
         asked = time.monotonic()
         now = self.engine.clock.now_ms()
+        self._unclaimed = False  # a signal from now on is one this claim may not see
         claimed = await self.engine.store.claim(
             self.id, self.engine.registry.ids, free, now, self.lease_ms
         )
         self._short_claim_at_ms = now if len(claimed) < free else None
+        if claimed:  # more may be ready (claims take a page at most, and skip locked rows)
+            self._unclaimed = True
         for item in claimed:
             self._start(item, asked + self.lease_ms / 1000)
         return len(claimed)
@@ -202,12 +219,16 @@ class Worker:
         self._active[run_id] = (claimed.lease, task)
         self._lease_ends[run_id] = lease_ends
 
-        def done(_: asyncio.Task[None]) -> None:
+        def done(_: asyncio.Task[bool]) -> None:
             self._active.pop(run_id, None)
             self._lease_ends.pop(run_id, None)
-            self._wake.set()
             if not task.cancelled() and task.exception() is not None:
                 _log.error("run %s: executor crashed", run_id, exc_info=task.exception())
+            quiet = not task.cancelled() and task.exception() is None and task.result()
+            if not quiet or not self._ready_known:
+                self._unclaimed = True
+            if self._unclaimed:
+                self._wake.set()
 
         task.add_done_callback(done)
 
@@ -216,7 +237,8 @@ class Worker:
         times = [clock.now_ms() + self.poll_ms]
         # With every slot busy, ready work must wait for a slot (a finishing run wakes us),
         # not for its ready time, which may be now: that would spin.
-        if self._busy < self.concurrency:
+        self._ready_known = self._busy < self.concurrency
+        if self._ready_known:
             nxt = await self._next_ready_at()
             if nxt is not None:
                 times.append(nxt)
@@ -224,6 +246,8 @@ class Worker:
         if tick is not None:
             times.append(tick)
         await clock.sleep_until(min(times), self._wake)
+        if not self._wake.is_set():  # its time came: a poll, a ready time or a cron tick
+            self._unclaimed = True
 
     async def _next_ready_at(self) -> int | None:
         ids = self.engine.registry.ids

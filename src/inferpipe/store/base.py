@@ -92,6 +92,19 @@ class ProgressResult:
 
 
 @dataclass(frozen=True, slots=True)
+class FinishResult:
+    """What `Store.finish` did."""
+
+    cancel_requested: str | None = None
+    """The reason of a cancel accepted before the finish, which refused its outcome: nothing
+    was written (finish the run again as cancelled). None once the run is finished."""
+    work_ready: bool = True
+    """Whether the finish may have made runs ready to claim: its events started runs,
+    resolved waits or asked runs to cancel, or the run freed concurrency slots. A worker
+    whose run finished with none of these has nothing new to look for."""
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """How a run ended."""
 
@@ -323,14 +336,15 @@ class Store(Protocol):
 
     async def finish(
         self, lease: Lease, outcome: Outcome, events: list[PlannedEvent], now_ms: int
-    ) -> str | None:
-        """Finalize the run, drop its waits, and ingest the events its end produces.
+    ) -> FinishResult:
+        """Finalize the run, drop its waits, and ingest the events its end produces; says
+        whether that may have made runs ready (`FinishResult.work_ready`).
 
         A cancel accepted before the finish wins: when the run was asked to cancel and
         `outcome` is not `cancelled`, nothing is written and the cancel reason is returned
-        (the caller finishes it again as cancelled). Checked in the finish's transaction, so
-        a cancel is either seen here or refused as too late (`request_cancel` on a finished
-        run changes nothing). Returns None once the run is finished."""
+        (`FinishResult.cancel_requested`: the caller finishes it again as cancelled). Checked
+        in the finish's transaction, so a cancel is either seen here or refused as too late
+        (`request_cancel` on a finished run changes nothing)."""
 
     async def claim_cancelled(
         self, owner: str, run_id: str, function_ids: list[str], now_ms: int, lease_ms: int

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from inferpipe.core.errors import LeaseLost
 from inferpipe.core.records import Lease
-from inferpipe.store.base import Outcome, PlannedEvent
+from inferpipe.store.base import FinishResult, Outcome, PlannedEvent
 from inferpipe.store.postgres import intake, scores
 from inferpipe.store.postgres.batches import Batches
 from inferpipe.store.postgres.database import FINISHED_CHANNEL, Conn, Database, notify
@@ -86,10 +86,10 @@ class Finish:
     now_ms: int
 
 
-async def finish_many(conn: Conn, items: list[Finish]) -> list[str | LeaseLost | None]:
-    """Finalize runs in this transaction; for each: None, the reason of a cancel that refused
-    its outcome, or LeaseLost. The events may start no run under flow control (those finish
-    alone: their flow keys are locked before any row)."""
+async def finish_many(conn: Conn, items: list[Finish]) -> list[FinishResult | LeaseLost]:
+    """Finalize runs in this transaction; for each: what it did (or the reason of a cancel
+    that refused its outcome), or LeaseLost. The events may start no run under flow control
+    (those finish alone: their flow keys are locked before any row)."""
     names = {k for it in items for k in intake.lock_keys(it.workspace, _names(it))}
     ids = [it.lease.run_id for it in items]
     await conn.execute(_LOCK_ROWS, ids, sorted(names))
@@ -109,24 +109,29 @@ async def finish_many(conn: Conn, items: list[Finish]) -> list[str | LeaseLost |
         )
     }
     refused = await _refused(conn, [it for it in items if it.lease.run_id not in done])
-    results: list[str | LeaseLost | None] = []
     events: dict[str, list[PlannedEvent]] = {}
     for it in items:
-        run_id = it.lease.run_id
-        if run_id not in done:
-            reason = refused.get(run_id)
-            results.append(LeaseLost(run_id) if reason is None else reason)
-            continue
-        results.append(None)
-        await scores.put(conn, it.workspace, it.outcome.scores, it.now_ms)
-        events.setdefault(it.workspace, []).extend(it.events)
+        if it.lease.run_id in done:
+            await scores.put(conn, it.workspace, it.outcome.scores, it.now_ms)
+            events.setdefault(it.workspace, []).extend(it.events)
     now_ms = max(it.now_ms for it in items)
     wakes: set[str] = set()
+    woke: set[str] = set()  # workspaces whose events made runs ready (told to each finish)
     for ws, planned in events.items():
-        await intake.ingest(conn, ws, planned, now_ms, locked=True, wakes=wakes)
+        if (await intake.ingest(conn, ws, planned, now_ms, locked=True, wakes=wakes)).work_ready:
+            woke.add(ws)
     await intake.wake_resolved(conn, wakes, now_ms)
     for ws in {it.workspace for it in items if done.get(it.lease.run_id)}:
         await notify(conn, ws)  # their slots are free: runs held back may start
+    results: list[FinishResult | LeaseLost] = []
+    for it in items:
+        run_id = it.lease.run_id
+        if run_id in done:
+            results.append(FinishResult(work_ready=done[run_id] or it.workspace in woke))
+        elif (reason := refused.get(run_id)) is not None:
+            results.append(FinishResult(cancel_requested=reason))
+        else:
+            results.append(LeaseLost(run_id))
     return results
 
 
@@ -151,12 +156,12 @@ class FinishWriter:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._batches: Batches[Finish, str | None] = Batches(self._write, MAX_BATCH)
+        self._batches: Batches[Finish, FinishResult] = Batches(self._write, MAX_BATCH)
 
-    async def finish(self, item: Finish) -> str | None:
-        """Returns once the finish is committed (None), or the reason of a cancel request that
+    async def finish(self, item: Finish) -> FinishResult:
+        """Returns once the finish is committed, or with the reason of a cancel request that
         refused its outcome; raises LeaseLost if the lease was lost."""
         return await self._batches.submit(item)
 
-    async def _write(self, items: list[Finish]) -> list[str | LeaseLost | None]:
+    async def _write(self, items: list[Finish]) -> list[FinishResult | LeaseLost]:
         return await self._db.transaction(lambda c: finish_many(c, items))

@@ -23,6 +23,7 @@ from inferpipe.core.records import (
 from inferpipe.core.scores import ScoreRecord
 from inferpipe.store import payloads
 from inferpipe.store.base import (
+    FinishResult,
     Outcome,
     Page,
     PlannedEvent,
@@ -404,7 +405,7 @@ class PostgresStore:
 
     async def finish(
         self, lease: Lease, outcome: Outcome, events: list[PlannedEvent], now_ms: int
-    ) -> str | None:
+    ) -> FinishResult:
         if any(run.flow is not None for p in events for run in p.runs):
             # Flow keys are locked before any row: such a finish goes alone.
             return await self._db.transaction(

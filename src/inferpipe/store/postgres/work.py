@@ -10,7 +10,7 @@ from typing import Any
 
 from inferpipe.core.errors import LeaseLost
 from inferpipe.core.records import Lease, RunStatus, StepRecord, StepStatus
-from inferpipe.store.base import Outcome, PlannedEvent, Progress, ProgressResult
+from inferpipe.store.base import FinishResult, Outcome, PlannedEvent, Progress, ProgressResult
 from inferpipe.store.postgres import admission, intake, scores
 from inferpipe.store.postgres import journal as journal_writes
 from inferpipe.store.postgres.database import FINISHED_CHANNEL, Conn, notify
@@ -190,7 +190,7 @@ async def finish(
     outcome: Outcome,
     events: list[PlannedEvent],
     now_ms: int,
-) -> str | None:
+) -> FinishResult:
     """Finalize the run; a pending cancel refuses any other outcome (returns its reason)."""
     runs = [run for p in events for run in p.runs]
     if any(run.flow is not None for run in runs):  # flow keys before the run's row
@@ -215,13 +215,14 @@ async def finish(
         cancel = await conn.fetchval(_REFUSED, lease.run_id, lease.token, lease.owner)
         if cancel is None:
             raise LeaseLost(lease.run_id)
-        return str(cancel)
+        return FinishResult(cancel_requested=str(cancel))
     if done[1]:
         await notify(conn, ws)  # its slots are free: runs held back may start
     await scores.put(conn, ws, outcome.scores, now_ms)
-    if events:
-        await intake.ingest(conn, ws, events, now_ms, locked=True)
-    return None
+    if not events:
+        return FinishResult(work_ready=bool(done[1]))
+    ingested = await intake.ingest(conn, ws, events, now_ms, locked=True)
+    return FinishResult(work_ready=bool(done[1]) or ingested.work_ready)
 
 
 async def rerun(

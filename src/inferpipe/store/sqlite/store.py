@@ -23,6 +23,7 @@ from inferpipe.core.records import (
 from inferpipe.core.scores import ScoreRecord
 from inferpipe.store import payloads
 from inferpipe.store.base import (
+    FinishResult,
     Outcome,
     Page,
     PlannedEvent,
@@ -313,7 +314,7 @@ class SQLiteStore:
 
     async def finish(
         self, lease: Lease, outcome: Outcome, events: list[PlannedEvent], now_ms: int
-    ) -> str | None:
+    ) -> FinishResult:
         return await self._db.write(
             lambda c: work.finish(c, self.workspace, lease, outcome, events, now_ms)
         )

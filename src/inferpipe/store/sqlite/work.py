@@ -14,7 +14,7 @@ from inferpipe.core.records import (
     StepRecord,
     StepStatus,
 )
-from inferpipe.store.base import Outcome, PlannedEvent, Progress, ProgressResult
+from inferpipe.store.base import FinishResult, Outcome, PlannedEvent, Progress, ProgressResult
 from inferpipe.store.sqlite import intake, scores
 from inferpipe.store.sqlite.rows import (
     STEP_COLUMNS,
@@ -157,14 +157,15 @@ def finish(
     outcome: Outcome,
     events: list[PlannedEvent],
     now_ms: int,
-) -> str | None:
+) -> FinishResult:
     """Finalize the run; a pending cancel refuses any other outcome (returns its reason)."""
     cancel, _ = fence(conn, lease)
     if cancel is not None and outcome.status is not RunStatus.CANCELLED:
-        return cancel
-    conn.execute(
+        return FinishResult(cancel_requested=cancel)
+    (held_slots,) = conn.execute(
         "UPDATE runs SET status = ?, output = ?, error = ?, finished_at_ms = ?, ready_at_ms = NULL,"
-        " lease_owner = NULL, lease_expires_at_ms = NULL, status_reason = ? WHERE id = ?",
+        " lease_owner = NULL, lease_expires_at_ms = NULL, status_reason = ? WHERE id = ?"
+        " RETURNING concurrency_key1 IS NOT NULL OR singleton_key IS NOT NULL",
         (
             outcome.status.value,
             enc_opt(outcome.output),
@@ -173,11 +174,11 @@ def finish(
             outcome.reason,
             lease.run_id,
         ),
-    )
+    ).fetchone()
     conn.execute("DELETE FROM waits WHERE run_id = ?", (lease.run_id,))
     scores.put(conn, ws, outcome.scores, now_ms)
-    intake.ingest(conn, ws, events, now_ms)
-    return None
+    ingested = intake.ingest(conn, ws, events, now_ms)
+    return FinishResult(work_ready=bool(held_slots) or ingested.work_ready)
 
 
 def rerun(
