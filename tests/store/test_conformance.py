@@ -675,6 +675,19 @@ async def test_event_racing_a_lookback_wait_is_never_missed(store: Store) -> Non
         assert (await step_of(store, claimed.run.id, "wait")).status is StepStatus.COMPLETED
 
 
+async def test_a_finish_racing_a_lookback_wait_on_its_event_is_never_missed(store: Store) -> None:
+    """As an event sent by `ingest`: whichever commits first, the wait sees the finish's event."""
+    for i in range(15):
+        waiter = await started(store)
+        child = await started(store, owner="w2")
+        event = planned("race/finished", {"i": i})
+        await asyncio.gather(
+            open_wait(store, waiter, "race/finished", f"async.data.i == {i}", lookback_ms=60_000),
+            store.finish(child.lease, Outcome(RunStatus.COMPLETED), [event], NOW),
+        )
+        assert (await step_of(store, waiter.run.id, "wait")).status is StepStatus.COMPLETED
+
+
 # scores -----------------------------------------------------------------------------------
 
 

@@ -28,24 +28,16 @@ MAX_BATCH = 128
 
 _HOLDS_SLOTS = "(runs.concurrency_key1 IS NOT NULL OR runs.singleton_key IS NOT NULL)"
 
-_LOCK_ROWS = """
-WITH locks AS MATERIALIZED (
-    SELECT pg_advisory_xact_lock_shared(k) FROM unnest($2::bigint[]) AS k
-)
-SELECT id FROM runs
-WHERE (SELECT count(*) FROM locks) >= 0
-  AND id = ANY($1::text[] || ARRAY(SELECT parent_run_id FROM runs WHERE id = ANY($1::text[])))
-ORDER BY id
-FOR NO KEY UPDATE
-"""
-"""Take the shared locks on the names of the events the finishes send (an InitPlan, so before
-any row: advisory locks come before row locks everywhere), then lock the finishing runs and the
-parents their ends wake, in id order (as journal writes and lease renewals lock runs), before
-anything else is written: one round trip. One array of ids, found by the primary key:
-`id = ANY(...) OR id IN (subquery)` read the whole table (84 ms a finish with 100 000 runs)."""
-
 _FINISH = f"""
-WITH f AS (
+WITH locks AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock_shared(k) FROM unnest($10::bigint[]) AS k
+), locked AS MATERIALIZED (
+    SELECT id FROM runs
+    WHERE (SELECT count(*) FROM locks) >= 0
+      AND id = ANY($1::text[] || ARRAY(SELECT parent_run_id FROM runs WHERE id = ANY($1::text[])))
+    ORDER BY id
+    FOR NO KEY UPDATE
+), f AS (
     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::json[],
         $6::json[], $7::bigint[], $8::text[])
         AS f(id, token, owner, status, output, error, at_ms, reason)
@@ -54,7 +46,8 @@ WITH f AS (
         finished_at_ms = f.at_ms, ready_at_ms = NULL, lease_owner = NULL,
         lease_expires_at_ms = NULL, wake_pending = FALSE, status_reason = f.reason
     FROM f
-    WHERE runs.id = f.id AND runs.lease_token = f.token AND runs.lease_owner = f.owner
+    WHERE (SELECT count(*) FROM locked) >= 0
+      AND runs.id = f.id AND runs.lease_token = f.token AND runs.lease_owner = f.owner
       AND runs.status = 'running' AND (f.status = 'cancelled' OR runs.cancel_requested IS NULL)
     RETURNING runs.id, runs.workspace, {_HOLDS_SLOTS} AS holds_slots
 ), dropped AS (
@@ -62,9 +55,15 @@ WITH f AS (
 )
 SELECT id, holds_slots, pg_notify($9, workspace || ' ' || id) FROM done
 """
-"""Finalize runs under their leases and drop their waits (`work._FINISH` for many runs). A run
-asked to cancel is finalized only as cancelled. Each finish is announced on `FINISHED_CHANNEL`
-(to result waiters), delivered at commit."""
+"""Finalize runs under their leases and drop their waits (`work._FINISH` for many runs), in
+one round trip. First (InitPlans, so before any row is written) the shared locks on the names
+of the events the finishes send, then (advisory locks come before row locks everywhere) the
+rows of the finishing runs and of the parents their ends wake, in id order, as journal writes
+and lease renewals lock runs. The rows are found by the primary key, in one array: `id =
+ANY(...) OR id IN (subquery)` read the whole table (84 ms a finish with 100 000 runs). The
+update reads the rows as they are once locked (READ COMMITTED rechecks a row changed since
+the statement began): a run asked to cancel is finalized only as cancelled. Each finish is
+announced on `FINISHED_CHANNEL` (to result waiters), delivered at commit."""
 
 _REFUSED = """
 SELECT r.id, r.cancel_requested FROM runs r
@@ -91,13 +90,11 @@ async def finish_many(conn: Conn, items: list[Finish]) -> list[FinishResult | Le
     that refused its outcome), or LeaseLost. The events may start no run under flow control
     (those finish alone: their flow keys are locked before any row)."""
     names = {k for it in items for k in intake.lock_keys(it.workspace, _names(it))}
-    ids = [it.lease.run_id for it in items]
-    await conn.execute(_LOCK_ROWS, ids, sorted(names))
     done = {
         r[0]: bool(r[1])
         for r in await conn.fetch(
             _FINISH,
-            ids,
+            [it.lease.run_id for it in items],
             [it.lease.token for it in items],
             [it.lease.owner for it in items],
             [it.outcome.status.value for it in items],
@@ -106,6 +103,7 @@ async def finish_many(conn: Conn, items: list[Finish]) -> list[FinishResult | Le
             [it.now_ms for it in items],
             [it.outcome.reason for it in items],
             FINISHED_CHANNEL,
+            sorted(names),
         )
     }
     refused = await _refused(conn, [it for it in items if it.lease.run_id not in done])
@@ -113,7 +111,8 @@ async def finish_many(conn: Conn, items: list[Finish]) -> list[FinishResult | Le
     for it in items:
         if it.lease.run_id in done:
             await scores.put(conn, it.workspace, it.outcome.scores, it.now_ms)
-            events.setdefault(it.workspace, []).extend(it.events)
+            if it.events:
+                events.setdefault(it.workspace, []).extend(it.events)
     now_ms = max(it.now_ms for it in items)
     wakes: set[str] = set()
     woke: set[str] = set()  # workspaces whose events made runs ready (told to each finish)

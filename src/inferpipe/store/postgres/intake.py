@@ -17,7 +17,7 @@ Concurrency (READ COMMITTED, many processes):
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,6 +123,41 @@ SELECT id FROM won
 ids not seen within the dedupe window (the `event_ids` key makes racing intakes of one id agree
 on a winner), and store those events: one round trip."""
 
+_CANDIDATE = "id, run_id, kind, expression, step_key, event_name"
+
+_UNPINNED = f"""
+SELECT 'w', {_CANDIDATE}, NULL FROM waits
+WHERE workspace = $1 AND event_name = ANY($2::text[]) AND pin_path IS NULL
+  AND (expires_at_ms IS NULL OR expires_at_ms > $3)
+UNION ALL
+SELECT 'p', NULL, NULL, NULL, NULL, NULL, event_name, pin_path FROM wait_pins
+WHERE workspace = $1 AND event_name = ANY($2::text[])
+"""
+"""The waits on these event names that no pinned value selects, and the pinned paths of those
+names (`wait_pins`)."""
+
+_STORE_EVENTS_LOCKED = f"""
+WITH won AS (
+    INSERT INTO event_ids (workspace, id, received_at_ms)
+    SELECT $1, e.id, $3 FROM unnest($2::text[]) AS e(id)
+    ON CONFLICT (workspace, id) DO UPDATE SET received_at_ms = EXCLUDED.received_at_ms
+    WHERE event_ids.received_at_ms <= $4
+    RETURNING id
+), stored AS (
+    INSERT INTO events (workspace, received_at_ms, id, name, body, ts_ms)
+    SELECT $1, $3, e.id, e.name, e.body, e.ts
+    FROM unnest($2::text[], $6::text[], $7::json[], $8::bigint[]) AS e(id, name, body, ts)
+    WHERE e.id IN (SELECT id FROM won)
+)
+SELECT 'e', NULL, NULL, NULL, NULL, NULL, id, NULL FROM won
+UNION ALL
+{_UNPINNED.replace("$2::text[]", "$5::text[]")}
+"""
+"""`_STORE_EVENTS` when the transaction holds the names' locks already (taken by an earlier
+statement, so this one's snapshot has every wait registered before them), with the lookup of
+the waits on those names (`_UNPINNED`) in the same round trip: rows ('e', event id) for the
+events kept, then the candidates."""
+
 
 async def ingest(
     conn: Conn,
@@ -142,27 +177,34 @@ async def ingest(
         assert item.event.id is not None and item.event.ts_ms is not None
         fresh.setdefault(item.event.id, item)
     names = {p.event.name for p in planned} | flow_event_names([r for p in planned for r in p.runs])
-    keys = [] if locked else lock_keys(ws, names)
     items = list(fresh.values())
+    # Held locks, and no run to insert (with cancel waits the events may match): the waits
+    # are looked up with the insert.
+    lookup = locked and not any(p.runs for p in items)
     rows = await conn.fetch(
-        _STORE_EVENTS,
+        _STORE_EVENTS_LOCKED if lookup else _STORE_EVENTS,
         ws,
         list(fresh),
         now_ms,
         now_ms - DEDUPE_WINDOW_MS,
-        keys,
+        sorted(names) if lookup else [] if locked else lock_keys(ws, names),
         [p.event.name for p in items],
         [enc(p.event.as_dict()) for p in items],
         [p.event.ts_ms for p in items],
     )
-    won = {r[0] for r in rows}
+    found: list[Row] | None = None
+    if lookup:
+        won = {r[6] for r in rows if r[0] == "e"}
+        found = [r for r in rows if r[0] != "e"]
+    else:
+        won = {r[0] for r in rows}
     accepted = [p for eid, p in fresh.items() if eid in won]
     runs = [run for p in accepted for run in p.runs]
     inserted = await insert_runs(conn, ws, runs, now_ms, notify_ready=True)
     resolved: list[str] = []
     cancelled = [victim for victim, _ in inserted.cancels]  # replaced singletons
     bodies = [p.event.as_dict() for p in accepted]
-    for run_id, kind in await match_waits(conn, ws, bodies, now_ms, wakes):
+    for run_id, kind in await match_waits(conn, ws, bodies, now_ms, wakes, found):
         (resolved if kind is WaitKind.STEP else cancelled).append(run_id)
     taken = {id(p) for p in accepted}
     result = IngestResult(
@@ -292,19 +334,6 @@ async def insert_waits(conn: Conn, ws: str, waits: list[NewWait], now_ms: int) -
     )
 
 
-_CANDIDATE = "id, run_id, kind, expression, step_key, event_name"
-
-_UNPINNED = f"""
-SELECT 'w', {_CANDIDATE}, NULL FROM waits
-WHERE workspace = $1 AND event_name = ANY($2::text[]) AND pin_path IS NULL
-  AND (expires_at_ms IS NULL OR expires_at_ms > $3)
-UNION ALL
-SELECT 'p', NULL, NULL, NULL, NULL, NULL, event_name, pin_path FROM wait_pins
-WHERE workspace = $1 AND event_name = ANY($2::text[])
-"""
-"""The waits on these event names that no pinned value selects, and the pinned paths of those
-names (`wait_pins`)."""
-
 _PINNED = f"""
 SELECT {_CANDIDATE}, pin_path, pin_value FROM waits
 WHERE workspace = $1 AND (expires_at_ms IS NULL OR expires_at_ms > $2)
@@ -334,11 +363,12 @@ class _Candidates:
 
 
 async def _candidates(
-    conn: Conn, ws: str, events: list[dict[str, Any]], now_ms: int
+    conn: Conn, ws: str, events: list[dict[str, Any]], now_ms: int, unpinned: Sequence[Row] | None
 ) -> _Candidates:
     found = _Candidates()
-    names = sorted({e["name"] for e in events})
-    for row in await conn.fetch(_UNPINNED, ws, names, now_ms):
+    if unpinned is None:
+        unpinned = await conn.fetch(_UNPINNED, ws, sorted({e["name"] for e in events}), now_ms)
+    for row in unpinned:
         if row[0] == "w":
             found.unpinned.setdefault(row[6], []).append(row[1:6])
         else:
@@ -370,14 +400,16 @@ async def match_waits(
     events: list[dict[str, Any]],
     now_ms: int,
     wakes: set[str] | None = None,
+    unpinned: Sequence[Row] | None = None,
 ) -> list[tuple[str, WaitKind]]:
     """Resolve the waits these events satisfy, in event order (a wait goes to the first event
     that matches it); returns (run id, wait kind) for each. The runs whose step waits resolve
     are woken once each, after their waits are consumed; with `wakes`, they are added to it
-    instead (see `ingest`)."""
+    instead (see `ingest`). `unpinned`: the rows of `_UNPINNED` for these events' names, when
+    already read."""
     if not events:
         return []
-    candidates = await _candidates(conn, ws, events, now_ms)
+    candidates = await _candidates(conn, ws, events, now_ms, unpinned)
     taken: set[int] = set()
     stopping: set[str] = set()  # a cancel drops the run's other cancel waits
     steps: list[tuple[int, str, str, dict[str, Any]]] = []
