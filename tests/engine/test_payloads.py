@@ -17,6 +17,7 @@ from inferpipe.core.errors import StoreError
 from inferpipe.server import retention
 from inferpipe.store import payloads
 from inferpipe.store.base import Progress
+from inferpipe.store.blobs.base import CHUNK_BYTES
 from inferpipe.testing import Harness
 from tests.store.conftest import PostgresServer
 from tests.store.pg_harness import PostgresHarness
@@ -186,17 +187,23 @@ async def test_a_100_mb_step_output_works_on_postgresql(postgres: PostgresServer
                 "SELECT length(output::text) FROM steps WHERE run_id = $1 AND key = 'huge'",
                 run_id,
             )
-            blob = await conn.fetchrow(
-                "SELECT size, length(data) AS packed FROM blobs"
-                " WHERE workspace = $1 AND sha256 = $2",
+            size = await conn.fetchval(
+                "SELECT size FROM blobs WHERE workspace = $1 AND sha256 = $2",
+                h.workspace,
+                ref.sha256,
+            )
+            chunks = await conn.fetchrow(
+                "SELECT count(*) AS n, sum(length(data)) AS packed, max(length(data)) AS largest"
+                " FROM blob_chunks WHERE workspace = $1 AND sha256 = $2",
                 h.workspace,
                 ref.sha256,
             )
         finally:
             await conn.close()
         assert row_bytes < 1024
-        assert blob is not None and blob["size"] == ref.size_bytes
-        assert blob["packed"] > 40 * 1024 * 1024  # random hex: tens of MB stay after gzip
+        assert size == ref.size_bytes
+        assert chunks["packed"] > 40 * 1024 * 1024  # random hex: tens of MB stay after gzip
+        assert chunks["largest"] <= CHUNK_BYTES and chunks["n"] > 40  # rows of a megabyte
 
 
 async def test_an_orphan_of_a_failed_commit_is_swept_after_its_grace(tmp_path: Path) -> None:

@@ -10,10 +10,12 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from inferpipe.core.errors import ConfigurationError
@@ -225,6 +227,44 @@ async def test_postgres_workers_share_blobs_with_nothing_to_configure(
         for store in (writer, reader):
             await store.close()
     assert await asyncio.to_thread(lambda: list(tmp_path.iterdir())) == []
+
+
+async def test_postgres_blobs_are_rows_of_chunks_and_older_one_row_blobs_stay_readable(
+    postgres: PostgresServer,
+) -> None:
+    url = await postgres.new_database()
+    store = PostgresStore(url)
+    await store.open()
+    conn = await asyncpg.connect(url)
+    try:
+        data = b'"' + os.urandom(1_500_000).hex().encode() + b'"'  # 3 MB, about 1.6 once packed
+        sha = await store.blobs.put("ws1", data)
+        assert await store.blobs.put("ws1", data) == sha  # again: its chunks are not doubled
+        sizes = await conn.fetch(
+            "SELECT length(data) FROM blob_chunks WHERE sha256 = $1 ORDER BY seq", sha
+        )
+        assert len(sizes) == 2 and sizes[0][0] == CHUNK_BYTES
+        # A blob as migration 0012 wrote it: the compressed bytes in the blobs row itself.
+        old = b'{"doc": "' + b"y" * 2_000_000 + b'"}'
+        old_sha = hashlib.sha256(old).hexdigest()
+        await conn.execute(
+            "INSERT INTO blobs (workspace, sha256, data, size, stored_at_ms)"
+            " VALUES ('ws1', $1, $2, $3, 0)",
+            old_sha,
+            zlib.compress(old, 1),
+            len(old),
+        )
+        for blob_sha, blob in ((sha, data), (old_sha, old)):
+            assert await store.blobs.get("ws1", blob_sha) == blob
+            assert b"".join([c async for c in await store.blobs.open("ws1", blob_sha)]) == blob
+        assert await store.blobs.get_many("ws1", [sha, old_sha]) == {sha: data, old_sha: old}
+        assert await store.blobs.delete("ws1", old_sha, written_before_ms=1)
+        assert await store.blobs.delete("ws1", sha)
+        assert await conn.fetchval("SELECT count(*) FROM blob_chunks") == 0  # with their row
+        assert await store.blobs.list_blobs("ws1") == []
+    finally:
+        await conn.close()
+        await store.close()
 
 
 RACE_LOOPS = int(os.environ.get("INFERPIPE_BLOB_RACE_LOOPS", "1"))
