@@ -24,9 +24,9 @@ from typing import Any
 from inferpipe.core import expr
 from inferpipe.core.events import FUNCTION_FINISHED, invoke_outcome
 from inferpipe.core.records import IngestResult, NewRun, NewWait, StepStatus, WaitKind
-from inferpipe.store.base import DEDUPE_WINDOW_MS, PlannedEvent
+from inferpipe.store.base import DEDUPE_WINDOW_MS, PlannedEvent, WakeClaim
 from inferpipe.store.flow.admission import RUN_COLUMNS, RUN_WIDTH, Admission, finished_events
-from inferpipe.store.postgres import admission
+from inferpipe.store.postgres import admission, claims
 from inferpipe.store.postgres.database import CHANNEL, Conn, lock_key, notify
 from inferpipe.store.postgres.rows import (
     STEP_COLUMNS,
@@ -57,18 +57,22 @@ OPEN_STEP_WAITS = """EXISTS (SELECT 1 FROM waits w WHERE w.run_id = runs.id AND 
     AND (w.expires_at_ms IS NULL OR w.expires_at_ms > {now}) AND w.id <> {skip})"""
 """Whether a step of the run still waits for an event (other than wait `skip`)."""
 
-_HELD = f"""(status IN ('waiting', 'sleeping') AND wake_batch_ms IS NOT NULL
-    AND {OPEN_STEP_WAITS.format(now="$2", skip="$3")})"""
 
-_WAKE_RESOLVED = f"""
+def _wake_resolved_sql(where: str, now: str, skip: str) -> str:
+    held = f"""(status IN ('waiting', 'sleeping') AND wake_batch_ms IS NOT NULL
+    AND {OPEN_STEP_WAITS.format(now=now, skip=skip)})"""
+    return f"""
 UPDATE runs SET
     ready_at_ms = CASE WHEN status = 'running' THEN ready_at_ms
-        WHEN {_HELD} THEN LEAST(COALESCE(ready_at_ms, $2 + wake_batch_ms), $2 + wake_batch_ms)
-        ELSE $2 END,
+        WHEN {held} THEN LEAST(COALESCE(ready_at_ms, {now} + wake_batch_ms), {now} + wake_batch_ms)
+        ELSE {now} END,
     wake_pending = wake_pending OR status = 'running',
-    status = CASE WHEN status = 'running' OR {_HELD} THEN status ELSE 'queued' END
-WHERE id = $1 AND status IN {_LIVE}
+    status = CASE WHEN status = 'running' OR {held} THEN status ELSE 'queued' END
+WHERE {where} AND status IN {_LIVE}
 """
+
+
+_WAKE_RESOLVED = _wake_resolved_sql("id = $1", "$2", "$3")
 """`_WAKE` for a run whose wait `$3` an event resolves: a run that batches its wakes and has
 other waits open is made ready at most its batch time from now instead. (Two events resolving
 its last two waits at once may both see the other's wait open: it then wakes after its batch
@@ -167,11 +171,13 @@ async def ingest(
     *,
     locked: bool = False,
     wakes: set[str] | None = None,
+    claim: WakeClaim | None = None,
 ) -> IngestResult:
     """Store events (dropping duplicates), create their runs, resolve waits, request cancels;
-    notifies listeners when runs became ready. With `wakes`, the runs whose step waits resolve
-    are added to it instead of woken: the caller, holding their rows already, wakes them once
-    with `wake_resolved` before it commits."""
+    notifies listeners when runs became ready (a run taken by `claim` is not ready for them).
+    With `wakes`, the runs whose step waits resolve are added to it instead of woken: the
+    caller, holding their rows already, wakes them once with `wake_resolved` before it
+    commits."""
     fresh: dict[str, PlannedEvent] = {}
     for item in planned:
         assert item.event.id is not None and item.event.ts_ms is not None
@@ -206,15 +212,19 @@ async def ingest(
     bodies = [p.event.as_dict() for p in accepted]
     for run_id, kind in await match_waits(conn, ws, bodies, now_ms, wakes, found):
         (resolved if kind is WaitKind.STEP else cancelled).append(run_id)
-    taken = {id(p) for p in accepted}
+    claimed = []
+    if claim is not None and resolved and wakes is None:
+        claimed = await claims.take_resumed(conn, ws, resolved, claim, now_ms)
+    kept = {id(p) for p in accepted}
     result = IngestResult(
         [p.event.id for p in accepted if p.event.id],
-        [p.event.id for p in planned if p.event.id and id(p) not in taken],
+        [p.event.id for p in planned if p.event.id and id(p) not in kept],
         inserted.created,
         resolved,
         cancelled,
+        claimed,
     )
-    if resolved or cancelled:
+    if cancelled or set(resolved) - {c.run.id for c in claimed}:
         await notify(conn, ws)
     await announce_skipped(conn, ws, inserted.skipped, now_ms)
     return result
@@ -428,19 +438,9 @@ async def match_waits(
             else:
                 stopping.add(run_id)
                 cancels.append((wait_id, run_id, event))
-    if wakes is None and steps:
-        # The runs' rows first, in id order, as a batch of journal writes locks them, so the
-        # two never deadlock.
-        await conn.execute(
-            "SELECT 1 FROM runs WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE",
-            sorted({s[1] for s in steps}),
-        )
-    consumed = await _resolve(conn, steps, now_ms)
-    woken = {run_id for wait_id, run_id, _, _ in steps if wait_id in consumed}
-    if wakes is None:
-        await wake_resolved(conn, woken, now_ms)
-    else:
-        wakes.update(woken)
+    consumed = await _resolve(conn, steps, now_ms, wake=wakes is None)
+    if wakes is not None:
+        wakes.update(run_id for wait_id, run_id, _, _ in steps if wait_id in consumed)
     hits = [(run_id, WaitKind.STEP) for wait_id, run_id, _, _ in steps if wait_id in consumed]
     for wait_id, run_id, event in cancels:
         reason = f"cancelled by event {event['name']} ({event['id']})"
@@ -449,12 +449,12 @@ async def match_waits(
     return hits
 
 
-_RESOLVE = """
+_WAITS = """
 WITH r AS (
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::json[], $5::text[],
         $6::json[], $7::json[]) AS r(wait_id, run_id, step_key, event, status, output, error)
 ), gate AS (
-    DELETE FROM waits WHERE id IN (SELECT wait_id FROM r) RETURNING id
+    DELETE FROM waits WHERE id IN (SELECT wait_id FROM r) RETURNING id, run_id
 ), resolved AS (
     UPDATE steps SET
         status = CASE WHEN steps.kind = 'invoke' THEN r.status ELSE 'completed' END,
@@ -464,22 +464,48 @@ WITH r AS (
     FROM r
     WHERE steps.run_id = r.run_id AND steps.key = r.step_key AND steps.status = 'waiting'
       AND r.wait_id IN (SELECT id FROM gate)
-)
+)"""
+
+_RESOLVE = f"""{_WAITS}
 SELECT id FROM gate
 """
 """Consume the waits and complete their steps with their events (an `invoke` step: with its
 child's return value, or failed with the child's error). Deleting a wait is the claim on the
 match: two intakes racing for one wait resolve it once. Returns the waits consumed."""
 
+_RESOLVE_AND_WAKE = f"""
+WITH locked AS MATERIALIZED (
+    SELECT id FROM runs WHERE id = ANY($2::text[]) ORDER BY id FOR NO KEY UPDATE
+), {
+    _WAITS.strip()
+    .replace("WITH r AS (", "r AS (", 1)
+    .replace(
+        "AS r(wait_id, run_id, step_key, event, status, output, error)",
+        "AS r(wait_id, run_id, step_key, event, status, output, error)"
+        " WHERE (SELECT count(*) FROM locked) >= 0",
+        1,
+    )
+}, woken AS (
+    {_wake_resolved_sql("id IN (SELECT run_id FROM gate)", "$8", "ALL (SELECT id FROM gate)")}
+)
+SELECT id FROM gate
+"""
+"""`_RESOLVE`, with the runs' rows locked first (an InitPlan, in id order, as a batch of journal
+writes locks them, so the two never deadlock) and the runs whose waits it consumed woken
+(`_WAKE_RESOLVED`; its check for other open waits leaves out the ones this statement deletes,
+which its snapshot still holds): one round trip."""
+
 
 async def _resolve(
-    conn: Conn, steps: list[tuple[int, str, str, dict[str, Any]]], now_ms: int
+    conn: Conn, steps: list[tuple[int, str, str, dict[str, Any]]], now_ms: int, *, wake: bool
 ) -> set[int]:
+    """Consume the waits and complete their steps; with `wake`, lock and wake their runs
+    too. Returns the waits consumed."""
     if not steps:
         return set()
     outcomes = [invoke_outcome(event) for _, _, _, event in steps]
     rows = await conn.fetch(
-        _RESOLVE,
+        _RESOLVE_AND_WAKE if wake else _RESOLVE,
         [s[0] for s in steps],
         [s[1] for s in steps],
         [s[2] for s in steps],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
@@ -177,16 +176,9 @@ class PostgresStore:
         if not events:
             return IngestResult([], [], [], [], [])
 
-        async def ingest(c: Conn) -> IngestResult:
-            result = await intake.ingest(c, self.workspace, events, now_ms)
-            if claim is None or not result.waits_resolved:
-                return result
-            taken = await claims.take_resumed(
-                c, self.workspace, result.waits_resolved, claim, now_ms
-            )
-            return dataclasses.replace(result, runs_claimed=taken)
-
-        return await self._db.transaction(ingest)
+        return await self._db.transaction(
+            lambda c: intake.ingest(c, self.workspace, events, now_ms, claim=claim)
+        )
 
     async def get_event(self, event_id: str) -> dict[str, Any] | None:
         row = await self._db.read(
