@@ -360,6 +360,34 @@ async def test_an_s3_put_reuses_a_recent_copy_and_replaces_an_older_one(
     assert await blobs.get("ws1", sha) == data
 
 
+async def test_an_s3_read_of_a_copy_it_knows_is_one_get_and_lists_once_that_copy_is_gone(
+    s3_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    obstore = pytest.importorskip("obstore")
+    url = f"{s3_url}/{tmp_path.name}"
+    (writer, _), (reader, _) = _s3(url, reuse_ms=0), _s3(url)  # as two processes hold them
+    data = b'{"doc": "' + b"k" * 10_000 + b'"}'
+    sha = await writer.put("ws1", data)
+    real_list, listings = obstore.list, []
+
+    def counted_list(*args: Any, **kw: Any) -> Any:
+        listings.append(args[1] if len(args) > 1 else kw.get("prefix"))
+        return real_list(*args, **kw)
+
+    monkeypatch.setattr(obstore, "list", counted_list)
+    assert await writer.get("ws1", sha) == data and listings == []  # the copy it wrote
+    assert await reader.get("ws1", sha) == data and len(listings) == 1  # listed once
+    assert [c async for c in await reader.open("ws1", sha)] == [data] and len(listings) == 1
+    assert await reader.get_many("ws1", [sha]) == {sha: data} and len(listings) == 1
+    monkeypatch.undo()
+    await writer.put("ws1", data)  # a newer copy; the one the reader knows is deleted
+    assert await reader.get("ws1", sha) == data  # a 404, then the listing finds the new one
+    assert await writer.delete("ws1", sha)
+    for store in (writer, reader):
+        with pytest.raises(BlobNotFoundError):
+            await store.get("ws1", sha)
+
+
 async def test_s3_blobs_of_the_former_layout_are_read_and_collected(
     s3_url: str, tmp_path: Path
 ) -> None:

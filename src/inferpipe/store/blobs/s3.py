@@ -19,6 +19,7 @@ import logging
 import os
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,10 @@ renewed by such a put: the conditional delete spares a blob whose newest copy is
 its cutoff plus this, so the sweep collects an orphan this much later than its grace period."""
 
 _READS = 3
+
+KNOWN_COPIES = 10_000
+"""Blobs whose newest copy key a store remembers (the most recently used): a read of one of them
+is one GET, with no listing first, until that copy is gone."""
 """Listings a read makes when the copy it listed is gone (replaced by a newer one meanwhile)."""
 
 
@@ -74,6 +79,7 @@ class S3BlobStore:
         self._store = store
         self.url = url
         self.reuse_ms = reuse_ms
+        self._known: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     @classmethod
     def from_url(cls, url: str, *, reuse_ms: int = REUSE_MS, **config: Any) -> S3BlobStore:
@@ -89,11 +95,14 @@ class S3BlobStore:
         try:
             copies = await self._copies(workspace, sha)
             if self.reuse_ms > 0 and copies and _started_ms(copies[0]) > _now_ms() - self.reuse_ms:
+                self._remember(workspace, sha, copies[0]["path"])
                 return sha  # recent enough: renewed (see REUSE_MS)
             packed = await asyncio.to_thread(gzip.compress, data, COMPRESS_LEVEL, mtime=0)
-            await obstore.put_async(self._store, _copy_key(workspace, sha), packed)
+            key = _copy_key(workspace, sha)
+            await obstore.put_async(self._store, key, packed)
         except Exception as exc:
             raise BlobError(f"cannot write blob {sha} to {self.url}: {exc}") from exc
+        self._remember(workspace, sha, key)
         if copies:
             # Superseded by the copy just written, which stays whatever the sweep decides.
             await self._drop([c["path"] for c in copies])
@@ -119,16 +128,28 @@ class S3BlobStore:
         return self._unpacked(found.stream(min_chunk_size=CHUNK_BYTES), sha256)
 
     async def _get(self, workspace: str, sha256: str) -> Any:
-        """The newest copy's GET response (an obstore `GetResult`)."""
+        """The newest copy's GET response (an obstore `GetResult`): of the copy this store last
+        wrote, reused or read when it is still there, else of the newest one listed."""
         try:
+            if known := self._known.get((workspace, sha256)):
+                try:
+                    found = await obstore.get_async(self._store, known)
+                except FileNotFoundError:
+                    self._known.pop((workspace, sha256), None)  # superseded or swept since
+                else:
+                    self._known.move_to_end((workspace, sha256))
+                    return found
             for _ in range(_READS):
                 copies = await self._copies(workspace, sha256)
                 key = copies[0]["path"] if copies else _legacy_key(workspace, sha256)
                 try:
-                    return await obstore.get_async(self._store, key)
+                    found = await obstore.get_async(self._store, key)
                 except FileNotFoundError:
                     if not copies:
                         break  # no copy, nor a blob of the former layout
+                else:
+                    self._remember(workspace, sha256, key)
+                    return found
         except Exception as exc:
             raise BlobError(f"cannot read blob {sha256} from {self.url}: {exc}") from exc
         raise BlobNotFoundError(workspace, sha256)
@@ -187,6 +208,7 @@ class S3BlobStore:
             await obstore.delete_async(self._store, keys)
         except Exception as exc:
             raise BlobError(f"cannot delete blob {sha256} from {self.url}: {exc}") from exc
+        self._known.pop((workspace, sha256), None)
         return True
 
     async def list_blobs(self, workspace: str) -> list[BlobInfo]:
@@ -235,6 +257,12 @@ class S3BlobStore:
         except Exception as exc:
             raise BlobError(f"cannot list blobs in {self.url}: {exc}") from exc
         return found
+
+    def _remember(self, workspace: str, sha256: str, key: str) -> None:
+        self._known[(workspace, sha256)] = key
+        self._known.move_to_end((workspace, sha256))
+        if len(self._known) > KNOWN_COPIES:
+            self._known.popitem(last=False)
 
     async def _drop(self, superseded: Sequence[str]) -> None:
         # Each has a newer copy beside it: a failure leaves extra bytes, never a missing blob
