@@ -105,13 +105,13 @@ async def lock_names(
         )
 
 
-_STORE_EVENTS = """
-WITH locks AS MATERIALIZED (
-    SELECT pg_advisory_xact_lock_shared(k) FROM unnest($5::bigint[]) AS k
-), won AS (
+def _keep_new_and_store(gate: str) -> str:
+    """The `won` and `stored` CTEs: keep the ids not seen within the dedupe window and store
+    those events; `gate` is a WHERE clause on the ids' insert (or empty)."""
+    return f"""won AS (
     INSERT INTO event_ids (workspace, id, received_at_ms)
     SELECT $1, e.id, $3 FROM unnest($2::text[]) AS e(id)
-    WHERE (SELECT count(*) FROM locks) >= 0
+    {gate}
     ON CONFLICT (workspace, id) DO UPDATE SET received_at_ms = EXCLUDED.received_at_ms
     WHERE event_ids.received_at_ms <= $4
     RETURNING id
@@ -120,7 +120,13 @@ WITH locks AS MATERIALIZED (
     SELECT $1, $3, e.id, e.name, e.body, e.ts
     FROM unnest($2::text[], $6::text[], $7::json[], $8::bigint[]) AS e(id, name, body, ts)
     WHERE e.id IN (SELECT id FROM won)
-)
+)"""
+
+
+_STORE_EVENTS = f"""
+WITH locks AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock_shared(k) FROM unnest($5::bigint[]) AS k
+), {_keep_new_and_store("WHERE (SELECT count(*) FROM locks) >= 0")}
 SELECT id FROM won
 """
 """Take the shared locks on the event names (an InitPlan, so before anything else), keep the
@@ -141,18 +147,7 @@ WHERE workspace = $1 AND event_name = ANY($2::text[])
 names (`wait_pins`)."""
 
 _STORE_EVENTS_LOCKED = f"""
-WITH won AS (
-    INSERT INTO event_ids (workspace, id, received_at_ms)
-    SELECT $1, e.id, $3 FROM unnest($2::text[]) AS e(id)
-    ON CONFLICT (workspace, id) DO UPDATE SET received_at_ms = EXCLUDED.received_at_ms
-    WHERE event_ids.received_at_ms <= $4
-    RETURNING id
-), stored AS (
-    INSERT INTO events (workspace, received_at_ms, id, name, body, ts_ms)
-    SELECT $1, $3, e.id, e.name, e.body, e.ts
-    FROM unnest($2::text[], $6::text[], $7::json[], $8::bigint[]) AS e(id, name, body, ts)
-    WHERE e.id IN (SELECT id FROM won)
-)
+WITH {_keep_new_and_store("")}
 SELECT 'e', NULL, NULL, NULL, NULL, NULL, id, NULL FROM won
 UNION ALL
 {_UNPINNED.replace("$2::text[]", "$5::text[]")}
