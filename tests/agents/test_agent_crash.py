@@ -1,6 +1,8 @@
 """An agent's worker killed with SIGKILL mid-loop: recovery replays the durably recorded model
 and tool calls from the journal (no second call), re-runs only the tool that was in flight and
-the calls whose records had not reached the disk."""
+the calls whose records had not reached the disk.
+
+Set INFERPIPE_CRASH_LOOPS to run the kill cases that many times in a row."""
 
 from __future__ import annotations
 
@@ -12,10 +14,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 import inferpipe as ip
 from tests.agents import crash_agent_app
 
 APP_FILE = Path(crash_agent_app.__file__)
+LOOPS = int(os.environ.get("INFERPIPE_CRASH_LOOPS", "1"))
+WAIT_S = 120.0
+"""How long a case waits for a worker to reach a point: a bound for a hang, not a timing test."""
 LEASE = ["--lease-ms", "1000"]  # a killed worker's runs are taken over after a second
 
 
@@ -28,15 +35,16 @@ def start_worker(db: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-async def wait_for(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
+async def wait_for(predicate: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not predicate():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.parametrize("round_", range(LOOPS))
 async def test_sigkill_mid_loop_recovers_without_repeating_recorded_calls(
-    tmp_path: Path,
+    tmp_path: Path, round_: int
 ) -> None:
     db = f"sqlite:///{tmp_path / 'agent.db'}"
     log, hold = tmp_path / "calls.log", tmp_path / "hold"
@@ -84,7 +92,7 @@ async def test_sigkill_mid_loop_recovers_without_repeating_recorded_calls(
 
 
 async def wait_for_finished(app: ip.App, run_id: str) -> None:
-    deadline = asyncio.get_running_loop().time() + 30
+    deadline = asyncio.get_running_loop().time() + WAIT_S
     while not (await app.get_run(run_id)).status.finished:
         assert asyncio.get_running_loop().time() < deadline, "run did not finish after recovery"
         await asyncio.sleep(0.1)

@@ -1,5 +1,7 @@
 """A worker process killed with SIGKILL mid-run loses nothing: steps recorded durably are not
-executed again and the run completes when a worker is back."""
+executed again and the run completes when a worker is back.
+
+Set INFERPIPE_CRASH_LOOPS to run the kill cases that many times in a row."""
 
 from __future__ import annotations
 
@@ -20,6 +22,9 @@ from inferpipe.engine.lifecycle import RunListener, StepStart
 from tests.engine import crash_app
 
 APP_FILE = Path(crash_app.__file__)
+LOOPS = int(os.environ.get("INFERPIPE_CRASH_LOOPS", "1"))
+WAIT_S = 120.0
+"""How long a case waits for a worker to reach a point: a bound for a hang, not a timing test."""
 
 
 def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -31,7 +36,7 @@ def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-async def wait_for(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
+async def wait_for(predicate: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not predicate():
         if asyncio.get_running_loop().time() > deadline:
@@ -39,7 +44,8 @@ async def wait_for(predicate: Callable[[], bool], timeout_s: float = 30.0) -> No
         await asyncio.sleep(0.05)
 
 
-async def test_sigkill_mid_run_then_recovery(tmp_path: Path) -> None:
+@pytest.mark.parametrize("round_", range(LOOPS))
+async def test_sigkill_mid_run_then_recovery(tmp_path: Path, round_: int) -> None:
     db = f"sqlite:///{tmp_path / 'crash.db'}"
     log, hold = tmp_path / "steps.log", tmp_path / "hold"
     env = {
@@ -90,13 +96,16 @@ async def wait_for_status(app: ip.App, run_id: str) -> None:
         run = await app.engine.store.get_run(run_id)
         return run is not None and run.status.finished
 
-    deadline = asyncio.get_running_loop().time() + 30
+    deadline = asyncio.get_running_loop().time() + WAIT_S
     while not await finished():
         assert asyncio.get_running_loop().time() < deadline, "run did not finish after recovery"
         await asyncio.sleep(0.1)
 
 
-async def test_sigterm_finishes_the_step_in_flight_and_hands_the_run_back(tmp_path: Path) -> None:
+@pytest.mark.parametrize("round_", range(LOOPS))
+async def test_sigterm_finishes_the_step_in_flight_and_hands_the_run_back(
+    tmp_path: Path, round_: int
+) -> None:
     db = f"sqlite:///{tmp_path / 'term.db'}"
     log, hold = tmp_path / "steps.log", tmp_path / "hold"
     env = {
