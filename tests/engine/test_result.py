@@ -179,6 +179,38 @@ async def test_a_run_that_finishes_with_nothing_made_ready_costs_the_worker_no_c
         await app.close()
 
 
+async def test_a_start_that_inserts_nothing_frees_its_slot_for_ready_work(tmp_path: Path) -> None:
+    """A full worker sleeps without looking for ready work; a start-and-claim that inserts
+    nothing (the run existed) frees the slot, and the worker claims the run that became ready
+    meanwhile unannounced (as another process's insert is on a store with no `listen`)."""
+    app = ip.App("freed")
+
+    @app.function(id="empty")
+    async def empty(ctx: ip.Context) -> int:
+        return 0
+
+    store = CountingStore(tmp_path / "freed.db")
+    await app.start(store=store)
+    worker = app.worker(concurrency=1, poll_ms=3_600_000)  # no fallback poll during the test
+    assert worker.reserve()
+    start: asyncio.Future[ClaimedRun | None] = asyncio.get_running_loop().create_future()
+    worker.adopt(start)  # the only slot is held by a start in flight
+    working = asyncio.create_task(worker.run())
+    try:
+        await asyncio.sleep(0.2)  # it found no free slot, and sleeps without a ready time
+        assert store.looks == 0
+        now = app.engine.clock.now_ms()
+        queued = app.engine.registry.invocation("empty", {}, now, None, None)
+        await store.create_runs([queued], now)  # no work signal: nobody in this process knows
+        start.set_result(None)
+        run = await app.result(queued.id, timeout=WAIT_S)
+        assert run.status is ip.RunStatus.COMPLETED and run.output == 0
+    finally:
+        worker.notify_shutdown()
+        await working
+        await app.close()
+
+
 async def test_result_of_a_run_another_process_finishes(tmp_path: Path) -> None:
     """The waiter's app runs no worker; another (its own store and connection, as another
     process has) executes the run: the store's `listen` tells the waiter."""

@@ -181,7 +181,9 @@ class Worker:
                 self._work_signalled()  # the slot is free again; the caller sees the failure
                 return
             claimed = start.result()
-            if claimed is not None:
+            if claimed is None:  # the run existed already: its slot is free, nothing ran
+                self._slot_freed(quiet=True)
+            else:
                 self._start(claimed, asked + self.lease_ms / 1000)
 
         start.add_done_callback(started)
@@ -224,13 +226,19 @@ class Worker:
             self._lease_ends.pop(run_id, None)
             if not task.cancelled() and task.exception() is not None:
                 _log.error("run %s: executor crashed", run_id, exc_info=task.exception())
-            quiet = not task.cancelled() and task.exception() is None and task.result()
-            if not quiet or not self._ready_known:
-                self._unclaimed = True
-            if self._unclaimed:
-                self._wake.set()
+            self._slot_freed(
+                quiet=not task.cancelled() and task.exception() is None and task.result()
+            )
 
         task.add_done_callback(done)
+
+    def _slot_freed(self, *, quiet: bool) -> None:
+        """A slot is free again; `quiet` when what held it made no run ready. Wake the loop
+        to claim unless nothing can be waiting for the slot."""
+        if not quiet or not self._ready_known:
+            self._unclaimed = True
+        if self._unclaimed:
+            self._wake.set()
 
     async def _sleep(self) -> None:
         clock = self.engine.clock
