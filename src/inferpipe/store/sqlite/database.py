@@ -40,6 +40,10 @@ class _Job:
     taken: bool = False  #: an urgent job, already taken ahead of its place in the queue
 
 
+_Outcome = tuple[_Job, Any, BaseException | None]
+"""A job, and what it returned or raised."""
+
+
 class Database:
     """Runs callables against one connection on a dedicated thread."""
 
@@ -133,8 +137,9 @@ class Database:
                     batch.append(nxt)
             if not batch:
                 continue
-            for read in (j for j in batch if not j.write):
-                _settle(read, *_call(read.fn, conn))
+            reads = [j for j in batch if not j.write]
+            if reads:
+                _settle([(read, *_call(read.fn, conn)) for read in reads])
             writes = [j for j in batch if j.write]
             if writes:
                 self._commit(conn, writes)
@@ -173,11 +178,9 @@ class Database:
                 conn.execute("ROLLBACK")
             failure = StoreError(f"SQLite commit failed: {exc}")
             failure.__cause__ = exc
-            for job in jobs:
-                _settle(job, None, failure)
+            _settle([(job, None, failure) for job in jobs])
             return
-        for job, (result, error) in zip(jobs, results, strict=True):
-            _settle(job, result, error)
+        _settle([(job, *outcome) for job, outcome in zip(jobs, results, strict=True)])
 
 
 def _call(
@@ -193,18 +196,27 @@ def _call(
         return None, exc
 
 
-def _settle(job: _Job, result: Any, error: BaseException | None) -> None:
-    def resolve() -> None:
+def _settle(outcomes: list[_Outcome]) -> None:
+    """Resolve the jobs' futures, with one wake-up of each caller's loop for all of them:
+    every wake-up is a write to the loop's self-pipe, and each one gives up and takes back the
+    GIL that the loop's thread is holding."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].loop, []).append(outcome)
+    for loop, settled in by_loop.items():
+        # RuntimeError: the caller's loop is closed; nobody is waiting.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_resolve, settled)
+
+
+def _resolve(outcomes: list[_Outcome]) -> None:
+    for job, result, error in outcomes:
         if job.future.done():
-            return
+            continue
         if error is not None:
             job.future.set_exception(error)
         else:
             job.future.set_result(result)
-
-    # RuntimeError: the caller's loop is closed; nobody is waiting.
-    with contextlib.suppress(RuntimeError):
-        job.loop.call_soon_threadsafe(resolve)
 
 
 class Runner:
