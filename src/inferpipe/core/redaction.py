@@ -42,6 +42,9 @@ REDACTED = "[REDACTED]"
 # A secret shorter than this is not scrubbed from free text: it would mangle ordinary words.
 _MIN_SCRUBBED_SECRET_LEN = 6
 
+_SCALARS = frozenset({int, float, bool})
+"""Types with nothing to redact in them (exactly these: a subclass takes the general path)."""
+
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _WORD_SEPARATORS = re.compile(r"[^A-Za-z0-9]+")
 
@@ -87,6 +90,11 @@ def scrub_text(text: str, secret_values: Iterable[str], replacement: str = REDAC
 
 
 def _redact(data: Any, names: _Names, secrets: tuple[str, ...], replacement: str) -> Any:
+    # Leaves first: most values are, and the Mapping check (an ABC's) is slow.
+    if data is None or type(data) in _SCALARS:
+        return data
+    if isinstance(data, str):
+        return scrub_text(data, secrets, replacement) if secrets else data
     if isinstance(data, dict | Mapping):
         return {
             key: (
@@ -99,8 +107,6 @@ def _redact(data: Any, names: _Names, secrets: tuple[str, ...], replacement: str
     if isinstance(data, list | tuple):
         items = [_redact(item, names, secrets, replacement) for item in data]
         return tuple(items) if isinstance(data, tuple) else items
-    if isinstance(data, str) and secrets:
-        return scrub_text(data, secrets, replacement)
     return data
 
 
