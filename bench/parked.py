@@ -211,7 +211,8 @@ async def main(args: argparse.Namespace) -> None:
             if server is None:
                 from tests.servers import start_postgres  # noqa: PLC0415 - only without one
 
-                server, stop, _ = start_postgres(folder / "pg")
+                # a folder of its own: the server's OS user cannot enter `folder` (0700)
+                server, stop, _ = start_postgres(Path(tempfile.mkdtemp(prefix="inferpipe-pg-")))
             name = f"bench_parked_{uuid.uuid4().hex[:8]}"
             await create_database(server, name)
             store = PostgresStore(server.rsplit("/", 1)[0] + f"/{name}")
