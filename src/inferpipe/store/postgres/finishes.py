@@ -1,7 +1,6 @@
-"""Group commit of run finishes: finishes that arrive while a batch is written go together in
-the next transaction.
+"""A batch of run finishes in one transaction, with the waits their events resolve.
 
-A child's finish resolves its parent's `invoke` step and wakes the parent, so every child of a
+Finishes are group-committed (`finish_writer`). A child's finish resolves its parent's `invoke` step and wakes the parent, so every child of a
 fan-out writes the parent's row. One transaction per finish, the children would take that
 row's lock in turn, each holding it through its own commit (a WAL flush per child) while the
 others hold pool connections waiting for it, and lease renewals wait behind them (1000
@@ -19,14 +18,11 @@ from inferpipe.core.errors import LeaseLost
 from inferpipe.core.records import Lease
 from inferpipe.store.base import FinishResult, Outcome, PlannedEvent
 from inferpipe.store.postgres import intake, scores
-from inferpipe.store.postgres.batches import Batches
-from inferpipe.store.postgres.database import FINISHED_CHANNEL, Conn, Database, notify
+from inferpipe.store.postgres.database import FINISHED_CHANNEL, Conn, notify
 from inferpipe.store.postgres.rows import enc_opt
 
-MAX_BATCH = 128
-"""Finishes per transaction; bounds how long a batch holds its rows."""
-
-_HOLDS_SLOTS = "(runs.concurrency_key1 IS NOT NULL OR runs.singleton_key IS NOT NULL)"
+HOLDS_SLOTS = "(runs.concurrency_key1 IS NOT NULL OR runs.singleton_key IS NOT NULL)"
+"""Whether a finishing run held concurrency slots: held-back runs may start once it ends."""
 
 _FINISH = f"""
 WITH locks AS MATERIALIZED (
@@ -49,7 +45,7 @@ WITH locks AS MATERIALIZED (
     WHERE (SELECT count(*) FROM locked) >= 0
       AND runs.id = f.id AND runs.lease_token = f.token AND runs.lease_owner = f.owner
       AND runs.status = 'running' AND (f.status = 'cancelled' OR runs.cancel_requested IS NULL)
-    RETURNING runs.id, runs.workspace, {_HOLDS_SLOTS} AS holds_slots
+    RETURNING runs.id, runs.workspace, {HOLDS_SLOTS} AS holds_slots
 ), dropped AS (
     DELETE FROM waits WHERE run_id IN (SELECT id FROM done)
 )
@@ -106,7 +102,7 @@ async def finish_many(conn: Conn, items: list[Finish]) -> list[FinishResult | Le
             sorted(names),
         )
     }
-    refused = await _refused(conn, [it for it in items if it.lease.run_id not in done])
+    reasons = await refused(conn, [it for it in items if it.lease.run_id not in done])
     events: dict[str, list[PlannedEvent]] = {}
     for it in items:
         if it.lease.run_id in done:
@@ -127,7 +123,7 @@ async def finish_many(conn: Conn, items: list[Finish]) -> list[FinishResult | Le
         run_id = it.lease.run_id
         if run_id in done:
             results.append(FinishResult(work_ready=done[run_id] or it.workspace in woke))
-        elif (reason := refused.get(run_id)) is not None:
+        elif (reason := reasons.get(run_id)) is not None:
             results.append(FinishResult(cancel_requested=reason))
         else:
             results.append(LeaseLost(run_id))
@@ -138,7 +134,9 @@ def _names(item: Finish) -> set[str]:
     return {p.event.name for p in item.events}
 
 
-async def _refused(conn: Conn, items: list[Finish]) -> dict[str, str]:
+async def refused(conn: Conn, items: list[Finish]) -> dict[str, str]:
+    """Of finishes that took no effect, the cancel reasons of those a cancel request refused
+    (they still hold their lease); the others lost it."""
     if not items:
         return {}
     rows = await conn.fetch(
@@ -148,19 +146,3 @@ async def _refused(conn: Conn, items: list[Finish]) -> dict[str, str]:
         [it.lease.owner for it in items],
     )
     return {r[0]: str(r[1]) for r in rows if r[1] is not None}
-
-
-class FinishWriter:
-    """Group commit of the finishes of every run of this process."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-        self._batches: Batches[Finish, FinishResult] = Batches(self._write, MAX_BATCH)
-
-    async def finish(self, item: Finish) -> FinishResult:
-        """Returns once the finish is committed, or with the reason of a cancel request that
-        refused its outcome; raises LeaseLost if the lease was lost."""
-        return await self._batches.submit(item)
-
-    async def _write(self, items: list[Finish]) -> list[FinishResult | LeaseLost]:
-        return await self._db.transaction(lambda c: finish_many(c, items))

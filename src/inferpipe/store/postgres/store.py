@@ -48,6 +48,7 @@ from inferpipe.store.postgres.database import (
     cut_stalled_sessions,
     notify,
 )
+from inferpipe.store.postgres.finish_writer import FinishWriter
 from inferpipe.store.postgres.graphs import PostgresGraphs
 from inferpipe.store.postgres.journal import JournalWriter
 from inferpipe.store.postgres.keys import PostgresKeys
@@ -101,7 +102,7 @@ class PostgresStore:
         blobs: BlobStore | None = None,
         _db: Database | None = None,
         _journal: JournalWriter | None = None,
-        _finishes: finishes.FinishWriter | None = None,
+        _finishes: FinishWriter | None = None,
         _renewals: Database | None = None,
         _notifications: Notifications | None = None,
     ) -> None:
@@ -110,7 +111,7 @@ class PostgresStore:
         self._db = _db or Database(url, pool_size=pool_size, retry_s=retry_s)
         self.blobs: BlobStore = blobs or _default_blobs(self._db)
         self._journal = _journal or JournalWriter(self._db)
-        self._finishes = _finishes or finishes.FinishWriter(self._db)
+        self._finishes = _finishes or FinishWriter(self._db)
         # Lease renewals on a connection of their own: they never queue for a pool connection
         # behind bulk work (a worker whose renewals wait loses its leases and stops its runs).
         self._renewals = _renewals or Database(url, pool_size=1, retry_s=retry_s)

@@ -1,0 +1,192 @@
+"""A batch of run finishes in one autocommitted statement, when their events wake nothing.
+
+Most runs end with events no one waits for (their `function.finished`): then the finishes, the
+events and the announcements are one round trip and one WAL flush, instead of a transaction of
+four round trips (BEGIN, finish, store events and look up the waits, COMMIT). Whether any wait
+may match is decided inside the statement, after it holds the shared locks on the events'
+names, by `inferpipe_waits_may_match` (migration 0016), whose query has a snapshot of its own;
+if one may, the statement writes nothing and the batch goes through `finishes.finish_many`,
+which resolves the waits. The pinned values the lookup needs are computed here, by
+`expr.pinned_value_of`, for every pinned path an event offers (its scalar fields, a few levels
+deep); a wait pinned at any other path of those names counts as a possible match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from inferpipe.core import expr
+from inferpipe.core.errors import LeaseLost
+from inferpipe.store.base import DEDUPE_WINDOW_MS, FinishResult
+from inferpipe.store.postgres import intake
+from inferpipe.store.postgres.database import CHANNEL, FINISHED_CHANNEL, Conn
+from inferpipe.store.postgres.finishes import HOLDS_SLOTS, Finish, refused
+from inferpipe.store.postgres.rows import enc, enc_opt
+
+PIN_DEPTH = 3
+"""How deep in an event its scalar fields are offered as pinned paths (`data.run_id` is 2)."""
+
+MAX_PATHS = 64
+"""Pinned paths offered per event: a wide event does not make the statement large."""
+
+_FINISH = f"""
+WITH locks AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock_shared(k) FROM unnest($10::bigint[]) AS k
+), locked AS MATERIALIZED (
+    SELECT id FROM runs
+    WHERE (SELECT count(*) FROM locks) >= 0 AND id = ANY($1::text[])
+    ORDER BY id
+    FOR NO KEY UPDATE
+), gate AS MATERIALIZED (
+    SELECT inferpipe_waits_may_match($11, $12::text[], $13, $14::text[], $15::text[],
+        $16::text[], $17::text[], $18::text[]) AS busy
+    WHERE (SELECT count(*) FROM locked) >= 0
+), f AS (
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::json[],
+        $6::json[], $7::bigint[], $8::text[])
+        AS f(id, token, owner, status, output, error, at_ms, reason)
+), done AS (
+    UPDATE runs SET status = f.status, output = f.output, error = f.error,
+        finished_at_ms = f.at_ms, ready_at_ms = NULL, lease_owner = NULL,
+        lease_expires_at_ms = NULL, wake_pending = FALSE, status_reason = f.reason
+    FROM f
+    WHERE NOT (SELECT busy FROM gate)
+      AND runs.id = f.id AND runs.lease_token = f.token AND runs.lease_owner = f.owner
+      AND runs.status = 'running' AND (f.status = 'cancelled' OR runs.cancel_requested IS NULL)
+    RETURNING runs.id, runs.workspace, {HOLDS_SLOTS} AS holds_slots
+), dropped AS (
+    DELETE FROM waits WHERE run_id IN (SELECT id FROM done)
+), won AS (
+    INSERT INTO event_ids (workspace, id, received_at_ms)
+    SELECT $11, e.id, $13 FROM unnest($19::text[], $20::text[]) AS e(id, run_id)
+    WHERE e.run_id IN (SELECT id FROM done)
+    ON CONFLICT (workspace, id) DO UPDATE SET received_at_ms = EXCLUDED.received_at_ms
+    WHERE event_ids.received_at_ms <= $21
+    RETURNING id
+), stored AS (
+    INSERT INTO events (workspace, received_at_ms, id, name, body, ts_ms)
+    SELECT $11, $13, e.id, e.name, e.body, e.ts
+    FROM unnest($19::text[], $22::text[], $23::json[], $24::bigint[]) AS e(id, name, body, ts)
+    WHERE e.id IN (SELECT id FROM won)
+)
+SELECT g.busy, d.id, d.holds_slots,
+    CASE WHEN d.id IS NOT NULL THEN pg_notify($9, d.workspace || ' ' || d.id) END,
+    CASE WHEN d.holds_slots THEN pg_notify($25, d.workspace) END
+FROM gate g LEFT JOIN done d ON TRUE
+"""
+"""`finishes._FINISH` with the events stored in the same statement, both only if no wait on
+the events' names may match them (`gate`). The run rows are locked in id order first, as every
+batch of writes does; the parents of the runs are not written (a parent waits for its child's
+`function.finished`: its wait makes the gate busy). Each finish is announced on
+`FINISHED_CHANNEL`, and a run that held concurrency slots on `CHANNEL` (held-back runs may
+start), delivered at commit."""
+
+
+def applies(items: list[Finish]) -> bool:
+    """Whether the batch may finish here: one workspace, no scores, no event starting a run."""
+    return (
+        len({it.workspace for it in items}) == 1
+        and not any(it.outcome.scores for it in items)
+        and not any(p.runs for it in items for p in it.events)
+    )
+
+
+async def finish(conn: Conn, items: list[Finish]) -> list[FinishResult | LeaseLost] | None:
+    """Finalize the runs and store their events, outside a transaction; for each: what it did
+    (or the reason of a cancel that refused its outcome), or LeaseLost. None when a wait may
+    match the events: nothing was written (use `finishes.finish_many`)."""
+    ws = items[0].workspace
+    sent: dict[str, tuple[str, dict[str, Any]]] = {}  # event id: (the run sending it, body)
+    for it in items:
+        for p in it.events:
+            assert p.event.id is not None and p.event.ts_ms is not None
+            sent.setdefault(p.event.id, (it.lease.run_id, p.event.as_dict()))
+    bodies = [body for _, body in sent.values()]
+    names = sorted({body["name"] for body in bodies})
+    known, pins = offered_pins(bodies)
+    now_ms = max(it.now_ms for it in items)
+    rows = await conn.fetch(
+        _FINISH,
+        [it.lease.run_id for it in items],
+        [it.lease.token for it in items],
+        [it.lease.owner for it in items],
+        [it.outcome.status.value for it in items],
+        [enc_opt(it.outcome.output) for it in items],
+        [enc_opt(it.outcome.error) for it in items],
+        [it.now_ms for it in items],
+        [it.outcome.reason for it in items],
+        FINISHED_CHANNEL,
+        intake.lock_keys(ws, names),
+        ws,
+        names,
+        now_ms,
+        [k[0] for k in known],
+        [k[1] for k in known],
+        [p[0] for p in pins],
+        [p[1] for p in pins],
+        [p[2] for p in pins],
+        list(sent),
+        [run_id for run_id, _ in sent.values()],
+        now_ms - DEDUPE_WINDOW_MS,
+        [body["name"] for body in bodies],
+        [enc(body) for body in bodies],
+        [body["ts"] for body in bodies],
+        CHANNEL,
+    )
+    if rows[0][0]:
+        return None
+    done = {r[1]: bool(r[2]) for r in rows if r[1] is not None}
+    reasons = await refused(conn, [it for it in items if it.lease.run_id not in done])
+    results: list[FinishResult | LeaseLost] = []
+    for it in items:
+        run_id = it.lease.run_id
+        if run_id in done:
+            results.append(FinishResult(work_ready=done[run_id]))
+        elif (reason := reasons.get(run_id)) is not None:
+            results.append(FinishResult(cancel_requested=reason))
+        else:
+            results.append(LeaseLost(run_id))
+    return results
+
+
+def offered_pins(
+    events: list[dict[str, Any]],
+) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
+    """The (name, path) pairs whose pinned values are known for every event of that name, and
+    those values as (name, path, value): each path a scalar field of some event of the name
+    offers, its value in each event computed as the wait index stores it."""
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        by_name.setdefault(event["name"], []).append(event)
+    known: list[tuple[str, str]] = []
+    pins: set[tuple[str, str, str]] = set()
+    for name, group in sorted(by_name.items()):
+        paths = sorted({path for event in group for path in _scalar_paths(event)})
+        for path in paths:
+            known.append((name, path))
+            for event in group:
+                if (value := expr.pinned_value_of(event, path)) is not None:
+                    pins.add((name, path, value))
+    return known, sorted(pins)
+
+
+def _scalar_paths(event: dict[str, Any]) -> list[str]:
+    paths: list[str] = []
+    for path in _walk(event, "", PIN_DEPTH):
+        paths.append(path)
+        if len(paths) == MAX_PATHS:
+            break
+    return paths
+
+
+def _walk(value: dict[str, Any], prefix: str, depth: int) -> Iterator[str]:
+    for key, item in value.items():
+        if not isinstance(key, str) or "." in key:
+            continue  # no dotted path reaches it
+        path = f"{prefix}{key}"
+        if isinstance(item, dict):
+            if depth > 1:
+                yield from _walk(item, path + ".", depth - 1)
+        elif not isinstance(item, list):
+            yield path
