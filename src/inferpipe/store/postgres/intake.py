@@ -280,6 +280,12 @@ async def insert_runs(
     return admitted
 
 
+def insert_is_one_statement(runs: list[NewRun]) -> bool:
+    """Whether `insert_runs` writes these runs in one statement (no flow control to decide, no
+    cancel waits or journal to add), so that it commits atomically without a transaction."""
+    return not any(run.flow is not None or run.cancel_waits or run.journal for run in runs)
+
+
 def flow_event_names(runs: list[NewRun]) -> set[str]:
     """The names of the events inserting these runs may send: a run skipped by flow control
     announces its end. Their advisory locks are taken with the others, first."""

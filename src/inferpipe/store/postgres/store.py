@@ -219,10 +219,14 @@ class PostgresStore:
 
     # runs ---------------------------------------------------------------------------------
     async def create_runs(self, runs: list[NewRun], now_ms: int) -> None:
-        if runs:
-            await self._db.transaction(
-                lambda c: intake.create_runs(c, self.workspace, runs, now_ms)
+        if not runs:
+            return
+        if intake.insert_is_one_statement(runs):  # an invoke, a deferred run: one round trip
+            await self._db.read(
+                lambda c: intake.insert_runs(c, self.workspace, runs, now_ms, notify_ready=True)
             )
+            return
+        await self._db.transaction(lambda c: intake.create_runs(c, self.workspace, runs, now_ms))
 
     async def get_run(self, run_id: str) -> Run | None:
         row = await self._db.read(
