@@ -106,6 +106,12 @@ class Database:
             return
         # min_size=0: no connection is made here, so a server that is still starting is
         # waited for by the first operation's retry loop rather than failing the open.
+        # plan_cache_mode: asyncpg prepares every statement, and PostgreSQL kept planning ours
+        # anew at each execution (a custom plan: the array parameters make the generic plan
+        # look dearer), 0.53 ms of server CPU per hot statement; a generic plan is made once
+        # per connection (0.08 ms a bind), and made again when ANALYZE changes the tables'
+        # statistics. Our statements name their partial indexes' predicates as literals, so a
+        # generic plan can use them (`bench.parked` claims: same plans at 100 000 runs).
         self._pool = asyncpg.create_pool(
             self.url,
             min_size=0,
@@ -114,6 +120,7 @@ class Database:
             server_settings={
                 "application_name": "inferpipe",
                 "synchronous_commit": "on",
+                "plan_cache_mode": "force_generic_plan",
                 "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS),
             },
             reset=_keep_session,
