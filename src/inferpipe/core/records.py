@@ -264,6 +264,7 @@ class IngestResult:
 
     @property
     def work_ready(self) -> bool:
-        """Whether runs may have become ready to claim: runs created, resumed or asked to
-        stop."""
-        return bool(self.runs_created or self.waits_resolved or self.runs_cancelled)
+        """Whether runs may have become ready to claim: runs created, resumed (and not taken
+        by the intake: `runs_claimed`) or asked to stop."""
+        taken = {claimed.run.id for claimed in self.runs_claimed}
+        return bool(self.runs_created or self.runs_cancelled or set(self.waits_resolved) - taken)

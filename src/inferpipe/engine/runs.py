@@ -114,7 +114,9 @@ class Runs:
             result = await self.store.ingest(await self._planned(batch, now, engine=engine), now)
         else:
             result = await self._send_and_claim(batch, waker, engine=engine)
-        self.wakeups.work_ready()
+        if result.work_ready:  # not for a run handed to the worker: nothing left to claim
+            self.wakeups.work_ready()
+        result = dataclasses.replace(result, runs_claimed=[])
         for run_id in result.runs_cancelled:  # by a `cancel_on` match or a singleton
             if self.executor.executing(run_id):
                 cancelled = await self.store.get_run(run_id)
@@ -127,7 +129,7 @@ class Runs:
         self, batch: list[Event], waker: Starter, *, engine: bool
     ) -> IngestResult:
         """Ingest, taking a run the events resume for `waker`'s slot (wake-and-claim: it
-        executes with no claim)."""
+        executes with no claim); the result names the run taken (`runs_claimed`)."""
         handed: asyncio.Future[ClaimedRun | None] = asyncio.get_running_loop().create_future()
         waker.adopt(handed)  # before the clock is read: its lease ends no later than the store's
         try:
@@ -140,8 +142,7 @@ class Runs:
             raise
         ingest.add_done_callback(functools.partial(_hand_over, handed))
         # Shielded: a caller that gives up must not strand a run claimed for its worker.
-        result = await asyncio.shield(ingest)
-        return dataclasses.replace(result, runs_claimed=[])
+        return await asyncio.shield(ingest)
 
     async def invoke(
         self,
