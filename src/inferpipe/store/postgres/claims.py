@@ -21,25 +21,25 @@ Many workers claim at once, each in a transaction of its own (READ COMMITTED):
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from inferpipe.core.records import ClaimedRun, Lease, NewRun, Run
-from inferpipe.store.base import WakeClaim
 from inferpipe.store.flow import admission
 from inferpipe.store.flow.claims import (
     CANDIDATE_COLUMNS,
-    UNCHECKED,
     Candidate,
     ClaimPlan,
     ClaimPolicy,
 )
 from inferpipe.store.postgres.admission import flow_lock
 from inferpipe.store.postgres.database import Conn
-from inferpipe.store.postgres.rows import RUN_COLUMNS, STEP_COLUMNS, dec, enc, run_from_row
+from inferpipe.store.postgres.rows import RUN_COLUMNS, STEP_COLUMNS, Row, dec, enc, run_from_row
 from inferpipe.store.postgres.rows import step_from_values as step_of
 
-_PARKED = "('queued', 'sleeping', 'waiting')"
+PARKED = "('queued', 'sleeping', 'waiting')"
+"""The statuses of a run nobody holds."""
+
 _R_RUN_COLUMNS = ", ".join(f"r.{c.strip()}" for c in RUN_COLUMNS.split(","))
 _S_STEP_COLUMNS = ", ".join(f"s.{c.strip()}" for c in STEP_COLUMNS.split(","))
 
@@ -197,7 +197,7 @@ WITH paces AS (
 ), explained AS (
     UPDATE runs r SET status_reason = e.reason
     FROM unnest($8::text[], $9::text[]) AS e(id, reason)
-    WHERE r.id = e.id AND r.status IN {_PARKED} AND r.id IN (
+    WHERE r.id = e.id AND r.status IN {PARKED} AND r.id IN (
         SELECT id FROM runs WHERE id = ANY($8::text[]) FOR UPDATE SKIP LOCKED)
 ), retagged AS (
     UPDATE runs r SET queue_at_ms = g.tag
@@ -244,7 +244,7 @@ theirs is fenced), which the claim's own older snapshot could miss."""
 
 _NEXT_READY = f"""
 SELECT LEAST(
-    (SELECT ready_at_ms FROM runs WHERE workspace = $1 AND status IN {_PARKED}
+    (SELECT ready_at_ms FROM runs WHERE workspace = $1 AND status IN {PARKED}
        AND ready_at_ms > COALESCE($3::bigint, -1) AND function_id = ANY($2::text[])
      ORDER BY ready_at_ms LIMIT 1),
     -- a lease is claimable once the clock is past its end (claims take `< now`)
@@ -253,22 +253,48 @@ SELECT LEAST(
      ORDER BY lease_expires_at_ms LIMIT 1))
 """
 
-_TAKE_RESUMED = f"""
-UPDATE runs r SET status = 'running', lease_owner = $4,
-    lease_expires_at_ms = $3::bigint + $5::bigint, lease_token = r.lease_token + 1,
-    wake_pending = FALSE, attempts = r.attempts + 1,
-    started_at_ms = COALESCE(r.started_at_ms, $3::bigint), status_reason = NULL
-WHERE r.id IN (
-    SELECT id FROM runs WHERE id = ANY($2::text[]) AND workspace = $1 AND status = 'queued'
-      AND ready_at_ms <= $3 AND {UNCHECKED} AND function_id = ANY($6::text[])
-    ORDER BY id LIMIT $7)
-RETURNING (SELECT count(*) FROM logs l WHERE l.run_id = r.id),
-    (SELECT json_agg(json_build_array({_S_STEP_COLUMNS})) FROM steps s WHERE s.run_id = r.id),
-    {_R_RUN_COLUMNS}
-"""
-"""Take runs this intake resumed (`WakeClaim`): their rows are locked by it already, and the
-steps its waits completed are in this statement's snapshot, with the rest of their journals
-(a parked run has no holder to write more)."""
+
+def take_resumed_sql(take: str, owner: str, until_ms: str, now_ms: str) -> str:
+    """The assignments of an intake's UPDATE of the runs it wakes that take those for which
+    `take` holds (`WakeClaim`) under a lease for `owner` until `until_ms`; the others'
+    columns stay as they are. `take` must read the row's own columns only: a row updated
+    since the statement's snapshot is re-read when locked, and `take` is evaluated on it."""
+    return f"""lease_owner = CASE WHEN {take} THEN {owner} ELSE lease_owner END,
+    lease_expires_at_ms = CASE WHEN {take} THEN {until_ms} ELSE lease_expires_at_ms END,
+    lease_token = lease_token + CASE WHEN {take} THEN 1 ELSE 0 END,
+    attempts = attempts + CASE WHEN {take} THEN 1 ELSE 0 END,
+    started_at_ms = CASE WHEN {take} THEN COALESCE(started_at_ms, {now_ms}) ELSE started_at_ms END,
+    status_reason = CASE WHEN {take} THEN NULL ELSE status_reason END"""
+
+
+def resumed_sql(taken: str, resolved: str) -> str:
+    """What an intake's UPDATE of the runs it wakes returns of each (`resumed_runs`); the
+    journal's part only for those that `taken` (on the updated row) says it took. `resolved`
+    names a CTE returning the steps the statement completed, which its snapshot holds as
+    they were before."""
+    return f"""CASE WHEN {taken} THEN (SELECT x.status IN {PARKED}
+            AND x.attempts = runs.attempts - 1 FROM runs x WHERE x.id = runs.id) END,
+        CASE WHEN {taken} THEN (SELECT count(*) FROM logs l WHERE l.run_id = runs.id) END,
+        CASE WHEN {taken} THEN (SELECT json_agg(json_build_array({STEP_COLUMNS})) FROM (
+            SELECT {STEP_COLUMNS} FROM {resolved} WHERE {resolved}.run_id = runs.id
+            UNION ALL SELECT {STEP_COLUMNS} FROM steps WHERE steps.run_id = runs.id
+              AND steps.key NOT IN (SELECT key FROM {resolved} WHERE {resolved}.run_id = runs.id)
+        ) AS j) END,
+        {RUN_COLUMNS}"""
+
+
+async def resumed_runs(conn: Conn, rows: Sequence[Row], owner: str) -> list[ClaimedRun]:
+    """The runs an intake took when it woke them, from its rows (fresh: whether the journal
+    read with it is whole, log count, journal, run columns); in id order. A run that was not
+    parked in the statement's snapshot, or that another claim took since (`attempts`
+    moved), may have steps the snapshot misses: its journal is read again (`_JOURNALS`)."""
+    taken = {row[3]: _Taken(run_from_row(row[3:]), row[1], row[2]) for row in rows}
+    stale = sorted({row[3] for row in rows if not row[0]})
+    if stale:
+        for run_id, logs, steps in await conn.fetch(_JOURNALS, stale):
+            taken[run_id] = _Taken(taken[run_id].run, logs, steps)
+    return [taken[run_id].claimed(owner) for run_id in sorted(taken)]
+
 
 _NEW = admission.RUN_WIDTH + 2  #: parameters of the inserted row: workspace, creation, columns
 
@@ -539,26 +565,6 @@ async def start_run(
     return ClaimedRun(started, Lease(started.id, owner, started.lease_token), {}, 0)
 
 
-async def take_resumed(
-    conn: Conn, ws: str, run_ids: list[str], claim: WakeClaim, now_ms: int
-) -> list[ClaimedRun]:
-    """Take the runs an intake just resumed (`WakeClaim`), in the intake's transaction."""
-    if not run_ids or claim.limit <= 0 or not claim.function_ids:
-        return []
-    rows = await conn.fetch(
-        _TAKE_RESUMED,
-        ws,
-        sorted(set(run_ids)),
-        now_ms,
-        claim.owner,
-        claim.lease_ms,
-        claim.function_ids,
-        claim.limit,
-    )
-    taken = [_Taken(run_from_row(row[2:]), row[0], row[1]) for row in rows]
-    return [t.claimed(claim.owner) for t in sorted(taken, key=lambda t: t.run.id)]
-
-
 async def claim_cancelled(
     conn: Conn,
     ws: str,
@@ -571,7 +577,7 @@ async def claim_cancelled(
     """Take a run asked to cancel that no worker executes (see `Store.claim_cancelled`); in a
     transaction. The row lock skips a run that a claim is taking right now."""
     locked = await conn.fetchval(
-        f"SELECT id FROM runs WHERE id = $1 AND workspace = $2 AND status IN {_PARKED}"
+        f"SELECT id FROM runs WHERE id = $1 AND workspace = $2 AND status IN {PARKED}"
         " AND cancel_requested IS NOT NULL AND function_id = ANY($3::text[])"
         " FOR UPDATE SKIP LOCKED",
         run_id,

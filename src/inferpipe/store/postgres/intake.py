@@ -23,9 +23,17 @@ from typing import Any
 
 from inferpipe.core import expr
 from inferpipe.core.events import FUNCTION_FINISHED, invoke_outcome
-from inferpipe.core.records import IngestResult, NewRun, NewWait, StepStatus, WaitKind
+from inferpipe.core.records import (
+    ClaimedRun,
+    IngestResult,
+    NewRun,
+    NewWait,
+    StepStatus,
+    WaitKind,
+)
 from inferpipe.store.base import DEDUPE_WINDOW_MS, PlannedEvent, WakeClaim
 from inferpipe.store.flow.admission import RUN_COLUMNS, RUN_WIDTH, Admission, finished_events
+from inferpipe.store.flow.claims import UNCHECKED
 from inferpipe.store.postgres import admission, claims
 from inferpipe.store.postgres.database import CHANNEL, Conn, lock_key, notify
 from inferpipe.store.postgres.rows import (
@@ -58,14 +66,24 @@ OPEN_STEP_WAITS = """EXISTS (SELECT 1 FROM waits w WHERE w.run_id = runs.id AND 
 """Whether a step of the run still waits for an event (other than wait `skip`)."""
 
 
-def _wake_resolved_sql(where: str, now: str, skip: str) -> str:
-    held = f"""(status IN ('waiting', 'sleeping') AND wake_batch_ms IS NOT NULL
+def _held_sql(now: str, skip: str) -> str:
+    """Whether a parked run that batches its wakes has step waits open (other than `skip`)."""
+    return f"""(status IN ('waiting', 'sleeping') AND wake_batch_ms IS NOT NULL
     AND {OPEN_STEP_WAITS.format(now=now, skip=skip)})"""
+
+
+def _ready_at_sql(now: str, held: str) -> str:
+    """The ready time of a run woken by a resolved wait (see `_WAKE_RESOLVED`)."""
+    return f"""CASE WHEN status = 'running' THEN ready_at_ms
+        WHEN {held} THEN LEAST(COALESCE(ready_at_ms, {now} + wake_batch_ms), {now} + wake_batch_ms)
+        ELSE {now} END"""
+
+
+def _wake_resolved_sql(where: str, now: str, skip: str) -> str:
+    held = _held_sql(now, skip)
     return f"""
 UPDATE runs SET
-    ready_at_ms = CASE WHEN status = 'running' THEN ready_at_ms
-        WHEN {held} THEN LEAST(COALESCE(ready_at_ms, {now} + wake_batch_ms), {now} + wake_batch_ms)
-        ELSE {now} END,
+    ready_at_ms = {_ready_at_sql(now, held)},
     wake_pending = wake_pending OR status = 'running',
     status = CASE WHEN status = 'running' OR {held} THEN status ELSE 'queued' END
 WHERE {where} AND status IN {_LIVE}
@@ -172,7 +190,7 @@ async def ingest(
     notifies listeners when runs became ready (a run taken by `claim` is not ready for them).
     With `wakes`, the runs whose step waits resolve are added to it instead of woken: the
     caller, holding their rows already, wakes them once with `wake_resolved` before it
-    commits."""
+    commits (and `claim` takes none)."""
     fresh: dict[str, PlannedEvent] = {}
     for item in planned:
         assert item.event.id is not None and item.event.ts_ms is not None
@@ -205,11 +223,10 @@ async def ingest(
     resolved: list[str] = []
     cancelled = [victim for victim, _ in inserted.cancels]  # replaced singletons
     bodies = [p.event.as_dict() for p in accepted]
-    for run_id, kind in await match_waits(conn, ws, bodies, now_ms, wakes, found):
+    matched = await match_waits(conn, ws, bodies, now_ms, wakes, found, claim)
+    for run_id, kind in matched.hits:
         (resolved if kind is WaitKind.STEP else cancelled).append(run_id)
-    claimed = []
-    if claim is not None and resolved and wakes is None:
-        claimed = await claims.take_resumed(conn, ws, resolved, claim, now_ms)
+    claimed = matched.claimed
     kept = {id(p) for p in accepted}
     result = IngestResult(
         [p.event.id for p in accepted if p.event.id],
@@ -405,6 +422,14 @@ async def _candidates(
     return found
 
 
+@dataclass(slots=True)
+class Matched:
+    """The waits an intake's events resolved, and the runs it took (`WakeClaim`)."""
+
+    hits: list[tuple[str, WaitKind]]  #: (run id, wait kind) of each wait resolved
+    claimed: list[ClaimedRun] = field(default_factory=list)
+
+
 async def match_waits(
     conn: Conn,
     ws: str,
@@ -412,14 +437,15 @@ async def match_waits(
     now_ms: int,
     wakes: set[str] | None = None,
     unpinned: Sequence[Row] | None = None,
-) -> list[tuple[str, WaitKind]]:
+    claim: WakeClaim | None = None,
+) -> Matched:
     """Resolve the waits these events satisfy, in event order (a wait goes to the first event
-    that matches it); returns (run id, wait kind) for each. The runs whose step waits resolve
-    are woken once each, after their waits are consumed; with `wakes`, they are added to it
-    instead (see `ingest`). `unpinned`: the rows of `_UNPINNED` for these events' names, when
-    already read."""
+    that matches it). The runs whose step waits resolve are woken once each, after their
+    waits are consumed, and taken as `claim` says; with `wakes`, they are added to it instead
+    (see `ingest`). Cancels are asked for first, so a run this batch asks to stop is not
+    taken. `unpinned`: the rows of `_UNPINNED` for these events' names, when already read."""
     if not events:
-        return []
+        return Matched([])
     candidates = await _candidates(conn, ws, events, now_ms, unpinned)
     taken: set[int] = set()
     stopping: set[str] = set()  # a cancel drops the run's other cancel waits
@@ -439,21 +465,38 @@ async def match_waits(
             else:
                 stopping.add(run_id)
                 cancels.append((wait_id, run_id, event))
-    consumed = await _resolve(conn, steps, now_ms, wake=wakes is None)
-    if wakes is not None:
-        wakes.update(run_id for wait_id, run_id, _, _ in steps if wait_id in consumed)
-    hits = [(run_id, WaitKind.STEP) for wait_id, run_id, _, _ in steps if wait_id in consumed]
+    stopped: list[tuple[str, WaitKind]] = []
     for wait_id, run_id, event in cancels:
         reason = f"cancelled by event {event['name']} ({event['id']})"
         if await request_cancel(conn, run_id, reason, now_ms, wait_id=wait_id):
-            hits.append((run_id, WaitKind.CANCEL))
-    return hits
+            stopped.append((run_id, WaitKind.CANCEL))
+    if wakes is not None:
+        consumed, claimed = await _resolve(conn, steps, now_ms, wake=False)
+        wakes.update(run_id for wait_id, run_id, _, _ in steps if wait_id in consumed)
+    else:
+        consumed, claimed = await _resolve(conn, steps, now_ms, wake=True, claim=claim)
+    hits = [(run_id, WaitKind.STEP) for wait_id, run_id, _, _ in steps if wait_id in consumed]
+    return Matched(hits + stopped, claimed)
 
 
-_WAITS = """
-WITH r AS (
+_STEP_RETURNING = ", ".join(f"steps.{c.strip()}" for c in STEP_COLUMNS.split(","))
+
+
+def _resolve_sql(*, lock: bool, journal: bool) -> str:
+    """The CTEs of `_RESOLVE`: `r` (the waits to resolve, $1-$7), `gate` and `resolved`;
+    with `lock`, `locked` first; with `journal`, `resolved` returns the steps it completed."""
+    head = (
+        "locked AS MATERIALIZED ("
+        "SELECT id FROM runs WHERE id = ANY($2::text[]) ORDER BY id FOR NO KEY UPDATE), "
+        if lock
+        else ""
+    )
+    after_lock = "WHERE (SELECT count(*) FROM locked) >= 0" if lock else ""
+    returning = f" RETURNING {_STEP_RETURNING}" if journal else ""
+    return f"""WITH {head}r AS (
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::json[], $5::text[],
         $6::json[], $7::json[]) AS r(wait_id, run_id, step_key, event, status, output, error)
+    {after_lock}
 ), gate AS (
     DELETE FROM waits WHERE id IN (SELECT wait_id FROM r) RETURNING id, run_id
 ), resolved AS (
@@ -464,29 +507,18 @@ WITH r AS (
         finished_at_ms = $8
     FROM r
     WHERE steps.run_id = r.run_id AND steps.key = r.step_key AND steps.status = 'waiting'
-      AND r.wait_id IN (SELECT id FROM gate)
+      AND r.wait_id IN (SELECT id FROM gate){returning}
 )"""
 
-_RESOLVE = f"""{_WAITS}
+
+_RESOLVE = f"""{_resolve_sql(lock=False, journal=False)}
 SELECT id FROM gate
 """
 """Consume the waits and complete their steps with their events (an `invoke` step: with its
 child's return value, or failed with the child's error). Deleting a wait is the claim on the
 match: two intakes racing for one wait resolve it once. Returns the waits consumed."""
 
-_RESOLVE_AND_WAKE = f"""
-WITH locked AS MATERIALIZED (
-    SELECT id FROM runs WHERE id = ANY($2::text[]) ORDER BY id FOR NO KEY UPDATE
-), {
-    _WAITS.strip()
-    .replace("WITH r AS (", "r AS (", 1)
-    .replace(
-        "AS r(wait_id, run_id, step_key, event, status, output, error)",
-        "AS r(wait_id, run_id, step_key, event, status, output, error)"
-        " WHERE (SELECT count(*) FROM locked) >= 0",
-        1,
-    )
-}, woken AS (
+_RESOLVE_AND_WAKE = f"""{_resolve_sql(lock=True, journal=False)}, woken AS (
     {_wake_resolved_sql("id IN (SELECT run_id FROM gate)", "$8", "ALL (SELECT id FROM gate)")}
 )
 SELECT id FROM gate
@@ -496,17 +528,51 @@ writes locks them, so the two never deadlock) and the runs whose waits it consum
 (`_WAKE_RESOLVED`; its check for other open waits leaves out the ones this statement deletes,
 which its snapshot still holds): one round trip."""
 
+_HELD = _held_sql("$8", "ALL (SELECT id FROM gate)")
+_TAKEABLE = f"""status IN {claims.PARKED} AND NOT {_HELD} AND {UNCHECKED}
+    AND function_id = ANY($11::text[])"""
+_TAKE = f"(id IN (SELECT id FROM chosen) AND {_TAKEABLE})"
+_TAKEN = "(status = 'running' AND NOT wake_pending)"
+"""A run taken, after the update (a running run it woke is left `wake_pending`)."""
+
+_RESOLVE_WAKE_AND_TAKE = f"""{_resolve_sql(lock=True, journal=True)}, chosen AS (
+    SELECT id FROM runs WHERE id IN (SELECT run_id FROM gate) AND {_TAKEABLE}
+    ORDER BY id LIMIT $12
+), woken AS (
+    UPDATE runs SET
+        ready_at_ms = {_ready_at_sql("$8", _HELD)},
+        wake_pending = CASE WHEN {_TAKE} THEN FALSE ELSE wake_pending OR status = 'running' END,
+        status = CASE WHEN {_TAKE} THEN 'running'
+            WHEN status = 'running' OR {_HELD} THEN status ELSE 'queued' END,
+        {claims.take_resumed_sql(_TAKE, "$9", "$8::bigint + $10::bigint", "$8::bigint")}
+    WHERE id IN (SELECT run_id FROM gate) AND status IN {_LIVE}
+    RETURNING {_TAKEN} AS taken, {claims.resumed_sql(_TAKEN, "resolved")}
+)
+SELECT g.id, w.* FROM gate g LEFT JOIN woken w ON w.id = g.run_id AND w.taken
+"""
+"""`_RESOLVE_AND_WAKE` that also takes, under a lease for $9 for $10 ms, up to $12 of the runs
+it makes ready now, of the functions $11, with nothing for flow control to check and no cancel
+asked (`WakeClaim`), in id order: one round trip, not a statement of its own after it.
+`chosen` picks them in the statement's snapshot; the update checks each again on its row as
+locked (`claims.take_resumed_sql`). A run taken comes with its journal: the snapshot's steps,
+with those this statement completed as it completed them (`resolved`), whole when the run was
+parked in the snapshot and nobody claimed it since (see `claims.resumed_runs`)."""
+
 
 async def _resolve(
-    conn: Conn, steps: list[tuple[int, str, str, dict[str, Any]]], now_ms: int, *, wake: bool
-) -> set[int]:
+    conn: Conn,
+    steps: list[tuple[int, str, str, dict[str, Any]]],
+    now_ms: int,
+    *,
+    wake: bool,
+    claim: WakeClaim | None = None,
+) -> tuple[set[int], list[ClaimedRun]]:
     """Consume the waits and complete their steps; with `wake`, lock and wake their runs
-    too. Returns the waits consumed."""
+    too, and take them as `claim` says. Returns the waits consumed and the runs taken."""
     if not steps:
-        return set()
+        return set(), []
     outcomes = [invoke_outcome(event) for _, _, _, event in steps]
-    rows = await conn.fetch(
-        _RESOLVE_AND_WAKE if wake else _RESOLVE,
+    params: list[Any] = [
         [s[0] for s in steps],
         [s[1] for s in steps],
         [s[2] for s in steps],
@@ -515,8 +581,21 @@ async def _resolve(
         [enc_opt(output) for _, output, _ in outcomes],
         [enc_opt(error) for _, _, error in outcomes],
         now_ms,
+    ]
+    if not wake:
+        return {int(r[0]) for r in await conn.fetch(_RESOLVE, *params)}, []
+    if claim is None or claim.limit <= 0 or not claim.function_ids:
+        return {int(r[0]) for r in await conn.fetch(_RESOLVE_AND_WAKE, *params)}, []
+    rows = await conn.fetch(
+        _RESOLVE_WAKE_AND_TAKE,
+        *params,
+        claim.owner,
+        claim.lease_ms,
+        claim.function_ids,
+        claim.limit,
     )
-    return {int(r[0]) for r in rows}
+    taken = [row[2:] for row in rows if row[1]]
+    return {int(r[0]) for r in rows}, await claims.resumed_runs(conn, taken, claim.owner)
 
 
 async def wake_resolved(conn: Conn, run_ids: set[str], now_ms: int) -> None:
