@@ -13,11 +13,19 @@ import pytest
 import inferpipe as ip
 from inferpipe.core.errors import StoreError
 from inferpipe.core.events import Event
-from inferpipe.core.records import NewRun, RunStatus
+from inferpipe.core.records import (
+    NewRun,
+    NewWait,
+    RunStatus,
+    StepKind,
+    StepRecord,
+    StepStatus,
+    WaitKind,
+)
 from inferpipe.engine.engine import Engine
 from inferpipe.engine.worker import Worker
 from inferpipe.store import admin, store_from_url
-from inferpipe.store.base import Outcome, PlannedEvent
+from inferpipe.store.base import Outcome, PlannedEvent, Progress, WakeClaim
 from inferpipe.store.migrations import migration_files
 from inferpipe.store.postgres import PostgresStore
 from inferpipe.store.postgres.listener import APPLICATION_NAME
@@ -258,3 +266,49 @@ def _planned(name: str, *, runs: int = 0) -> PlannedEvent:
     event = Event(name, {}, id=f"{name}-{unique_workspace()}", ts_ms=NOW)
     made = [NewRun(f"run-{unique_workspace()}", "fn", [event.id or ""], [], NOW)] * runs
     return PlannedEvent(event, made)
+
+
+async def test_wake_claim_reads_again_a_journal_written_after_its_snapshot(
+    postgres: PostgresServer,
+) -> None:
+    """The statement that resolves a wait and takes its run reads the journal in its snapshot,
+    taken before the run's row lock is granted: a run claimed, given a step and parked again
+    in between (its `attempts` moved) is read again, and the step is in the journal taken."""
+    store = PostgresStore(postgres.url, unique_workspace())
+    await store.open()
+    other = await asyncpg.connect(postgres.url)
+    try:
+        await store.create_runs([NewRun("run-moved", "fn", [], [], NOW)], NOW)
+        (claimed,) = await store.claim("w1", ["fn"], 1, NOW, 10_000)
+        wait = NewWait(claimed.run.id, WaitKind.STEP, "go", None, "wait")
+        waiting = StepRecord(
+            claimed.run.id, "wait", "wait", StepKind.WAIT_FOR_EVENT, StepStatus.WAITING
+        )
+        await store.commit(claimed.lease, Progress(steps=[waiting], waits=[wait]), NOW)
+        await store.park(claimed.lease, RunStatus.WAITING, None, NOW)
+
+        holder = other.transaction()
+        await holder.start()
+        await other.execute("SELECT 1 FROM runs WHERE id = 'run-moved' FOR UPDATE")
+        claim = WakeClaim("w2", ["fn"], 10_000)
+        ingest = asyncio.create_task(store.ingest([_planned("go")], NOW + 1, claim=claim))
+        while not await other.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"):
+            assert not ingest.done()
+            await asyncio.sleep(0.01)
+        # as a claim, a step and a park of another worker would leave it
+        await other.execute(
+            "UPDATE runs SET attempts = attempts + 1, lease_token = lease_token + 1"
+            " WHERE id = 'run-moved'"
+        )
+        await other.execute(
+            "INSERT INTO steps (run_id, key, seq, name, kind, status, output)"
+            " VALUES ('run-moved', 'more', 2, 'more', 'run', 'completed', '7')"
+        )
+        await holder.commit()
+        (taken,) = (await ingest).runs_claimed
+    finally:
+        await other.close()
+        await store.close()
+    assert taken.run.executions == 3 and taken.lease.token == claimed.lease.token + 2
+    assert taken.journal["more"].output == 7
+    assert taken.journal["wait"].status is StepStatus.COMPLETED
