@@ -232,6 +232,32 @@ def pin_value(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
+_MEMBER = re.compile(r"[A-Za-z_]\w*")
+
+
+def pinnable_values(event: dict[str, Any], limit: int) -> list[tuple[str, str]] | None:
+    """Every (path, canonical value) at which a pin may select the event, as
+    `pinned_value_of` gives it: its members that are strings, numbers or booleans, through
+    objects whose keys can be path parts, with a value no longer than an expression can be
+    (a pin's literal is in one). None when there are more than `limit`."""
+    found: list[tuple[str, str]] = []
+    pending: list[tuple[str, dict[str, Any]]] = [("", event)]
+    while pending:
+        prefix, obj = pending.pop()
+        for key, value in obj.items():
+            if not isinstance(key, str) or not _MEMBER.fullmatch(key):
+                continue
+            if isinstance(value, dict):
+                pending.append((f"{prefix}{key}.", value))
+            elif isinstance(value, str | int | float):
+                text = pin_value(value)
+                if len(text) <= MAX_EXPRESSION_CHARS:
+                    if len(found) == limit:
+                        return None
+                    found.append((prefix + key, text))
+    return found
+
+
 def pinned_value_of(event: dict[str, Any], path: str) -> str | None:
     """The canonical value of `path` in an event, or None when absent."""
     try:

@@ -153,27 +153,71 @@ on a winner), and store those events: one round trip."""
 
 _CANDIDATE = "id, run_id, kind, expression, step_key, event_name"
 
-_UNPINNED = f"""
-SELECT 'w', {_CANDIDATE}, NULL FROM waits
-WHERE workspace = $1 AND event_name = ANY($2::text[]) AND pin_path IS NULL
-  AND (expires_at_ms IS NULL OR expires_at_ms > $3)
+PIN_VALUES_MAX = 1000
+"""Values an intake looks up the pinned waits of at most along with its other candidates (the
+events' members, `expr.pinnable_values`); past that (many events, or events with many
+members), it reads the names' pinned paths first, then the waits pinned at those (`_PINNED`)."""
+
+
+def _lookup_sql(names: str, now: str, pins: str) -> str:
+    """The waits on the event names `names` that no pinned value selects, the pinned paths of
+    those names (`wait_pins`), and the waits pinned to the (name, path, value) triples `pins`
+    at one of those paths: rows ('w', candidate), ('p', name, path), ('v', candidate, path,
+    value)."""
+    return f"""
+SELECT 'w', {_CANDIDATE}, NULL, NULL FROM waits
+WHERE workspace = $1 AND event_name = ANY({names}::text[]) AND pin_path IS NULL
+  AND (expires_at_ms IS NULL OR expires_at_ms > {now})
 UNION ALL
-SELECT 'p', NULL, NULL, NULL, NULL, NULL, event_name, pin_path FROM wait_pins
-WHERE workspace = $1 AND event_name = ANY($2::text[])
+SELECT 'p', NULL, NULL, NULL, NULL, NULL, event_name, pin_path, NULL FROM wait_pins
+WHERE workspace = $1 AND event_name = ANY({names}::text[])
+UNION ALL
+SELECT 'v', {_CANDIDATE}, pin_path, pin_value FROM waits
+WHERE workspace = $1 AND (expires_at_ms IS NULL OR expires_at_ms > {now})
+  AND (event_name, pin_path, pin_value) IN (
+      SELECT t.* FROM unnest({pins}) AS t(name, path, value)
+      JOIN wait_pins p ON p.workspace = $1 AND p.event_name = t.name AND p.pin_path = t.path)
 """
-"""The waits on these event names that no pinned value selects, and the pinned paths of those
-names (`wait_pins`)."""
+
+
+_LOOKUP = _lookup_sql("$2", "$3", "$4::text[], $5::text[], $6::text[]")
 
 _STORE_EVENTS_LOCKED = f"""
 WITH {_keep_new_and_store("")}
-SELECT 'e', NULL, NULL, NULL, NULL, NULL, id, NULL FROM won
+SELECT 'e', NULL, NULL, NULL, NULL, NULL, id, NULL, NULL FROM won
 UNION ALL
-{_UNPINNED.replace("$2::text[]", "$5::text[]")}
+{_lookup_sql("$5", "$3", "$9::text[], $10::text[], $11::text[]")}
 """
 """`_STORE_EVENTS` when the transaction holds the names' locks already (taken by an earlier
 statement, so this one's snapshot has every wait registered before them), with the lookup of
-the waits on those names (`_UNPINNED`) in the same round trip: rows ('e', event id) for the
+the waits on those names (`_lookup_sql`) in the same round trip: rows ('e', event id) for the
 events kept, then the candidates."""
+
+
+@dataclass(frozen=True, slots=True)
+class LookedUp:
+    """The rows of a lookup (`_lookup_sql`), and whether they hold the waits pinned to every
+    value of the events (else those are read after: `PIN_VALUES_MAX`)."""
+
+    rows: Sequence[Row]
+    pinned: bool
+
+
+def pin_values(events: list[dict[str, Any]]) -> list[tuple[str, str, str]] | None:
+    """The (name, path, value) triples at which pinned waits may select these events, for a
+    lookup (`_lookup_sql`); None when there are more than `PIN_VALUES_MAX`."""
+    found: set[tuple[str, str, str]] = set()
+    for event in events:
+        values = expr.pinnable_values(event, PIN_VALUES_MAX - len(found))
+        if values is None:
+            return None
+        found.update((event["name"], path, value) for path, value in values)
+    return sorted(found)
+
+
+def _pin_columns(pins: list[tuple[str, str, str]] | None) -> list[list[str]]:
+    triples = pins or []
+    return [[t[0] for t in triples], [t[1] for t in triples], [t[2] for t in triples]]
 
 
 async def ingest(
@@ -200,34 +244,36 @@ async def ingest(
     # Held locks, and no run to insert (with cancel waits the events may match): the waits
     # are looked up with the insert.
     lookup = locked and not any(p.runs for p in items)
-    rows = await conn.fetch(
-        _STORE_EVENTS_LOCKED if lookup else _STORE_EVENTS,
+    bodies = [p.event.as_dict() for p in items]
+    params: list[Any] = [
         ws,
         list(fresh),
         now_ms,
         now_ms - DEDUPE_WINDOW_MS,
         sorted(names) if lookup else [] if locked else lock_keys(ws, names),
         [p.event.name for p in items],
-        [enc(p.event.as_dict()) for p in items],
+        [enc(body) for body in bodies],
         [p.event.ts_ms for p in items],
-    )
-    found: list[Row] | None = None
+    ]
+    found: LookedUp | None = None
     if lookup:
+        pins = pin_values(bodies)
+        rows = await conn.fetch(_STORE_EVENTS_LOCKED, *params, *_pin_columns(pins))
         won = {r[6] for r in rows if r[0] == "e"}
-        found = [r for r in rows if r[0] != "e"]
+        found = LookedUp([r for r in rows if r[0] != "e"], pins is not None)
     else:
-        won = {r[0] for r in rows}
+        won = {r[0] for r in await conn.fetch(_STORE_EVENTS, *params)}
     accepted = [p for eid, p in fresh.items() if eid in won]
     runs = [run for p in accepted for run in p.runs]
     inserted = await insert_runs(conn, ws, runs, now_ms, notify_ready=True)
     resolved: list[str] = []
     cancelled = [victim for victim, _ in inserted.cancels]  # replaced singletons
-    bodies = [p.event.as_dict() for p in accepted]
+    kept = {id(p) for p in accepted}
+    bodies = [body for p, body in zip(items, bodies, strict=True) if id(p) in kept]
     matched = await match_waits(conn, ws, bodies, now_ms, wakes, found, claim)
     for run_id, kind in matched.hits:
         (resolved if kind is WaitKind.STEP else cancelled).append(run_id)
     claimed = matched.claimed
-    kept = {id(p) for p in accepted}
     result = IngestResult(
         [p.event.id for p in accepted if p.event.id],
         [p.event.id for p in planned if p.event.id and id(p) not in kept],
@@ -373,7 +419,8 @@ WHERE workspace = $1 AND (expires_at_ms IS NULL OR expires_at_ms > $2)
 
 @dataclass(slots=True)
 class _Candidates:
-    """The waits each event of a batch may satisfy, from two queries for the whole batch."""
+    """The waits each event of a batch may satisfy, from one lookup for the whole batch (two
+    when it has too many values to look up: `PIN_VALUES_MAX`)."""
 
     unpinned: dict[str, list[Row]] = field(default_factory=dict)  #: by event name
     pinned: dict[tuple[str, str, str], list[Row]] = field(default_factory=dict)
@@ -391,16 +438,23 @@ class _Candidates:
 
 
 async def _candidates(
-    conn: Conn, ws: str, events: list[dict[str, Any]], now_ms: int, unpinned: Sequence[Row] | None
+    conn: Conn, ws: str, events: list[dict[str, Any]], now_ms: int, looked_up: LookedUp | None
 ) -> _Candidates:
     found = _Candidates()
-    if unpinned is None:
-        unpinned = await conn.fetch(_UNPINNED, ws, sorted({e["name"] for e in events}), now_ms)
-    for row in unpinned:
+    if looked_up is None:
+        pins = pin_values(events)
+        names = sorted({e["name"] for e in events})
+        rows = await conn.fetch(_LOOKUP, ws, names, now_ms, *_pin_columns(pins))
+        looked_up = LookedUp(rows, pins is not None)
+    for row in looked_up.rows:
         if row[0] == "w":
             found.unpinned.setdefault(row[6], []).append(row[1:6])
-        else:
+        elif row[0] == "p":
             found.paths.setdefault(row[6], []).append(row[7])
+        else:
+            found.pinned.setdefault((row[6], row[7], row[8]), []).append(row[1:6])
+    if looked_up.pinned:
+        return found
     wanted = {
         (e["name"], path, value)
         for e in events
@@ -436,17 +490,17 @@ async def match_waits(
     events: list[dict[str, Any]],
     now_ms: int,
     wakes: set[str] | None = None,
-    unpinned: Sequence[Row] | None = None,
+    looked_up: LookedUp | None = None,
     claim: WakeClaim | None = None,
 ) -> Matched:
     """Resolve the waits these events satisfy, in event order (a wait goes to the first event
     that matches it). The runs whose step waits resolve are woken once each, after their
     waits are consumed, and taken as `claim` says; with `wakes`, they are added to it instead
     (see `ingest`). Cancels are asked for first, so a run this batch asks to stop is not
-    taken. `unpinned`: the rows of `_UNPINNED` for these events' names, when already read."""
+    taken. `looked_up`: the lookup of the waits on these events' names, when already read."""
     if not events:
         return Matched([])
-    candidates = await _candidates(conn, ws, events, now_ms, unpinned)
+    candidates = await _candidates(conn, ws, events, now_ms, looked_up)
     taken: set[int] = set()
     stopping: set[str] = set()  # a cancel drops the run's other cancel waits
     steps: list[tuple[int, str, str, dict[str, Any]]] = []
