@@ -213,6 +213,18 @@ async def test_pins_match_numbers_by_value(store: Store) -> None:
     assert result.waits_resolved == [claimed.run.id]
 
 
+async def test_pins_resolve_in_a_batch_with_many_values(store: Store) -> None:
+    waiting = []
+    for expression in ("async.data.o.k == 'x' && async.data.b", "async.data.b == true"):
+        claimed = await started(store)
+        await open_wait(store, claimed, "many", expression)
+        waiting.append(claimed.run.id)
+    wide = {f"m{i}": i for i in range(1200)}  # more values than one lookup carries
+    batch = [planned("many", wide), planned("many", {"o": {"k": "x"}, "b": True})]
+    result = await store.ingest(batch, NOW)
+    assert sorted(result.waits_resolved) == sorted(waiting)
+
+
 @pytest.mark.parametrize(
     "expression", ["async.data.missing.deep == 1", "async.data.count > 3"], ids=["pin", "scan"]
 )
