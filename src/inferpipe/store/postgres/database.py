@@ -139,15 +139,20 @@ class Database:
             except (TimeoutError, *_UNREACHABLE, asyncpg.InterfaceError):
                 pool.terminate()
 
-    async def transaction(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run `fn` in a transaction; returns once committed (durably: synchronous_commit)."""
-        return await self._run(fn, transaction=True)
+    async def transaction(self, fn: Callable[[Conn], Awaitable[T]], *, first: str = "") -> T:
+        """Run `fn` in a transaction; returns once committed (durably: synchronous_commit).
+        `first`: SQL without parameters run in the round trip of BEGIN (one message of the
+        simple query protocol), before `fn`, as a statement of its own (such as taking
+        advisory locks: the statements of `fn` then have snapshots taken once they are held)."""
+        return await self._run(fn, transaction=True, first=first)
 
     async def read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         """Run `fn` outside an explicit transaction (each statement commits on its own)."""
         return await self._run(fn, transaction=False)
 
-    async def _run(self, fn: Callable[[Conn], Awaitable[T]], *, transaction: bool) -> T:
+    async def _run(
+        self, fn: Callable[[Conn], Awaitable[T]], *, transaction: bool, first: str = ""
+    ) -> T:
         pool = self._pool
         if pool is None:
             raise StoreError("the store is not open: call `await store.open()` first")
@@ -161,6 +166,8 @@ class Database:
                 async with pool.acquire() as conn:
                     if not transaction:
                         return await fn(conn)
+                    if first:
+                        return await _in_transaction(conn, first, fn)
                     async with conn.transaction():
                         return await fn(conn)
             except _CONFLICT as exc:
@@ -181,6 +188,19 @@ class Database:
                 delay_s = min(delay_s * 2, _BACKOFF_MAX_S)
             except pgexc.PostgresError as exc:
                 raise StoreError(f"PostgreSQL error: {exc}") from exc
+
+
+async def _in_transaction(conn: Conn, first: str, fn: Callable[[Conn], Awaitable[T]]) -> T:
+    """`conn.transaction()` whose BEGIN carries `first`: rolled back when anything fails."""
+    try:
+        await conn.execute(f"BEGIN; {first}")
+        result = await fn(conn)
+    except BaseException:
+        if not conn.is_closed():
+            await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
+    return result
 
 
 async def _keep_session(conn: object) -> None:

@@ -108,6 +108,18 @@ def _lock_modes(ws: str, shared: Collection[str], exclusive: Collection[str]) ->
     return dict(sorted(keys.items()))  # key order, so two takers cannot deadlock
 
 
+def lock_names_sql(ws: str, shared: Collection[str]) -> str:
+    """`lock_names` of shared locks as SQL without parameters (`Database.transaction`'s
+    `first`): the keys are integers."""
+    keys = ", ".join(str(key) for key in lock_keys(ws, shared))
+    return f"SELECT pg_advisory_xact_lock_shared(k) FROM unnest(ARRAY[{keys}]::bigint[]) AS k"
+
+
+def event_names(planned: list[PlannedEvent]) -> set[str]:
+    """The names an intake of these events locks: theirs, and those its runs may send."""
+    return {p.event.name for p in planned} | flow_event_names([r for p in planned for r in p.runs])
+
+
 async def lock_names(
     conn: Conn, ws: str, shared: Collection[str], exclusive: Collection[str] = ()
 ) -> None:
@@ -239,7 +251,7 @@ async def ingest(
     for item in planned:
         assert item.event.id is not None and item.event.ts_ms is not None
         fresh.setdefault(item.event.id, item)
-    names = {p.event.name for p in planned} | flow_event_names([r for p in planned for r in p.runs])
+    names = event_names(planned)
     items = list(fresh.values())
     # Held locks, and no run to insert (with cancel waits the events may match): the waits
     # are looked up with the insert.

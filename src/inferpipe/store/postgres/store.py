@@ -177,8 +177,11 @@ class PostgresStore:
         if not events:
             return IngestResult([], [], [], [], [])
 
+        # The names' locks are taken with BEGIN: the events are stored and their waits looked
+        # up in one statement after it.
         return await self._db.transaction(
-            lambda c: intake.ingest(c, self.workspace, events, now_ms, claim=claim)
+            lambda c: intake.ingest(c, self.workspace, events, now_ms, locked=True, claim=claim),
+            first=intake.lock_names_sql(self.workspace, intake.event_names(events)),
         )
 
     async def get_event(self, event_id: str) -> dict[str, Any] | None:
