@@ -47,3 +47,28 @@ def test_pinnable_values_are_the_pinned_values_at_their_paths() -> None:
 def test_pinnable_values_give_up_past_the_limit() -> None:
     assert expr.pinnable_values(EVENT, 8) is None
     assert expr.pinnable_values(EVENT, 9) is not None
+
+
+def test_a_pin_alone_matches_where_its_value_is_the_events() -> None:
+    """A wait its pin selected is not evaluated when the pin is its whole expression: the pin's
+    equality of canonical values must then be the expression's own verdict."""
+    assert expr.is_pin_only("async.data.k == 5") and expr.is_pin_only("'a' == async.id")
+    for partial in ("async.data.k == 5 && async.data.n > 1", "async.data.k > 5", "true"):
+        assert not expr.is_pin_only(partial)
+    cases = [
+        ("1", 1),
+        ("1", 1.0),
+        ("2.5", 2.5),
+        ("-3", -3),
+        ("true", True),
+        ("false", False),
+        ("'tk_1'", "tk_1"),
+        ('"é\\"x"', 'é"x'),
+        ("'it\\'s'", "it's"),
+    ]
+    for literal, value in cases:
+        expression = f"async.data.k == {literal}"
+        pin = expr.find_pin(expression)
+        event = {"name": "e", "data": {"k": value}}
+        assert pin is not None and expr.pinned_value_of(event, pin.path) == pin.value
+        assert expr.matches(expression, {"async": event}), expression

@@ -225,6 +225,15 @@ def find_pin(expression: str) -> Pin | None:
     return None
 
 
+@lru_cache(maxsize=4096)
+def is_pin_only(expression: str) -> bool:
+    """Whether the expression is its pin and nothing more (`async.<path> == <literal>`): an
+    event whose canonical value at the path is the pin's (`pinned_value_of`) matches it, so
+    a wait found by its pin need not be evaluated (nor compiled: each wait has its own)."""
+    parts = _split_conjuncts(expression)
+    return len(parts) == 1 and bool(_PIN_LEFT.match(parts[0]) or _PIN_RIGHT.match(parts[0]))
+
+
 def pin_value(value: Any) -> str:
     """Canonical JSON text of a pinned value, so `1` and `1.0` index alike."""
     if isinstance(value, float) and value.is_integer():

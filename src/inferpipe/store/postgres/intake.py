@@ -438,14 +438,15 @@ class _Candidates:
     pinned: dict[tuple[str, str, str], list[Row]] = field(default_factory=dict)
     paths: dict[str, list[str]] = field(default_factory=dict)  #: pinned paths by event name
 
-    def of(self, event: dict[str, Any]) -> list[Row]:
+    def of(self, event: dict[str, Any]) -> list[tuple[Row, bool]]:
+        """The candidates, in wait order, each with whether its pin selected it."""
         name = event["name"]
-        rows = list(self.unpinned.get(name, []))
+        rows = [(row, False) for row in self.unpinned.get(name, [])]
         for path in self.paths.get(name, []):
             value = expr.pinned_value_of(event, path)
             if value is not None:
-                rows += self.pinned.get((name, path, value), [])
-        rows.sort(key=lambda r: int(r[0]))
+                rows += [(row, True) for row in self.pinned.get((name, path, value), [])]
+        rows.sort(key=lambda r: int(r[0][0]))
         return rows
 
 
@@ -519,11 +520,13 @@ async def match_waits(
     cancels: list[tuple[int, str, dict[str, Any]]] = []
     for event in events:
         variables = {"async": event}
-        for wait_id, run_id, kind, expression, step_key in candidates.of(event):
+        for (wait_id, run_id, kind, expression, step_key), by_pin in candidates.of(event):
             step = WaitKind(kind) is WaitKind.STEP
             if wait_id in taken or (not step and run_id in stopping):
                 continue
-            if expression and not expr.matches(expression, variables):
+            # a wait its pin selected, whose expression is that pin alone, matches as it is
+            pinned = by_pin and expr.is_pin_only(expression)
+            if expression and not pinned and not expr.matches(expression, variables):
                 continue
             taken.add(wait_id)
             if step:

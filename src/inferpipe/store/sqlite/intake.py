@@ -152,12 +152,14 @@ def insert_wait(conn: sqlite3.Connection, ws: str, wait: NewWait, now_ms: int) -
 def _candidates(
     conn: sqlite3.Connection, ws: str, event: dict[str, Any], now_ms: int
 ) -> list[tuple[Any, ...]]:
+    """The waits the event may satisfy, in wait order; the last column says whether its pin
+    selected each."""
     name = event["name"]
     cols = "id, run_id, kind, expression, step_key"
     live = "(expires_at_ms IS NULL OR expires_at_ms > ?)"
     rows = conn.execute(
-        f"SELECT {cols} FROM waits WHERE workspace = ? AND event_name = ? AND pin_path IS NULL"
-        f" AND {live}",
+        f"SELECT {cols}, 0 FROM waits WHERE workspace = ? AND event_name = ?"
+        f" AND pin_path IS NULL AND {live}",
         (ws, name, now_ms),
     ).fetchall()
     paths = conn.execute(
@@ -168,7 +170,7 @@ def _candidates(
         if value is None:
             continue
         rows += conn.execute(
-            f"SELECT {cols} FROM waits WHERE workspace = ? AND event_name = ? AND pin_path = ?"
+            f"SELECT {cols}, 1 FROM waits WHERE workspace = ? AND event_name = ? AND pin_path = ?"
             f" AND pin_value = ? AND {live}",
             (ws, name, path, value, now_ms),
         ).fetchall()
@@ -182,8 +184,10 @@ def match_waits(
     """Resolve the waits this event satisfies; returns (run id, wait kind) for each."""
     hits: list[tuple[str, WaitKind]] = []
     variables = {"async": event}
-    for wait_id, run_id, kind, expression, step_key in _candidates(conn, ws, event, now_ms):
-        if expression and not expr.matches(expression, variables):
+    for wait_id, run_id, kind, expression, step_key, by_pin in _candidates(conn, ws, event, now_ms):
+        # a wait its pin selected, whose expression is that pin alone, matches as it is
+        pinned = by_pin and expr.is_pin_only(expression)
+        if expression and not pinned and not expr.matches(expression, variables):
             continue
         if WaitKind(kind) is WaitKind.STEP:
             conn.execute("DELETE FROM waits WHERE id = ?", (wait_id,))
