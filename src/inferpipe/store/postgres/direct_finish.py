@@ -6,29 +6,20 @@ four round trips (BEGIN, finish, store events and look up the waits, COMMIT). Wh
 may match is decided inside the statement, after it holds the shared locks on the events'
 names, by `inferpipe_waits_may_match` (migration 0016), whose query has a snapshot of its own;
 if one may, the statement writes nothing and the batch goes through `finishes.finish_many`,
-which resolves the waits. The pinned values the lookup needs are computed here, by
-`expr.pinned_value_of`, for every pinned path an event offers (its scalar fields, a few levels
-deep); a wait pinned at any other path of those names counts as a possible match.
+which resolves the waits. The values pinned waits may select the events by are computed
+before (`intake.pin_values`); events with too many go through the transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-from inferpipe.core import expr
 from inferpipe.core.errors import LeaseLost
 from inferpipe.store.base import DEDUPE_WINDOW_MS, FinishResult
 from inferpipe.store.postgres import intake
 from inferpipe.store.postgres.database import CHANNEL, FINISHED_CHANNEL, Conn
 from inferpipe.store.postgres.finishes import HOLDS_SLOTS, Finish, refused
 from inferpipe.store.postgres.rows import enc, enc_opt
-
-PIN_DEPTH = 3
-"""How deep in an event its scalar fields are offered as pinned paths (`data.run_id` is 2)."""
-
-MAX_PATHS = 64
-"""Pinned paths offered per event: a wide event does not make the statement large."""
 
 _FINISH = f"""
 WITH locks AS MATERIALIZED (
@@ -40,7 +31,7 @@ WITH locks AS MATERIALIZED (
     FOR NO KEY UPDATE
 ), gate AS MATERIALIZED (
     SELECT inferpipe_waits_may_match($11, $12::text[], $13, $14::text[], $15::text[],
-        $16::text[], $17::text[], $18::text[]) AS busy
+        $16::text[]) AS busy
     WHERE (SELECT count(*) FROM locked) >= 0
 ), f AS (
     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::json[],
@@ -59,20 +50,20 @@ WITH locks AS MATERIALIZED (
     DELETE FROM waits WHERE run_id IN (SELECT id FROM done)
 ), won AS (
     INSERT INTO event_ids (workspace, id, received_at_ms)
-    SELECT $11, e.id, $13 FROM unnest($19::text[], $20::text[]) AS e(id, run_id)
+    SELECT $11, e.id, $13 FROM unnest($17::text[], $18::text[]) AS e(id, run_id)
     WHERE e.run_id IN (SELECT id FROM done)
     ON CONFLICT (workspace, id) DO UPDATE SET received_at_ms = EXCLUDED.received_at_ms
-    WHERE event_ids.received_at_ms <= $21
+    WHERE event_ids.received_at_ms <= $19
     RETURNING id
 ), stored AS (
     INSERT INTO events (workspace, received_at_ms, id, name, body, ts_ms)
     SELECT $11, $13, e.id, e.name, e.body, e.ts
-    FROM unnest($19::text[], $22::text[], $23::json[], $24::bigint[]) AS e(id, name, body, ts)
+    FROM unnest($17::text[], $20::text[], $21::json[], $22::bigint[]) AS e(id, name, body, ts)
     WHERE e.id IN (SELECT id FROM won)
 )
 SELECT g.busy, d.id, d.holds_slots,
     CASE WHEN d.id IS NOT NULL THEN pg_notify($9, d.workspace || ' ' || d.id) END,
-    CASE WHEN d.holds_slots THEN pg_notify($25, d.workspace) END
+    CASE WHEN d.holds_slots THEN pg_notify($23, d.workspace) END
 FROM gate g LEFT JOIN done d ON TRUE
 """
 """`finishes._FINISH` with the events stored in the same statement, both only if no wait on
@@ -95,7 +86,8 @@ def applies(items: list[Finish]) -> bool:
 async def finish(conn: Conn, items: list[Finish]) -> list[FinishResult | LeaseLost] | None:
     """Finalize the runs and store their events, outside a transaction; for each: what it did
     (or the reason of a cancel that refused its outcome), or LeaseLost. None when a wait may
-    match the events: nothing was written (use `finishes.finish_many`)."""
+    match the events, or they carry too many values to look up: nothing was written (use
+    `finishes.finish_many`)."""
     ws = items[0].workspace
     sent: dict[str, tuple[str, dict[str, Any]]] = {}  # event id: (the run sending it, body)
     for it in items:
@@ -104,7 +96,9 @@ async def finish(conn: Conn, items: list[Finish]) -> list[FinishResult | LeaseLo
             sent.setdefault(p.event.id, (it.lease.run_id, p.event.as_dict()))
     bodies = [body for _, body in sent.values()]
     names = sorted({body["name"] for body in bodies})
-    known, pins = offered_pins(bodies)
+    pins = intake.pin_values(bodies)
+    if pins is None:
+        return None
     now_ms = max(it.now_ms for it in items)
     rows = await conn.fetch(
         _FINISH,
@@ -121,8 +115,6 @@ async def finish(conn: Conn, items: list[Finish]) -> list[FinishResult | LeaseLo
         ws,
         names,
         now_ms,
-        [k[0] for k in known],
-        [k[1] for k in known],
         [p[0] for p in pins],
         [p[1] for p in pins],
         [p[2] for p in pins],
@@ -148,45 +140,3 @@ async def finish(conn: Conn, items: list[Finish]) -> list[FinishResult | LeaseLo
         else:
             results.append(LeaseLost(run_id))
     return results
-
-
-def offered_pins(
-    events: list[dict[str, Any]],
-) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
-    """The (name, path) pairs whose pinned values are known for every event of that name, and
-    those values as (name, path, value): each path a scalar field of some event of the name
-    offers, its value in each event computed as the wait index stores it."""
-    by_name: dict[str, list[dict[str, Any]]] = {}
-    for event in events:
-        by_name.setdefault(event["name"], []).append(event)
-    known: list[tuple[str, str]] = []
-    pins: set[tuple[str, str, str]] = set()
-    for name, group in sorted(by_name.items()):
-        paths = sorted({path for event in group for path in _scalar_paths(event)})
-        for path in paths:
-            known.append((name, path))
-            for event in group:
-                if (value := expr.pinned_value_of(event, path)) is not None:
-                    pins.add((name, path, value))
-    return known, sorted(pins)
-
-
-def _scalar_paths(event: dict[str, Any]) -> list[str]:
-    paths: list[str] = []
-    for path in _walk(event, "", PIN_DEPTH):
-        paths.append(path)
-        if len(paths) == MAX_PATHS:
-            break
-    return paths
-
-
-def _walk(value: dict[str, Any], prefix: str, depth: int) -> Iterator[str]:
-    for key, item in value.items():
-        if not isinstance(key, str) or "." in key:
-            continue  # no dotted path reaches it
-        path = f"{prefix}{key}"
-        if isinstance(item, dict):
-            if depth > 1:
-                yield from _walk(item, path + ".", depth - 1)
-        elif not isinstance(item, list):
-            yield path
