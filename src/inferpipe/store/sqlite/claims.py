@@ -207,7 +207,7 @@ def start_run(
     if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run.id,)).fetchone() is not None:
         return None
     intake.create_runs(conn, ws, [run], now_ms)
-    return take(conn, run.id, owner, now_ms, lease_ms)
+    return take(conn, run.id, owner, now_ms, lease_ms, new=True)
 
 
 def take_resumed(
@@ -252,20 +252,26 @@ def take(
     lease_ms: int,
     *,
     taken_over: bool = False,
+    new: bool = False,
 ) -> ClaimedRun:
-    conn.execute(
-        "UPDATE runs SET status = 'running', lease_owner = ?, lease_expires_at_ms = ?,"
-        " lease_token = lease_token + 1, wake_pending = 0, attempts = attempts + 1,"
-        " started_at_ms = COALESCE(started_at_ms, ?), status_reason = NULL WHERE id = ?",
-        (owner, now_ms + lease_ms, now_ms, run_id),
-    )
+    """Take the run under a lease for `owner`, with its journal and its count of logs; `new`:
+    inserted by this transaction with no journal, so it has neither steps nor logs to read."""
     run = run_from_row(
-        conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+        conn.execute(
+            "UPDATE runs SET status = 'running', lease_owner = ?, lease_expires_at_ms = ?,"
+            " lease_token = lease_token + 1, wake_pending = 0, attempts = attempts + 1,"
+            " started_at_ms = COALESCE(started_at_ms, ?), status_reason = NULL WHERE id = ?"
+            f" RETURNING {RUN_COLUMNS}",
+            (owner, now_ms + lease_ms, now_ms, run_id),
+        ).fetchone()
     )
+    lease = Lease(run_id, owner, run.lease_token)
+    if new:
+        return ClaimedRun(run, lease, {}, 0, taken_over)
     steps = conn.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ?", (run_id,)).fetchall()
     journal = {row[1]: step_from_row(row) for row in steps}
     (log_count,) = conn.execute("SELECT COUNT(*) FROM logs WHERE run_id = ?", (run_id,)).fetchone()
-    return ClaimedRun(run, Lease(run_id, owner, run.lease_token), journal, log_count, taken_over)
+    return ClaimedRun(run, lease, journal, log_count, taken_over)
 
 
 def next_ready_at(

@@ -159,12 +159,12 @@ def finish(
     now_ms: int,
 ) -> FinishResult:
     """Finalize the run; a pending cancel refuses any other outcome (returns its reason)."""
-    cancel, _ = fence(conn, lease)
-    if cancel is not None and outcome.status is not RunStatus.CANCELLED:
-        return FinishResult(cancel_requested=cancel)
-    (held_slots,) = conn.execute(
+    # The fence is in the update's condition; only a finish it refuses reads why.
+    finished = conn.execute(
         "UPDATE runs SET status = ?, output = ?, error = ?, finished_at_ms = ?, ready_at_ms = NULL,"
         " lease_owner = NULL, lease_expires_at_ms = NULL, status_reason = ? WHERE id = ?"
+        " AND lease_token = ? AND lease_owner = ? AND status = 'running'"
+        " AND (cancel_requested IS NULL OR ?)"
         " RETURNING concurrency_key1 IS NOT NULL OR singleton_key IS NOT NULL",
         (
             outcome.status.value,
@@ -173,8 +173,15 @@ def finish(
             now_ms,
             outcome.reason,
             lease.run_id,
+            lease.token,
+            lease.owner,
+            outcome.status is RunStatus.CANCELLED,
         ),
     ).fetchone()
+    if finished is None:
+        cancel, _ = fence(conn, lease)  # LeaseLost, or a cancel that refuses this outcome
+        return FinishResult(cancel_requested=cancel)
+    (held_slots,) = finished
     conn.execute("DELETE FROM waits WHERE run_id = ?", (lease.run_id,))
     scores.put(conn, ws, outcome.scores, now_ms)
     ingested = intake.ingest(conn, ws, events, now_ms)
