@@ -191,14 +191,18 @@ class Executor:
 
     async def _drive(self, j: RunJournal, task: asyncio.Task[Any]) -> bool:
         """Wait for the function to return, or for every live step to be parked."""
+        # Its code runs up to its first suspension in this turn of the loop: a function that
+        # returns with no step needs no watch on the journal.
+        await asyncio.sleep(0)
         while not task.done():
+            if not j.changed.is_set():  # what its code did so far may have changed it
+                changed = asyncio.create_task(j.changed.wait())
+                waiters: set[asyncio.Future[Any]] = {task, changed}
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                changed.cancel()
+                if task.done():
+                    break
             j.changed.clear()
-            changed = asyncio.create_task(j.changed.wait())
-            waiters: set[asyncio.Future[Any]] = {task, changed}
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            changed.cancel()
-            if task.done():
-                break
             if j.lease_lost:  # a write failed (a pipelined one maybe): no more of its code runs
                 task.cancel()
                 failure = j.write_failure

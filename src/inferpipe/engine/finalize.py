@@ -28,6 +28,7 @@ from inferpipe.store.base import Outcome, PlannedEvent
 
 def lifecycle_events(run: Run, outcome: Outcome, now_ms: int) -> list[Event]:
     """`inferpipe/function.finished` always; `inferpipe/function.failed` on failure."""
+    trace = run_span(run.id, run.events).as_dict()
     finished = Event(
         FUNCTION_FINISHED,
         {
@@ -40,7 +41,7 @@ def lifecycle_events(run: Run, outcome: Outcome, now_ms: int) -> list[Event]:
         },
         ts_ms=now_ms,
         id=f"finished-{run.id}",
-        trace=run_span(run.id, run.events).as_dict(),
+        trace=trace,
     )
     if outcome.status is not RunStatus.FAILED:
         return [finished]
@@ -54,7 +55,7 @@ def lifecycle_events(run: Run, outcome: Outcome, now_ms: int) -> list[Event]:
         },
         ts_ms=now_ms,
         id=f"failed-{run.id}",
-        trace=run_span(run.id, run.events).as_dict(),
+        trace=trace,
     )
     return [finished, failed]
 
@@ -127,20 +128,22 @@ def _deferred(
     outcome: Outcome,
     now_ms: int,
 ) -> list[NewRun]:
+    defers = sorted((r for r in journal.values() if r.kind is StepKind.DEFER), key=lambda r: r.seq)
+    scorers = [attached.scorer_id for attached in fn.scorers if attached.samples(run.id)]
+    if not defers and not scorers:
+        return []
     parent = _parent(run, outcome)
     trace = run_span(run.id, run.events)
     runs = [
         registry.deferred(rec.input["function_id"], rec.input["data"], parent, now_ms, trace)
-        for rec in sorted(journal.values(), key=lambda r: r.seq)
-        if rec.kind is StepKind.DEFER
+        for rec in defers
     ]
     trigger = run.events[0]["data"] if run.events else {}
     if run.events and run.events[0].get("name") == DEFERRED:
         trigger = trigger.get("input")  # a deferred run's scorers see its own input
-    for attached in fn.scorers:
-        if attached.samples(run.id):
-            data = {"input": trigger, "output": outcome.output}
-            runs.append(registry.deferred(attached.scorer_id, data, parent, now_ms, trace))
+    for scorer_id in scorers:
+        data = {"input": trigger, "output": outcome.output}
+        runs.append(registry.deferred(scorer_id, data, parent, now_ms, trace))
     return runs
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from inferpipe.core.durations import Duration, to_ms
@@ -318,7 +318,7 @@ class Runs:
                 changed.set()
 
         unsubscribe = self.wakeups.on_finish(finished)
-        unlisten = await self.store.listen(changed.set, run_id=run_id)
+        unlisten: Callable[[], Awaitable[None]] | None = None
         try:
             async with asyncio.timeout(to_ms(timeout) / 1000):
                 while True:
@@ -326,7 +326,14 @@ class Runs:
                     if not handed and self.executor.executing(run_id):
                         await changed.wait()  # its execution here ends, with the run if finished
                         continue
-                    run = handed[0] if handed else await self.get(run_id)
+                    if handed:
+                        run = handed[0]
+                    else:
+                        if unlisten is None:
+                            # Before the read: a finish committed elsewhere after it is told.
+                            # Not sooner: a run executed here is handed over when it finishes.
+                            unlisten = await self.store.listen(changed.set, run_id=run_id)
+                        run = await self.get(run_id)
                     if run.status.finished:
                         if resolve:
                             run.output = await self.payloads.resolve(run.output)
@@ -336,4 +343,5 @@ class Runs:
             raise TimeoutError(f"run {run_id} did not finish within {timeout}") from None
         finally:
             unsubscribe()
-            await unlisten()
+            if unlisten is not None:
+                await unlisten()
