@@ -4,6 +4,7 @@ a run."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -198,9 +199,8 @@ async def test_a_park_or_finish_committed_as_the_lease_looks_lost_is_reported(
     tmp_path: Path, function_id: str, status: RunStatus, told: tuple[object, ...]
 ) -> None:
     """The heartbeat's renewal runs after the park (or finish) released the lease, and its
-    answer comes first: the worker takes the lease for lost and cancels the execution while
-    the park's answer is on its way. The run did park (finish): its listeners are told so,
-    before the execution's end."""
+    answer comes first: the worker takes the lease for ended while the park's answer is on its
+    way. The run did park (finish): its listeners are told so, before the execution's end."""
     store = AnsweredAfterTheLeaseLooksLost(tmp_path / "app.db")
     app = ending_app()
     recorder, ended = Recorder(), ExecutionsEnded(store)
@@ -219,3 +219,27 @@ async def test_a_park_or_finish_committed_as_the_lease_looks_lost_is_reported(
         await app.close()
     assert run is not None and run.status is status
     assert recorder.calls[-2:] == [told, ("ended",)], recorder.calls
+
+
+@pytest.mark.parametrize("function_id", ["naps", "quick"])
+async def test_a_lease_released_by_a_park_or_finish_is_not_reported_lost(
+    tmp_path: Path, function_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A renewal that finds the lease gone because the run's own park (finish) released it
+    is no loss: the worker neither warns of one nor stops the execution for it."""
+    store = AnsweredAfterTheLeaseLooksLost(tmp_path / "app.db")
+    app = ending_app()
+    ended = ExecutionsEnded(store)
+    await app.start(store=store)
+    app.engine.add_listener(ended)
+    worker = store.worker = app.worker(lease_ms=1500)
+    working = asyncio.create_task(worker.run())
+    try:
+        with caplog.at_level(logging.WARNING, logger="inferpipe"):
+            await app.invoke(function_id)
+            await ended.after_commit.wait()
+    finally:
+        worker.notify_shutdown()
+        await working
+        await app.close()
+    assert [r.getMessage() for r in caplog.records if "lease" in r.getMessage()] == []

@@ -81,6 +81,15 @@ class Executor:
         self.wakeups = wakeups
         self._live: dict[str, RunJournal] = {}
         """The executions under way here, by run (until their finish is committed)."""
+        self._releasing: set[str] = set()
+        """Runs whose execution here is parking, finishing or handing the run back."""
+
+    def releasing(self, run_id: str) -> bool:
+        """Whether the execution of the run here gives up its lease (a park, a finish, a hand
+        back), from the moment it asks the store until the execution ends: a renewal that
+        finds the lease gone then may see the release itself, not a takeover (a release whose
+        lease was lost ends the execution with LeaseLost)."""
+        return run_id in self._releasing
 
     def executing(self, run_id: str) -> bool:
         """Whether this process executes the run now (its finish, if it comes here, is told
@@ -125,6 +134,7 @@ class Executor:
                 exc,
             )
         finally:
+            self._releasing.discard(claimed.run.id)
             if self._live.get(claimed.run.id) is journal:  # it did not finish here
                 del self._live[claimed.run.id]
                 self.wakeups.execution_ended(claimed.run.id)
@@ -220,6 +230,7 @@ class Executor:
             j.changed.clear()
             await j.changed.wait()
         await j.flush()  # the run's records are durable before it leaves the worker
+        self._releasing.add(j.run.id)
         await self.store.park(j.lease, RunStatus.QUEUED, j.now_ms(), j.now_ms())
 
     async def _quiescent(self, j: RunJournal, task: asyncio.Task[Any]) -> bool:
@@ -276,6 +287,7 @@ class Executor:
             for k in j.parked
         )
         status = RunStatus.SLEEPING if sleeping else RunStatus.WAITING
+        self._releasing.add(j.run.id)
         await _to_its_end(self._parked(j, status, ready_at, batch_ms))
 
     async def _parked(
@@ -296,6 +308,7 @@ class Executor:
         outcome = finalize.scorer_outcome(fn, j.run, outcome, now)
         if outcome.output is not None:
             outcome = dataclasses.replace(outcome, output=await j.offload(outcome.output))
+        self._releasing.add(j.run.id)
         return await _to_its_end(self._finished(j, fn, outcome, now))
 
     async def _finished(self, j: RunJournal, fn: FunctionDef, outcome: Outcome, now: int) -> bool:
