@@ -18,8 +18,14 @@ from inferpipe.core.errors import LeaseLost
 from inferpipe.store.base import DEDUPE_WINDOW_MS, FinishResult
 from inferpipe.store.postgres import intake
 from inferpipe.store.postgres.database import CHANNEL, FINISHED_CHANNEL, Conn
-from inferpipe.store.postgres.finishes import HOLDS_SLOTS, Finish, refused
-from inferpipe.store.postgres.rows import enc, enc_opt
+from inferpipe.store.postgres.finishes import (
+    HOLDS_SLOTS,
+    Finish,
+    outcome_columns,
+    refused,
+    results_of,
+)
+from inferpipe.store.postgres.rows import enc
 
 _FINISH = f"""
 WITH locks AS MATERIALIZED (
@@ -102,14 +108,7 @@ async def finish(conn: Conn, items: list[Finish]) -> list[FinishResult | LeaseLo
     now_ms = max(it.now_ms for it in items)
     rows = await conn.fetch(
         _FINISH,
-        [it.lease.run_id for it in items],
-        [it.lease.token for it in items],
-        [it.lease.owner for it in items],
-        [it.outcome.status.value for it in items],
-        [enc_opt(it.outcome.output) for it in items],
-        [enc_opt(it.outcome.error) for it in items],
-        [it.now_ms for it in items],
-        [it.outcome.reason for it in items],
+        *outcome_columns(items),
         FINISHED_CHANNEL,
         intake.lock_keys(ws, names),
         ws,
@@ -130,13 +129,4 @@ async def finish(conn: Conn, items: list[Finish]) -> list[FinishResult | LeaseLo
         return None
     done = {r[1]: bool(r[2]) for r in rows if r[1] is not None}
     reasons = await refused(conn, [it for it in items if it.lease.run_id not in done])
-    results: list[FinishResult | LeaseLost] = []
-    for it in items:
-        run_id = it.lease.run_id
-        if run_id in done:
-            results.append(FinishResult(work_ready=done[run_id]))
-        elif (reason := reasons.get(run_id)) is not None:
-            results.append(FinishResult(cancel_requested=reason))
-        else:
-            results.append(LeaseLost(run_id))
-    return results
+    return results_of(items, done, reasons)

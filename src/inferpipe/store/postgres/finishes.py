@@ -12,7 +12,9 @@ lease, and its caller returns only once the batch is committed.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any
 
 from inferpipe.core.errors import LeaseLost
 from inferpipe.core.records import Lease
@@ -88,19 +90,7 @@ async def finish_many(conn: Conn, items: list[Finish]) -> list[FinishResult | Le
     names = {k for it in items for k in intake.lock_keys(it.workspace, _names(it))}
     done = {
         r[0]: bool(r[1])
-        for r in await conn.fetch(
-            _FINISH,
-            [it.lease.run_id for it in items],
-            [it.lease.token for it in items],
-            [it.lease.owner for it in items],
-            [it.outcome.status.value for it in items],
-            [enc_opt(it.outcome.output) for it in items],
-            [enc_opt(it.outcome.error) for it in items],
-            [it.now_ms for it in items],
-            [it.outcome.reason for it in items],
-            FINISHED_CHANNEL,
-            sorted(names),
-        )
+        for r in await conn.fetch(_FINISH, *outcome_columns(items), FINISHED_CHANNEL, sorted(names))
     }
     reasons = await refused(conn, [it for it in items if it.lease.run_id not in done])
     events: dict[str, list[PlannedEvent]] = {}
@@ -118,6 +108,32 @@ async def finish_many(conn: Conn, items: list[Finish]) -> list[FinishResult | Le
     await intake.wake_resolved(conn, wakes, now_ms)
     for ws in {it.workspace for it in items if done.get(it.lease.run_id)}:
         await notify(conn, ws)  # their slots are free: runs held back may start
+    return results_of(items, done, reasons, woke)
+
+
+def outcome_columns(items: list[Finish]) -> list[list[Any]]:
+    """Each finish's lease and outcome, as the arrays `_FINISH` takes first ($1 to $8)."""
+    return [
+        [it.lease.run_id for it in items],
+        [it.lease.token for it in items],
+        [it.lease.owner for it in items],
+        [it.outcome.status.value for it in items],
+        [enc_opt(it.outcome.output) for it in items],
+        [enc_opt(it.outcome.error) for it in items],
+        [it.now_ms for it in items],
+        [it.outcome.reason for it in items],
+    ]
+
+
+def results_of(
+    items: list[Finish],
+    done: dict[str, bool],
+    reasons: dict[str, str],
+    woke: Collection[str] = (),
+) -> list[FinishResult | LeaseLost]:
+    """What each finish did: `done` (run id: it freed slots), else refused by a cancel
+    (`reasons`), else its lease was lost; `woke`: the workspaces whose events made runs
+    ready."""
     results: list[FinishResult | LeaseLost] = []
     for it in items:
         run_id = it.lease.run_id
