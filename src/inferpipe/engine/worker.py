@@ -290,9 +290,13 @@ class Worker:
                     self._lease_ends[lease.run_id] = ends
             for run_id in lost:
                 entry = self._active.get(run_id)
-                # A run releasing its lease may have released it already: not a loss (if it
-                # was lost, the release says so itself).
-                if entry is not None and not self.engine.executor.releasing(run_id):
+                # A run releasing its lease may have released it already, and an execution
+                # that has ended released it: not a loss (if it was lost, the release says so).
+                if (
+                    entry is not None
+                    and not entry[1].done()
+                    and not self.engine.executor.releasing(run_id)
+                ):
                     _log.warning("run %s: lease lost, stopping local execution", run_id)
                     entry[1].cancel()
 
