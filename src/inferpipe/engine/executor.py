@@ -342,10 +342,10 @@ class Executor:
 async def _to_its_end(leaving: Coroutine[Any, Any, T]) -> T:
     """Await `leaving` (a park or finish, and the reports of it) to its end even when the
     execution is cancelled meanwhile, then let the cancel go on. The worker cancels an
-    execution when its lease looks lost or the store looks out of reach (a write already sent
-    may commit all the same), and a drain or a shutdown may cancel it too. What committed is
-    then told all the same, before the execution ends: else its listeners would never hear
-    that the run parked or finished, nor the run's stream subscribers of its end."""
+    execution when its lease looks lost or the store looks out of reach, and a write already
+    sent may commit all the same. What committed is then told all the same, before the
+    execution ends: else its listeners would never hear that the run parked or finished, nor
+    the run's stream subscribers of its end."""
     task = asyncio.ensure_future(leaving)
     try:
         return await asyncio.shield(task)
