@@ -23,7 +23,8 @@ class SystemClock:
     async def sleep_until(self, when_ms: int, wake: asyncio.Event) -> None:
         delay_s = max(0.0, (when_ms - self.now_ms()) / 1000)
         try:
-            await asyncio.wait_for(wake.wait(), timeout=delay_s)
+            async with asyncio.timeout(delay_s):  # not wait_for: see Worker._heartbeat
+                await wake.wait()
         except TimeoutError:
             return
 

@@ -246,7 +246,8 @@ class Executor:
             # sandbox, I/O) time to reach them.
             j.changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(j.changed.wait(), HELD_GRACE_S)
+                async with asyncio.timeout(HELD_GRACE_S):  # a cancel is never dropped
+                    await j.changed.wait()
             if task.done() or j.inflight or not j.held or j.changed.is_set():
                 return False
         return True

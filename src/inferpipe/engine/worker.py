@@ -112,7 +112,8 @@ class Worker:
                     delay_s = min(STORE_RETRY_MAX_S, 0.1 * 2**failures)
                     _log.warning("store unavailable (%s); retrying in %.1f s", exc, delay_s)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), timeout=delay_s)
+                        async with asyncio.timeout(delay_s):
+                            await self._stopping.wait()
         finally:
             stop_starts()
             await self.drain()
@@ -273,9 +274,10 @@ class Worker:
             asked = time.monotonic()
             until_ms = self.engine.clock.now_ms() + self.lease_ms
             try:
-                lost = await asyncio.wait_for(
-                    self.engine.store.renew_leases(leases, until_ms), timeout=interval_s
-                )
+                # Not `wait_for`: on Python 3.11 it returns an answer that comes as the
+                # heartbeat is cancelled and drops the cancel (the worker then never stopped).
+                async with asyncio.timeout(interval_s):
+                    lost = await self.engine.store.renew_leases(leases, until_ms)
             except Exception as exc:
                 _log.warning("heartbeat failed (%r); retrying", exc)
                 # Up to two intervals pass before a renewal can succeed again.
