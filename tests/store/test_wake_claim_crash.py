@@ -48,7 +48,11 @@ def _executions(folder: Path) -> list[tuple[str, str]]:
     """(step key, execution id) of every step execution, in the order they ran."""
     found: list[tuple[int, str, str]] = []
     for log in folder.glob("exec-*.log"):
-        for line in log.read_text().splitlines():
+        # A line being written may be read half-way (one write, but a read does not wait
+        # for it): only whole lines count.
+        for line in log.read_text().splitlines(keepends=True):
+            if not line.endswith("\n"):
+                continue
             key, pid, ns = line.split()
             found.append((int(ns), key, f"{pid}-{ns}"))
     return [(key, run) for _, key, run in sorted(found)]
