@@ -35,7 +35,8 @@ async def readyz(request: Request) -> schemas.Health | JSONResponse:
     a database that is down or a standby answer 503, so traffic goes elsewhere)."""
     try:
         engine = services(request).workspaces.app.engine
-        await asyncio.wait_for(engine.store.check_writable(engine.clock.now_ms()), READY_TIMEOUT_S)
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            await engine.store.check_writable(engine.clock.now_ms())
     except TimeoutError:
         return JSONResponse(
             error_body("not_ready", "the store did not commit a write within 2 s"), 503

@@ -159,7 +159,8 @@ async def _events(
             if grace_s is None:
                 event = await iterator.__anext__()
             else:
-                event = await asyncio.wait_for(iterator.__anext__(), grace_s)
+                async with asyncio.timeout(grace_s):  # wait_for could drop a cancel
+                    event = await iterator.__anext__()
         except (StopAsyncIteration, TimeoutError):
             return
         yield event
