@@ -19,8 +19,8 @@ from inferpipe.store.base import DEDUPE_WINDOW_MS, FinishResult
 from inferpipe.store.postgres import intake
 from inferpipe.store.postgres.database import CHANNEL, FINISHED_CHANNEL, Conn
 from inferpipe.store.postgres.finishes import (
-    HOLDS_SLOTS,
     Finish,
+    finish_ctes,
     outcome_columns,
     refused,
     results_of,
@@ -39,22 +39,7 @@ WITH locks AS MATERIALIZED (
     SELECT inferpipe_waits_may_match($11, $12::text[], $13, $14::text[], $15::text[],
         $16::text[]) AS busy
     WHERE (SELECT count(*) FROM locked) >= 0
-), f AS (
-    SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::json[],
-        $6::json[], $7::bigint[], $8::text[])
-        AS f(id, token, owner, status, output, error, at_ms, reason)
-), done AS (
-    UPDATE runs SET status = f.status, output = f.output, error = f.error,
-        finished_at_ms = f.at_ms, ready_at_ms = NULL, lease_owner = NULL,
-        lease_expires_at_ms = NULL, wake_pending = FALSE, status_reason = f.reason
-    FROM f
-    WHERE NOT (SELECT busy FROM gate)
-      AND runs.id = f.id AND runs.lease_token = f.token AND runs.lease_owner = f.owner
-      AND runs.status = 'running' AND (f.status = 'cancelled' OR runs.cancel_requested IS NULL)
-    RETURNING runs.id, runs.workspace, {HOLDS_SLOTS} AS holds_slots
-), dropped AS (
-    DELETE FROM waits WHERE run_id IN (SELECT id FROM done)
-), won AS (
+), {finish_ctes("NOT (SELECT busy FROM gate)")}, won AS (
     INSERT INTO event_ids (workspace, id, received_at_ms)
     SELECT $11, e.id, $13 FROM unnest($17::text[], $18::text[]) AS e(id, run_id)
     WHERE e.run_id IN (SELECT id FROM done)

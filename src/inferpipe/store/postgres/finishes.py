@@ -23,8 +23,30 @@ from inferpipe.store.postgres import intake, scores
 from inferpipe.store.postgres.database import FINISHED_CHANNEL, Conn, notify
 from inferpipe.store.postgres.rows import enc_opt
 
-HOLDS_SLOTS = "(runs.concurrency_key1 IS NOT NULL OR runs.singleton_key IS NOT NULL)"
+_HOLDS_SLOTS = "(runs.concurrency_key1 IS NOT NULL OR runs.singleton_key IS NOT NULL)"
 """Whether a finishing run held concurrency slots: held-back runs may start once it ends."""
+
+
+def finish_ctes(guard: str) -> str:
+    """The CTEs `f` (the finishes: $1 to $8, `outcome_columns`), `done` (the runs finalized
+    under their leases, when `guard` holds) and `dropped` (their waits deleted)."""
+    return f"""f AS (
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::json[],
+        $6::json[], $7::bigint[], $8::text[])
+        AS f(id, token, owner, status, output, error, at_ms, reason)
+), done AS (
+    UPDATE runs SET status = f.status, output = f.output, error = f.error,
+        finished_at_ms = f.at_ms, ready_at_ms = NULL, lease_owner = NULL,
+        lease_expires_at_ms = NULL, wake_pending = FALSE, status_reason = f.reason
+    FROM f
+    WHERE {guard}
+      AND runs.id = f.id AND runs.lease_token = f.token AND runs.lease_owner = f.owner
+      AND runs.status = 'running' AND (f.status = 'cancelled' OR runs.cancel_requested IS NULL)
+    RETURNING runs.id, runs.workspace, {_HOLDS_SLOTS} AS holds_slots
+), dropped AS (
+    DELETE FROM waits WHERE run_id IN (SELECT id FROM done)
+)"""
+
 
 _FINISH = f"""
 WITH locks AS MATERIALIZED (
@@ -35,22 +57,7 @@ WITH locks AS MATERIALIZED (
       AND id = ANY($1::text[] || ARRAY(SELECT parent_run_id FROM runs WHERE id = ANY($1::text[])))
     ORDER BY id
     FOR NO KEY UPDATE
-), f AS (
-    SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::json[],
-        $6::json[], $7::bigint[], $8::text[])
-        AS f(id, token, owner, status, output, error, at_ms, reason)
-), done AS (
-    UPDATE runs SET status = f.status, output = f.output, error = f.error,
-        finished_at_ms = f.at_ms, ready_at_ms = NULL, lease_owner = NULL,
-        lease_expires_at_ms = NULL, wake_pending = FALSE, status_reason = f.reason
-    FROM f
-    WHERE (SELECT count(*) FROM locked) >= 0
-      AND runs.id = f.id AND runs.lease_token = f.token AND runs.lease_owner = f.owner
-      AND runs.status = 'running' AND (f.status = 'cancelled' OR runs.cancel_requested IS NULL)
-    RETURNING runs.id, runs.workspace, {HOLDS_SLOTS} AS holds_slots
-), dropped AS (
-    DELETE FROM waits WHERE run_id IN (SELECT id FROM done)
-)
+), {finish_ctes("(SELECT count(*) FROM locked) >= 0")}
 SELECT id, holds_slots, pg_notify($9, workspace || ' ' || id) FROM done
 """
 """Finalize runs under their leases and drop their waits (`work._FINISH` for many runs), in
