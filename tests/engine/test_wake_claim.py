@@ -63,6 +63,34 @@ async def test_a_send_hands_the_run_it_resumes_to_the_worker_here(tmp_path: Path
         await app.close()
 
 
+async def test_the_run_a_send_hands_over_resumes_before_the_send_returns(tmp_path: Path) -> None:
+    app = ip.App("wake-claim-order")
+    resumed: list[int] = []
+
+    @app.function(id="waiter", trigger=ip.on_event("test/start"))
+    async def waiter(ctx: ip.Context) -> int:
+        event = await ctx.step.wait_for_event("go", event="test/go", timeout="1h")
+        assert event is not None
+        resumed.append(int(event.data["n"]))
+        return len(resumed)
+
+    await app.start(store=SQLiteStore(tmp_path / "app.db"))
+    try:
+        worker = app.worker()
+        (run_id,) = (await app.engine.runs.send(ip.Event("test/start"))).runs_created
+        await worker.run_until_idle()
+        stop = app.engine.runs.add_starter(worker)
+        try:
+            await app.send(ip.Event("test/go", {"n": 3}))
+            assert resumed == [3]  # its code ran on from the wait before the send returned
+            assert (await app.result(run_id, timeout=30)).output == 1
+        finally:
+            stop()
+            await worker.drain()
+    finally:
+        await app.close()
+
+
 async def test_a_run_with_flow_control_is_left_to_the_claims(tmp_path: Path) -> None:
     app = waiting_app()
     await app.start(store=SQLiteStore(tmp_path / "app.db"))

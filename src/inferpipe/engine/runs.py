@@ -56,6 +56,15 @@ def _hand_over(
     handed.set_result(claimed[0] if claimed else None)
 
 
+async def _yield_to_handed_run() -> None:
+    """Let the run a send handed to this process's worker take its first slice before the
+    send returns: a loop turn for the worker's hand-over callback to create the execution's
+    task, one for that task's first step. Otherwise the run waits for what the caller does
+    next up to its next await (in a loop of sends, the next send's planning)."""
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
 class Runs:
     """Starts runs and acts on them, for one workspace's store.
 
@@ -142,7 +151,10 @@ class Runs:
             raise
         ingest.add_done_callback(functools.partial(_hand_over, handed))
         # Shielded: a caller that gives up must not strand a run claimed for its worker.
-        return await asyncio.shield(ingest)
+        result = await asyncio.shield(ingest)
+        if result.runs_claimed:
+            await _yield_to_handed_run()
+        return result
 
     async def invoke(
         self,
