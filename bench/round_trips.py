@@ -21,15 +21,13 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import asyncpg
-from asyncpg import connection
 
 import inferpipe as ip
+from bench import asyncpg_trips
 
 Trip = tuple[float, float, str]
 """A round trip: (perf_counter at its start, at its end, what it sent)."""
@@ -39,36 +37,8 @@ trips: list[Trip] = []
 resumed: dict[int, asyncio.Future[None]] = {}
 
 
-@contextmanager
-def _traced() -> Iterator[None]:
-    """Record each round trip asyncpg makes: a prepared statement's (`_execute`, behind every
-    fetch and execute with arguments), or a simple query's (`execute` without arguments: BEGIN,
-    COMMIT, and statements sent with them)."""
-    prepared = connection.Connection._execute
-    simple = connection.Connection.execute
-
-    async def timed(query: str, call: Awaitable[Any]) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return await call
-        finally:
-            trips.append((t0, time.perf_counter(), " ".join(query.split())[:56]))
-
-    async def traced_prepared(self: Any, query: str, *args: Any, **kw: Any) -> Any:
-        return await timed(query, prepared(self, query, *args, **kw))
-
-    async def traced_simple(self: Any, query: str, *args: Any, **kw: Any) -> Any:
-        if args:  # goes through `_execute`, traced there
-            return await simple(self, query, *args, **kw)
-        return await timed(query, simple(self, query, **kw))
-
-    connection.Connection._execute = traced_prepared  # type: ignore[method-assign]
-    connection.Connection.execute = traced_simple  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        connection.Connection._execute = prepared  # type: ignore[method-assign]
-        connection.Connection.execute = simple  # type: ignore[method-assign]
+def _record(t0: float, t1: float, query: str) -> None:
+    trips.append((t0, t1, " ".join(query.split())[:56]))
 
 
 def build_app() -> ip.App:
@@ -166,7 +136,7 @@ async def run(url: str, samples: int) -> None:
         for _ in range(20):  # connections made, statements prepared
             await _zero_step(app, 0)
         await _park(app, samples)
-        with _traced():
+        with asyncpg_trips.traced(_record):
             await _measure(app, "zero-step run, invoke -> result", _zero_step, samples)
             await _measure(app, "10-step run, invoke -> result", _ten_steps, samples)
             await _measure(app, "send resuming a parked run", _matching_send, samples)

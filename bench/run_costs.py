@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import asyncpg.connection
 
 import inferpipe as ip
+from bench import asyncpg_trips
 from bench.peers.inferpipe_side import build_app
 from inferpipe.store.sqlite import database
 
@@ -94,34 +94,9 @@ def _instrument_sqlite() -> None:
     database._settle = counted_settle
 
 
-def _instrument_postgres() -> None:
-    conn_cls = asyncpg.connection.Connection
-    execute, plain = conn_cls._execute, conn_cls.execute
-    transaction = asyncpg.connection.transaction.Transaction
-    start, commit = transaction.start, transaction._Transaction__commit  # type: ignore[attr-defined]
-
-    async def counted_execute(self: Any, query: str, *args: Any, **kw: Any) -> Any:
-        _count("statements")
-        return await execute(self, query, *args, **kw)
-
-    async def counted_plain(self: Any, query: str, *args: Any, **kw: Any) -> Any:
-        if not args:  # a simple query; with arguments it goes through _execute
-            _count("statements")
-        return await plain(self, query, *args, **kw)
-
-    async def counted_start(self: Any) -> None:
-        _count("statements")
-        await start(self)
-
-    async def counted_commit(self: Any) -> None:
-        _count("statements")
-        _count("commits")
-        await commit(self)
-
-    conn_cls._execute = counted_execute  # type: ignore[method-assign]
-    conn_cls.execute = counted_plain  # type: ignore[method-assign]
-    transaction.start = counted_start  # type: ignore[method-assign]
-    transaction._Transaction__commit = counted_commit  # type: ignore[attr-defined]
+def _count_round_trip(t0: float, t1: float, query: str) -> None:
+    _count("statements")
+    _count("commits", query.lstrip().upper().startswith("COMMIT"))
 
 
 def _count_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -210,7 +185,6 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return
-    _instrument_postgres()
     name = f"run_costs_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(args.pg_server)
     try:
@@ -218,7 +192,8 @@ async def main(args: argparse.Namespace) -> None:
     finally:
         await conn.close()
     try:
-        await measure(args.pg_server.rsplit("/", 1)[0] + f"/{name}", args.runs)
+        with asyncpg_trips.traced(_count_round_trip):
+            await measure(args.pg_server.rsplit("/", 1)[0] + f"/{name}", args.runs)
     finally:
         conn = await asyncpg.connect(args.pg_server)
         try:
