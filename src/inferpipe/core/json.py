@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from typing import Any
 
@@ -97,6 +98,20 @@ def loads_exact(raw: bytes | str) -> JSON:
     if _has_huge_float(value):  # a float that large may have been an integer literal
         json.loads(raw, parse_int=_int64)
     return value
+
+
+def is_plain(value: object) -> bool:
+    """Whether `value` is a JSON scalar that a round trip gives back as it is, so that it needs
+    none: None, a bool, an int within 64 bits, a finite float, an ASCII string (a subclass, a
+    string that may hold a lone surrogate, NaN or an infinity are not: encoding changes or
+    refuses them)."""
+    if type(value) is str:
+        return value.isascii()
+    if type(value) is int:
+        return INT64_MIN <= value <= INT64_MAX
+    if type(value) is float:
+        return math.isfinite(value)
+    return value is None or type(value) is bool
 
 
 def roundtrip(value: object, *, what: str = "value", limit_bytes: int | None = None) -> JSON:

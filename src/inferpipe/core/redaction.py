@@ -45,6 +45,9 @@ _MIN_SCRUBBED_SECRET_LEN = 6
 _SCALARS = frozenset({int, float, bool})
 """Types with nothing to redact in them (exactly these: a subclass takes the general path)."""
 
+_LEAVES = frozenset({int, float, bool, str, type(None)})
+"""Types a walk does not descend into (a string is scrubbed only of known secret values)."""
+
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _WORD_SEPARATORS = re.compile(r"[^A-Za-z0-9]+")
 
@@ -89,23 +92,59 @@ def scrub_text(text: str, secret_values: Iterable[str], replacement: str = REDAC
     return text
 
 
+def redact_decoded(data: Any, keys: Iterable[str] = DEFAULT_REDACTED_KEYS) -> Any:
+    """`redact` for a value the caller owns, fresh from JSON (dicts, lists, strings, numbers):
+    `data` itself when nothing in it is sensitive (a step's output, its arguments), else a copy
+    with the sensitive values replaced. Checking costs a walk; copying, only when needed."""
+    if data is None or type(data) in _LEAVES:
+        return data
+    names = _names(tuple(keys))
+    if not names.patterns or not _has_sensitive(data, names):
+        return data
+    return _redact(data, names, (), REDACTED)
+
+
+def _has_sensitive(data: Any, names: _Names) -> bool:
+    """Whether `data` holds a sensitive key at any depth."""
+    kind = type(data)
+    if kind is dict:
+        return any(
+            (isinstance(key, str) and names.sensitive(key))
+            or (type(value) not in _LEAVES and _has_sensitive(value, names))
+            for key, value in data.items()
+        )
+    if kind is list:
+        return any(type(item) not in _LEAVES and _has_sensitive(item, names) for item in data)
+    if kind in _LEAVES:
+        return False
+    return bool(_redact(data, names, (), REDACTED) != data)  # anything else: compare a copy
+
+
 def _redact(data: Any, names: _Names, secrets: tuple[str, ...], replacement: str) -> Any:
     # Leaves first: most values are, and the Mapping check (an ABC's) is slow.
-    if data is None or type(data) in _SCALARS:
+    kind = type(data)
+    if kind in _SCALARS or data is None:
         return data
-    if isinstance(data, str):
+    if kind is str or isinstance(data, str):
         return scrub_text(data, secrets, replacement) if secrets else data
-    if isinstance(data, dict | Mapping):
+    if kind is dict or isinstance(data, Mapping):
         return {
             key: (
                 replacement
                 if isinstance(key, str) and names.sensitive(key)
+                else value
+                if type(value) in _LEAVES and not (secrets and type(value) is str)
                 else _redact(value, names, secrets, replacement)
             )
             for key, value in data.items()
         }
     if isinstance(data, list | tuple):
-        items = [_redact(item, names, secrets, replacement) for item in data]
+        items = [
+            item
+            if type(item) in _LEAVES and not (secrets and type(item) is str)
+            else _redact(item, names, secrets, replacement)
+            for item in data
+        ]
         return tuple(items) if isinstance(data, tuple) else items
     return data
 

@@ -41,8 +41,24 @@ class Lag:
 class _Pending:
     progress: Progress
     future: asyncio.Future[ProgressResult]
-    steps: int = 0  #: pipelined step records (counted in the lag)
+    steps: int = 0  #: pipelined step records (counted in the lag); 0 for an awaited write
     size: int = 0  #: their bytes
+    owned: bool = False  #: `progress` was made here, so more writes may be added to it
+
+    def absorb(self, progress: Progress, steps: int, size: int) -> None:
+        """Take in a pipelined write that follows this one, while both are still queued."""
+        if not self.owned:  # the lists may be the caller's: extend copies of them
+            self.progress, self.owned = merged([self.progress, progress]), True
+        else:
+            mine = self.progress
+            mine.steps += progress.steps
+            mine.logs += progress.logs
+            mine.waits += progress.waits
+            mine.events += progress.events
+            mine.runs += progress.runs
+            mine.scores += progress.scores
+        self.steps += steps
+        self.size += size
 
 
 class GroupCommit:
@@ -83,12 +99,17 @@ class GroupCommit:
         wait until they no longer do. Raises the failure of an earlier write."""
         if self.failure is not None:
             raise self.failure
-        pending = _Pending(progress, self._future(), len(progress.steps), size_bytes)
-        # Nobody awaits it: its failure reaches the run through `failure` and later writes.
-        pending.future.add_done_callback(_observe)
-        self._enqueue(pending)
-        self._lag_steps += pending.steps
-        self._lag_bytes += pending.size
+        steps = len(progress.steps)
+        last = self._queue[-1] if self._queue else None
+        if last is not None and last.steps:  # a pipelined write not sent yet: join it
+            last.absorb(progress, steps, size_bytes)
+        else:
+            pending = _Pending(progress, self._future(), steps, size_bytes)
+            # Nobody awaits it: its failure reaches the run through `failure` and later writes.
+            pending.future.add_done_callback(_observe)
+            self._enqueue(pending)
+        self._lag_steps += steps
+        self._lag_bytes += size_bytes
         while self._over() and self.failure is None:
             self._room.clear()
             await self._room.wait()

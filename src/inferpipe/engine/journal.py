@@ -361,6 +361,10 @@ class RunJournal:
             self.wakeups.work_ready()
         return result
 
+    def stays_inline(self, raw: bytes) -> bool:
+        """Whether a value whose JSON is `raw` is kept in its row, not offloaded."""
+        return len(raw) <= self.payloads.threshold_bytes
+
     async def offload(self, value: Any, raw: bytes | None = None) -> Any:
         """What the journal row keeps for `value` (a reference when it is large); the blob is
         durable before this returns, so before the row commits. `raw`: its JSON, if known."""

@@ -24,7 +24,7 @@ from inferpipe.core.errors import (
 )
 from inferpipe.core.events import FUNCTION_FINISHED, Event, validate_event
 from inferpipe.core.records import NewWait, StepKind, StepRecord, StepStatus, WaitKind
-from inferpipe.core.redaction import redact, redact_event
+from inferpipe.core.redaction import redact, redact_decoded, redact_event
 from inferpipe.engine import streaming
 from inferpipe.engine.journal import RunJournal, active_step
 from inferpipe.engine.lifecycle import StepStart
@@ -104,12 +104,8 @@ class Steps(ScoringSteps):
             attempt,
             seq=rec.seq if rec else j.next_seq(),
             started_at_ms=j.now_ms(),
-            input=redact(
-                _safe_input(args, kwargs) if _input is _ARGS else jsonc.roundtrip(_input),
-                j.limits.redact_keys,
-            ),
+            input=await self._recorded_input(args, kwargs, _input),
         )
-        step.input = await j.offload_fields(step.input)
         failure: Exception | None = None
         if j.listener is not None:
             j.listener.step_started(j.run, StepStart(key, step_id, _kind, attempt))
@@ -127,8 +123,10 @@ class Steps(ScoringSteps):
             if failure is not None:
                 retry_at_ms = await self._failed(step, failure, history, _retries)
             else:
-                size = len(raw) if raw is not None else len(jsonc.dumps(value))
-                step.output = await j.offload(value, raw)
+                if raw is None:  # redacted: the JSON of what is recorded
+                    raw = jsonc.dumps(value)
+                size = len(raw)
+                step.output = value if j.stays_inline(raw) else await j.offload(value, raw)
                 raw = None
                 step.finished_at_ms = j.now_ms()
                 step.meta = {**extra, "attempts": history} if history else extra
@@ -139,6 +137,18 @@ class Steps(ScoringSteps):
         if failure is not None:
             return await j.park(key, retry_at_ms)
         return value
+
+    async def _recorded_input(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], given: Any
+    ) -> Any:
+        """What a step records as its input: `given`, else its arguments; redacted, and with
+        its largest members offloaded."""
+        j = self._j
+        plain = _plain_input(args, kwargs, j.limits.offload_bytes) if given is _ARGS else None
+        if plain is not None:  # small enough to stay in the row
+            return redact_decoded(plain, j.limits.redact_keys)
+        value = _safe_input(args, kwargs) if given is _ARGS else jsonc.roundtrip(given)
+        return await j.offload_fields(redact_decoded(value, j.limits.redact_keys))
 
     async def _run_variant(self, step_id: str, fn: Any) -> Any:
         return await self.run(step_id, fn)
@@ -427,6 +437,31 @@ def _step_error(rec: StepRecord) -> StepError:
     )
 
 
+_PLAIN_JSON_BYTES = 26
+"""The most JSON a plain scalar other than a string takes, with its separator."""
+
+
+def _plain_input(
+    args: tuple[Any, ...], kwargs: dict[str, Any], inline_bytes: int
+) -> dict[str, Any] | None:
+    """A step's arguments as recorded, when each one is a plain JSON scalar (`jsonc.is_plain`,
+    as in `ctx.step.run("s", fn, i)`) and their JSON is surely at most `inline_bytes`: they
+    need no round trip then, nor a look at their size for offloading. None otherwise."""
+    room = inline_bytes - 32  # the object around them
+    for value in args:
+        if not jsonc.is_plain(value):
+            return None
+        room -= 6 * len(value) + 3 if type(value) is str else _PLAIN_JSON_BYTES
+    for name, value in kwargs.items():
+        if not jsonc.is_plain(value) or not name.isascii():
+            return None
+        room -= 6 * len(name) + 4
+        room -= 6 * len(value) + 3 if type(value) is str else _PLAIN_JSON_BYTES
+    if room < 0:  # an ASCII character takes 6 bytes of JSON at most (\u001f)
+        return None
+    return {"args": list(args), "kwargs": kwargs}
+
+
 def _safe_input(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if not args and not kwargs:
         return None
@@ -449,7 +484,7 @@ async def _call(
     token = active_step.set(step_id)
     attempt_token = streaming.step_attempt.set(attempt)  # so its stream events name it
     try:
-        if inspect.iscoroutinefunction(fn):
+        if _is_async(fn):
             check_lease()
             return await fn(*args, **kwargs)
         # The result comes back through a box, not the executor's future: the future outlives
@@ -476,16 +511,24 @@ def _recordable(
     JSON when that is the value's (else None), and its metadata (`_meta`). A large output is
     held twice at most: as its JSON and its value, not also as the object the step returned."""
     output = returned.pop()
-    extra = redact(jsonc.roundtrip(meta(output)), j.limits.redact_keys) if meta else {}
+    extra = redact_decoded(jsonc.roundtrip(meta(output)), j.limits.redact_keys) if meta else {}
     what = f"output of step {step_id!r}"
     raw = jsonc.dumps(output, what=what, limit_bytes=j.limits.step_output_bytes)
-    if isinstance(output, str):  # its own replay value, and nothing in it to redact
+    if isinstance(output, str) or jsonc.is_plain(output):  # its own replay value, no secret
         return output, raw, extra
     del output
     loaded = jsonc.loads(raw)
-    value = redact(loaded, j.limits.redact_keys)
-    # Identical objects inside when nothing was redacted, so the comparison is cheap.
-    return value, raw if value == loaded else None, extra
+    value = redact_decoded(loaded, j.limits.redact_keys)
+    return value, raw if value is loaded else None, extra
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    """`inspect.iscoroutinefunction`, read off the code's flags first when it has them (an
+    `async def` function: the flags say so; the full check costs more than the step)."""
+    code = getattr(fn, "__code__", None)
+    if code is not None and code.co_flags & inspect.CO_COROUTINE:
+        return True
+    return inspect.iscoroutinefunction(fn)
 
 
 def _checked(
