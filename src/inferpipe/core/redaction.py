@@ -108,13 +108,17 @@ def _has_sensitive(data: Any, names: _Names) -> bool:
     """Whether `data` holds a sensitive key at any depth."""
     kind = type(data)
     if kind is dict:
-        return any(
-            (isinstance(key, str) and names.sensitive(key))
-            or (type(value) not in _LEAVES and _has_sensitive(value, names))
-            for key, value in data.items()
-        )
+        for key, value in data.items():
+            if isinstance(key, str) and names.sensitive(key):
+                return True
+            if type(value) not in _LEAVES and _has_sensitive(value, names):
+                return True
+        return False
     if kind is list:
-        return any(type(item) not in _LEAVES and _has_sensitive(item, names) for item in data)
+        for item in data:
+            if type(item) not in _LEAVES and _has_sensitive(item, names):
+                return True
+        return False
     if kind in _LEAVES:
         return False
     return bool(_redact(data, names, (), REDACTED) != data)  # anything else: compare a copy

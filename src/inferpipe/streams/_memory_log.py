@@ -9,6 +9,7 @@ are held. Over ``max_topics``, the oldest finished topic goes first, then the lo
 from __future__ import annotations
 
 import itertools
+import math
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -81,6 +82,8 @@ class MemoryStreamCache:
         # Oldest last event first: the head of each queue is the next to expire.
         self._open: OrderedDict[str, _TopicLog] = OrderedDict()
         self._finished: OrderedDict[str, _TopicLog] = OrderedDict()
+        self._next_due_ms: float = math.inf
+        """No topic expires before this (a sweep before it would find nothing)."""
         self._closed = False
 
     @property
@@ -101,7 +104,8 @@ class MemoryStreamCache:
         # the publisher can no longer mutate.
         stored = _codec.decode_data(topic, _codec.encode_data(topic, data, self._max_payload_bytes))
         now_ms = self._clock_ms()
-        self._sweep(now_ms)
+        if now_ms >= self._next_due_ms:
+            self._sweep(now_ms)
         log = self._live_log(topic, now_ms) or _TopicLog()
         if log.finished:
             raise TopicFinishedError(topic)
@@ -175,8 +179,11 @@ class MemoryStreamCache:
                 log.events.popleft()
 
     def _due(self, log: _TopicLog, now_ms: int) -> bool:
+        return now_ms >= self._due_at(log)
+
+    def _due_at(self, log: _TopicLog) -> float:
         ttl_ms = self._retention.finished_ttl_ms if log.finished else self._retention.idle_ttl_ms
-        return ttl_ms is not None and now_ms >= log.last_ts_ms + ttl_ms
+        return math.inf if ttl_ms is None else log.last_ts_ms + ttl_ms
 
     def _alive(self, topic: str) -> bool:
         return self._keep_alive is not None and self._keep_alive(topic)
@@ -199,6 +206,8 @@ class MemoryStreamCache:
         else:
             self._drop(topic)
             queue[topic] = log
+        if len(queue) == 1:  # its head: the queue's first to expire
+            self._next_due_ms = min(self._next_due_ms, self._due_at(log))
 
     def _drop(self, topic: str) -> None:
         if self._open.pop(topic, None) is None:
@@ -206,6 +215,7 @@ class MemoryStreamCache:
 
     def _sweep(self, now_ms: int) -> None:
         """Drop the expired topics, found at the heads of the queues."""
+        self._next_due_ms = math.inf
         for queue in (self._finished, self._open):
             for _ in range(len(queue)):
                 topic, log = next(iter(queue.items()))
@@ -215,6 +225,9 @@ class MemoryStreamCache:
                     queue.move_to_end(topic)  # kept for its subscribers: look again later
                 else:
                     del queue[topic]
+            if queue:
+                head = next(iter(queue.values()))
+                self._next_due_ms = min(self._next_due_ms, self._due_at(head))
 
     def _evict(self, keep: str) -> None:
         """Drop topics over ``max_topics``: the oldest finished, then the longest idle (never

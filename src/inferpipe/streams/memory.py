@@ -24,7 +24,14 @@ from inferpipe.streams._memory_log import DEFAULT_MAX_TOPICS, MemoryStreamCache
 from inferpipe.streams._subscription import DEFAULT_PAGE_SIZE, FeedGap
 from inferpipe.streams.errors import MessagesLostError, PubSubClosedError
 from inferpipe.streams.front import StreamFront
-from inferpipe.streams.pubsub import ClockMs, JSONValue, Retention, StreamEvent, wall_clock_ms
+from inferpipe.streams.pubsub import (
+    ClockMs,
+    JSONInput,
+    JSONValue,
+    Retention,
+    StreamEvent,
+    wall_clock_ms,
+)
 
 __all__ = ["DEFAULT_MAX_QUEUE", "MemoryLivePubSub", "MemoryPubSub"]
 
@@ -176,8 +183,9 @@ class MemoryPubSub(StreamFront):
         max_topics: int | None = DEFAULT_MAX_TOPICS,
     ) -> None:
         hub: _Hub[StreamEvent] = _Hub(max_queue)
+        self._hub = hub
         self._feeds = hub.boxes
-        log = MemoryStreamCache(
+        self._memory_log = log = MemoryStreamCache(
             retention,
             clock_ms=clock_ms,
             max_payload_bytes=max_payload_bytes,
@@ -185,6 +193,14 @@ class MemoryPubSub(StreamFront):
             max_topics=max_topics,
         )
         super().__init__(log, _QueueLive(hub), page_size=page_size)
+
+    async def publish(self, topic: str, data: JSONInput, *, final: bool = False) -> StreamEvent:
+        """Append, then hand the event to the topic's subscribers, without suspending (see
+        ``PubSub.publish``)."""
+        self._check_open()
+        event = self._memory_log.append_now(topic, data, final=final)
+        self._hub.put(topic, event)
+        return event
 
 
 class _MemoryLiveSubscription:
