@@ -115,10 +115,7 @@ def _has_sensitive(data: Any, names: _Names) -> bool:
                 return True
         return False
     if kind is list:
-        for item in data:
-            if type(item) not in _LEAVES and _has_sensitive(item, names):
-                return True
-        return False
+        return any(_has_sensitive(item, names) for item in data if type(item) not in _LEAVES)
     if kind in _LEAVES:
         return False
     return bool(_redact(data, names, (), REDACTED) != data)  # anything else: compare a copy
