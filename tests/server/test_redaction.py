@@ -81,6 +81,33 @@ async def test_configured_keys_apply_in_the_engine() -> None:
         assert log.meta == {"SSN": REDACTED}
 
 
+async def test_plain_arguments_named_as_secrets_are_redacted() -> None:
+    async def call(n: int, api_key: str, note: str) -> int:
+        return n
+
+    async def f(ctx: ip.Context) -> object:
+        await ctx.step.run("keyed", call, 1, api_key="sk-plain", note="n")
+        return await ctx.step.run("plain", call, 2, "sk-positional", note="n")
+
+    app = ip.App("redact")
+    app.function(id="f")(f)
+    async with Harness(app) as h:
+        run_id = await h.invoke("f")
+        assert (await h.settle(run_id)) is not None
+        keyed, plain = sorted(await h.steps(run_id), key=lambda s: s.seq)
+        assert keyed.input == {"args": [1], "kwargs": {"api_key": REDACTED, "note": "n"}}
+        assert plain.input == {"args": [2, "sk-positional"], "kwargs": {"note": "n"}}
+
+    app = ip.App("redact", limits=Limits(redact_keys=("kwargs",)))
+    app.function(id="f")(f)
+    async with Harness(app) as h:
+        run_id = await h.invoke("f")
+        assert (await h.settle(run_id)) is not None
+        keyed, plain = sorted(await h.steps(run_id), key=lambda s: s.seq)
+        assert keyed.input == {"args": [1], "kwargs": REDACTED}
+        assert plain.input == {"args": [2, "sk-positional"], "kwargs": REDACTED}
+
+
 def test_redact_is_case_insensitive_nested_and_pure() -> None:
     data = {"Outer": [{"API_KEY": "a", "apiKey": "b", "max_tokens": 3}], "Password": ("p",)}
     assert redact(data) == {

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -82,6 +82,11 @@ def redact(
 def is_sensitive_key(key: str, keys: Iterable[str] = DEFAULT_REDACTED_KEYS) -> bool:
     """Whether `key` names a secret according to `keys`."""
     return _names(tuple(keys)).sensitive(key)
+
+
+def sensitive_key(keys: Iterable[str] = DEFAULT_REDACTED_KEYS) -> Callable[[str], bool]:
+    """`is_sensitive_key` for one set of `keys`, to call for many keys."""
+    return _names(tuple(keys)).sensitive
 
 
 def scrub_text(text: str, secret_values: Iterable[str], replacement: str = REDACTED) -> str:

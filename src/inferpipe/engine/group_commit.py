@@ -17,10 +17,12 @@ was written: an awaited write, once committed, makes every write queued before i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from inferpipe.core.errors import EngineInterrupt
+from inferpipe.core.records import LogRecord, StepRecord
 from inferpipe.store.base import Progress, ProgressResult
 
 MAX_WRITES = 256
@@ -45,19 +47,18 @@ class _Pending:
     size: int = 0  #: their bytes
     owned: bool = False  #: `progress` was made here, so more writes may be added to it
 
-    def absorb(self, progress: Progress, steps: int, size: int) -> None:
+    def absorb(self, steps: list[StepRecord], logs: list[LogRecord], size: int) -> None:
         """Take in a pipelined write that follows this one, while both are still queued."""
         if not self.owned:  # the lists may be the caller's: extend copies of them
-            self.progress, self.owned = merged([self.progress, progress]), True
+            mine = self.progress = dataclasses.replace(
+                self.progress, steps=[*self.progress.steps], logs=[*self.progress.logs]
+            )
+            self.owned = True
         else:
             mine = self.progress
-            mine.steps += progress.steps
-            mine.logs += progress.logs
-            mine.waits += progress.waits
-            mine.events += progress.events
-            mine.runs += progress.runs
-            mine.scores += progress.scores
-        self.steps += steps
+        mine.steps += steps
+        mine.logs += logs
+        self.steps += len(steps)
         self.size += size
 
 
@@ -93,22 +94,24 @@ class GroupCommit:
         own steps in it)."""
         return await self._enqueue(_Pending(progress, self._future())).future
 
-    async def pipeline(self, progress: Progress, size_bytes: int) -> None:
-        """Queue `progress` (step records of `size_bytes` of JSON) and return before it is
-        committed, unless the pipelined writes not yet committed exceed the lag bound: then
-        wait until they no longer do. Raises the failure of an earlier write."""
+    async def pipeline(
+        self, steps: list[StepRecord], logs: list[LogRecord], size_bytes: int
+    ) -> None:
+        """Queue step records (of `size_bytes` of JSON, at least one) and log lines, and return
+        before they are committed, unless the pipelined writes not yet committed exceed the lag
+        bound: then wait until they no longer do. Raises the failure of an earlier write."""
         if self.failure is not None:
             raise self.failure
-        steps = len(progress.steps)
         last = self._queue[-1] if self._queue else None
         if last is not None and last.steps:  # a pipelined write not sent yet: join it
-            last.absorb(progress, steps, size_bytes)
+            last.absorb(steps, logs, size_bytes)
         else:
-            pending = _Pending(progress, self._future(), steps, size_bytes)
+            pending = _Pending(Progress(steps=steps, logs=logs), self._future(), len(steps))
+            pending.size = size_bytes
             # Nobody awaits it: its failure reaches the run through `failure` and later writes.
             pending.future.add_done_callback(_observe)
             self._enqueue(pending)
-        self._lag_steps += steps
+        self._lag_steps += len(steps)
         self._lag_bytes += size_bytes
         while self._over() and self.failure is None:
             self._room.clear()

@@ -287,13 +287,12 @@ class RunJournal:
         recorded, and a crash loses at most the unflushed tail, whose steps run again."""
         if self.lease_lost:
             raise LeaseLost(self.run.id)
-        steps = [*self.pending_steps, step]
-        progress = Progress(steps=steps, logs=self.pending_logs)
+        steps, logs = [*self.pending_steps, step], self.pending_logs
         self.pending_logs, self.pending_steps = [], []
         self.records[step.key] = step
         if self.listener is not None:
             self.listener.steps_recorded(self.run, steps)
-        await self._group.pipeline(progress, size_bytes)
+        await self._group.pipeline(steps, logs, size_bytes)
 
     async def flush(self) -> None:
         """Return once everything this execution recorded is committed (pending logs and

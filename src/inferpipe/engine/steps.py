@@ -24,7 +24,7 @@ from inferpipe.core.errors import (
 )
 from inferpipe.core.events import FUNCTION_FINISHED, Event, validate_event
 from inferpipe.core.records import NewWait, StepKind, StepRecord, StepStatus, WaitKind
-from inferpipe.core.redaction import redact, redact_decoded, redact_event
+from inferpipe.core.redaction import redact, redact_decoded, redact_event, sensitive_key
 from inferpipe.engine import streaming
 from inferpipe.engine.journal import RunJournal, active_step
 from inferpipe.engine.lifecycle import StepStart
@@ -51,6 +51,8 @@ class Steps(ScoringSteps):
     def __init__(self, journal: RunJournal, trigger: dict[str, Any]) -> None:
         self._j = journal
         self._trigger = trigger
+        self._sensitive = sensitive_key(journal.limits.redact_keys)
+        self._args_sensitive: bool | None = None  #: "args" or "kwargs" names a secret
 
     async def run(
         self,
@@ -104,7 +106,8 @@ class Steps(ScoringSteps):
             attempt,
             seq=rec.seq if rec else j.next_seq(),
             started_at_ms=j.now_ms(),
-            input=await self._recorded_input(args, kwargs, _input),
+            input=self._plain_input(args, kwargs, _input)
+            or await self._recorded_input(args, kwargs, _input),
         )
         failure: Exception | None = None
         if j.listener is not None:
@@ -138,15 +141,28 @@ class Steps(ScoringSteps):
             return await j.park(key, retry_at_ms)
         return value
 
+    def _plain_input(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], given: Any
+    ) -> dict[str, Any] | None:
+        """A step's arguments as recorded, when each one is a plain JSON scalar
+        (`jsonc.is_plain`, as in `ctx.step.run("s", fn, i)`), none is named as a secret and
+        their JSON is surely small enough to stay in the row: no round trip, redaction walk
+        or size check needed. None otherwise (`_recorded_input`)."""
+        if given is not _ARGS or not _plain_args(args, kwargs, self._j.limits.offload_bytes):
+            return None
+        if self._args_sensitive is None:
+            sensitive = self._sensitive
+            self._args_sensitive = sensitive("args") or sensitive("kwargs")
+        if self._args_sensitive or any(map(self._sensitive, kwargs)):
+            return None
+        return {"args": list(args), "kwargs": kwargs}
+
     async def _recorded_input(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], given: Any
     ) -> Any:
         """What a step records as its input: `given`, else its arguments; redacted, and with
         its largest members offloaded."""
         j = self._j
-        plain = _plain_input(args, kwargs, j.limits.offload_bytes) if given is _ARGS else None
-        if plain is not None:  # small enough to stay in the row
-            return redact_decoded(plain, j.limits.redact_keys)
         value = _safe_input(args, kwargs) if given is _ARGS else jsonc.roundtrip(given)
         return await j.offload_fields(redact_decoded(value, j.limits.redact_keys))
 
@@ -441,25 +457,20 @@ _PLAIN_JSON_BYTES = 26
 """The most JSON a plain scalar other than a string takes, with its separator."""
 
 
-def _plain_input(
-    args: tuple[Any, ...], kwargs: dict[str, Any], inline_bytes: int
-) -> dict[str, Any] | None:
-    """A step's arguments as recorded, when each one is a plain JSON scalar (`jsonc.is_plain`,
-    as in `ctx.step.run("s", fn, i)`) and their JSON is surely at most `inline_bytes`: they
-    need no round trip then, nor a look at their size for offloading. None otherwise."""
+def _plain_args(args: tuple[Any, ...], kwargs: dict[str, Any], inline_bytes: int) -> bool:
+    """Whether each argument is a plain JSON scalar (`jsonc.is_plain`) and their JSON is
+    surely at most `inline_bytes`."""
     room = inline_bytes - 32  # the object around them
     for value in args:
         if not jsonc.is_plain(value):
-            return None
+            return False
         room -= 6 * len(value) + 3 if type(value) is str else _PLAIN_JSON_BYTES
     for name, value in kwargs.items():
         if not jsonc.is_plain(value) or not name.isascii():
-            return None
+            return False
         room -= 6 * len(name) + 4
         room -= 6 * len(value) + 3 if type(value) is str else _PLAIN_JSON_BYTES
-    if room < 0:  # an ASCII character takes 6 bytes of JSON at most (\u001f)
-        return None
-    return {"args": list(args), "kwargs": kwargs}
+    return room >= 0  # an ASCII character takes 6 bytes of JSON at most (\u001f)
 
 
 def _safe_input(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
