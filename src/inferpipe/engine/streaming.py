@@ -190,12 +190,17 @@ async def resolved(event: StreamEvent, readers: payloads.Payloads) -> StreamEven
     return dataclasses.replace(event, data={**data, "data": value})
 
 
+_STEP_EVENT_TYPES = {status: f"step.{status.value}" for status in StepStatus}
+_KINDS = {kind: kind.value for kind in StepKind}
+"""Looked up, not built per event (an enum's `value` is a descriptor call)."""
+
+
 def step_event(step: StepRecord, execution: int) -> dict[str, Any]:
     """The lifecycle event for a recorded step, published by `execution`."""
     event: dict[str, Any] = {
-        "type": f"step.{step.status.value}",
+        "type": _STEP_EVENT_TYPES[step.status],
         "step": step.key,
-        "kind": step.kind.value,
+        "kind": _KINDS[step.kind],
         "attempt": step.attempt,
         "execution": execution,
         "output": None,

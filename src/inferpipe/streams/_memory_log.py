@@ -117,7 +117,8 @@ class MemoryStreamCache:
         log.events.append(event)
         self._trim(log, now_ms)
         self._requeue(topic, log)
-        self._evict(topic)
+        if self._max_topics is not None and self.topic_count > self._max_topics:
+            self._evict(topic)
         return event
 
     async def append(self, topic: str, data: JSONInput, *, final: bool = False) -> StreamEvent:
@@ -193,7 +194,8 @@ class MemoryStreamCache:
 
     def _live_log(self, topic: str, now_ms: int) -> _TopicLog | None:
         log = self._open.get(topic) or self._finished.get(topic)
-        if log is not None and self._expired(topic, log, now_ms):
+        # None expires before the next sweep is due (the queues' heads expire first).
+        if log is not None and now_ms >= self._next_due_ms and self._expired(topic, log, now_ms):
             self._drop(topic)
             return None
         return log
