@@ -15,9 +15,10 @@ peer table's w2-start) or w1 (one run of `--runs` steps, 1000 by default). Three
 2. counted, per run (and per step for w2 and w1): statements sent to the database and the
    commits among them (SQLite: the connection's trace callback sees every statement, BEGIN
    and COMMIT included; PostgreSQL: every query asyncpg sends, BEGIN and COMMIT included; an
-   autocommitted statement counts no commit), the SQLite writer thread's jobs and its wake-ups of the event loop (a job handed
-   to the thread and its answer handed back are the run's thread hand-offs), the loop's
-   turns and callbacks, and the asyncio tasks created;
+   autocommitted statement counts no commit), the SQLite store's write jobs, those handed to
+   its writer thread and the thread's wake-ups of the event loop (the run's thread hand-offs:
+   a brief write that finds the connection idle runs on the loop's thread, with none), the
+   loop's turns and callbacks, and the asyncio tasks created;
 3. under cProfile: Python calls per run (and per step) on the loop's thread.
 
 A figure from a loaded machine is noise, the counts are not (the load average is printed
@@ -72,10 +73,11 @@ def _count(name: str, n: int = 1) -> None:
 
 
 def _instrument_sqlite() -> None:
-    connect, settle, submit = (
+    connect, settle, submit, handed = (
         database.Database._connect,
         database._settle,
         database.Database._submit,
+        database.Database._queue,
     )
 
     def traced_connect(self: database.Database) -> sqlite3.Connection:
@@ -92,12 +94,17 @@ def _instrument_sqlite() -> None:
         _count("writer jobs" if kw.get("write") else "reader jobs")
         return await submit(self, fn, **kw)
 
+    def counted_queue(self: database.Database, jobs: list[Any], **kw: Any) -> None:
+        _count("jobs handed to the writer thread", len(jobs))
+        handed(self, jobs, **kw)
+
     def counted_settle(outcomes: list[Any]) -> None:
         _count("writer -> loop wake-ups", len({job.loop for job, _, _ in outcomes}))
         settle(outcomes)
 
     database.Database._connect = traced_connect  # type: ignore[method-assign]
     database.Database._submit = counted_submit  # type: ignore[method-assign]
+    database.Database._queue = counted_queue  # type: ignore[method-assign]
     database._settle = counted_settle
 
 

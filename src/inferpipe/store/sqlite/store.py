@@ -261,7 +261,8 @@ class SQLiteStore:
         self, run: NewRun, now_ms: int, owner: str, lease_ms: int
     ) -> ClaimedRun | None:
         return await self._db.write(
-            lambda c: claims.start_run(c, self.workspace, run, now_ms, owner, lease_ms)
+            lambda c: claims.start_run(c, self.workspace, run, now_ms, owner, lease_ms),
+            brief=True,
         )
 
     async def next_ready_at(
@@ -309,14 +310,16 @@ class SQLiteStore:
         batch_wakes_ms: int | None = None,
     ) -> None:
         await self._db.write(
-            lambda c: work.park(c, lease, status, ready_at_ms, now_ms, batch_wakes_ms)
+            lambda c: work.park(c, lease, status, ready_at_ms, now_ms, batch_wakes_ms),
+            brief=True,
         )
 
     async def finish(
         self, lease: Lease, outcome: Outcome, events: list[PlannedEvent], now_ms: int
     ) -> FinishResult:
         return await self._db.write(
-            lambda c: work.finish(c, self.workspace, lease, outcome, events, now_ms)
+            lambda c: work.finish(c, self.workspace, lease, outcome, events, now_ms),
+            brief=True,
         )
 
     async def claim_cancelled(
