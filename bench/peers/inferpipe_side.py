@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import signal
 import subprocess
@@ -26,6 +27,7 @@ import uuid
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -161,6 +163,25 @@ def start_workers(url: str, count: int) -> list[subprocess.Popen[str]]:
     return procs
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds a process has used so far (Linux), 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def server_pids(pg_server: str, database: str) -> list[int]:
+    """The server processes of the connections to `database` (a server on this machine)."""
+    conn = await asyncpg.connect(pg_server)
+    try:
+        rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", database)
+    finally:
+        await conn.close()
+    return [int(row[0]) for row in rows]
+
+
 def stop_workers(procs: list[subprocess.Popen[str]]) -> None:
     for proc in procs:
         if proc.poll() is None:
@@ -171,6 +192,11 @@ def stop_workers(procs: list[subprocess.Popen[str]]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def runs_of(workload: str, n: int) -> int:
+    """Runs a workload executes, its warm-up included."""
+    return {"w1": 2, "w3": n}.get(workload, n + WARMUP)
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -197,7 +223,11 @@ async def main(args: argparse.Namespace) -> None:
     worker = None if workers else app.worker(concurrency=n if workload == "w2" else 100)
     task = asyncio.create_task(worker.run()) if worker is not None else None
     try:
+        procs = [p.pid for p in workers]
+        local = name and urlsplit(args.pg_server).hostname in ("127.0.0.1", "localhost", "::1")
+        backends = await server_pids(args.pg_server, name) if local else []
         c0, t0 = cpu_s(), now()
+        w0 = {pid: process_cpu_s(pid) for pid in procs + backends}
         if workload == "w1":
             metrics = await w1(app, n)
         elif workload == "w2":
@@ -206,9 +236,18 @@ async def main(args: argparse.Namespace) -> None:
             metrics = await w3(app, n)
         else:
             metrics = await w4(app, n)
+        runs = runs_of(workload, n)
         metrics["cpu_pct"] = round(100 * (cpu_s() - c0) / (now() - t0), 1)
+        metrics["cpu_ms_per_run"] = round(1000 * (cpu_s() - c0) / runs, 3)
         if workers:
             metrics["worker_processes"] = len(workers)
+            worker_s = sum(process_cpu_s(pid) - w0[pid] for pid in procs)
+            metrics["worker_cpu_ms_per_run"] = round(1000 * worker_s / runs, 3)
+        if local:
+            # Connections opened since (pools grow on demand) count from their start.
+            server = await server_pids(args.pg_server, name)
+            server_s = sum(process_cpu_s(pid) - w0.get(pid, 0.0) for pid in server)
+            metrics["server_cpu_ms_per_run"] = round(1000 * server_s / runs, 3)
     finally:
         if worker is not None and task is not None:
             worker.notify_shutdown()
