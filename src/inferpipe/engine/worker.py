@@ -14,6 +14,7 @@ from inferpipe.core.ids import new_id
 from inferpipe.core.records import ClaimedRun, Lease
 from inferpipe.engine.cron import CronSchedule
 from inferpipe.engine.engine import Engine
+from inferpipe.store.base import Claim
 
 _log = logging.getLogger("inferpipe.worker")
 
@@ -72,9 +73,13 @@ class Worker:
         self._short_claim_at_ms: int | None = None
         """When the last claim returned fewer runs than asked: what was ready then and not
         taken waits for a concurrency slot, which a finishing run frees (and wakes us)."""
+        self._ahead: Claim | None = None
+        """The last claim, when it came back short and read the next ready time itself: the
+        sleep that follows needs no `next_ready_at` poll."""
         self._unclaimed = True
         """Runs may be ready that no claim has looked for since: work was signalled, the last
-        claim took some, an execution parked or handed its run back, or a poll time came.
+        claim may have left some (`Claim.more`), an execution parked or handed its run back,
+        or a poll time came.
         False after a claim that found nothing, with nothing signalled since: a run that then
         finishes with nothing made ready (`Executor.execute`) frees its slot without a claim
         or a poll (a zero-step run started here costs its start and its finish only)."""
@@ -200,11 +205,14 @@ class Worker:
         asked = time.monotonic()
         now = self.engine.clock.now_ms()
         self._unclaimed = False  # a signal from now on is one this claim may not see
-        claimed = await self.engine.store.claim(
+        claim = await self.engine.store.claim_ready(
             self.id, self.engine.registry.ids, free, now, self.lease_ms
         )
-        self._short_claim_at_ms = now if len(claimed) < free else None
-        if claimed:  # more may be ready (claims take a page at most, and skip locked rows)
+        claimed = claim.runs
+        short = len(claimed) < free
+        self._short_claim_at_ms = now if short else None
+        self._ahead = claim if short and claim.looked_ahead else None
+        if claim.more:
             self._unclaimed = True
         for item in claimed:
             self._start(item, asked + self.lease_ms / 1000)
@@ -259,6 +267,8 @@ class Worker:
             self._unclaimed = True
 
     async def _next_ready_at(self) -> int | None:
+        if self._ahead is not None:
+            return self._ahead.next_ready_at_ms
         ids = self.engine.registry.ids
         if self._short_claim_at_ms is None:
             return await self.engine.store.next_ready_at(ids)

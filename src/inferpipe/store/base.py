@@ -83,6 +83,27 @@ class WakeClaim:
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    """What `Store.claim_ready` took, and what it saw of the runs it left."""
+
+    runs: list[ClaimedRun]
+    more: bool
+    """Runs may be ready that this claim could not take (it took a page, or as many as it
+    was asked for): claim again once a slot is free."""
+    looked_ahead: bool = False
+    """Whether `next_ready_at_ms` was read, by the claim, in its own snapshot."""
+    next_ready_at_ms: int | None = None
+    """With `looked_ahead`: what `Store.next_ready_at` with `after_ms` = the claim's time
+    would have said then (None: nothing ready later)."""
+
+    @classmethod
+    def of(cls, runs: list[ClaimedRun]) -> Claim:
+        """A claim that tells nothing but its runs: runs may be left ready when it took
+        some (a page at most; rows another claim holds are skipped)."""
+        return cls(runs, more=bool(runs))
+
+
+@dataclass(frozen=True, slots=True)
 class ProgressResult:
     cancel_requested: str | None  #: why the run should stop, when it should
     resolved: dict[str, JSON]  #: step key -> event, for waits satisfied at once by lookback
@@ -292,6 +313,13 @@ class Store(Protocol):
           more back to back); a run over the pace gets a reserved start time as its ready time
           (and reason) and keeps that reservation.
         """
+
+    async def claim_ready(
+        self, owner: str, function_ids: list[str], limit: int, now_ms: int, lease_ms: int
+    ) -> Claim:
+        """`claim`, telling the worker whether to claim again and, when the store can read it
+        in the same statement, when the next run it left becomes ready (`Claim`): a worker
+        whose claim came back short then needs no `next_ready_at` poll."""
 
     async def start_run(
         self, run: NewRun, now_ms: int, owner: str, lease_ms: int

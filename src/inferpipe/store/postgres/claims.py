@@ -25,6 +25,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from inferpipe.core.records import ClaimedRun, Lease, NewRun, Run
+from inferpipe.store.base import Claim
 from inferpipe.store.flow import admission
 from inferpipe.store.flow.claims import (
     CANDIDATE_COLUMNS,
@@ -138,8 +139,18 @@ _CHECKED = (
 )
 """A ready run that flow control must check before it starts (a key, or a throttle)."""
 
+_AHEAD = f"""LEAST(
+    (SELECT ready_at_ms FROM runs WHERE workspace = $1 AND status IN {PARKED}
+       AND ready_at_ms > $2 AND function_id = ANY($3::text[])
+     ORDER BY ready_at_ms LIMIT 1),
+    (SELECT lease_expires_at_ms + 1 FROM runs WHERE workspace = $1 AND status = 'running'
+       AND function_id = ANY($3::text[]) AND id NOT IN (SELECT id FROM stale)
+     ORDER BY lease_expires_at_ms LIMIT 1))"""
+"""`_NEXT_READY` after the claim's time, in the claim's snapshot: the runs it takes were ready
+by then (or are the expired leases it takes over, left out), so they do not count."""
+
 _PLAIN = f"""{_HEAD}, verdict AS MATERIALIZED (
-    SELECT EXISTS (SELECT 1 FROM page WHERE {_CHECKED}) AS checked
+    SELECT EXISTS (SELECT 1 FROM page WHERE {_CHECKED}) AS checked, {_AHEAD} AS ahead
 ), taken AS (
     UPDATE runs r SET status = 'running', lease_owner = $8,
         lease_expires_at_ms = $2::bigint + $9::bigint, lease_token = r.lease_token + 1,
@@ -155,12 +166,13 @@ _PLAIN = f"""{_HEAD}, verdict AS MATERIALIZED (
         (SELECT json_agg(json_build_array({_S_STEP_COLUMNS})) FROM steps s WHERE s.run_id = r.id),
         {_R_RUN_COLUMNS}
 )
-SELECT v.checked, t.* FROM verdict v LEFT JOIN taken t ON TRUE
+SELECT v.checked, v.ahead, t.* FROM verdict v LEFT JOIN taken t ON TRUE
 """
 """The common claim in one statement: when no run of the page needs a flow control check,
 take the expired leases and as much of the page as the limit leaves (a worker asks for its
-free slots), with their journals; else take nothing and say so (the claim then runs page by
-page in a transaction, `_Claim`). A run of the page was parked in this
+free slots), with their journals, and read when the next run becomes ready (`_AHEAD`: the
+worker whose claim came back short needs no poll); else take nothing and say so (the claim
+then runs page by page in a transaction, `_Claim`). A run of the page was parked in this
 statement's snapshot (else it would not be a candidate), so its journal, committed before it
 parked, is in the snapshot too, unless another claim took and parked it again since (the row
 was re-read when locked: its `attempts` differ from the snapshot's). Those journals, and the
@@ -514,23 +526,26 @@ async def claim_plain(
     limit: int,
     now_ms: int,
     lease_ms: int,
-) -> list[ClaimedRun] | None:
+) -> Claim | None:
     """Take up to `limit` runs in one statement (outside a transaction) when none of those
-    next in the queue needs a flow control check; None when one does (call `claim`)."""
+    next in the queue needs a flow control check; None when one does (call `claim`). The
+    claim says when the next run it left becomes ready; it may have left runs ready only
+    when it took a whole page (rows another claim holds are skipped, and that claim takes
+    them)."""
     size = min(limit, MAX_PAGE_ROWS)
     rows = await conn.fetch(_PLAIN, ws, now_ms, function_ids, size, [], [], True, owner, lease_ms)
     if rows and rows[0][0]:
         return None
-    taken = sorted((row for row in rows if row[7] is not None), key=lambda r: tuple(r[1:4]))
-    if not taken:
-        return []
-    runs = [run_from_row(row[7:]) for row in taken]
-    journals = {run.id: (row[5], row[6]) for run, row in zip(runs, taken, strict=True)}
-    stale = {run.id for run, row in zip(runs, taken, strict=True) if row[1] == STALE}
-    moved = {run.id for run, row in zip(runs, taken, strict=True) if not row[4]} | stale
+    ahead = None if not rows or rows[0][1] is None else int(rows[0][1])
+    taken = sorted((row for row in rows if row[8] is not None), key=lambda r: tuple(r[2:5]))
+    runs = [run_from_row(row[8:]) for row in taken]
+    journals = {run.id: (row[6], row[7]) for run, row in zip(runs, taken, strict=True)}
+    stale = {run.id for run, row in zip(runs, taken, strict=True) if row[2] == STALE}
+    moved = {run.id for run, row in zip(runs, taken, strict=True) if not row[5]} | stale
     if moved:
         journals |= {r[0]: (r[1], r[2]) for r in await conn.fetch(_JOURNALS, sorted(moved))}
-    return [_Taken(run, *journals[run.id], run.id in stale).claimed(owner) for run in runs]
+    claimed = [_Taken(run, *journals[run.id], run.id in stale).claimed(owner) for run in runs]
+    return Claim(claimed, more=len(claimed) >= size, looked_ahead=True, next_ready_at_ms=ahead)
 
 
 async def claim(

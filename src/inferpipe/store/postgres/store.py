@@ -22,6 +22,7 @@ from inferpipe.core.records import (
 from inferpipe.core.scores import ScoreRecord
 from inferpipe.store import payloads
 from inferpipe.store.base import (
+    Claim,
     FinishResult,
     Outcome,
     Page,
@@ -320,8 +321,13 @@ class PostgresStore:
     async def claim(
         self, owner: str, function_ids: list[str], limit: int, now_ms: int, lease_ms: int
     ) -> list[ClaimedRun]:
+        return (await self.claim_ready(owner, function_ids, limit, now_ms, lease_ms)).runs
+
+    async def claim_ready(
+        self, owner: str, function_ids: list[str], limit: int, now_ms: int, lease_ms: int
+    ) -> Claim:
         if not function_ids or limit <= 0:
-            return []
+            return Claim([], more=False)
         if time.monotonic() >= self._cut_stalled_at:
             # Runs whose rows a stopped process keeps locked could not be taken over.
             self._cut_stalled_at = time.monotonic() + CUT_STALLED_EVERY_S
@@ -335,7 +341,7 @@ class PostgresStore:
             if plain is not None:
                 return plain
         claimed, self._flow_checks = await self._db.transaction(lambda c: claims.claim(c, *args))
-        return claimed
+        return Claim.of(claimed)
 
     async def start_run(
         self, run: NewRun, now_ms: int, owner: str, lease_ms: int

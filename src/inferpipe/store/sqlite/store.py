@@ -23,6 +23,7 @@ from inferpipe.core.records import (
 from inferpipe.core.scores import ScoreRecord
 from inferpipe.store import payloads
 from inferpipe.store.base import (
+    Claim,
     FinishResult,
     Outcome,
     Page,
@@ -256,6 +257,11 @@ class SQLiteStore:
         return await self._db.write(
             lambda c: claims.claim(c, self.workspace, owner, function_ids, limit, now_ms, lease_ms)
         )
+
+    async def claim_ready(
+        self, owner: str, function_ids: list[str], limit: int, now_ms: int, lease_ms: int
+    ) -> Claim:
+        return Claim.of(await self.claim(owner, function_ids, limit, now_ms, lease_ms))
 
     async def start_run(
         self, run: NewRun, now_ms: int, owner: str, lease_ms: int
