@@ -149,3 +149,67 @@ async def test_running_worker_is_woken_by_notify(postgres: PostgresServer) -> No
         await loop
         await sender.close()
         await app.close()
+
+
+class PollCountingStore(PostgresStore):
+    """A PostgreSQL store that counts the `next_ready_at` polls asked of it."""
+
+    polls = 0
+
+    async def next_ready_at(
+        self, function_ids: list[str], *, after_ms: int | None = None
+    ) -> int | None:
+        self.polls += 1
+        return await super().next_ready_at(function_ids, after_ms=after_ms)
+
+
+async def test_two_workers_take_every_run_with_no_poll(postgres: PostgresServer) -> None:
+    """Runs started by a process without a worker, one after another, each woken by NOTIFY in
+    two workers, and a run sleeping: every one ends though the workers' safety-net poll is an
+    hour away, and no worker polls for the next ready time (its short claim read it)."""
+    workspace = unique_workspace()
+    functions = ip.App("pg-two")
+
+    @functions.function(id="quick")
+    async def quick(ctx: ip.Context) -> int:
+        return int(await ctx.step.run("double", lambda: 2 * int(ctx.input["i"])))
+
+    @functions.function(id="nap")
+    async def nap(ctx: ip.Context) -> str:
+        await ctx.step.sleep("pause", "300ms")
+        return "rested"
+
+    apps: list[ip.App] = []
+    stores: list[PollCountingStore] = []
+    workers: list[Worker] = []
+    loops: list[asyncio.Task[None]] = []
+    for _ in range(2):
+        app = ip.App("pg-two")
+        app.registry = functions.registry  # each a process running the same functions
+        store = PollCountingStore(postgres.url, workspace)
+        await app.start(store=store)
+        worker = Worker(app.engine, poll_ms=3_600_000)
+        apps.append(app)
+        stores.append(store)
+        workers.append(worker)
+        loops.append(asyncio.create_task(worker.run()))
+    sender = ip.App("pg-two-client")
+    sender.registry = functions.registry
+    try:
+        await sender.start(store=PostgresStore(postgres.url, workspace))
+        napping = await sender.invoke("nap")
+        ids = [await sender.invoke("quick", {"i": i}) for i in range(40)]
+        for i, run_id in enumerate(ids):
+            run = await sender.result(run_id, timeout=30)
+            assert run.status is ip.RunStatus.COMPLETED and run.output == 2 * i
+        run = await sender.result(napping, timeout=30)
+        assert run.status is ip.RunStatus.COMPLETED and run.output == "rested"
+        assert [s.key for s in await sender.engine.store.get_steps(napping)] == ["pause"]
+        assert [store.polls for store in stores] == [0, 0]
+    finally:
+        for worker in workers:
+            worker.notify_shutdown()
+        await asyncio.gather(*loops)
+        await sender.close()
+        for app in apps:
+            await app.close()
