@@ -280,7 +280,8 @@ class Store(Protocol):
     ) -> Page[Run]:
         """Runs newest first."""
 
-    async def get_steps(self, run_id: str) -> list[StepRecord]: ...
+    async def get_steps(self, run_id: str) -> list[StepRecord]:
+        """A run's steps by sequence number, then start, then key (a total order)."""
 
     async def get_logs(self, run_id: str) -> list[LogRecord]: ...
 

@@ -269,7 +269,7 @@ class PostgresStore:
             lambda c: c.fetch(
                 f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = $1 AND EXISTS"
                 " (SELECT 1 FROM runs WHERE id = $1 AND workspace = $2)"
-                " ORDER BY seq, started_at_ms",
+                " ORDER BY seq, started_at_ms, key",
                 run_id,
                 self.workspace,
             )

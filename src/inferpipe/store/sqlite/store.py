@@ -205,7 +205,7 @@ class SQLiteStore:
         rows = await self._db.read(
             lambda c: c.execute(
                 f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? AND run_id IN"
-                " (SELECT id FROM runs WHERE workspace = ?) ORDER BY seq, started_at_ms",
+                " (SELECT id FROM runs WHERE workspace = ?) ORDER BY seq, started_at_ms, key",
                 (run_id, self.workspace),
             ).fetchall()
         )
