@@ -20,14 +20,11 @@ import os
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import asyncpg
-
 import inferpipe as ip
-from bench import asyncpg_trips
+from bench import asyncpg_trips, scratch
 
 Trip = tuple[float, float, str]
 """A round trip: (perf_counter at its start, at its end, what it sent)."""
@@ -154,20 +151,10 @@ async def main(args: argparse.Namespace) -> None:
         from tests.servers import start_postgres  # noqa: PLC0415 - only without --database
 
         server, stop, _ = start_postgres(Path(tempfile.mkdtemp(prefix="inferpipe-pg-")))
-    name = f"bench_rt_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(server)
     try:
-        await conn.execute(f"CREATE DATABASE {name}")
+        async with scratch.database_on(server, "bench_rt") as url:
+            await run(url, args.samples)
     finally:
-        await conn.close()
-    try:
-        await run(server.rsplit("/", 1)[0] + f"/{name}", args.samples)
-    finally:
-        conn = await asyncpg.connect(server)
-        try:
-            await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        finally:
-            await conn.close()
         if stop is not None:
             stop()
     print(f"\nload average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")

@@ -40,15 +40,12 @@ import statistics
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 import inferpipe as ip
-from bench import asyncpg_trips
+from bench import asyncpg_trips, scratch
 from bench.peers.common import W2_STEPS
 from bench.peers.inferpipe_side import build_app
 from inferpipe.store.sqlite import database
@@ -260,21 +257,9 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return
-    name = f"run_costs_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(args.pg_server)
-    try:
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
-    try:
+    async with scratch.database_on(args.pg_server, "run_costs") as url:
         with asyncpg_trips.traced(_count_round_trip):
-            await measure(args.pg_server.rsplit("/", 1)[0] + f"/{name}", case)
-    finally:
-        conn = await asyncpg.connect(args.pg_server)
-        try:
-            await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        finally:
-            await conn.close()
+            await measure(url, case)
 
 
 if __name__ == "__main__":
